@@ -1,0 +1,5 @@
+/** The explicit list of command groups (no directory scanning). */
+import type { Command } from 'commander';
+import { register as start } from './start.js';
+
+export const COMMANDS: Array<(program: Command) => void> = [start];

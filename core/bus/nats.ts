@@ -1,0 +1,260 @@
+/**
+ * The NATS side of the hub: connecting (reconnect forever), declaring streams idempotently, and publishing
+ * events with `Nats-Msg-Id` and trace headers.
+ *
+ * Publishing uses one reply inbox per connection and collects JetStream acks as they come back, instead of a
+ * request (and a timer) per message. Awaited per-message `js.publish` tops out at a few thousand messages per
+ * second from Node; collected acks do not serialise on that round trip.
+ */
+import {
+  connect,
+  createInbox,
+  DiscardPolicy,
+  headers as natsHeaders,
+  RetentionPolicy,
+  StorageType,
+  type JetStreamClient,
+  type JetStreamManager,
+  type MsgHdrs,
+  type NatsConnection,
+  type StreamConfig,
+  type Subscription,
+} from 'nats';
+import { withNamespace } from '../events/catalog.js';
+
+export const nanos = (ms: number): number => ms * 1_000_000;
+
+/** Connects with reconnect-forever settings; the nats.js default gives up after about 20 s. */
+export async function connectNats(url: string, name: string): Promise<NatsConnection> {
+  return connect({
+    servers: url.split(','),
+    name,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 250,
+    reconnectJitter: 100,
+    waitOnFirstConnect: true,
+    pingInterval: 10_000,
+    maxPingOut: 3,
+  });
+}
+
+export interface StreamNames {
+  events: string;
+  ephemeral: string;
+  deadLetter: string;
+}
+
+export function streamNames(ns: string): StreamNames {
+  const p = ns ? `${ns.toUpperCase().replace(/[^A-Z0-9_]/g, '_')}_` : '';
+  return { events: `${p}VOXA_EVENTS`, ephemeral: `${p}VOXA_RT`, deadLetter: `${p}VOXA_DLQ` };
+}
+
+/** The streams the hub needs, declared in code. `nats.conf` only holds server settings. */
+export function streamConfigs(ns: string, replicas = 1): Array<Partial<StreamConfig> & { name: string; subjects: string[] }> {
+  const names = streamNames(ns);
+  return [
+    {
+      name: names.events,
+      description: 'Durable chat, account and admin events (the delivery log; the store is the source of truth).',
+      subjects: [withNamespace(ns, 'chat.>'), withNamespace(ns, 'user.>'), withNamespace(ns, 'admin.>')],
+      storage: StorageType.File,
+      retention: RetentionPolicy.Limits,
+      discard: DiscardPolicy.Old,
+      max_age: nanos(30 * 24 * 3600 * 1000),
+      duplicate_window: nanos(2 * 60 * 1000),
+      num_replicas: replicas,
+    },
+    {
+      name: names.ephemeral,
+      description: 'Typing and presence: memory only, short-lived.',
+      subjects: [withNamespace(ns, 'rt.>')],
+      storage: StorageType.Memory,
+      retention: RetentionPolicy.Limits,
+      discard: DiscardPolicy.Old,
+      max_age: nanos(60 * 1000),
+      max_msgs: 100_000,
+      duplicate_window: nanos(10 * 1000),
+      num_replicas: replicas,
+    },
+    {
+      name: names.deadLetter,
+      description: 'Events a plugin gave up on, with the reason in headers.',
+      subjects: [withNamespace(ns, 'dlq.>')],
+      storage: StorageType.File,
+      retention: RetentionPolicy.Limits,
+      discard: DiscardPolicy.Old,
+      max_age: nanos(30 * 24 * 3600 * 1000),
+      num_replicas: replicas,
+    },
+  ];
+}
+
+/** Creates the streams, or updates them when they exist with other settings. Safe to call at every boot. */
+export async function ensureStreams(jsm: JetStreamManager, ns: string, replicas = 1): Promise<StreamNames> {
+  for (const cfg of streamConfigs(ns, replicas)) {
+    try {
+      await jsm.streams.info(cfg.name);
+      await jsm.streams.update(cfg.name, cfg);
+    } catch (err) {
+      if (!isStreamNotFound(err)) throw err;
+      try {
+        await jsm.streams.add(cfg);
+      } catch (addErr) {
+        // Another process created it between our info and add: fine.
+        if (!/already in use/i.test(String((addErr as Error).message))) throw addErr;
+      }
+    }
+  }
+  return streamNames(ns);
+}
+
+function isStreamNotFound(err: unknown): boolean {
+  const e = err as { code?: string; api_error?: { err_code?: number }; message?: string };
+  return e?.api_error?.err_code === 10059 || /stream not found/i.test(String(e?.message));
+}
+
+export interface PublishAck {
+  stream: string;
+  seq: number;
+  duplicate: boolean;
+}
+
+export class PublishError extends Error {
+  constructor(
+    message: string,
+    readonly retryable = true,
+  ) {
+    super(message);
+    this.name = 'PublishError';
+  }
+}
+
+interface Pending {
+  resolve: (ack: PublishAck) => void;
+  reject: (err: Error) => void;
+  deadline: number;
+}
+
+/**
+ * Publishes to JetStream and collects the acks on a single wildcard inbox subscription. Each publish returns a
+ * promise for its ack; unanswered publishes fail after `timeoutMs` (the outbox then retries them).
+ */
+export class JetStreamPublisher {
+  private readonly pending = new Map<string, Pending>();
+  private readonly prefix = createInbox();
+  private readonly sub: Subscription;
+  private counter = 0;
+  private readonly sweeper: NodeJS.Timeout;
+  private connected = true;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly timeoutMs = 5000,
+  ) {
+    this.sub = nc.subscribe(`${this.prefix}.*`, {
+      callback: (_err, msg) => {
+        const token = msg.subject.slice(this.prefix.length + 1);
+        const p = this.pending.get(token);
+        if (!p) return; // a late ack after a timeout: the outbox already took over
+        this.pending.delete(token);
+        if (msg.headers?.code === 503) return p.reject(new PublishError('no stream is listening on this subject', false));
+        try {
+          const body = JSON.parse(new TextDecoder().decode(msg.data)) as {
+            stream?: string;
+            seq?: number;
+            duplicate?: boolean;
+            error?: { description?: string };
+          };
+          if (body.error) return p.reject(new PublishError(body.error.description ?? 'publish failed'));
+          p.resolve({ stream: body.stream ?? '', seq: body.seq ?? 0, duplicate: Boolean(body.duplicate) });
+        } catch (err) {
+          p.reject(new PublishError(`unreadable publish ack: ${(err as Error).message}`));
+        }
+      },
+    });
+    // One timer for all pending publishes instead of one per message. Map iteration is insertion order, so
+    // the oldest deadlines come first.
+    this.sweeper = setInterval(() => this.expire(), Math.min(250, Math.max(10, timeoutMs / 4)));
+    this.sweeper.unref();
+    void this.watchStatus();
+  }
+
+  private async watchStatus(): Promise<void> {
+    for await (const s of this.nc.status()) {
+      if (s.type === 'disconnect') {
+        this.connected = false;
+        this.failAll('disconnected from NATS');
+      } else if (s.type === 'reconnect') this.connected = true;
+    }
+  }
+
+  /** False while the connection is down: callers skip publishing and leave the event to the outbox. */
+  get isConnected(): boolean {
+    return this.connected && !this.nc.isClosed();
+  }
+
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  publish(subject: string, data: Uint8Array, hdrs: Record<string, string>, msgId?: string): Promise<PublishAck> {
+    if (!this.isConnected) return Promise.reject(new PublishError('NATS is not connected'));
+    const h: MsgHdrs = natsHeaders();
+    for (const [k, v] of Object.entries(hdrs)) h.set(k, v);
+    if (msgId) h.set('Nats-Msg-Id', msgId);
+    const token = (++this.counter).toString(36);
+    return new Promise<PublishAck>((resolve, reject) => {
+      this.pending.set(token, { resolve, reject, deadline: Date.now() + this.timeoutMs });
+      try {
+        this.nc.publish(subject, data, { reply: `${this.prefix}.${token}`, headers: h });
+      } catch (err) {
+        this.pending.delete(token);
+        reject(new PublishError((err as Error).message));
+      }
+    });
+  }
+
+  private expire(): void {
+    const now = Date.now();
+    for (const [token, p] of this.pending) {
+      if (p.deadline > now) break;
+      this.pending.delete(token);
+      p.reject(new PublishError('timed out waiting for the JetStream ack'));
+    }
+  }
+
+  private failAll(reason: string): void {
+    for (const [token, p] of this.pending) {
+      this.pending.delete(token);
+      p.reject(new PublishError(reason));
+    }
+  }
+
+  close(): void {
+    clearInterval(this.sweeper);
+    this.failAll('publisher closed');
+    this.sub.unsubscribe();
+  }
+}
+
+/** Everything a process needs to talk to NATS. */
+export interface Bus {
+  nc: NatsConnection;
+  js: JetStreamClient;
+  jsm: JetStreamManager;
+  publisher: JetStreamPublisher;
+  namespace: string;
+  streams: StreamNames;
+}
+
+export async function openBus(url: string, name: string, namespace: string, opts: { ensure?: boolean; replicas?: number } = {}): Promise<Bus> {
+  const nc = await connectNats(url, name);
+  const jsm = await nc.jetstreamManager();
+  const streams = opts.ensure === false ? streamNames(namespace) : await ensureStreams(jsm, namespace, opts.replicas ?? 1);
+  return { nc, js: nc.jetstream(), jsm, publisher: new JetStreamPublisher(nc), namespace, streams };
+}
+
+export async function closeBus(bus: Bus): Promise<void> {
+  bus.publisher.close();
+  if (!bus.nc.isClosed()) await bus.nc.drain().catch(() => bus.nc.close());
+}

@@ -1,0 +1,261 @@
+/**
+ * Conversations and messages: the rules (membership, workspace boundaries, idempotent sends, author-only
+ * edits) shared by the REST API and the WebSocket edge, so a send over a socket means exactly what
+ * `POST /v1/conversations/:id/messages` means.
+ */
+import type { Conversation, ConversationSummary, Message, UserRecord } from '../domain.js';
+import { VoxaError } from '../errors.js';
+import { createEvent, type EventEnvelope } from '../events/catalog.js';
+import { newId } from '../ids.js';
+import type { OutboxEntry } from '../store/port.js';
+import type { HubCore } from '../hub.js';
+import { toOutbox } from '../events/outbox-entry.js';
+
+export type OpenConversationInput =
+  | { type: 'direct'; members: string[] }
+  | { type: 'group'; title: string; members: string[] };
+
+export interface SendInput {
+  text: string;
+  clientId?: string | null;
+  attachments?: string[];
+}
+
+export class ChatService {
+  constructor(private readonly hub: HubCore) {}
+
+  /** Commits nothing itself: publishes what a store write put in the outbox, waiting at most publishAckWaitMs. */
+  async publish(entries: OutboxEntry[]): Promise<void> {
+    if (entries.length === 0) return;
+    const wait = this.hub.config.publishAckWaitMs;
+    const sent = this.hub.outbox.dispatch(entries).catch(() => undefined); // the sweeper retries failures
+    if (wait <= 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([sent, new Promise<void>((r) => (timer = setTimeout(r, wait)))]);
+    clearTimeout(timer);
+  }
+
+  outboxOf(events: EventEnvelope[]): OutboxEntry[] {
+    return events.map((e) => toOutbox(e, this.hub.bus.namespace));
+  }
+
+  async getConversationFor(actor: UserRecord, conversationId: string): Promise<Conversation> {
+    const conv = await this.hub.store.getConversation(conversationId);
+    // A conversation in another workspace does not exist as far as the caller can tell.
+    if (!conv || conv.workspaceId !== actor.workspaceId) throw new VoxaError('CONVERSATION_NOT_FOUND');
+    if (!conv.members.includes(actor.id)) throw new VoxaError('NOT_A_MEMBER');
+    return conv;
+  }
+
+  async openConversation(actor: UserRecord, input: OpenConversationInput): Promise<{ conversation: Conversation; created: boolean }> {
+    const others = [...new Set(input.members.filter((m) => m !== actor.id))];
+    if (input.type === 'direct' && others.length !== 1) {
+      throw new VoxaError('VALIDATION_FAILED', 'A direct conversation has exactly one other member.', { field: 'members' });
+    }
+    if (input.type === 'group' && others.length < 1) {
+      throw new VoxaError('VALIDATION_FAILED', 'A group needs at least one other member.', { field: 'members' });
+    }
+    const users = await Promise.all(others.map((id) => this.hub.store.getUser(id)));
+    const missing = others.filter((_, i) => {
+      const u = users[i];
+      return !u || u.workspaceId !== actor.workspaceId || u.disabled || u.passwordHash === null;
+    });
+    if (missing.length) throw new VoxaError('USER_NOT_FOUND', 'Some members do not exist in this workspace.', { members: missing });
+    if (actor.role === 'customer') {
+      const ws = await this.hub.store.getWorkspace(actor.workspaceId);
+      if (ws?.settings.customersTalkToAgentsOnly && users.some((u) => u!.role === 'customer')) {
+        throw new VoxaError('FORBIDDEN', 'Customers in this workspace may only talk with agents.');
+      }
+    }
+    const now = new Date().toISOString();
+    const conv: Conversation & { directKey?: string } = {
+      id: newId('cnv'),
+      workspaceId: actor.workspaceId,
+      type: input.type,
+      title: input.type === 'group' ? input.title : null,
+      members: [actor.id, ...others],
+      createdBy: actor.id,
+      createdAt: now,
+      updatedAt: now,
+      lastSeq: 0,
+      ...(input.type === 'direct' ? { directKey: [actor.id, others[0]!].sort().join(':') } : {}),
+    };
+    let entries: OutboxEntry[] = [];
+    const result = await this.hub.store.createConversation(conv, (c) => {
+      entries = this.outboxOf([
+        createEvent('conversation.created', {
+          workspaceId: c.workspaceId,
+          conversationId: c.id,
+          actor: { type: 'user', id: actor.id },
+          data: { conversation: c },
+        }),
+      ]);
+      return entries;
+    });
+    if (result.created) await this.publish(entries);
+    return result;
+  }
+
+  async updateGroup(actor: UserRecord, conversationId: string, change: { title?: string; add?: string[]; remove?: string[] }): Promise<Conversation> {
+    const conv = await this.getConversationFor(actor, conversationId);
+    if (conv.type !== 'group') throw new VoxaError('CONFLICT', 'Members of a direct conversation cannot change.');
+    const removingOthers = (change.remove ?? []).some((id) => id !== actor.id);
+    if (removingOthers && conv.createdBy !== actor.id && actor.role !== 'admin') {
+      throw new VoxaError('FORBIDDEN', 'Only the group creator or an admin may remove other members.');
+    }
+    const add = [...new Set(change.add ?? [])].filter((id) => !conv.members.includes(id));
+    const users = await Promise.all(add.map((id) => this.hub.store.getUser(id)));
+    const missing = add.filter((_, i) => !users[i] || users[i]!.workspaceId !== actor.workspaceId || users[i]!.disabled);
+    if (missing.length) throw new VoxaError('USER_NOT_FOUND', 'Some members do not exist in this workspace.', { members: missing });
+    const remove = (change.remove ?? []).filter((id) => conv.members.includes(id));
+    let entries: OutboxEntry[] = [];
+    const updated = await this.hub.store.updateMembers(conversationId, { add, remove, ...(change.title ? { title: change.title } : {}) }, (c) => {
+      entries = this.outboxOf([
+        createEvent('conversation.updated', {
+          workspaceId: c.workspaceId,
+          conversationId: c.id,
+          actor: { type: 'user', id: actor.id },
+          data: { conversation: c, added: add, removed: remove },
+        }),
+      ]);
+      return entries;
+    });
+    if (!updated) throw new VoxaError('CONVERSATION_NOT_FOUND');
+    await this.publish(entries);
+    return updated;
+  }
+
+  listConversations(actor: UserRecord): Promise<ConversationSummary[]> {
+    return this.hub.store.listConversations(actor.id);
+  }
+
+  async sendMessage(actor: UserRecord, conversationId: string, input: SendInput): Promise<{ message: Message; created: boolean }> {
+    if (input.text.trim().length === 0 && !(input.attachments && input.attachments.length)) {
+      throw new VoxaError('VALIDATION_FAILED', 'A message needs text.', { field: 'text' });
+    }
+    if (input.text.length > this.hub.config.maxMessageLength) {
+      throw new VoxaError('VALIDATION_FAILED', `Text is longer than ${this.hub.config.maxMessageLength} characters.`, { field: 'text' });
+    }
+    const conv = await this.getConversationFor(actor, conversationId);
+    await this.hub.rateLimiter.hit(`send:${actor.id}`, this.hub.config.sendRateLimitPerMinute);
+    let entries: OutboxEntry[] = [];
+    const result = await this.hub.store.appendMessage(
+      {
+        id: newId('msg'),
+        conversationId,
+        senderId: actor.id,
+        text: input.text,
+        clientId: input.clientId ?? null,
+        createdAt: new Date().toISOString(),
+        ...(input.attachments?.length ? { attachments: input.attachments } : {}),
+      },
+      (m) => {
+        entries = this.outboxOf([
+          createEvent('message.created', {
+            workspaceId: conv.workspaceId,
+            conversationId,
+            actor: { type: 'user', id: actor.id },
+            data: { message: m },
+          }),
+        ]);
+        return entries;
+      },
+    );
+    if (result.created) await this.publish(entries);
+    return result;
+  }
+
+  async history(actor: UserRecord, conversationId: string, q: { before?: number; after?: number; limit: number }) {
+    await this.getConversationFor(actor, conversationId);
+    return this.hub.store.listMessages(conversationId, q);
+  }
+
+  private async ownMessage(actor: UserRecord, conversationId: string, messageId: string, allowAdmin: boolean): Promise<Message> {
+    await this.getConversationFor(actor, conversationId);
+    const msg = await this.hub.store.getMessage(conversationId, messageId);
+    if (!msg) throw new VoxaError('MESSAGE_NOT_FOUND');
+    if (msg.senderId !== actor.id && !(allowAdmin && actor.role === 'admin')) {
+      throw new VoxaError('FORBIDDEN', allowAdmin ? 'Only the author or an admin may delete this message.' : 'Only the author may edit this message.');
+    }
+    return msg;
+  }
+
+  async editMessage(actor: UserRecord, conversationId: string, messageId: string, text: string): Promise<Message> {
+    if (text.trim().length === 0) throw new VoxaError('VALIDATION_FAILED', 'A message needs text.', { field: 'text' });
+    if (text.length > this.hub.config.maxMessageLength) throw new VoxaError('VALIDATION_FAILED', 'Text is too long.', { field: 'text' });
+    const msg = await this.ownMessage(actor, conversationId, messageId, false);
+    if (msg.deleted) throw new VoxaError('MESSAGE_DELETED');
+    let entries: OutboxEntry[] = [];
+    const conv = await this.hub.store.getConversation(conversationId);
+    const updated = await this.hub.store.editMessage(conversationId, messageId, text, new Date().toISOString(), (m) => {
+      entries = this.outboxOf([
+        createEvent('message.updated', {
+          workspaceId: conv!.workspaceId,
+          conversationId,
+          actor: { type: 'user', id: actor.id },
+          data: { message: m },
+        }),
+      ]);
+      return entries;
+    });
+    if (!updated) throw new VoxaError('MESSAGE_NOT_FOUND');
+    if (updated.deleted) throw new VoxaError('MESSAGE_DELETED');
+    await this.publish(entries);
+    return updated;
+  }
+
+  async deleteMessage(actor: UserRecord, conversationId: string, messageId: string): Promise<Message> {
+    const msg = await this.ownMessage(actor, conversationId, messageId, true);
+    if (msg.deleted) return msg;
+    let entries: OutboxEntry[] = [];
+    const deleted = await this.hub.store.deleteMessage(conversationId, messageId, new Date().toISOString(), (m) => {
+      entries = this.outboxOf([
+        createEvent('message.deleted', {
+          workspaceId: actor.workspaceId,
+          conversationId,
+          actor: { type: 'user', id: actor.id },
+          data: { message: m },
+        }),
+      ]);
+      return entries;
+    });
+    if (!deleted) throw new VoxaError('MESSAGE_NOT_FOUND');
+    await this.publish(entries);
+    return deleted;
+  }
+
+  /** Moves the caller's read marker (never past the last message, never back). */
+  async markRead(actor: UserRecord, conversationId: string, seq: number): Promise<{ seq: number; changed: boolean }> {
+    const conv = await this.getConversationFor(actor, conversationId);
+    const target = Math.min(seq, conv.lastSeq);
+    let entries: OutboxEntry[] = [];
+    const res = await this.hub.store.setReadMarker(conversationId, actor.id, target, (s) => {
+      entries = this.outboxOf([
+        createEvent('message.seen', {
+          workspaceId: conv.workspaceId,
+          conversationId,
+          actor: { type: 'user', id: actor.id },
+          data: { conversationId, userId: actor.id, seq: s },
+        }),
+      ]);
+      return entries;
+    });
+    if (res.changed) await this.publish(entries);
+    return res;
+  }
+
+  /**
+   * A recipient device got messages up to seq. Receipts are not stored: the event is published directly
+   * (deduplicated by a deterministic id), and the sender's edge turns it into message-status-update.
+   */
+  async markDelivered(actor: UserRecord, conversation: Conversation, seq: number): Promise<void> {
+    const ev = createEvent('message.delivered', {
+      workspaceId: conversation.workspaceId,
+      conversationId: conversation.id,
+      actor: { type: 'user', id: actor.id },
+      data: { conversationId: conversation.id, userId: actor.id, seq },
+    });
+    ev.id = `evt_dlv_${conversation.id}_${actor.id}_${seq}`;
+    await this.hub.outbox.dispatch([toOutbox(ev, this.hub.bus.namespace)]).catch(() => undefined);
+  }
+}

@@ -1,0 +1,146 @@
+/**
+ * One validated configuration for every Voxa process.
+ *
+ * Each field has a default, an environment variable and a sentence saying what it does. Values come from
+ * (lowest to highest precedence) the defaults, an optional JSON file named by `VOXA_CONFIG`, and the
+ * environment. A wrong value stops start-up with a message that names the field.
+ */
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+
+type FieldDoc = { env: string; doc: string };
+
+const bool = z.union([z.boolean(), z.enum(['1', '0', 'true', 'false', 'yes', 'no'])]).transform((v) =>
+  typeof v === 'boolean' ? v : ['1', 'true', 'yes'].includes(v),
+);
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+
+/** Field name → env var and description. The schema below carries the defaults. */
+export const CONFIG_DOCS: Record<string, FieldDoc> = {
+  port: { env: 'PORT', doc: 'TCP port the API and the WebSocket edge listen on.' },
+  host: { env: 'HOST', doc: 'Address the API binds to.' },
+  dataDir: { env: 'VOXA_DATA_DIR', doc: 'Directory for the SQLite store, the embedded NATS and Redis data.' },
+  natsUrl: { env: 'NATS_URL', doc: 'External NATS server; when unset, `voxa start` spawns nats-server -c nats.conf.' },
+  redisUrl: { env: 'REDIS_URL', doc: 'External Redis; when unset, `voxa start` spawns redis-server.' },
+  mongoUrl: { env: 'MONGO_URL', doc: 'MongoDB connection string; when set the MongoDB store is used instead of SQLite.' },
+  mongoDb: { env: 'MONGO_DB', doc: 'Database name inside MongoDB.' },
+  natsNamespace: { env: 'VOXA_NATS_NAMESPACE', doc: 'Prefix for stream names and subjects, so several hubs (or tests) can share one NATS server.' },
+  jwtSecret: { env: 'VOXA_JWT_SECRET', doc: 'HS256 signing key for access tokens (min 32 chars). Generated and kept under dataDir when unset.' },
+  jwtIssuer: { env: 'VOXA_JWT_ISSUER', doc: 'The `iss` claim access tokens carry and that is required on verify.' },
+  jwtAudience: { env: 'VOXA_JWT_AUDIENCE', doc: 'The `aud` claim access tokens carry and that is required on verify.' },
+  accessTokenTtlSeconds: { env: 'VOXA_ACCESS_TTL', doc: 'Lifetime of an access token in seconds.' },
+  refreshTokenTtlSeconds: { env: 'VOXA_REFRESH_TTL', doc: 'Lifetime of a refresh token in seconds.' },
+  registration: { env: 'VOXA_REGISTRATION', doc: 'Who may register: open, invite (only pre-registered emails) or closed.' },
+  defaultWorkspaceId: { env: 'VOXA_DEFAULT_WORKSPACE', doc: 'Id of the workspace created on first start; new registrations join it.' },
+  bodyLimitBytes: { env: 'VOXA_BODY_LIMIT', doc: 'Largest accepted JSON request body in bytes; larger bodies get 413.' },
+  maxMessageLength: { env: 'VOXA_MAX_MESSAGE_LENGTH', doc: 'Longest message text in characters.' },
+  authRateLimitPerMinute: { env: 'VOXA_AUTH_RATE_LIMIT', doc: 'Login/registration attempts allowed per IP and per account per minute.' },
+  sendRateLimitPerMinute: { env: 'VOXA_SEND_RATE_LIMIT', doc: 'Messages one user may send per minute (REST and sockets together).' },
+  publishAckWaitMs: { env: 'VOXA_PUBLISH_ACK_WAIT_MS', doc: 'How long a send waits for the JetStream ack before answering anyway (the outbox finishes the job).' },
+  outboxSweepMs: { env: 'VOXA_OUTBOX_SWEEP_MS', doc: 'How often the outbox sweeper looks for committed events that were not confirmed published.' },
+  outboxGraceMs: { env: 'VOXA_OUTBOX_GRACE_MS', doc: 'Age an unconfirmed outbox entry must reach before the sweeper republishes it.' },
+  corsOrigins: { env: 'VOXA_ORIGINS', doc: 'Comma-separated browser origins allowed for CORS and WebSocket handshakes; empty allows same-origin and non-browser clients only.' },
+  plugins: { env: 'VOXA_PLUGINS', doc: 'Comma-separated plugins `voxa start` runs in-process; "all" runs every built-in plugin.' },
+  logLevel: { env: 'LOG_LEVEL', doc: 'pino log level: fatal, error, warn, info, debug, trace or silent.' },
+  secretKey: { env: 'VOXA_SECRET_KEY', doc: 'Key (base64, 32 bytes) that encrypts connector secrets at rest. Generated and kept under dataDir when unset.' },
+  tracing: { env: 'VOXA_TRACING', doc: 'Start OpenTelemetry tracing (export configured by the standard OTEL_* variables).' },
+  webhooksAllowPrivate: { env: 'VOXA_WEBHOOKS_ALLOW_PRIVATE', doc: 'Allow webhook targets on private, loopback and link-local addresses.' },
+  publicUrl: { env: 'VOXA_PUBLIC_URL', doc: 'Base URL users reach the hub at; used in links (emails, OAuth redirects).' },
+};
+
+export const ConfigSchema = z
+  .object({
+    port: int(0, 65535).default(8080),
+    host: z.string().min(1).default('0.0.0.0'),
+    dataDir: z.string().min(1).default('./data'),
+    natsUrl: z.string().optional(),
+    redisUrl: z.string().optional(),
+    mongoUrl: z.string().optional(),
+    mongoDb: z.string().min(1).default('voxa'),
+    natsNamespace: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]*$/, 'letters, digits, _ and - only')
+      .default(''),
+    jwtSecret: z.string().min(32, 'must be at least 32 characters').optional(),
+    jwtIssuer: z.string().min(1).default('voxa-hub'),
+    jwtAudience: z.string().min(1).default('voxa-api'),
+    accessTokenTtlSeconds: int(30, 86400).default(900),
+    refreshTokenTtlSeconds: int(60, 365 * 86400).default(30 * 86400),
+    registration: z.enum(['open', 'invite', 'closed']).default('open'),
+    defaultWorkspaceId: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{1,64}$/, 'letters, digits, _ and - only')
+      .default('default'),
+    bodyLimitBytes: int(1024, 64 * 1024 * 1024).default(256 * 1024),
+    maxMessageLength: int(1, 1_000_000).default(10_000),
+    authRateLimitPerMinute: int(1, 1_000_000).default(20),
+    sendRateLimitPerMinute: int(1, 10_000_000).default(600),
+    publishAckWaitMs: int(0, 60_000).default(1000),
+    outboxSweepMs: int(50, 600_000).default(1000),
+    outboxGraceMs: int(0, 600_000).default(2000),
+    corsOrigins: z
+      .union([z.array(z.string()), z.string()])
+      .transform((v) => (Array.isArray(v) ? v : v.split(',').map((s) => s.trim()).filter(Boolean)))
+      .default([]),
+    plugins: z.string().default('all'),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    secretKey: z.string().optional(),
+    tracing: bool.default(false),
+    webhooksAllowPrivate: bool.default(false),
+    publicUrl: z.string().url().optional(),
+  })
+  .strict();
+
+export type Config = z.infer<typeof ConfigSchema>;
+export type ConfigInput = z.input<typeof ConfigSchema>;
+
+export class ConfigError extends Error {
+  constructor(
+    message: string,
+    readonly field: string,
+  ) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Reads the config from defaults, the optional `VOXA_CONFIG` JSON file, the environment and overrides. */
+export function loadConfig(overrides: ConfigInput = {}, env: NodeJS.ProcessEnv = process.env): Config {
+  let fromFile: Record<string, unknown> = {};
+  if (env.VOXA_CONFIG) {
+    try {
+      fromFile = JSON.parse(readFileSync(env.VOXA_CONFIG, 'utf8')) as Record<string, unknown>;
+    } catch (err) {
+      throw new ConfigError(`config file ${env.VOXA_CONFIG} could not be read: ${(err as Error).message}`, 'VOXA_CONFIG');
+    }
+  }
+  const fromEnv: Record<string, unknown> = {};
+  for (const [field, { env: name }] of Object.entries(CONFIG_DOCS)) {
+    const value = env[name];
+    if (value !== undefined && value !== '') fromEnv[field] = value;
+  }
+  return parseConfig({ ...fromFile, ...fromEnv, ...overrides });
+}
+
+/** Validates a raw config object; the error names the first bad field and its env var. */
+export function parseConfig(raw: unknown): Config {
+  const result = ConfigSchema.safeParse(raw);
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    const field = issue.path.join('.') || (issue.code === 'unrecognized_keys' ? issue.keys.join(',') : '(root)');
+    const env = CONFIG_DOCS[field]?.env;
+    throw new ConfigError(`invalid config field "${field}"${env ? ` (env ${env})` : ''}: ${issue.message}`, field);
+  }
+  return result.data;
+}
+
+/** Every field with its env var, default and description: for `voxa config defaults` and the docs. */
+export function describeConfig(): Array<{ field: string; env: string; default: unknown; doc: string }> {
+  const defaults = ConfigSchema.parse({});
+  return Object.entries(CONFIG_DOCS).map(([field, d]) => ({
+    field,
+    env: d.env,
+    default: (defaults as Record<string, unknown>)[field],
+    doc: d.doc,
+  }));
+}

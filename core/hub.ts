@@ -1,0 +1,76 @@
+/**
+ * The hub's dependencies, built once per process and injected everywhere (no singletons): config, logger,
+ * store, NATS bus, Redis, outbox relay and the services on top.
+ */
+import { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { ChatService } from './chat/service.js';
+import type { Config } from './config.js';
+import { closeBus, openBus, type Bus } from './bus/nats.js';
+import { OutboxRelay } from './bus/outbox.js';
+import { createLogger } from './log.js';
+import { RateLimiter } from './ratelimit.js';
+import { createStore } from './store/index.js';
+import type { Store } from './store/port.js';
+import { ensureSecrets, type Secrets } from './secrets.js';
+
+/** What the services need (and what tests can assemble by hand). */
+export interface HubCore {
+  config: Config;
+  log: Logger;
+  store: Store;
+  bus: Bus;
+  redis: Redis | null;
+  outbox: OutboxRelay;
+  rateLimiter: RateLimiter;
+  secrets: Secrets;
+}
+
+export interface Hub extends HubCore {
+  chat: ChatService;
+  /** Process name, used for NATS connection names and metrics labels. */
+  name: string;
+}
+
+export interface OpenHubOptions {
+  name?: string;
+  logger?: Logger;
+}
+
+/** Connects to everything the config names. Throws (with the dependency named) when one cannot be reached. */
+export async function openHub(config: Config, opts: OpenHubOptions = {}): Promise<Hub> {
+  const name = opts.name ?? 'voxa-core';
+  const log = opts.logger ?? createLogger(config.logLevel, name);
+  if (!config.natsUrl) throw new Error('natsUrl is not set (voxa start spawns nats-server and sets it)');
+  if (!config.redisUrl) throw new Error('redisUrl is not set (voxa start spawns redis-server and sets it)');
+  const secrets = await ensureSecrets(config);
+  const store = await createStore(config);
+  await store.init();
+  const bus = await openBus(config.natsUrl, name, config.natsNamespace);
+  const redis = new Redis(config.redisUrl, {
+    lazyConnect: false,
+    maxRetriesPerRequest: 1,
+    enableOfflineQueue: false,
+    retryStrategy: (times) => Math.min(times * 200, 2000), // reconnect forever
+  });
+  redis.on('error', () => undefined); // state is reported by /readyz; ioredis keeps retrying
+  const outbox = new OutboxRelay(store, bus.publisher, { sweepMs: config.outboxSweepMs, graceMs: config.outboxGraceMs }, log);
+  const rateLimiter = new RateLimiter(redis, `voxa:${config.natsNamespace || 'default'}:`, log);
+  const core: HubCore = { config, log, store, bus, redis, outbox, rateLimiter, secrets };
+  const hub: Hub = { ...core, chat: new ChatService(core), name };
+  await store.ensureWorkspace({
+    id: config.defaultWorkspaceId,
+    name: 'Default workspace',
+    settings: { registration: config.registration, customersTalkToAgentsOnly: false, privatePush: false },
+    createdAt: new Date().toISOString(),
+  });
+  outbox.start();
+  return hub;
+}
+
+export async function closeHub(hub: Hub): Promise<void> {
+  await hub.outbox.stop();
+  await closeBus(hub.bus);
+  hub.redis?.disconnect();
+  await hub.store.close();
+}

@@ -1,0 +1,167 @@
+/**
+ * The store port: everything the hub keeps, behind one interface with two adapters (SQLite, the embedded
+ * default, and MongoDB). test/store/conformance.test.ts is the one contract both must pass.
+ *
+ * Every write that produces events takes them as outbox entries and commits them in the same atomic unit as
+ * the change itself; the outbox relay publishes them afterwards and deletes them once JetStream has acked.
+ */
+import type { Conversation, ConversationSummary, Message, UserRecord, Workspace, WorkspaceSettings } from '../domain.js';
+
+/** An event waiting to be (confirmed) published. `payload` is the JSON envelope. */
+export interface OutboxEntry {
+  eventId: string;
+  subject: string;
+  payload: string;
+  /** Headers to publish with (e.g. traceparent), captured when the change was made. */
+  headers: Record<string, string>;
+  createdAt: string;
+}
+
+export interface RefreshTokenRecord {
+  id: string;
+  userId: string;
+  familyId: string;
+  /** SHA-256 of the opaque token; the token itself is never stored. */
+  tokenHash: string;
+  createdAt: string;
+  expiresAt: string;
+  usedAt: string | null;
+  revokedAt: string | null;
+}
+
+export interface NewMessage {
+  id: string;
+  conversationId: string;
+  senderId: string;
+  text: string;
+  clientId: string | null;
+  createdAt: string;
+  attachments?: string[];
+}
+
+export interface HistoryQuery {
+  /** Only messages with seq < before. */
+  before?: number;
+  /** Only messages with seq > after. */
+  after?: number;
+  limit: number;
+}
+
+/** Builds the outbox entries for a change once the store knows its final shape (e.g. the assigned seq). */
+export type OutboxFor<T> = (value: T) => OutboxEntry[];
+
+/** Simple values allowed in a document filter: equality only, so no operator object can reach the store. */
+export type DocValue = string | number | boolean | null;
+
+/**
+ * A small document store for plugins and connectors (webhooks, connections, devices, audit entries…), so a
+ * feature does not need its own adapter pair. Filters are equality on top-level fields.
+ */
+export interface DocumentStore {
+  get<T extends object>(collection: string, id: string): Promise<T | null>;
+  /** Insert or replace. */
+  put<T extends object>(collection: string, id: string, doc: T): Promise<void>;
+  /** Insert only if absent; false when the id exists (idempotency keys). */
+  insert<T extends object>(collection: string, id: string, doc: T): Promise<boolean>;
+  delete(collection: string, id: string): Promise<boolean>;
+  /** Documents whose fields equal the filter, ordered by id (ids are time-ordered) unless orderBy is given. */
+  find<T extends object>(
+    collection: string,
+    filter?: Record<string, DocValue>,
+    opts?: { limit?: number; orderBy?: string; desc?: boolean; afterId?: string },
+  ): Promise<T[]>;
+  count(collection: string, filter?: Record<string, DocValue>): Promise<number>;
+}
+
+export interface Store {
+  readonly kind: 'sqlite' | 'mongo';
+  /** Creates tables/collections and indexes idempotently. */
+  init(): Promise<void>;
+  /** Throws when the store cannot be reached (for /readyz). */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+
+  // Workspaces
+  /** Creates the workspace if absent; returns the stored one either way. */
+  ensureWorkspace(ws: Workspace): Promise<Workspace>;
+  getWorkspace(id: string): Promise<Workspace | null>;
+  updateWorkspaceSettings(id: string, patch: Partial<WorkspaceSettings>, outbox: OutboxFor<Workspace>): Promise<Workspace>;
+
+  // Users. Emails are stored lower-cased and are unique across the hub.
+  /** Throws VoxaError('EMAIL_TAKEN') on a duplicate email. */
+  createUser(user: UserRecord, outbox: OutboxFor<UserRecord>): Promise<UserRecord>;
+  getUser(id: string): Promise<UserRecord | null>;
+  getUserByEmail(email: string): Promise<UserRecord | null>;
+  /** Users of a workspace whose name or email contains q (case-insensitive, literal text), ordered by name. */
+  searchUsers(workspaceId: string, q: string, limit: number): Promise<UserRecord[]>;
+  updateUser(
+    id: string,
+    patch: Partial<Pick<UserRecord, 'name' | 'role' | 'passwordHash' | 'disabled' | 'totp'>>,
+    outbox: OutboxFor<UserRecord>,
+  ): Promise<UserRecord | null>;
+
+  // Refresh tokens
+  insertRefreshToken(rec: RefreshTokenRecord): Promise<void>;
+  getRefreshTokenByHash(tokenHash: string): Promise<RefreshTokenRecord | null>;
+  /**
+   * Atomically marks `oldId` used and inserts `next`, only if `oldId` is neither used nor revoked.
+   * Returns false (and inserts nothing) when it was: the caller treats that as reuse.
+   */
+  rotateRefreshToken(oldId: string, usedAt: string, next: RefreshTokenRecord): Promise<boolean>;
+  revokeTokenFamily(familyId: string, at: string): Promise<void>;
+  revokeUserTokens(userId: string, at: string): Promise<void>;
+
+  // Conversations
+  /**
+   * Creates a conversation. For `direct` conversations `directKey` (the two user ids sorted, joined by ':')
+   * is unique per workspace: when one exists it is returned with created=false and nothing is written.
+   */
+  createConversation(
+    conv: Conversation & { directKey?: string },
+    outbox: OutboxFor<Conversation>,
+  ): Promise<{ conversation: Conversation; created: boolean }>;
+  getConversation(id: string): Promise<Conversation | null>;
+  /** The user's conversations, most recently active first, with last message, unread count and read marker. */
+  listConversations(userId: string, opts?: { limit?: number }): Promise<ConversationSummary[]>;
+  /** Adds and removes members of a group; returns the updated conversation. */
+  updateMembers(
+    conversationId: string,
+    change: { add?: string[]; remove?: string[]; title?: string },
+    outbox: OutboxFor<Conversation>,
+  ): Promise<Conversation | null>;
+
+  // Messages
+  /**
+   * Stores a message with the next seq of its conversation, assigned atomically. When (conversationId,
+   * senderId, clientId) already exists — including under concurrent sends — returns that message with
+   * created=false and writes nothing.
+   */
+  appendMessage(msg: NewMessage, outbox: OutboxFor<Message>): Promise<{ message: Message; created: boolean }>;
+  /** Messages in ascending seq. With only `before`, the newest `limit` below it; with `after`, the oldest above it. */
+  listMessages(conversationId: string, q: HistoryQuery): Promise<{ messages: Message[]; hasMore: boolean }>;
+  getMessage(conversationId: string, messageId: string): Promise<Message | null>;
+  editMessage(conversationId: string, messageId: string, text: string, editedAt: string, outbox: OutboxFor<Message>): Promise<Message | null>;
+  /** Tombstones a message: text becomes '' and deleted true. Deleting twice is a no-op returning the tombstone. */
+  deleteMessage(conversationId: string, messageId: string, deletedAt: string, outbox: OutboxFor<Message>): Promise<Message | null>;
+
+  // Read markers
+  /** Moves the user's read marker forward (never back); returns the marker after the call and whether it moved. */
+  setReadMarker(
+    conversationId: string,
+    userId: string,
+    seq: number,
+    outbox: OutboxFor<number>,
+  ): Promise<{ seq: number; changed: boolean }>;
+  getReadMarker(conversationId: string, userId: string): Promise<number>;
+  /** Every member's read marker in a conversation. */
+  getReadMarkers(conversationId: string): Promise<Record<string, number>>;
+
+  // Outbox
+  /** Entries created before `olderThan`, oldest first. */
+  outboxPending(limit: number, olderThan: string): Promise<OutboxEntry[]>;
+  outboxDelete(eventIds: string[]): Promise<void>;
+  outboxCount(): Promise<number>;
+
+  /** Generic documents for plugins and connectors. */
+  readonly docs: DocumentStore;
+}

@@ -1,0 +1,90 @@
+/**
+ * What a plugin declares and what it gets. A plugin is a manifest plus a handler; the runtime
+ * (plugins/runtime/runtime.ts) alone owns the JetStream consumer, concurrency, ack/nak/term, dead letters,
+ * drain, metrics and spans. Handlers steer retries by throwing RetryableError or PermanentError.
+ */
+import type { AnyEvent, EventType } from '../../core/events/catalog.js';
+import type { Hub } from '../../core/hub.js';
+import type { Logger } from 'pino';
+import type { Server as HttpServer } from 'node:http';
+import type { Router } from '@koa/router';
+
+export interface RetryPolicy {
+  /** Deliveries before the event goes to the dead-letter stream (default 5). */
+  maxDeliveries?: number;
+  /** Delay before redelivery after attempt n (last value repeats); default [1s, 5s, 30s, 2m]. */
+  backoffMs?: number[];
+  /** How long a delivery may run before JetStream redelivers it (default 30 s). */
+  ackWaitMs?: number;
+}
+
+export interface PluginManifest {
+  /** Unique, [a-z0-9-]; names the durable consumer. */
+  name: string;
+  description: string;
+  /** Catalog event types the plugin handles. */
+  events: EventType[];
+  /** Handler calls in flight at once per process (default 8). */
+  concurrency?: number;
+  retry?: RetryPolicy;
+  /** Connector ids the plugin needs (connectors/registry.ts). */
+  connectors?: string[];
+  /**
+   * 'shared' (default): one durable consumer; every process running the plugin shares the work.
+   * 'broadcast': every process sees every event (the WebSocket edge fans out to its own sockets).
+   */
+  mode?: 'shared' | 'broadcast';
+}
+
+export interface DeliveryInfo {
+  /** 1 on the first delivery. */
+  attempt: number;
+  /** Stream sequence of the event. */
+  streamSeq: number;
+  subject: string;
+}
+
+export interface PluginContext {
+  hub: Hub;
+  log: Logger;
+  /** The API's HTTP server, when the plugin runs in the API process (the edge attaches its sockets here). */
+  httpServer?: HttpServer;
+}
+
+/** Extra REST routes a plugin mounts under /v1, behind authentication (ctx.state.user is the caller). */
+export type PluginRoutes = (router: Router, ctx: PluginContext) => void;
+
+export interface Plugin {
+  manifest: PluginManifest;
+  /** Runs once before consuming starts (set up routes, queues, sockets). */
+  start?(ctx: PluginContext): Promise<void>;
+  handle(event: AnyEvent, info: DeliveryInfo): Promise<void>;
+  /** REST routes the plugin adds (mounted by core/http/app.ts). */
+  routes?: PluginRoutes;
+  /** Runs after in-flight work drained. */
+  stop?(): Promise<void>;
+}
+
+/** Try again later (after `delayMs`, or the policy's backoff). */
+export class RetryableError extends Error {
+  constructor(
+    message: string,
+    readonly delayMs?: number,
+  ) {
+    super(message);
+    this.name = 'RetryableError';
+  }
+}
+
+/** Never succeeds: dead-letter at once with this reason. */
+export class PermanentError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'PermanentError';
+  }
+}
+
+export function definePlugin(p: Plugin): Plugin {
+  if (!/^[a-z0-9-]{1,40}$/.test(p.manifest.name)) throw new Error(`bad plugin name ${p.manifest.name}`);
+  return p;
+}

@@ -1,0 +1,59 @@
+/**
+ * A whole hub for tests: real nats-server and redis-server (one each per test file, shared by its tests), and
+ * per test a fresh SQLite store in a temp dir and a unique NATS namespace.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadConfig, type Config, type ConfigInput } from '../../core/config.js';
+import { closeHub, openHub, type Hub } from '../../core/hub.js';
+import { startNats, startRedis, uniqueNamespace, type ManagedServer } from './servers.js';
+
+export interface TestServers {
+  nats: ManagedServer;
+  redis: ManagedServer;
+}
+
+/** Starts the servers for one test file; call from test.before and dispose in test.after.always. */
+export async function startServers(): Promise<TestServers & { dispose(): Promise<void> }> {
+  const [nats, redis] = await Promise.all([startNats(), startRedis()]);
+  return {
+    nats,
+    redis,
+    async dispose() {
+      await Promise.all([nats.dispose(), redis.dispose()]);
+    },
+  };
+}
+
+/** A config for tests: temp data dir, unique namespace, quiet logs, fast outbox sweeps. */
+export function testConfig(servers: TestServers, overrides: ConfigInput = {}): Config {
+  return loadConfig(
+    {
+      natsUrl: servers.nats.url,
+      redisUrl: servers.redis.url,
+      dataDir: mkdtempSync(join(tmpdir(), 'voxa-data-')),
+      natsNamespace: uniqueNamespace(),
+      logLevel: 'silent',
+      jwtSecret: 'test-secret-test-secret-test-secret-0123',
+      secretKey: Buffer.alloc(32, 7).toString('base64'),
+      outboxSweepMs: 100,
+      outboxGraceMs: 200,
+      port: 0,
+      ...overrides,
+    },
+    {}, // ignore the developer's environment
+  );
+}
+
+/** Opens a hub on the test servers; `close()` also deletes its data dir. */
+export async function openTestHub(servers: TestServers, overrides: ConfigInput = {}): Promise<Hub & { close(): Promise<void> }> {
+  const config = testConfig(servers, overrides);
+  const hub = await openHub(config, { name: 'test' });
+  return Object.assign(hub, {
+    async close() {
+      await closeHub(hub);
+      rmSync(config.dataDir, { recursive: true, force: true });
+    },
+  });
+}
