@@ -20,7 +20,7 @@ test('streams are created idempotently with the declared subjects', async (t) =>
   const info = await b.jsm.streams.info(b.streams.events);
   t.deepEqual(info.config.subjects, [`${b.namespace}.chat.>`, `${b.namespace}.user.>`, `${b.namespace}.admin.>`]);
   const rt = await b.jsm.streams.info(b.streams.ephemeral);
-  t.is(rt.config.storage, 'memory');
+  t.is(String(rt.config.storage), 'memory');
   await closeBus(again);
   await closeBus(b);
 });
