@@ -1,0 +1,66 @@
+/**
+ * Input guards shared by both store adapters. Anything a caller passes that ends up inside a query goes
+ * through here first, so neither adapter can be handed an operator object (`{"$ne": null}`) or a field
+ * path that reaches outside a document's top level.
+ */
+import { VoxaError } from '../errors.js';
+import type { DocValue } from './port.js';
+
+/** Top-level field names only: no dots (nested paths), no `$` (operators), nothing SQL could misread. */
+const FIELD_NAME = /^[A-Za-z0-9_]+$/;
+/** Collection names are chosen by code, but stay conservative anyway. */
+const COLLECTION_NAME = /^[A-Za-z0-9_.:-]{1,100}$/;
+
+/** Throws VALIDATION_FAILED unless `name` is a plain top-level field name. */
+export function assertFieldName(name: string): void {
+  if (typeof name !== 'string' || !FIELD_NAME.test(name)) {
+    throw new VoxaError('VALIDATION_FAILED', 'Filter and sort fields must be plain top-level field names.', { field: String(name) });
+  }
+}
+
+export function assertCollection(name: string): void {
+  if (typeof name !== 'string' || !COLLECTION_NAME.test(name)) {
+    throw new VoxaError('VALIDATION_FAILED', 'Invalid document collection name.', { collection: String(name) });
+  }
+}
+
+/** Ids reach queries as values; they must be non-empty strings, never objects. */
+export function assertId(id: unknown, what = 'id'): asserts id is string {
+  if (typeof id !== 'string' || id.length === 0) {
+    throw new VoxaError('VALIDATION_FAILED', `${what} must be a non-empty string.`, { field: what });
+  }
+}
+
+export function isDocValue(v: unknown): v is DocValue {
+  return v === null || typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v));
+}
+
+/**
+ * Checks a document filter and returns its entries. The port's types already say "primitives only", but
+ * filters often come straight from parsed JSON at run time, where the types promise nothing.
+ */
+export function checkedFilter(filter: Record<string, DocValue> | undefined): Array<[string, DocValue]> {
+  if (filter === undefined || filter === null) return [];
+  if (typeof filter !== 'object' || Array.isArray(filter)) {
+    throw new VoxaError('VALIDATION_FAILED', 'A document filter must be an object of field → value.');
+  }
+  const out: Array<[string, DocValue]> = [];
+  for (const [k, v] of Object.entries(filter)) {
+    assertFieldName(k);
+    if (!isDocValue(v)) {
+      throw new VoxaError('VALIDATION_FAILED', 'Filter values must be strings, numbers, booleans or null.', { field: k });
+    }
+    out.push([k, v]);
+  }
+  return out;
+}
+
+/** Escapes LIKE wildcards so user text is matched literally (used with `ESCAPE '\'`). */
+export function escapeLike(q: string): string {
+  return q.replace(/[\\%_]/g, (c) => `\\${c}`);
+}
+
+/** Escapes every regular-expression metacharacter so user text is matched literally. */
+export function escapeRegex(q: string): string {
+  return q.replace(/[.*+?^${}()|[\]\\/-]/g, (c) => `\\${c}`);
+}

@@ -1,0 +1,736 @@
+/**
+ * The embedded store: one SQLite file through better-sqlite3.
+ *
+ * better-sqlite3 is synchronous, so inside this process every write is naturally serialised. Each write
+ * method runs as ONE `BEGIN IMMEDIATE` transaction that also inserts its outbox rows: the change and its
+ * events commit together or not at all. IMMEDIATE takes the write lock up front, so another process on the
+ * same file (the CLI) waits on busy_timeout instead of failing half-way with SQLITE_BUSY on lock upgrade.
+ */
+import Database from 'better-sqlite3';
+import type { Conversation, ConversationSummary, Message, UserRecord, Workspace, WorkspaceSettings } from '../domain.js';
+import { VoxaError } from '../errors.js';
+import { assertCollection, assertFieldName, assertId, checkedFilter, escapeLike } from './guards.js';
+import type {
+  DocValue,
+  DocumentStore,
+  HistoryQuery,
+  NewMessage,
+  OutboxEntry,
+  OutboxFor,
+  RefreshTokenRecord,
+  Store,
+} from './port.js';
+
+type Row = Record<string, unknown>;
+type Db = Database.Database;
+
+/**
+ * Numbered migrations; `schema_version` remembers how far a file has come. Append only: a shipped
+ * migration never changes, a new one gets the next number.
+ */
+const MIGRATIONS: string[] = [
+  // 1: the initial schema.
+  `
+  CREATE TABLE workspaces (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    settings TEXT NOT NULL,
+    created_at TEXT NOT NULL
+  );
+  CREATE TABLE users (
+    id TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL,
+    email TEXT NOT NULL,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    password_hash TEXT,
+    disabled INTEGER NOT NULL DEFAULT 0,
+    totp TEXT,
+    created_at TEXT NOT NULL
+  );
+  CREATE UNIQUE INDEX users_email ON users(email);
+  CREATE INDEX users_workspace_name ON users(workspace_id, name);
+  CREATE TABLE refresh_tokens (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    family_id TEXT NOT NULL,
+    token_hash TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    used_at TEXT,
+    revoked_at TEXT
+  );
+  CREATE UNIQUE INDEX refresh_tokens_hash ON refresh_tokens(token_hash);
+  CREATE INDEX refresh_tokens_family ON refresh_tokens(family_id);
+  CREATE INDEX refresh_tokens_user ON refresh_tokens(user_id);
+  CREATE TABLE conversations (
+    id TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    title TEXT,
+    created_by TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    direct_key TEXT
+  );
+  -- NULL direct keys (groups) are distinct in a SQLite unique index, so only direct pairs collide.
+  CREATE UNIQUE INDEX conversations_direct ON conversations(workspace_id, direct_key);
+  CREATE TABLE conversation_members (
+    conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    user_id TEXT NOT NULL,
+    pos INTEGER NOT NULL,
+    PRIMARY KEY (conversation_id, user_id)
+  ) WITHOUT ROWID;
+  CREATE INDEX conversation_members_user ON conversation_members(user_id);
+  CREATE TABLE messages (
+    id TEXT PRIMARY KEY,
+    conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    sender_id TEXT NOT NULL,
+    text TEXT NOT NULL,
+    client_id TEXT,
+    created_at TEXT NOT NULL,
+    edited_at TEXT,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    deleted_at TEXT,
+    attachments TEXT
+  );
+  CREATE UNIQUE INDEX messages_seq ON messages(conversation_id, seq);
+  -- NULL client ids are distinct, so only sends that carry a clientId are deduplicated.
+  CREATE UNIQUE INDEX messages_client ON messages(conversation_id, sender_id, client_id);
+  CREATE TABLE read_markers (
+    conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+    user_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (conversation_id, user_id)
+  ) WITHOUT ROWID;
+  CREATE TABLE outbox (
+    event_id TEXT PRIMARY KEY,
+    subject TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    headers TEXT NOT NULL,
+    created_at TEXT NOT NULL
+  );
+  CREATE INDEX outbox_created ON outbox(created_at);
+  CREATE TABLE docs (
+    collection TEXT NOT NULL,
+    id TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (collection, id)
+  ) WITHOUT ROWID;
+  `,
+];
+
+export interface SqliteStoreOptions {
+  /**
+   * SQLite `synchronous` level. FULL (default) fsyncs every commit, so an accepted message survives a
+   * power cut, like MongoDB's journaled writes. NORMAL in WAL mode still survives a process crash and is
+   * much faster, but the last commits can be lost if the machine itself goes down.
+   */
+  synchronous?: 'FULL' | 'NORMAL';
+  /** How long to wait for another process's write lock before failing (ms). */
+  busyTimeoutMs?: number;
+}
+
+function bool(v: unknown): boolean {
+  return v === 1 || v === true;
+}
+
+function toWorkspace(r: Row): Workspace {
+  return { id: r.id as string, name: r.name as string, settings: JSON.parse(r.settings as string) as WorkspaceSettings, createdAt: r.created_at as string };
+}
+
+function toUser(r: Row): UserRecord {
+  const u: UserRecord = {
+    id: r.id as string,
+    workspaceId: r.workspace_id as string,
+    email: r.email as string,
+    name: r.name as string,
+    role: r.role as UserRecord['role'],
+    createdAt: r.created_at as string,
+    passwordHash: (r.password_hash as string | null) ?? null,
+    disabled: bool(r.disabled),
+  };
+  if (r.totp != null) u.totp = JSON.parse(r.totp as string) as UserRecord['totp'];
+  return u;
+}
+
+function toToken(r: Row): RefreshTokenRecord {
+  return {
+    id: r.id as string,
+    userId: r.user_id as string,
+    familyId: r.family_id as string,
+    tokenHash: r.token_hash as string,
+    createdAt: r.created_at as string,
+    expiresAt: r.expires_at as string,
+    usedAt: (r.used_at as string | null) ?? null,
+    revokedAt: (r.revoked_at as string | null) ?? null,
+  };
+}
+
+function toConversation(r: Row): Conversation {
+  return {
+    id: r.id as string,
+    workspaceId: r.workspace_id as string,
+    type: r.type as Conversation['type'],
+    title: (r.title as string | null) ?? null,
+    members: JSON.parse(r.members as string) as string[],
+    createdBy: r.created_by as string,
+    createdAt: r.created_at as string,
+    updatedAt: r.updated_at as string,
+    lastSeq: Number(r.last_seq),
+  };
+}
+
+function toMessage(r: Row): Message {
+  const m: Message = {
+    id: r.id as string,
+    conversationId: r.conversation_id as string,
+    seq: Number(r.seq),
+    senderId: r.sender_id as string,
+    text: r.text as string,
+    clientId: (r.client_id as string | null) ?? null,
+    createdAt: r.created_at as string,
+  };
+  if (r.edited_at != null) m.editedAt = r.edited_at as string;
+  if (bool(r.deleted)) m.deleted = true;
+  if (r.attachments != null) m.attachments = JSON.parse(r.attachments as string) as string[];
+  return m;
+}
+
+/** better-sqlite3 binds no booleans; JSON stores them as 1/0 for json_extract too. */
+function bindable(v: DocValue): string | number | null {
+  if (typeof v === 'boolean') return v ? 1 : 0;
+  return v;
+}
+
+function isUniqueViolation(err: unknown, index?: string): boolean {
+  const e = err as { code?: string; message?: string };
+  if (e?.code !== 'SQLITE_CONSTRAINT_UNIQUE' && e?.code !== 'SQLITE_CONSTRAINT_PRIMARYKEY') return false;
+  return index === undefined || (e.message ?? '').includes(index);
+}
+
+/** Conversation columns plus its members, in join order, as a JSON array. */
+const CONV_SELECT = `SELECT c.*, (SELECT json_group_array(user_id) FROM
+  (SELECT user_id FROM conversation_members WHERE conversation_id = c.id ORDER BY pos)) AS members
+  FROM conversations c`;
+
+export class SqliteStore implements Store {
+  readonly kind = 'sqlite' as const;
+  readonly docs: DocumentStore;
+  private db: Db;
+  private readonly stmts = new Map<string, Database.Statement>();
+
+  constructor(
+    readonly path: string,
+    opts: SqliteStoreOptions = {},
+  ) {
+    this.db = new Database(path, { timeout: opts.busyTimeoutMs ?? 5000 });
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma(`busy_timeout = ${Math.trunc(opts.busyTimeoutMs ?? 5000)}`);
+    this.db.pragma('foreign_keys = ON');
+    this.db.pragma(`synchronous = ${opts.synchronous === 'NORMAL' ? 'NORMAL' : 'FULL'}`);
+    // SQLite's own lower()/LIKE fold ASCII only; user search should fold "Ä" as well.
+    this.db.function('voxa_lower', { deterministic: true }, (s: unknown) => (typeof s === 'string' ? s.toLowerCase() : s) as string | null);
+    this.docs = new SqliteDocs(this);
+  }
+
+  /** A cached prepared statement. */
+  q(sql: string): Database.Statement {
+    let s = this.stmts.get(sql);
+    if (!s) {
+      s = this.db.prepare(sql);
+      this.stmts.set(sql, s);
+    }
+    return s;
+  }
+
+  /** Runs fn inside one BEGIN IMMEDIATE transaction. */
+  tx<T>(fn: () => T): T {
+    return this.db.transaction(fn).immediate();
+  }
+
+  private writeOutbox(entries: OutboxEntry[]): void {
+    const ins = this.q('INSERT INTO outbox (event_id, subject, payload, headers, created_at) VALUES (?, ?, ?, ?, ?)');
+    for (const e of entries) ins.run(e.eventId, e.subject, e.payload, JSON.stringify(e.headers ?? {}), e.createdAt);
+  }
+
+  async init(): Promise<void> {
+    this.db.exec('CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)');
+    this.tx(() => {
+      const row = this.db.prepare('SELECT max(version) AS v FROM schema_version').get() as { v: number | null };
+      const current = row.v ?? 0;
+      for (let i = current; i < MIGRATIONS.length; i++) {
+        this.db.exec(MIGRATIONS[i]!);
+        this.db.prepare('INSERT INTO schema_version (version) VALUES (?)').run(i + 1);
+      }
+    });
+  }
+
+  async ping(): Promise<void> {
+    this.q('SELECT 1').get();
+  }
+
+  async close(): Promise<void> {
+    if (this.db.open) this.db.close();
+    this.stmts.clear();
+  }
+
+  // Workspaces
+
+  async ensureWorkspace(ws: Workspace): Promise<Workspace> {
+    return this.tx(() => {
+      this.q('INSERT OR IGNORE INTO workspaces (id, name, settings, created_at) VALUES (?, ?, ?, ?)').run(
+        ws.id,
+        ws.name,
+        JSON.stringify(ws.settings),
+        ws.createdAt,
+      );
+      return toWorkspace(this.q('SELECT * FROM workspaces WHERE id = ?').get(ws.id) as Row);
+    });
+  }
+
+  async getWorkspace(id: string): Promise<Workspace | null> {
+    const r = this.q('SELECT * FROM workspaces WHERE id = ?').get(id) as Row | undefined;
+    return r ? toWorkspace(r) : null;
+  }
+
+  async updateWorkspaceSettings(id: string, patch: Partial<WorkspaceSettings>, outbox: OutboxFor<Workspace>): Promise<Workspace> {
+    return this.tx(() => {
+      const r = this.q('SELECT * FROM workspaces WHERE id = ?').get(id) as Row | undefined;
+      if (!r) throw new VoxaError('NOT_FOUND', 'No such workspace.');
+      const ws = toWorkspace(r);
+      const settings = { ...ws.settings };
+      for (const [k, v] of Object.entries(patch)) if (v !== undefined) (settings as Record<string, unknown>)[k] = v;
+      this.q('UPDATE workspaces SET settings = ? WHERE id = ?').run(JSON.stringify(settings), id);
+      const next = { ...ws, settings };
+      this.writeOutbox(outbox(next));
+      return next;
+    });
+  }
+
+  // Users
+
+  async createUser(user: UserRecord, outbox: OutboxFor<UserRecord>): Promise<UserRecord> {
+    const u: UserRecord = { ...user, email: user.email.toLowerCase() };
+    try {
+      return this.tx(() => {
+        this.q(
+          `INSERT INTO users (id, workspace_id, email, name, role, password_hash, disabled, totp, created_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        ).run(u.id, u.workspaceId, u.email, u.name, u.role, u.passwordHash ?? null, u.disabled ? 1 : 0, u.totp ? JSON.stringify(u.totp) : null, u.createdAt);
+        const stored = toUser(this.q('SELECT * FROM users WHERE id = ?').get(u.id) as Row);
+        this.writeOutbox(outbox(stored));
+        return stored;
+      });
+    } catch (err) {
+      if (isUniqueViolation(err, 'users.email')) throw new VoxaError('EMAIL_TAKEN');
+      throw err;
+    }
+  }
+
+  async getUser(id: string): Promise<UserRecord | null> {
+    const r = this.q('SELECT * FROM users WHERE id = ?').get(id) as Row | undefined;
+    return r ? toUser(r) : null;
+  }
+
+  async getUserByEmail(email: string): Promise<UserRecord | null> {
+    const r = this.q('SELECT * FROM users WHERE email = ?').get(String(email).toLowerCase()) as Row | undefined;
+    return r ? toUser(r) : null;
+  }
+
+  async searchUsers(workspaceId: string, q: string, limit: number): Promise<UserRecord[]> {
+    const pattern = `%${escapeLike(String(q).toLowerCase())}%`;
+    const rows = this.q(
+      `SELECT * FROM users WHERE workspace_id = ?
+         AND (voxa_lower(name) LIKE ? ESCAPE '\\' OR email LIKE ? ESCAPE '\\')
+       ORDER BY voxa_lower(name), name, id LIMIT ?`,
+    ).all(workspaceId, pattern, pattern, Math.max(0, Math.trunc(limit))) as Row[];
+    return rows.map(toUser);
+  }
+
+  async updateUser(
+    id: string,
+    patch: Partial<Pick<UserRecord, 'name' | 'role' | 'passwordHash' | 'disabled' | 'totp'>>,
+    outbox: OutboxFor<UserRecord>,
+  ): Promise<UserRecord | null> {
+    // Column names come from this fixed map, never from the patch's keys.
+    const cols: Record<string, [string, (v: unknown) => unknown]> = {
+      name: ['name', (v) => v],
+      role: ['role', (v) => v],
+      passwordHash: ['password_hash', (v) => v ?? null],
+      disabled: ['disabled', (v) => (v ? 1 : 0)],
+      totp: ['totp', (v) => (v ? JSON.stringify(v) : null)],
+    };
+    const sets: string[] = [];
+    const args: unknown[] = [];
+    for (const [k, v] of Object.entries(patch)) {
+      const col = cols[k];
+      if (!col || v === undefined) continue;
+      sets.push(`${col[0]} = ?`);
+      args.push(col[1](v));
+    }
+    return this.tx(() => {
+      if (!this.q('SELECT 1 FROM users WHERE id = ?').get(id)) return null;
+      if (sets.length) this.db.prepare(`UPDATE users SET ${sets.join(', ')} WHERE id = ?`).run(...args, id);
+      const stored = toUser(this.q('SELECT * FROM users WHERE id = ?').get(id) as Row);
+      this.writeOutbox(outbox(stored));
+      return stored;
+    });
+  }
+
+  // Refresh tokens
+
+  private insertToken(rec: RefreshTokenRecord): void {
+    this.q(
+      `INSERT INTO refresh_tokens (id, user_id, family_id, token_hash, created_at, expires_at, used_at, revoked_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+    ).run(rec.id, rec.userId, rec.familyId, rec.tokenHash, rec.createdAt, rec.expiresAt, rec.usedAt ?? null, rec.revokedAt ?? null);
+  }
+
+  async insertRefreshToken(rec: RefreshTokenRecord): Promise<void> {
+    this.insertToken(rec);
+  }
+
+  async getRefreshTokenByHash(tokenHash: string): Promise<RefreshTokenRecord | null> {
+    const r = this.q('SELECT * FROM refresh_tokens WHERE token_hash = ?').get(tokenHash) as Row | undefined;
+    return r ? toToken(r) : null;
+  }
+
+  async rotateRefreshToken(oldId: string, usedAt: string, next: RefreshTokenRecord): Promise<boolean> {
+    return this.tx(() => {
+      // The compare-and-set: only one caller can flip used_at from NULL.
+      const res = this.q('UPDATE refresh_tokens SET used_at = ? WHERE id = ? AND used_at IS NULL AND revoked_at IS NULL').run(usedAt, oldId);
+      if (res.changes !== 1) return false;
+      this.insertToken(next);
+      return true;
+    });
+  }
+
+  async revokeTokenFamily(familyId: string, at: string): Promise<void> {
+    this.q('UPDATE refresh_tokens SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL').run(at, familyId);
+  }
+
+  async revokeUserTokens(userId: string, at: string): Promise<void> {
+    this.q('UPDATE refresh_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL').run(at, userId);
+  }
+
+  // Conversations
+
+  private readConversation(id: string): Conversation | null {
+    const r = this.q(`${CONV_SELECT} WHERE c.id = ?`).get(id) as Row | undefined;
+    return r ? toConversation(r) : null;
+  }
+
+  async createConversation(
+    conv: Conversation & { directKey?: string },
+    outbox: OutboxFor<Conversation>,
+  ): Promise<{ conversation: Conversation; created: boolean }> {
+    const directKey = conv.type === 'direct' && typeof conv.directKey === 'string' ? conv.directKey : null;
+    const existing = (): { conversation: Conversation; created: boolean } | null => {
+      if (directKey === null) return null;
+      const r = this.q('SELECT id FROM conversations WHERE workspace_id = ? AND direct_key = ?').get(conv.workspaceId, directKey) as Row | undefined;
+      return r ? { conversation: this.readConversation(r.id as string)!, created: false } : null;
+    };
+    try {
+      return this.tx(() => {
+        const found = existing();
+        if (found) return found;
+        this.q(
+          `INSERT INTO conversations (id, workspace_id, type, title, created_by, created_at, updated_at, last_seq, direct_key)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        ).run(conv.id, conv.workspaceId, conv.type, conv.title ?? null, conv.createdBy, conv.createdAt, conv.updatedAt, conv.lastSeq ?? 0, directKey);
+        const ins = this.q('INSERT OR IGNORE INTO conversation_members (conversation_id, user_id, pos) VALUES (?, ?, ?)');
+        conv.members.forEach((m, i) => ins.run(conv.id, m, i));
+        const stored = this.readConversation(conv.id)!;
+        this.writeOutbox(outbox(stored));
+        return { conversation: stored, created: true };
+      });
+    } catch (err) {
+      // Belt and braces: the IMMEDIATE lock already serialises writers, but should two ever race past
+      // the lookup, the unique index decides and the loser returns the winner's conversation.
+      if (isUniqueViolation(err, 'conversations.workspace_id')) {
+        const found = existing();
+        if (found) return found;
+      }
+      throw err;
+    }
+  }
+
+  async getConversation(id: string): Promise<Conversation | null> {
+    return this.readConversation(id);
+  }
+
+  async listConversations(userId: string, opts: { limit?: number } = {}): Promise<ConversationSummary[]> {
+    const limit = Math.max(0, Math.trunc(opts.limit ?? 200));
+    const rows = this.q(
+      `SELECT c.*,
+         (SELECT json_group_array(user_id) FROM
+           (SELECT user_id FROM conversation_members WHERE conversation_id = c.id ORDER BY pos)) AS members,
+         COALESCE(r.seq, 0) AS read_seq,
+         (SELECT count(*) FROM messages m
+            WHERE m.conversation_id = c.id AND m.seq > COALESCE(r.seq, 0) AND m.sender_id <> ? AND m.deleted = 0) AS unread
+       FROM conversation_members cm
+       JOIN conversations c ON c.id = cm.conversation_id
+       LEFT JOIN read_markers r ON r.conversation_id = c.id AND r.user_id = cm.user_id
+       WHERE cm.user_id = ?
+       ORDER BY c.updated_at DESC, c.id DESC
+       LIMIT ?`,
+    ).all(userId, userId, limit) as Row[];
+    const last = this.q('SELECT * FROM messages WHERE conversation_id = ? AND seq = ?');
+    return rows.map((r) => {
+      const conv = toConversation(r);
+      const lm = conv.lastSeq > 0 ? (last.get(conv.id, conv.lastSeq) as Row | undefined) : undefined;
+      return { ...conv, lastMessage: lm ? toMessage(lm) : null, unreadCount: Number(r.unread), readSeq: Number(r.read_seq) };
+    });
+  }
+
+  async updateMembers(
+    conversationId: string,
+    change: { add?: string[]; remove?: string[]; title?: string },
+    outbox: OutboxFor<Conversation>,
+  ): Promise<Conversation | null> {
+    return this.tx(() => {
+      if (!this.q('SELECT 1 FROM conversations WHERE id = ?').get(conversationId)) return null;
+      const del = this.q('DELETE FROM conversation_members WHERE conversation_id = ? AND user_id = ?');
+      for (const id of change.remove ?? []) del.run(conversationId, id);
+      const { p } = this.q('SELECT COALESCE(max(pos), -1) AS p FROM conversation_members WHERE conversation_id = ?').get(conversationId) as { p: number };
+      const ins = this.q('INSERT OR IGNORE INTO conversation_members (conversation_id, user_id, pos) VALUES (?, ?, ?)');
+      let pos = p;
+      for (const id of change.add ?? []) if (ins.run(conversationId, id, pos + 1).changes) pos++;
+      const now = new Date().toISOString();
+      if (change.title !== undefined) this.q('UPDATE conversations SET title = ? WHERE id = ?').run(change.title, conversationId);
+      this.q('UPDATE conversations SET updated_at = max(updated_at, ?) WHERE id = ?').run(now, conversationId);
+      const stored = this.readConversation(conversationId)!;
+      this.writeOutbox(outbox(stored));
+      return stored;
+    });
+  }
+
+  // Messages
+
+  async appendMessage(msg: NewMessage, outbox: OutboxFor<Message>): Promise<{ message: Message; created: boolean }> {
+    const clientId = typeof msg.clientId === 'string' ? msg.clientId : null;
+    return this.tx(() => {
+      if (clientId !== null) {
+        const dup = this.q('SELECT * FROM messages WHERE conversation_id = ? AND sender_id = ? AND client_id = ?').get(
+          msg.conversationId,
+          msg.senderId,
+          clientId,
+        ) as Row | undefined;
+        // A repeat writes nothing: no seq consumed, no outbox rows.
+        if (dup) return { message: toMessage(dup), created: false };
+      }
+      const bumped = this.q(
+        `UPDATE conversations SET last_seq = last_seq + 1, updated_at = max(updated_at, ?) WHERE id = ? RETURNING last_seq`,
+      ).get(msg.createdAt, msg.conversationId) as { last_seq: number } | undefined;
+      if (!bumped) throw new VoxaError('CONVERSATION_NOT_FOUND');
+      this.q(
+        `INSERT INTO messages (id, conversation_id, seq, sender_id, text, client_id, created_at, attachments)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+      ).run(
+        msg.id,
+        msg.conversationId,
+        bumped.last_seq,
+        msg.senderId,
+        msg.text,
+        clientId,
+        msg.createdAt,
+        msg.attachments && msg.attachments.length ? JSON.stringify(msg.attachments) : null,
+      );
+      const message = toMessage(this.q('SELECT * FROM messages WHERE id = ?').get(msg.id) as Row);
+      this.writeOutbox(outbox(message));
+      return { message, created: true };
+    });
+  }
+
+  async listMessages(conversationId: string, q: HistoryQuery): Promise<{ messages: Message[]; hasMore: boolean }> {
+    const limit = Math.max(0, Math.trunc(q.limit));
+    const before = typeof q.before === 'number' ? q.before : null;
+    const after = typeof q.after === 'number' ? q.after : null;
+    // One extra row tells whether there is more in the direction being read.
+    if (after !== null) {
+      const rows = this.q(
+        `SELECT * FROM messages WHERE conversation_id = ? AND seq > ? AND (? IS NULL OR seq < ?) ORDER BY seq ASC LIMIT ?`,
+      ).all(conversationId, after, before, before, limit + 1) as Row[];
+      return { messages: rows.slice(0, limit).map(toMessage), hasMore: rows.length > limit };
+    }
+    const rows = this.q(
+      `SELECT * FROM messages WHERE conversation_id = ? AND (? IS NULL OR seq < ?) ORDER BY seq DESC LIMIT ?`,
+    ).all(conversationId, before, before, limit + 1) as Row[];
+    return { messages: rows.slice(0, limit).reverse().map(toMessage), hasMore: rows.length > limit };
+  }
+
+  private readMessage(conversationId: string, messageId: string): Message | null {
+    const r = this.q('SELECT * FROM messages WHERE id = ? AND conversation_id = ?').get(messageId, conversationId) as Row | undefined;
+    return r ? toMessage(r) : null;
+  }
+
+  async getMessage(conversationId: string, messageId: string): Promise<Message | null> {
+    return this.readMessage(conversationId, messageId);
+  }
+
+  async editMessage(conversationId: string, messageId: string, text: string, editedAt: string, outbox: OutboxFor<Message>): Promise<Message | null> {
+    return this.tx(() => {
+      const cur = this.readMessage(conversationId, messageId);
+      if (!cur || cur.deleted) return cur;
+      this.q('UPDATE messages SET text = ?, edited_at = ? WHERE id = ?').run(text, editedAt, messageId);
+      const message = this.readMessage(conversationId, messageId)!;
+      this.writeOutbox(outbox(message));
+      return message;
+    });
+  }
+
+  async deleteMessage(conversationId: string, messageId: string, deletedAt: string, outbox: OutboxFor<Message>): Promise<Message | null> {
+    return this.tx(() => {
+      const cur = this.readMessage(conversationId, messageId);
+      if (!cur || cur.deleted) return cur;
+      // The text and attachments are really gone, not hidden.
+      this.q(`UPDATE messages SET text = '', attachments = NULL, deleted = 1, deleted_at = ? WHERE id = ?`).run(deletedAt, messageId);
+      const message = this.readMessage(conversationId, messageId)!;
+      this.writeOutbox(outbox(message));
+      return message;
+    });
+  }
+
+  // Read markers
+
+  async setReadMarker(conversationId: string, userId: string, seq: number, outbox: OutboxFor<number>): Promise<{ seq: number; changed: boolean }> {
+    return this.tx(() => {
+      const cur = (this.q('SELECT seq FROM read_markers WHERE conversation_id = ? AND user_id = ?').get(conversationId, userId) as { seq: number } | undefined)?.seq ?? 0;
+      if (!(seq > cur)) return { seq: cur, changed: false };
+      this.q(
+        `INSERT INTO read_markers (conversation_id, user_id, seq) VALUES (?, ?, ?)
+         ON CONFLICT (conversation_id, user_id) DO UPDATE SET seq = excluded.seq`,
+      ).run(conversationId, userId, Math.trunc(seq));
+      this.writeOutbox(outbox(Math.trunc(seq)));
+      return { seq: Math.trunc(seq), changed: true };
+    });
+  }
+
+  async getReadMarker(conversationId: string, userId: string): Promise<number> {
+    const r = this.q('SELECT seq FROM read_markers WHERE conversation_id = ? AND user_id = ?').get(conversationId, userId) as { seq: number } | undefined;
+    return r?.seq ?? 0;
+  }
+
+  async getReadMarkers(conversationId: string): Promise<Record<string, number>> {
+    const rows = this.q(
+      `SELECT cm.user_id AS user_id, COALESCE(r.seq, 0) AS seq FROM conversation_members cm
+       LEFT JOIN read_markers r ON r.conversation_id = cm.conversation_id AND r.user_id = cm.user_id
+       WHERE cm.conversation_id = ? ORDER BY cm.pos`,
+    ).all(conversationId) as Array<{ user_id: string; seq: number }>;
+    const out: Record<string, number> = {};
+    for (const r of rows) out[r.user_id] = Number(r.seq);
+    return out;
+  }
+
+  // Outbox
+
+  async outboxPending(limit: number, olderThan: string): Promise<OutboxEntry[]> {
+    const rows = this.q('SELECT * FROM outbox WHERE created_at < ? ORDER BY created_at, rowid LIMIT ?').all(olderThan, Math.max(0, Math.trunc(limit))) as Row[];
+    return rows.map((r) => ({
+      eventId: r.event_id as string,
+      subject: r.subject as string,
+      payload: r.payload as string,
+      headers: JSON.parse(r.headers as string) as Record<string, string>,
+      createdAt: r.created_at as string,
+    }));
+  }
+
+  async outboxDelete(eventIds: string[]): Promise<void> {
+    if (!eventIds.length) return;
+    this.q('DELETE FROM outbox WHERE event_id IN (SELECT value FROM json_each(?))').run(JSON.stringify(eventIds.map(String)));
+  }
+
+  async outboxCount(): Promise<number> {
+    return Number((this.q('SELECT count(*) AS n FROM outbox').get() as { n: number }).n);
+  }
+}
+
+/**
+ * Documents as JSON text in one table. Filters become `json_extract(doc, ?) = ?` with both the path and
+ * the value bound, after guards.ts has checked the field name and that the value is a primitive.
+ */
+class SqliteDocs implements DocumentStore {
+  constructor(private readonly s: SqliteStore) {}
+
+  async get<T extends object>(collection: string, id: string): Promise<T | null> {
+    assertCollection(collection);
+    assertId(id);
+    const r = this.s.q('SELECT doc FROM docs WHERE collection = ? AND id = ?').get(collection, id) as { doc: string } | undefined;
+    return r ? (JSON.parse(r.doc) as T) : null;
+  }
+
+  async put<T extends object>(collection: string, id: string, doc: T): Promise<void> {
+    assertCollection(collection);
+    assertId(id);
+    this.s.q('INSERT INTO docs (collection, id, doc) VALUES (?, ?, ?) ON CONFLICT (collection, id) DO UPDATE SET doc = excluded.doc').run(collection, id, JSON.stringify(doc));
+  }
+
+  async insert<T extends object>(collection: string, id: string, doc: T): Promise<boolean> {
+    assertCollection(collection);
+    assertId(id);
+    return this.s.q('INSERT OR IGNORE INTO docs (collection, id, doc) VALUES (?, ?, ?)').run(collection, id, JSON.stringify(doc)).changes === 1;
+  }
+
+  async delete(collection: string, id: string): Promise<boolean> {
+    assertCollection(collection);
+    assertId(id);
+    return this.s.q('DELETE FROM docs WHERE collection = ? AND id = ?').run(collection, id).changes === 1;
+  }
+
+  private where(collection: string, filter: Record<string, DocValue> | undefined): { sql: string; args: unknown[] } {
+    assertCollection(collection);
+    const parts = ['collection = ?'];
+    const args: unknown[] = [collection];
+    for (const [k, v] of checkedFilter(filter)) {
+      if (v === null) {
+        // Like MongoDB: null matches both an explicit null and a missing field.
+        parts.push('json_extract(doc, ?) IS NULL');
+        args.push(`$.${k}`);
+      } else {
+        parts.push('json_extract(doc, ?) = ?');
+        args.push(`$.${k}`, bindable(v));
+      }
+    }
+    return { sql: parts.join(' AND '), args };
+  }
+
+  /**
+   * `afterId` pages through results by id: ids above it in ascending order, below it when `desc`.
+   * With `orderBy`, results sort by that field and then by id.
+   */
+  async find<T extends object>(
+    collection: string,
+    filter?: Record<string, DocValue>,
+    opts: { limit?: number; orderBy?: string; desc?: boolean; afterId?: string } = {},
+  ): Promise<T[]> {
+    const w = this.where(collection, filter);
+    const dir = opts.desc ? 'DESC' : 'ASC';
+    if (opts.afterId !== undefined) {
+      assertId(opts.afterId, 'afterId');
+      w.sql += opts.desc ? ' AND id < ?' : ' AND id > ?';
+      w.args.push(opts.afterId);
+    }
+    let order = `id ${dir}`;
+    if (opts.orderBy !== undefined) {
+      assertFieldName(opts.orderBy);
+      order = `json_extract(doc, ?) ${dir}, id ${dir}`;
+    }
+    const args = [...w.args];
+    if (opts.orderBy !== undefined) args.push(`$.${opts.orderBy}`);
+    let sql = `SELECT doc FROM docs WHERE ${w.sql} ORDER BY ${order}`;
+    if (opts.limit !== undefined) {
+      sql += ' LIMIT ?';
+      args.push(Math.max(0, Math.trunc(opts.limit)));
+    }
+    const rows = this.s.q(sql).all(...args) as Array<{ doc: string }>;
+    return rows.map((r) => JSON.parse(r.doc) as T);
+  }
+
+  async count(collection: string, filter?: Record<string, DocValue>): Promise<number> {
+    const w = this.where(collection, filter);
+    return Number((this.s.q(`SELECT count(*) AS n FROM docs WHERE ${w.sql}`).get(...w.args) as { n: number }).n);
+  }
+}
