@@ -207,40 +207,6 @@ export const metrics = {
     labelNames: ['channel', 'outcome'] as const,
     registers: [registry],
   }),
-  edgeConnections: new Gauge({
-    name: 'voxa_edge_connections',
-    help: 'Open authenticated WebSocket edge connections, by transport (socketio, ws).',
-    labelNames: ['transport'] as const,
-    registers: [registry],
-  }),
-  edgeFramesIn: new Counter({
-    name: 'voxa_edge_frames_in_total',
-    help: 'Frames received from edge clients, by transport and event type (unknown types counted as "unknown").',
-    labelNames: ['transport', 'type'] as const,
-    registers: [registry],
-  }),
-  edgeFramesOut: new Counter({
-    name: 'voxa_edge_frames_out_total',
-    help: 'Frames written to edge clients, by transport.',
-    labelNames: ['transport'] as const,
-    registers: [registry],
-  }),
-  edgeSlowDisconnects: new Counter({
-    name: 'voxa_edge_slow_disconnects_total',
-    help: 'Edge clients disconnected because their send buffer exceeded the limit.',
-    registers: [registry],
-  }),
-  edgeResumes: new Counter({
-    name: 'voxa_edge_resumes_total',
-    help: 'Resume requests (handshake cursors or resume frames) served by the edge.',
-    registers: [registry],
-  }),
-  edgeDeliveryLatency: new Histogram({
-    name: 'voxa_edge_delivery_latency_seconds',
-    help: 'Time from a message commit (event time) to its fan-out to local sockets.',
-    buckets: LATENCY_BUCKETS,
-    registers: [registry],
-  }),
 };
 
 export type ConnectorJobState = 'waiting' | 'active' | 'delayed' | 'failed';
