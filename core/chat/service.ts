@@ -105,8 +105,13 @@ export class ChatService {
     }
     const add = [...new Set(change.add ?? [])].filter((id) => !conv.members.includes(id));
     const users = await Promise.all(add.map((id) => this.hub.store.getUser(id)));
-    const missing = add.filter((_, i) => !users[i] || users[i]!.workspaceId !== actor.workspaceId || users[i]!.disabled);
+    const missing = add.filter((_, i) => !users[i] || users[i]!.workspaceId !== actor.workspaceId || users[i]!.disabled || users[i]!.passwordHash === null);
     if (missing.length) throw new VoxaError('USER_NOT_FOUND', 'Some members do not exist in this workspace.', { members: missing });
+    // The same rule as when opening: a customer restricted to agents cannot bring another customer in.
+    if (actor.role === 'customer' && users.some((u) => u!.role === 'customer')) {
+      const ws = await this.hub.store.getWorkspace(actor.workspaceId);
+      if (ws?.settings.customersTalkToAgentsOnly) throw new VoxaError('FORBIDDEN', 'Customers in this workspace may only talk with agents.');
+    }
     const remove = (change.remove ?? []).filter((id) => conv.members.includes(id));
     let entries: OutboxEntry[] = [];
     const updated = await this.hub.store.updateMembers(conversationId, { add, remove, ...(change.title ? { title: change.title } : {}) }, (c) => {
@@ -125,8 +130,8 @@ export class ChatService {
     return updated;
   }
 
-  listConversations(actor: UserRecord): Promise<ConversationSummary[]> {
-    return this.hub.store.listConversations(actor.id);
+  listConversations(actor: UserRecord, opts: { limit?: number } = {}): Promise<ConversationSummary[]> {
+    return this.hub.store.listConversations(actor.id, opts);
   }
 
   async sendMessage(actor: UserRecord, conversationId: string, input: SendInput): Promise<{ message: Message; created: boolean }> {

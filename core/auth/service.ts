@@ -1,0 +1,224 @@
+/**
+ * Accounts: registration (open / invite / closed), login, refresh-token rotation with reuse detection, logout.
+ *
+ * Account changes (a new user, an invited user completing registration) are committed with their events in
+ * the store's outbox. Sign-in audit events (user.login, user.login_failed, user.token_reuse, user.logout) are
+ * not state changes: they are published straight to JetStream, best effort. Writing a row per failed login
+ * would let anyone turn password guessing into store writes, and losing an audit line while NATS is down is
+ * an acceptable price for that.
+ */
+import { publicUser, type Role, type User, type UserRecord } from '../domain.js';
+import { VoxaError } from '../errors.js';
+import { createEvent, type EventData, type EventType } from '../events/catalog.js';
+import type { Hub } from '../hub.js';
+import { newId } from '../ids.js';
+import type { OutboxEntry, Store } from '../store/port.js';
+import { toOutbox } from '../events/outbox-entry.js';
+import { dummyVerify, hashPassword, needsRehash, verifyPassword } from './passwords.js';
+import { hashRefreshToken, newRefreshToken, signAccessToken } from './tokens.js';
+
+export interface Session {
+  user: User;
+  accessToken: string;
+  refreshToken: string;
+}
+
+export type RegistrationMode = 'open' | 'invite' | 'closed';
+const STRICTNESS: Record<RegistrationMode, number> = { open: 0, invite: 1, closed: 2 };
+
+/** Lower-cases and trims an email: the store keeps emails lower-cased and unique. */
+export function normalizeEmail(email: string): string {
+  return email.trim().toLowerCase();
+}
+
+/**
+ * Builds a pre-registered (invited) user and its user.registered outbox entry: no password until the person
+ * registers with this email, which then keeps the assigned role. Used by `voxa users add`, which may run
+ * without NATS: the entry sits in the outbox until the hub's sweeper publishes it.
+ */
+export async function preRegisterUser(
+  store: Store,
+  namespace: string,
+  input: { email: string; role: Role; name?: string | undefined; workspaceId: string },
+): Promise<{ user: UserRecord; entries: OutboxEntry[] }> {
+  const email = normalizeEmail(input.email);
+  const user: UserRecord = {
+    id: newId('usr'),
+    workspaceId: input.workspaceId,
+    email,
+    name: input.name ?? email.split('@')[0]!,
+    role: input.role,
+    createdAt: new Date().toISOString(),
+    passwordHash: null,
+    disabled: false,
+  };
+  let entries: OutboxEntry[] = [];
+  const created = await store.createUser(user, (u) => {
+    entries = [
+      toOutbox(
+        createEvent('user.registered', {
+          workspaceId: u.workspaceId,
+          userId: u.id,
+          actor: { type: 'system', id: 'cli' },
+          data: { user: publicUser(u) },
+        }),
+        namespace,
+      ),
+    ];
+    return entries;
+  });
+  return { user: created, entries };
+}
+
+export class AuthService {
+  constructor(private readonly hub: Hub) {}
+
+  /**
+   * The registration mode in force: the stricter of the hub config (the operator's ceiling) and the default
+   * workspace's setting (which an admin may tighten).
+   */
+  async registrationMode(): Promise<RegistrationMode> {
+    const ws = await this.hub.store.getWorkspace(this.hub.config.defaultWorkspaceId);
+    const fromWs = ws?.settings.registration ?? 'open';
+    const fromCfg = this.hub.config.registration;
+    return STRICTNESS[fromWs] > STRICTNESS[fromCfg] ? fromWs : fromCfg;
+  }
+
+  private async limit(kind: 'login' | 'register', ip: string, email: string): Promise<void> {
+    const max = this.hub.config.authRateLimitPerMinute;
+    await this.hub.rateLimiter.hit(`${kind}:ip:${ip}`, max);
+    await this.hub.rateLimiter.hit(`${kind}:acct:${email}`, max);
+  }
+
+  /** Starts a session: a new refresh-token family and an access token bound to it. */
+  async issueSession(user: UserRecord, familyId?: string): Promise<Session> {
+    const { token, record } = newRefreshToken(this.hub, user.id, familyId);
+    await this.hub.store.insertRefreshToken(record);
+    return { user: publicUser(user), accessToken: signAccessToken(this.hub, user, record.familyId), refreshToken: token };
+  }
+
+  async register(input: { email: string; password: string; name: string }, ip: string): Promise<Session> {
+    const email = normalizeEmail(input.email);
+    await this.limit('register', ip, email);
+    const mode = await this.registrationMode();
+    if (mode === 'closed') throw new VoxaError('REGISTRATION_CLOSED');
+    const existing = await this.hub.store.getUserByEmail(email);
+    if (existing && existing.passwordHash !== null) throw new VoxaError('EMAIL_TAKEN');
+    if (!existing && mode === 'invite') throw new VoxaError('INVITE_REQUIRED');
+    const passwordHash = await hashPassword(input.password);
+
+    if (existing) {
+      // An invited (pre-registered) account: registering sets the password and keeps the assigned role.
+      let entries: OutboxEntry[] = [];
+      const updated = await this.hub.store.updateUser(existing.id, { passwordHash, name: input.name }, (u) => {
+        entries = this.userEvents(u, 'user.updated', { user: publicUser(u), changes: ['password', 'name'] });
+        return entries;
+      });
+      if (!updated) throw new VoxaError('CONFLICT', 'The invitation changed; try again.');
+      await this.hub.chat.publish(entries);
+      return this.issueSession(updated);
+    }
+
+    const user: UserRecord = {
+      id: newId('usr'),
+      workspaceId: this.hub.config.defaultWorkspaceId,
+      email,
+      name: input.name,
+      role: 'customer',
+      createdAt: new Date().toISOString(),
+      passwordHash,
+      disabled: false,
+    };
+    let entries: OutboxEntry[] = [];
+    const created = await this.hub.store.createUser(user, (u) => {
+      entries = this.userEvents(u, 'user.registered', { user: publicUser(u) });
+      return entries;
+    });
+    await this.hub.chat.publish(entries);
+    return this.issueSession(created);
+  }
+
+  async login(input: { email: string; password: string; otp?: string | undefined }, ip: string): Promise<Session> {
+    const email = normalizeEmail(input.email);
+    await this.limit('login', ip, email);
+    const user = await this.hub.store.getUserByEmail(email);
+    if (!user || user.passwordHash === null) {
+      await dummyVerify(input.password);
+      throw new VoxaError('INVALID_CREDENTIALS');
+    }
+    const ok = await verifyPassword(input.password, user.passwordHash);
+    if (!ok) {
+      this.audit(user, 'user.login_failed', { ip, reason: 'bad_password' });
+      throw new VoxaError('INVALID_CREDENTIALS');
+    }
+    if (user.disabled) {
+      this.audit(user, 'user.login_failed', { ip, reason: 'disabled' });
+      throw new VoxaError('ACCOUNT_DISABLED');
+    }
+    // TODO(issue 7): verify input.otp against user.totp; until then an account with TOTP on cannot sign in
+    // with a password alone.
+    if (user.totp?.enabled) {
+      this.audit(user, 'user.login_failed', { ip, reason: 'otp_required' });
+      throw new VoxaError('OTP_REQUIRED');
+    }
+    let current = user;
+    if (needsRehash(user.passwordHash)) {
+      const passwordHash = await hashPassword(input.password);
+      current = (await this.hub.store.updateUser(user.id, { passwordHash }, () => [])) ?? user;
+    }
+    await this.hub.rateLimiter.reset(`login:acct:${email}`);
+    this.audit(current, 'user.login', { ip, method: 'password' });
+    return this.issueSession(current);
+  }
+
+  /** Rotates a refresh token. A token presented twice revokes its whole family (REFRESH_TOKEN_REUSED). */
+  async refresh(refreshToken: string): Promise<Session> {
+    const rec = await this.hub.store.getRefreshTokenByHash(hashRefreshToken(refreshToken));
+    if (!rec) throw new VoxaError('INVALID_REFRESH_TOKEN');
+    const now = new Date();
+    if (rec.usedAt !== null) return this.reused(rec.userId, rec.familyId, now);
+    if (rec.revokedAt !== null || Date.parse(rec.expiresAt) <= now.getTime()) throw new VoxaError('INVALID_REFRESH_TOKEN');
+    const user = await this.hub.store.getUser(rec.userId);
+    if (!user || user.disabled || user.passwordHash === null) throw new VoxaError('INVALID_REFRESH_TOKEN');
+    const next = newRefreshToken(this.hub, user.id, rec.familyId, now);
+    // The store marks the old token used and inserts the next one atomically, only if the old one was still
+    // fresh: of two concurrent refreshes with the same token exactly one wins; the other is reuse.
+    const rotated = await this.hub.store.rotateRefreshToken(rec.id, now.toISOString(), next.record);
+    if (!rotated) return this.reused(rec.userId, rec.familyId, now);
+    return { user: publicUser(user), accessToken: signAccessToken(this.hub, user, rec.familyId), refreshToken: next.token };
+  }
+
+  private async reused(userId: string, familyId: string, now: Date): Promise<never> {
+    await this.hub.store.revokeTokenFamily(familyId, now.toISOString());
+    const user = await this.hub.store.getUser(userId);
+    if (user) this.audit(user, 'user.token_reuse', { familyId });
+    throw new VoxaError('REFRESH_TOKEN_REUSED');
+  }
+
+  /**
+   * Ends a session: revokes the family of the given refresh token (it must belong to the caller), or else the
+   * family the caller's access token was issued with.
+   */
+  async logout(user: UserRecord, familyFromToken: string | undefined, refreshToken?: string): Promise<void> {
+    let familyId = familyFromToken;
+    if (refreshToken !== undefined) {
+      const rec = await this.hub.store.getRefreshTokenByHash(hashRefreshToken(refreshToken));
+      if (!rec || rec.userId !== user.id) throw new VoxaError('INVALID_REFRESH_TOKEN');
+      familyId = rec.familyId;
+    }
+    if (!familyId) return;
+    await this.hub.store.revokeTokenFamily(familyId, new Date().toISOString());
+    this.audit(user, 'user.logout', {});
+  }
+
+  private userEvents<T extends EventType>(u: UserRecord, type: T, data: EventData<T>): OutboxEntry[] {
+    return this.hub.chat.outboxOf([
+      createEvent(type, { workspaceId: u.workspaceId, userId: u.id, actor: { type: 'user', id: u.id }, data }),
+    ]);
+  }
+
+  /** Best-effort audit event, published without a store write and without delaying the response. */
+  private audit<T extends EventType>(u: UserRecord, type: T, data: EventData<T>): void {
+    void this.hub.outbox.dispatch(this.userEvents(u, type, data)).catch(() => undefined);
+  }
+}

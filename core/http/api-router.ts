@@ -1,0 +1,150 @@
+/**
+ * Declared routes: each route names its method, path, schemas (params, query, body, responses) and the
+ * errors it may answer with. The same declaration wires validation into the router and generates
+ * /v1/openapi.json, so the docs cannot drift from what is enforced.
+ */
+import { Router } from '@koa/router';
+import type { Middleware, ParameterizedContext } from 'koa';
+import { z } from 'zod';
+import type { Role, UserRecord } from '../domain.js';
+import { ERROR_CODES, type ErrorCode } from '../errors.js';
+import type { AccessClaims } from '../auth/tokens.js';
+import { jsonBody } from './body.js';
+import { requireRole, validate } from './validate.js';
+
+/** What a request carries through the middleware. */
+export interface ApiState {
+  user?: UserRecord;
+  jwt?: AccessClaims;
+  body?: unknown;
+}
+
+export type ApiContext = ParameterizedContext<ApiState> & { params: Record<string, string> };
+
+type Maybe<S> = S extends z.ZodType ? z.output<S> : undefined;
+
+export interface RouteDef<P extends z.ZodType | undefined = undefined, Q extends z.ZodType | undefined = undefined, B extends z.ZodType | undefined = undefined> {
+  method: 'get' | 'post' | 'patch' | 'put' | 'delete';
+  /** Koa path with :params, e.g. /v1/conversations/:id. */
+  path: string;
+  summary: string;
+  tag: string;
+  /** Requires a valid access token (ctx.state.user is set). */
+  auth: boolean;
+  roles?: Role[];
+  params?: P;
+  query?: Q;
+  body?: B;
+  /** Status → description and schema (no schema: empty body). */
+  responses: Record<number, { description: string; schema?: z.ZodType }>;
+  /** Error codes this route can answer with besides the generic ones. */
+  errors?: ErrorCode[];
+  handler: (ctx: ApiContext, input: { params: Maybe<P>; query: Maybe<Q>; body: Maybe<B> }) => unknown;
+}
+
+/** Errors any route may answer with. */
+const COMMON_ERRORS: ErrorCode[] = ['VALIDATION_FAILED', 'INTERNAL'];
+const BODY_ERRORS: ErrorCode[] = ['MALFORMED_JSON', 'JSON_TOO_DEEP', 'UNSUPPORTED_MEDIA_TYPE', 'PAYLOAD_TOO_LARGE'];
+
+export class ApiRouter {
+  readonly router = new Router<ApiState>();
+  readonly routes: Array<RouteDef<z.ZodType | undefined, z.ZodType | undefined, z.ZodType | undefined>> = [];
+  private readonly body: Middleware;
+
+  constructor(private readonly deps: { authenticate: Middleware; bodyLimitBytes: number }) {
+    this.body = jsonBody(deps.bodyLimitBytes);
+  }
+
+  add<P extends z.ZodType | undefined = undefined, Q extends z.ZodType | undefined = undefined, B extends z.ZodType | undefined = undefined>(
+    def: RouteDef<P, Q, B>,
+  ): this {
+    this.routes.push(def as never);
+    const chain: Middleware[] = [];
+    if (def.auth) chain.push(this.deps.authenticate);
+    if (def.roles?.length) chain.push(requireRole(...def.roles));
+    if (def.body) chain.push(this.body);
+    chain.push(async (ctx) => {
+      const c = ctx as ApiContext;
+      const input = {
+        params: (def.params ? validate(def.params, { ...c.params }, 'params') : undefined) as Maybe<P>,
+        query: (def.query ? validate(def.query, { ...c.query }, 'query') : undefined) as Maybe<Q>,
+        body: (def.body ? validate(def.body, c.state.body, 'body') : undefined) as Maybe<B>,
+      };
+      await def.handler(c, input);
+    });
+    this.router.register(def.path, [def.method.toUpperCase()], chain as never);
+    return this;
+  }
+}
+
+const ErrorBody = z
+  .object({
+    error: z.object({
+      code: z.enum(Object.keys(ERROR_CODES) as [ErrorCode, ...ErrorCode[]]),
+      message: z.string(),
+      details: z.unknown().optional(),
+    }),
+  })
+  .meta({ id: 'Error' });
+
+function jsonSchema(schema: z.ZodType, io: 'input' | 'output'): Record<string, unknown> {
+  const s = z.toJSONSchema(schema, { io, unrepresentable: 'any', target: 'draft-2020-12' }) as Record<string, unknown>;
+  delete s.$schema;
+  return s;
+}
+
+function parametersOf(schema: z.ZodType | undefined, where: 'path' | 'query'): unknown[] {
+  if (!schema) return [];
+  const js = jsonSchema(schema, 'input') as { properties?: Record<string, unknown>; required?: string[] };
+  return Object.entries(js.properties ?? {}).map(([name, s]) => ({
+    name,
+    in: where,
+    required: where === 'path' || (js.required ?? []).includes(name),
+    schema: s,
+  }));
+}
+
+/** The OpenAPI 3.1 document for a set of declared routes. */
+export function buildOpenApi(routes: ApiRouter['routes'], info: { title: string; version: string }): Record<string, unknown> {
+  const paths: Record<string, Record<string, unknown>> = {};
+  for (const r of routes) {
+    const path = r.path.replace(/:([A-Za-z0-9_]+)/g, '{$1}');
+    const responses: Record<string, unknown> = {};
+    for (const [status, res] of Object.entries(r.responses)) {
+      responses[status] = res.schema
+        ? { description: res.description, content: { 'application/json': { schema: jsonSchema(res.schema, 'output') } } }
+        : { description: res.description };
+    }
+    const codes = new Set<ErrorCode>([...COMMON_ERRORS, ...(r.body ? BODY_ERRORS : []), ...(r.auth ? (['UNAUTHENTICATED'] as ErrorCode[]) : []), ...(r.errors ?? [])]);
+    if (r.roles?.length) codes.add('FORBIDDEN');
+    const byStatus = new Map<number, ErrorCode[]>();
+    for (const code of codes) {
+      const st = ERROR_CODES[code].status;
+      byStatus.set(st, [...(byStatus.get(st) ?? []), code]);
+    }
+    for (const [st, list] of [...byStatus].sort((a, b) => a[0] - b[0])) {
+      responses[String(st)] = {
+        description: `Error: ${list.join(', ')}`,
+        content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
+      };
+    }
+    paths[path] ??= {};
+    paths[path][r.method] = {
+      summary: r.summary,
+      tags: [r.tag],
+      ...(r.auth ? { security: [{ bearer: [] }] } : {}),
+      parameters: [...parametersOf(r.params, 'path'), ...parametersOf(r.query, 'query')],
+      ...(r.body ? { requestBody: { required: true, content: { 'application/json': { schema: jsonSchema(r.body, 'input') } } } } : {}),
+      responses,
+    };
+  }
+  return {
+    openapi: '3.1.0',
+    info,
+    paths,
+    components: {
+      schemas: { Error: jsonSchema(ErrorBody, 'output') },
+      securitySchemes: { bearer: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } },
+    },
+  };
+}

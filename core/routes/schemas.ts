@@ -1,0 +1,112 @@
+/**
+ * Request and response schemas of the public REST contract (v1). Request objects are strict (unknown fields
+ * are a 400); query values arrive as strings and are parsed by hand rather than coerced, so `1e2`, `-1`,
+ * ` 5` or a repeated parameter are rejected instead of silently reinterpreted.
+ */
+import { z } from 'zod';
+import { ConversationSchema, ConversationSummarySchema, MessageSchema, UserSchema, type Conversation, type Message } from '../domain.js';
+import { ID_PATTERN } from '../ids.js';
+
+export const Id = z.string().regex(ID_PATTERN, 'must be an id ([A-Za-z0-9_-], 1-64 chars)');
+
+/** A query parameter holding a positive integer (no sign, exponent or leading zero). */
+const positiveIntText = z
+  .string()
+  .regex(/^[1-9][0-9]{0,14}$/, 'must be a positive integer')
+  .transform(Number);
+
+export const Limit = positiveIntText.pipe(z.number().int().min(1).max(200)).optional().default(50);
+
+export const Email = z.email().max(254);
+export const Password = z.string().min(8, 'at least 8 characters').max(256);
+export const PersonName = z.string().trim().min(1).max(100);
+
+// Auth
+export const RegisterBody = z.strictObject({ email: Email, password: Password, name: PersonName });
+export const LoginBody = z.strictObject({
+  email: z.string().min(1).max(254),
+  password: z.string().min(1).max(256),
+  /** One-time code for accounts with two-factor sign-in (issue 7). */
+  otp: z.string().regex(/^[0-9A-Za-z-]{4,32}$/).optional(),
+});
+export const RefreshBody = z.strictObject({ refreshToken: z.string().min(1).max(512) });
+export const LogoutBody = z.strictObject({ refreshToken: z.string().min(1).max(512).optional() }).optional();
+
+export const SessionResponse = z.object({ user: UserSchema, accessToken: z.string(), refreshToken: z.string() });
+export const UserResponse = z.object({ user: UserSchema });
+
+// Users
+export const UsersQuery = z.strictObject({ q: z.string().max(100).optional().default(''), limit: Limit });
+export const UsersResponse = z.object({ users: z.array(UserSchema) });
+
+// Conversations
+export const ConversationParams = z.strictObject({ id: Id });
+export const CreateConversationBody = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('direct'), members: z.array(Id).min(1).max(2) }),
+  z.strictObject({ type: z.literal('group'), title: z.string().trim().min(1).max(200), members: z.array(Id).min(1).max(500) }),
+]);
+export const UpdateConversationBody = z
+  .strictObject({
+    title: z.string().trim().min(1).max(200).optional(),
+    addMembers: z.array(Id).max(500).optional(),
+    removeMembers: z.array(Id).max(500).optional(),
+  })
+  .refine((b) => b.title !== undefined || (b.addMembers?.length ?? 0) > 0 || (b.removeMembers?.length ?? 0) > 0, {
+    message: 'Give a title, addMembers or removeMembers.',
+  });
+export const ConversationsQuery = z.strictObject({ limit: Limit });
+export const ConversationResponse = z.object({ conversation: ConversationSchema });
+export const ConversationsResponse = z.object({ conversations: z.array(ConversationSummarySchema) });
+
+// Messages
+export const MessageParams = z.strictObject({ id: Id, messageId: Id });
+export const SendMessageBody = z.strictObject({
+  text: z.string().max(1_000_000),
+  /** The client's own id for this send: the same clientId again returns the same message. */
+  clientId: z.string().min(1).max(128).nullable().optional(),
+});
+export const EditMessageBody = z.strictObject({ text: z.string().max(1_000_000) });
+export const HistoryQuery = z.strictObject({
+  before: positiveIntText.optional(),
+  after: positiveIntText.optional(),
+  limit: Limit,
+});
+export const ReadBody = z.strictObject({ seq: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) });
+export const ReadResponse = z.object({ seq: z.number().int() });
+
+/** The contract's message fields, plus attachments when a message has them. */
+export const MessageOut = MessageSchema;
+export const MessageResponse = z.object({ message: MessageOut });
+export const MessagesResponse = z.object({ messages: z.array(MessageOut), hasMore: z.boolean() });
+
+/** A message as the API shows it: exactly the contract's fields, whatever else the store returned. */
+export function messageOut(m: Message): Message {
+  const out: Message = {
+    id: m.id,
+    conversationId: m.conversationId,
+    seq: m.seq,
+    senderId: m.senderId,
+    text: m.text,
+    clientId: m.clientId ?? null,
+    createdAt: m.createdAt,
+  };
+  if (m.editedAt) out.editedAt = m.editedAt;
+  if (m.deleted) out.deleted = true;
+  if (m.attachments && m.attachments.length) out.attachments = m.attachments;
+  return out;
+}
+
+/** A conversation as the API shows it (no store-internal fields such as the direct-pair key). */
+export function conversationOut(c: Conversation): Conversation {
+  return {
+    id: c.id,
+    workspaceId: c.workspaceId,
+    type: c.type,
+    title: c.title,
+    members: c.members,
+    createdBy: c.createdBy,
+    createdAt: c.createdAt,
+    updatedAt: c.updatedAt,
+    lastSeq: c.lastSeq,
+  };
+}
