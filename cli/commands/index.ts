@@ -1,5 +1,6 @@
 /** The explicit list of command groups (no directory scanning). */
 import type { Command } from 'commander';
 import { register as start } from './start.js';
+import { register as audit } from './audit.js';
 
-export const COMMANDS: Array<(program: Command) => void> = [start];
+export const COMMANDS: Array<(program: Command) => void> = [start, audit];

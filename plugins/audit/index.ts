@@ -1,0 +1,63 @@
+/**
+ * The `audit` plugin: appends every security- and admin-relevant event to the tamper-evident chain
+ * (chain.ts) and serves `GET /v1/audit` to admins of the workspace.
+ */
+import { z } from 'zod';
+import type { UserRecord } from '../../core/domain.js';
+import { requireRole, validate } from '../../core/http/validate.js';
+import { definePlugin, type Plugin } from '../runtime/types.js';
+import type { DocumentStore } from '../../core/store/port.js';
+import { appendEntry, listEntries } from './chain.js';
+import { AUDITED_EVENTS, describeEvent } from './describe.js';
+
+/** Accepts a full ISO timestamp or a plain UTC date (YYYY-MM-DD, meaning its midnight). */
+export const SinceSchema = z
+  .string()
+  .refine((s) => /^\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:\d{2}))?$/.test(s) && !Number.isNaN(Date.parse(s)), 'an ISO date or timestamp')
+  .transform((s) => new Date(s).toISOString());
+
+const ListQuery = z
+  .object({
+    since: SinceSchema.optional(),
+    limit: z.coerce.number().int().min(1).max(500).default(100),
+    after: z.coerce.number().int().min(0).optional(),
+  })
+  .strict();
+
+/** Builds the plugin. One instance per process; the store comes from the hub at start. */
+export function createAuditPlugin(): Plugin {
+  let docs: DocumentStore | null = null;
+  return definePlugin({
+    manifest: {
+      name: 'audit',
+      description: 'Appends security- and admin-relevant events to a hash-chained, tamper-evident audit log.',
+      events: AUDITED_EVENTS,
+      // One append at a time keeps the seq race (see chain.ts) to the rare multi-process case.
+      concurrency: 1,
+      startAt: 'all',
+    },
+    async start(ctx) {
+      docs = ctx.hub.store.docs;
+    },
+    async handle(event) {
+      if (!docs) throw new Error('audit plugin not started');
+      const input = describeEvent(event);
+      if (input) await appendEntry(docs, input);
+    },
+    routes(router, ctx) {
+      router.get('/audit', requireRole('admin'), async (kctx) => {
+        const user = kctx.state.user as UserRecord;
+        const q = validate(ListQuery, kctx.query, 'query');
+        const page = await listEntries(ctx.hub.store.docs, {
+          workspaceId: user.workspaceId,
+          limit: q.limit,
+          ...(q.since ? { since: q.since } : {}),
+          ...(q.after !== undefined ? { afterSeq: q.after } : {}),
+        });
+        kctx.body = { entries: page.entries, nextAfter: page.nextAfterSeq };
+      });
+    },
+  });
+}
+
+export default createAuditPlugin;
