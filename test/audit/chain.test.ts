@@ -172,7 +172,7 @@ test('list filters by time and workspace and pages by seq', async (t) => {
 test('voxa audit verify exits 1 naming the broken entry; list --json prints entries', async (t) => {
   const s = await setup();
   for (const e of someEvents()) await s.plugin.handle(e, info);
-  const env = { ...process.env, VOXA_DATA_DIR: s.dir, LOG_LEVEL: 'silent' };
+  const env: NodeJS.ProcessEnv = { ...process.env, VOXA_DATA_DIR: s.dir, LOG_LEVEL: 'silent' };
   delete env.MONGO_URL;
   delete env.VOXA_CONFIG;
   const cli = ['--import', 'tsx', join(process.cwd(), 'cli/index.ts')];
