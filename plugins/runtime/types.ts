@@ -34,6 +34,19 @@ export interface PluginManifest {
    * 'broadcast': every process sees every event (the WebSocket edge fans out to its own sockets).
    */
   mode?: 'shared' | 'broadcast';
+  /**
+   * What a rewind means for this plugin (see docs/plugins.md, "Replay"):
+   * 'skip-processed' (default): events the plugin already handled stay handled; a rewind only catches up on
+   *   what it missed (the idempotency helper keys by event id alone).
+   * 'reprocess': a rewind re-runs every replayed event once more (e.g. rebuilding analytics); the helper keys
+   *   by (event id, consumer generation), so each event is still handled once per generation.
+   */
+  replay?: 'skip-processed' | 'reprocess';
+  /**
+   * Where a brand-new consumer starts (only when the plugin's consumer is created for the first time):
+   * 'new' (default) only events published from then on; 'all' everything the stream still holds.
+   */
+  startAt?: 'new' | 'all';
 }
 
 export interface DeliveryInfo {
@@ -42,6 +55,20 @@ export interface DeliveryInfo {
   /** Stream sequence of the event. */
   streamSeq: number;
   subject: string;
+  /**
+   * Consumer generation (0 until the first rewind). Bumped by `voxa plugins rewind`; see `replay`.
+   * Absent in broadcast mode.
+   */
+  generation?: number;
+  /** 'stream' for live events, 'retry' for an event put back by `voxa dlq retry`, 'broadcast' in broadcast mode. */
+  source?: 'stream' | 'retry' | 'broadcast';
+  /**
+   * The key the idempotency helper should use for this delivery: the event id, or `<event id>@g<generation>`
+   * for a 'reprocess' plugin after a rewind. Pass it to `onceByEventId` (plugins/runtime/idempotency.ts).
+   */
+  dedupeKey?: string;
+  /** Aborted when the runtime gives up waiting for the handler (stop deadline or maximum run time). */
+  signal?: AbortSignal;
 }
 
 export interface PluginContext {

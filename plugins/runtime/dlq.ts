@@ -1,0 +1,169 @@
+/**
+ * The dead-letter stream and the per-plugin retry path.
+ *
+ * A dead letter is the original event payload on `<ns>.dlq.<plugin>.<type>`, with headers saying where it
+ * came from (original subject, stream seq), which plugin gave up, why, after how many attempts, and the
+ * original `traceparent` so the trace continues when it is retried.
+ *
+ * `voxa dlq retry` republishes a dead letter on `<ns>.retry.<plugin>.<type>` (captured by the work-queue
+ * retry stream) and deletes it from the DLQ. Only that plugin's runtime consumes that subject, so a retry
+ * never re-runs the other plugins that already handled the event.
+ */
+import { DeliverPolicy, headers as natsHeaders, type JetStreamClient, type JetStreamManager, type MsgHdrs } from 'nats';
+import { HDR, dlqSubject, retrySubject, runtimeNames } from './control.js';
+
+/** The NATS handles the dead-letter helpers need (a Bus from core/bus/nats.ts fits). */
+export interface NatsHandles {
+  js: JetStreamClient;
+  jsm: JetStreamManager;
+  namespace: string;
+}
+
+export interface DeadLetterInput {
+  plugin: string;
+  subject: string;
+  streamSeq: number;
+  data: Uint8Array;
+  eventId?: string;
+  eventType?: string;
+  reason: string;
+  attempts: number;
+  /** The received message's headers: traceparent/tracestate are carried over. */
+  original?: MsgHdrs;
+  /** Set when the failing delivery was itself a `dlq retry`. */
+  retryOf?: string;
+}
+
+const TRACE_HEADERS = ['traceparent', 'tracestate'];
+
+/** Publishes a dead letter and waits for JetStream to store it. */
+export async function publishDeadLetter(h: NatsHandles, d: DeadLetterInput): Promise<number> {
+  const hdrs = natsHeaders();
+  for (const k of TRACE_HEADERS) {
+    const v = d.original?.get(k);
+    if (v) hdrs.set(k, v);
+  }
+  hdrs.set(HDR.originalSubject, d.subject);
+  hdrs.set(HDR.streamSeq, String(d.streamSeq));
+  hdrs.set(HDR.plugin, d.plugin);
+  // Header values are single lines; keep reasons short and readable.
+  hdrs.set(HDR.reason, d.reason.replace(/[\r\n]+/g, ' ').slice(0, 1000));
+  hdrs.set(HDR.attempts, String(d.attempts));
+  hdrs.set(HDR.deadAt, new Date().toISOString());
+  if (d.eventId) hdrs.set(HDR.eventId, d.eventId);
+  if (d.eventType) hdrs.set(HDR.eventType, d.eventType);
+  if (d.retryOf) hdrs.set(HDR.retryOf, d.retryOf);
+  // The same failure dead-lettered twice (the term was lost on a reconnect) is stored once.
+  const msgID = `${d.plugin}:${d.eventId ?? `seq${d.streamSeq}`}:${d.retryOf ?? 'live'}`;
+  const ack = await h.js.publish(dlqSubject(h.namespace, d.plugin, d.eventType ?? 'malformed'), d.data, { headers: hdrs, msgID });
+  return ack.seq;
+}
+
+/** One dead letter as `voxa dlq list` shows it. */
+export interface DeadLetter {
+  /** Sequence in the dead-letter stream (what `voxa dlq retry` takes). */
+  seq: number;
+  plugin: string;
+  eventId: string | null;
+  type: string | null;
+  reason: string;
+  attempts: number;
+  /** When it was dead-lettered. */
+  time: string;
+  originalSubject: string | null;
+  streamSeq: number | null;
+}
+
+function toDeadLetter(seq: number, subject: string, h: MsgHdrs | undefined, ns: string, storedAt?: string): DeadLetter {
+  const get = (k: string): string | null => {
+    const v = h?.get(k);
+    return v ? v : null;
+  };
+  const rest = subject.slice((ns ? ns.length + 1 : 0) + 'dlq.'.length);
+  const plugin = get(HDR.plugin) ?? rest.split('.')[0] ?? '';
+  return {
+    seq,
+    plugin,
+    eventId: get(HDR.eventId),
+    type: get(HDR.eventType),
+    reason: get(HDR.reason) ?? '',
+    attempts: Number(get(HDR.attempts) ?? 0),
+    time: get(HDR.deadAt) ?? storedAt ?? '',
+    originalSubject: get(HDR.originalSubject),
+    streamSeq: get(HDR.streamSeq) === null ? null : Number(get(HDR.streamSeq)),
+  };
+}
+
+/** Dead letters, oldest first, optionally of one plugin. */
+export async function listDeadLetters(h: NatsHandles, opts: { plugin?: string; limit?: number } = {}): Promise<DeadLetter[]> {
+  const names = runtimeNames(h.namespace);
+  const limit = Math.max(1, opts.limit ?? 50);
+  const filter = dlqSubject(h.namespace, opts.plugin ?? '*', '>');
+  const consumer = await h.js.consumers.get(names.deadLetter, { filterSubjects: filter, deliver_policy: DeliverPolicy.All });
+  try {
+    const info = await consumer.info();
+    const want = Math.min(limit, info.num_pending);
+    const out: DeadLetter[] = [];
+    while (out.length < want) {
+      const batch = await consumer.fetch({ max_messages: want - out.length, expires: 2000 });
+      let got = 0;
+      for await (const m of batch) {
+        got++;
+        out.push(toDeadLetter(m.seq, m.subject, m.headers, h.namespace, new Date(m.info.timestampNanos / 1e6).toISOString()));
+      }
+      if (got === 0) break; // deleted meanwhile
+    }
+    return out;
+  } finally {
+    await consumer.delete().catch(() => undefined);
+  }
+}
+
+/** Number of dead letters per plugin. */
+export async function countDeadLetters(h: NatsHandles): Promise<Record<string, number>> {
+  const names = runtimeNames(h.namespace);
+  const prefix = h.namespace ? `${h.namespace}.dlq.` : 'dlq.';
+  const info = await h.jsm.streams.info(names.deadLetter, { subjects_filter: dlqSubject(h.namespace, '*', '>') });
+  const counts: Record<string, number> = {};
+  for (const [subject, n] of Object.entries(info.state.subjects ?? {})) {
+    const plugin = subject.slice(prefix.length).split('.')[0] ?? '';
+    counts[plugin] = (counts[plugin] ?? 0) + Number(n);
+  }
+  return counts;
+}
+
+export class DeadLetterNotFound extends Error {
+  constructor(seq: number) {
+    super(`no dead letter with sequence ${seq}`);
+    this.name = 'DeadLetterNotFound';
+  }
+}
+
+/**
+ * Puts one dead letter back for its plugin only, then removes it from the DLQ. `plugin`, when given, must
+ * match (a guard against retrying the wrong entry).
+ */
+export async function retryDeadLetter(h: NatsHandles, seq: number, opts: { plugin?: string } = {}): Promise<DeadLetter> {
+  const names = runtimeNames(h.namespace);
+  let stored;
+  try {
+    stored = await h.jsm.streams.getMessage(names.deadLetter, { seq });
+  } catch {
+    throw new DeadLetterNotFound(seq);
+  }
+  const dl = toDeadLetter(seq, stored.subject, stored.header, h.namespace, stored.time.toISOString());
+  if (opts.plugin && dl.plugin !== opts.plugin) throw new DeadLetterNotFound(seq);
+  const hdrs = natsHeaders();
+  for (const k of [...TRACE_HEADERS, HDR.originalSubject, HDR.streamSeq, HDR.eventId, HDR.eventType]) {
+    const v = stored.header?.get(k);
+    if (v) hdrs.set(k, v);
+  }
+  hdrs.set(HDR.retryOf, String(seq));
+  // Msg id keyed by the DLQ seq: running the same retry twice within the dedupe window enqueues it once.
+  await h.js.publish(retrySubject(h.namespace, dl.plugin, dl.type ?? 'malformed'), stored.data, {
+    headers: hdrs,
+    msgID: `retry:${names.deadLetter}:${seq}`,
+  });
+  await h.jsm.streams.deleteMessage(names.deadLetter, seq, false);
+  return dl;
+}
