@@ -1,0 +1,182 @@
+/**
+ * Connections: a connector configured in a workspace, kept in the document store (`connections`). The
+ * non-secret config is stored as is; the secret fields are sealed together with AES-256-GCM (connectors/crypto.ts)
+ * bound to the connection id. Nothing here returns, logs or prints a secret except `resolve()`, which hands the
+ * opened config to connector code.
+ */
+import type { Hub } from '../core/hub.js';
+import { newId } from '../core/ids.js';
+import { Keyring } from './crypto.js';
+import { getConnector } from './registry.js';
+import type { ConnectionRecord, ConnectionStatus, Connector, ConnectorContext, ResolvedConnection } from './types.js';
+
+export const CONNECTIONS = 'connections';
+
+export class ConnectionError extends Error {
+  constructor(
+    message: string,
+    readonly code: 'NOT_FOUND' | 'VALIDATION_FAILED' | 'CONFLICT',
+    readonly details?: unknown,
+  ) {
+    super(message);
+    this.name = 'ConnectionError';
+  }
+}
+
+/** What `list` and `get` show: the record without the sealed blob. */
+export type ConnectionView = Omit<ConnectionRecord, 'sealed'>;
+
+export function viewOf(rec: ConnectionRecord): ConnectionView {
+  const { sealed: _sealed, ...rest } = rec;
+  return rest;
+}
+
+export class ConnectionService {
+  readonly keyring: Keyring;
+
+  constructor(private readonly hub: Hub) {
+    this.keyring = Keyring.from(hub.secrets.encryptionKey, hub.config.previousSecretKeys ?? []);
+  }
+
+  private get docs() {
+    return this.hub.store.docs;
+  }
+
+  /** Validates `input` against the connector's schema, seals the secret fields and stores the connection. */
+  async create(workspaceId: string, connectorId: string, input: Record<string, unknown>, name?: string): Promise<ConnectionView> {
+    const connector = getConnector(connectorId);
+    if (!connector) throw new ConnectionError(`unknown connector "${connectorId}"`, 'NOT_FOUND');
+    const parsed = parseConfig(connector, input);
+    const id = newId('con');
+    const now = new Date().toISOString();
+    const rec: ConnectionRecord = {
+      id,
+      workspaceId,
+      connector: connectorId,
+      name: name ?? `${connector.displayName}`,
+      ...this.split(connector, id, parsed),
+      status: 'active',
+      statusReason: null,
+      createdAt: now,
+      updatedAt: now,
+    };
+    await this.docs.put(CONNECTIONS, id, rec);
+    return viewOf(rec);
+  }
+
+  private split(connector: Connector, id: string, parsed: Record<string, unknown>): Pick<ConnectionRecord, 'config' | 'secretFields' | 'sealed'> {
+    const config: Record<string, unknown> = {};
+    const secrets: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(parsed)) {
+      if (connector.secretFields.includes(k)) {
+        if (v !== undefined && v !== '') secrets[k] = v;
+      } else config[k] = v;
+    }
+    const names = Object.keys(secrets);
+    return { config, secretFields: names, sealed: names.length ? this.keyring.seal(JSON.stringify(secrets), id) : null };
+  }
+
+  async getRecord(id: string, workspaceId?: string): Promise<ConnectionRecord> {
+    const rec = await this.docs.get<ConnectionRecord>(CONNECTIONS, id);
+    if (!rec || (workspaceId !== undefined && rec.workspaceId !== workspaceId)) throw new ConnectionError(`no connection ${id}`, 'NOT_FOUND');
+    return rec;
+  }
+
+  async get(id: string, workspaceId?: string): Promise<ConnectionView> {
+    return viewOf(await this.getRecord(id, workspaceId));
+  }
+
+  async list(workspaceId: string, connector?: string): Promise<ConnectionView[]> {
+    const filter: Record<string, string> = { workspaceId };
+    if (connector) filter.connector = connector;
+    return (await this.docs.find<ConnectionRecord>(CONNECTIONS, filter)).map(viewOf);
+  }
+
+  /** Every connection of one connector in every workspace (for plugins fanning an event out). */
+  async allOf(connector: string): Promise<ConnectionRecord[]> {
+    return this.docs.find<ConnectionRecord>(CONNECTIONS, { connector });
+  }
+
+  /** Opens the secrets. For connector code only; the result must never be logged or printed. */
+  async resolve<C = Record<string, unknown>>(idOrRec: string | ConnectionRecord): Promise<ResolvedConnection<C>> {
+    const rec = typeof idOrRec === 'string' ? await this.getRecord(idOrRec) : idOrRec;
+    const secrets = rec.sealed ? (JSON.parse(this.keyring.open(rec.sealed, rec.id)) as Record<string, unknown>) : {};
+    return { record: rec, config: { ...rec.config, ...secrets } as C };
+  }
+
+  /** Merges config and secret changes, re-validating the whole config. */
+  async update(id: string, patch: Record<string, unknown>, workspaceId?: string): Promise<ConnectionView> {
+    const rec = await this.getRecord(id, workspaceId);
+    const connector = getConnector(rec.connector)!;
+    const current = (await this.resolve(rec)).config;
+    const parsed = parseConfig(connector, { ...current, ...patch });
+    const next: ConnectionRecord = { ...rec, ...this.split(connector, id, parsed), updatedAt: new Date().toISOString() };
+    await this.docs.put(CONNECTIONS, id, next);
+    return viewOf(next);
+  }
+
+  async setStatus(id: string, status: ConnectionStatus, reason: string | null, workspaceId?: string): Promise<ConnectionView> {
+    const rec = await this.getRecord(id, workspaceId);
+    const next: ConnectionRecord = { ...rec, status, statusReason: reason, updatedAt: new Date().toISOString() };
+    await this.docs.put(CONNECTIONS, id, next);
+    return viewOf(next);
+  }
+
+  async remove(id: string, workspaceId?: string): Promise<void> {
+    await this.getRecord(id, workspaceId);
+    await this.docs.delete(CONNECTIONS, id);
+  }
+
+  /** Re-seals every connection whose secrets are under an older key. Returns how many changed. */
+  async rotateKeys(): Promise<{ rotated: number; total: number; failed: Array<{ id: string; reason: string }> }> {
+    let rotated = 0;
+    let total = 0;
+    const failed: Array<{ id: string; reason: string }> = [];
+    let afterId: string | undefined;
+    for (;;) {
+      const page = await this.docs.find<ConnectionRecord>(CONNECTIONS, {}, { limit: 200, ...(afterId ? { afterId } : {}) });
+      if (page.length === 0) break;
+      for (const rec of page) {
+        total++;
+        if (!rec.sealed || Keyring.kidOf(rec.sealed) === this.keyring.currentId) continue;
+        try {
+          const plain = this.keyring.open(rec.sealed, rec.id);
+          await this.docs.put(CONNECTIONS, rec.id, { ...rec, sealed: this.keyring.seal(plain, rec.id) });
+          rotated++;
+        } catch (err) {
+          failed.push({ id: rec.id, reason: (err as Error).message });
+        }
+      }
+      afterId = page[page.length - 1]!.id;
+    }
+    return { rotated, total, failed };
+  }
+
+  /** The context connector code gets for one connection: persist refreshed tokens, mark it broken. */
+  contextFor(id: string): ConnectorContext {
+    return {
+      hub: this.hub,
+      saveSecrets: async (patch) => {
+        await this.update(id, patch);
+      },
+      markBroken: async (reason) => {
+        await this.setStatus(id, 'broken', reason);
+        this.hub.log.warn({ connectionId: id, reason }, 'connection marked broken');
+      },
+    };
+  }
+}
+
+/** Validates a connection config; the error lists the fields (never their values). */
+export function parseConfig(connector: Connector, input: Record<string, unknown>): Record<string, unknown> {
+  const r = connector.configSchema.safeParse(input);
+  if (!r.success) {
+    const fields = r.error.issues.map((i) => ({ field: i.path.join('.') || '(root)', message: i.message }));
+    throw new ConnectionError(
+      `invalid ${connector.id} config: ${fields.map((f) => `${f.field}: ${f.message}`).join('; ')}`,
+      'VALIDATION_FAILED',
+      fields,
+    );
+  }
+  return r.data as Record<string, unknown>;
+}

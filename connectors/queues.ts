@@ -1,0 +1,164 @@
+/**
+ * One BullMQ queue per connector, for every external call that needs a rate limit, a retry schedule, a delay
+ * or a repeatable schedule. Keys live under `voxa:<namespace>` (the BullMQ prefix), so hubs and tests sharing a
+ * Redis do not see each other's jobs.
+ *
+ * Retries: a job's processor throws RetryableError (with a delay, e.g. from Retry-After), PermanentError
+ * (no more attempts: BullMQ's UnrecoverableError) or anything else (retried with exponential backoff and
+ * jitter). Failed jobs are kept (the newest 5000) so `retry` can re-run them. A provider 429 pauses the
+ * whole connector queue for the Retry-After time (worker.rateLimit), which is what per-account quotas need.
+ */
+import { Queue, UnrecoverableError, Worker, type Job, type JobsOptions, type Processor } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Hub } from '../core/hub.js';
+import { CONNECTOR_JOB_STATES, initConnectorSeries, metrics } from '../core/telemetry/metrics.js';
+import { PermanentError, RetryableError } from '../plugins/runtime/types.js';
+import { backoffWithJitter } from './types.js';
+
+/** Thrown by a processor when the provider said "slow down": pauses the queue for `delayMs`, no attempt used. */
+export class RateLimitedError extends Error {
+  constructor(
+    message: string,
+    readonly delayMs: number,
+  ) {
+    super(message);
+    this.name = 'RateLimitedError';
+  }
+}
+
+export interface WorkerOptions {
+  concurrency?: number;
+  /** Provider quota: at most `max` jobs per `durationMs` across all workers of this connector. */
+  limiter?: { max: number; durationMs: number };
+  /** Delay before retry n (1-based); default exponential from 1 s with jitter, capped at 15 min. */
+  backoff?: (attempt: number, err: Error | undefined, job: Job | undefined) => number;
+}
+
+const DEFAULT_JOB: JobsOptions = {
+  attempts: 10,
+  backoff: { type: 'voxa' },
+  removeOnComplete: { age: 3600, count: 1000 },
+  removeOnFail: { count: 5000 },
+};
+
+export class ConnectorQueues {
+  private readonly queues = new Map<string, Queue>();
+  private readonly workers = new Map<string, Worker>();
+  private readonly connections: Redis[] = [];
+  private sampler: NodeJS.Timeout | null = null;
+  readonly prefix: string;
+
+  constructor(private readonly hub: Pick<Hub, 'redis' | 'config' | 'log'>) {
+    this.prefix = `voxa:${hub.config.natsNamespace || 'default'}`;
+  }
+
+  private connection(): Redis {
+    if (!this.hub.redis) throw new Error('connector queues need Redis (REDIS_URL)');
+    // BullMQ needs maxRetriesPerRequest null (its blocking commands must not be cut off) and an offline queue.
+    const c = this.hub.redis.duplicate({ maxRetriesPerRequest: null, enableOfflineQueue: true });
+    c.on('error', () => undefined); // reported by /readyz through the hub's own connection; ioredis retries
+    this.connections.push(c);
+    return c;
+  }
+
+  /** The queue name is the connector id; the namespace is in the key prefix. */
+  queue(connector: string): Queue {
+    let q = this.queues.get(connector);
+    if (!q) {
+      q = new Queue(connector, { connection: this.connection(), prefix: this.prefix, defaultJobOptions: DEFAULT_JOB });
+      this.queues.set(connector, q);
+      initConnectorSeries([connector]);
+    }
+    return q;
+  }
+
+  async add(connector: string, name: string, data: unknown, opts: JobsOptions = {}): Promise<Job> {
+    return this.queue(connector).add(name, data, opts);
+  }
+
+  /** Starts the worker for a connector (once per process). */
+  work(connector: string, processor: Processor, opts: WorkerOptions = {}): Worker {
+    const existing = this.workers.get(connector);
+    if (existing) return existing;
+    this.queue(connector);
+    const backoff = opts.backoff ?? ((n: number) => backoffWithJitter(n));
+    const wrapped: Processor = async (job, token) => {
+      const end = metrics.connectorJobDuration.startTimer({ connector });
+      try {
+        return await processor(job, token);
+      } catch (err) {
+        if (err instanceof RateLimitedError) {
+          metrics.connectorRateLimited.inc({ connector });
+          await worker.rateLimit(err.delayMs);
+          throw Worker.RateLimitError();
+        }
+        if (err instanceof PermanentError) throw new UnrecoverableError(err.message);
+        throw err;
+      } finally {
+        end();
+      }
+    };
+    // `wrapped` refers to `worker` only when a job runs, after this assignment.
+    const worker: Worker = new Worker(connector, wrapped, {
+      connection: this.connection(),
+      prefix: this.prefix,
+      concurrency: opts.concurrency ?? 4,
+      ...(opts.limiter ? { limiter: { max: opts.limiter.max, duration: opts.limiter.durationMs } } : {}),
+      settings: {
+        backoffStrategy: (attemptsMade: number, _type?: string, err?: Error, job?: unknown) => {
+          const planned = backoff(attemptsMade, err, job as Job | undefined);
+          // A retryable error may carry the far end's Retry-After; never retry sooner than that.
+          const asked = err instanceof RetryableError && err.delayMs !== undefined ? err.delayMs : 0;
+          return Math.max(planned, asked);
+        },
+      },
+    });
+    worker.on('completed', () => metrics.connectorJobs.inc({ connector, outcome: 'completed' }));
+    worker.on('failed', (job, err) => {
+      if (!job) return;
+      const final = err instanceof UnrecoverableError || err.name === 'UnrecoverableError' || job.attemptsMade >= (job.opts.attempts ?? 1);
+      metrics.connectorJobs.inc({ connector, outcome: final ? 'failed' : 'retried' });
+      this.hub.log.warn({ connector, jobId: job.id, job: job.name, attempt: job.attemptsMade, final, reason: err.message }, 'connector job failed');
+    });
+    worker.on('error', (err) => this.hub.log.error({ connector, err: err.message }, 'connector worker error'));
+    this.workers.set(connector, worker);
+    this.startSampler();
+    return worker;
+  }
+
+  /** Counts per state, also exported as voxa_connector_queue_jobs. */
+  async depth(connector: string): Promise<Record<string, number>> {
+    const counts = await this.queue(connector).getJobCounts(...CONNECTOR_JOB_STATES);
+    for (const state of CONNECTOR_JOB_STATES) metrics.connectorQueueJobs.set({ connector, state }, counts[state] ?? 0);
+    return counts;
+  }
+
+  private startSampler(): void {
+    if (this.sampler) return;
+    this.sampler = setInterval(() => {
+      for (const c of this.queues.keys()) this.depth(c).catch(() => undefined);
+    }, 5000);
+    this.sampler.unref();
+  }
+
+  /** Re-queues a connector's failed jobs (all, or those whose name matches). Returns how many. */
+  async retryFailed(connector: string, name?: string): Promise<number> {
+    const failed = await this.queue(connector).getFailed(0, 5000);
+    let n = 0;
+    for (const job of failed) {
+      if (name && job.name !== name) continue;
+      await job.retry('failed');
+      n++;
+    }
+    return n;
+  }
+
+  async close(): Promise<void> {
+    if (this.sampler) clearInterval(this.sampler);
+    await Promise.all([...this.workers.values()].map((w) => w.close()));
+    await Promise.all([...this.queues.values()].map((q) => q.close()));
+    for (const c of this.connections) c.disconnect();
+    this.workers.clear();
+    this.queues.clear();
+  }
+}

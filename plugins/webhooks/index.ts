@@ -1,0 +1,50 @@
+/**
+ * The `webhooks` plugin: turns hub events into signed HTTP deliveries for every matching webhook subscription
+ * (connections of the `webhook` connector). The handler only writes delivery rows and kicks the per-subscription
+ * drain job; the sending, ordering and retry schedule live in the connector's BullMQ queue (service.ts).
+ */
+import { EVENT_TYPES, isDurable } from '../../core/events/catalog.js';
+import { ConnectorQueues } from '../../connectors/queues.js';
+import { definePlugin, RetryableError, type Plugin } from '../runtime/types.js';
+import { WebhookService, type WebhookOptions } from './service.js';
+
+export function createWebhooksPlugin(opts: WebhookOptions = {}): Plugin & { service(): WebhookService } {
+  let service: WebhookService | null = null;
+  let queues: ConnectorQueues | null = null;
+  let sweeper: NodeJS.Timeout | null = null;
+  const plugin = definePlugin({
+    manifest: {
+      name: 'webhooks',
+      description: 'Delivers events to webhook subscriptions (Standard Webhooks signatures, ordered, retried for over 24 h).',
+      events: EVENT_TYPES.filter(isDurable),
+      // One event at a time: delivery rows are created in stream order, which is the order each subscription sends.
+      concurrency: 1,
+      connectors: ['webhook'],
+    },
+    async start(ctx) {
+      queues = new ConnectorQueues(ctx.hub);
+      service = new WebhookService(ctx.hub, queues, opts);
+      service.startWorker();
+      // Safety net for a kick lost to a Redis blip between writing a delivery and adding its drain job.
+      sweeper = setInterval(() => void service?.sweep().catch(() => undefined), 30_000);
+      sweeper.unref();
+    },
+    async handle(event) {
+      if (!service) throw new RetryableError('webhooks plugin not started');
+      await service.handleEvent(event);
+    },
+    async stop() {
+      if (sweeper) clearInterval(sweeper);
+      await queues?.close();
+      service = null;
+    },
+  });
+  return Object.assign(plugin, {
+    service(): WebhookService {
+      if (!service) throw new Error('webhooks plugin not started');
+      return service;
+    },
+  });
+}
+
+export default createWebhooksPlugin;

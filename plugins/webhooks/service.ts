@@ -1,0 +1,326 @@
+/**
+ * Outgoing webhook deliveries: fan an event out to the workspace's webhook subscriptions (connections of the
+ * `webhook` connector), keep a delivery log, deliver in order per subscription with retries for over a day,
+ * and disable a subscription that keeps failing or answers 410.
+ *
+ * Ordering: every subscription has at most one BullMQ "drain" job (jobId `drain-<subscription>`). It sends
+ * the subscription's pending deliveries oldest first, one at a time; when the head fails, the job itself is
+ * retried after the schedule's delay, so nothing behind the head overtakes it. Enqueuing writes the delivery
+ * row first and then "kicks" the drain job; a kick that lands while the job is finishing is caught by the
+ * worker's completed hook and by a periodic sweep, so no delivery is stranded. BullMQ's own stalled-job check
+ * re-runs a drain whose process died.
+ *
+ * Idempotency: a delivery is keyed by (subscription, event id) in `webhook_delivery_keys`, so a redelivered
+ * event, a plugin rewind or a backfill never sends the same event to the same endpoint twice — and the
+ * `webhook-id` header is the event id, stable across retries, so receivers can dedupe too.
+ */
+import type { Job } from 'bullmq';
+import type { AnyEvent, EventEnvelope } from '../../core/events/catalog.js';
+import type { Hub } from '../../core/hub.js';
+import { newId } from '../../core/ids.js';
+import { ConnectionService, CONNECTIONS } from '../../connectors/connections.js';
+import type { Resolver } from '../../connectors/net.js';
+import { ConnectorQueues } from '../../connectors/queues.js';
+import type { ConnectionRecord } from '../../connectors/types.js';
+import { deliverOnce, type AttemptResult, type WebhookConfig } from '../../connectors/webhook/index.js';
+import { PermanentError, RetryableError } from '../runtime/types.js';
+
+export const DELIVERIES = 'webhook_deliveries';
+export const DELIVERY_KEYS = 'webhook_delivery_keys';
+const CONNECTOR = 'webhook';
+
+/**
+ * Delay before retry n (after attempt n failed): 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h — the eighth attempt
+ * comes about 27.6 h after the first, so an endpoint that is down for a whole day still gets everything.
+ */
+export const DEFAULT_SCHEDULE_MS = [5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000];
+
+export type DeliveryStatus = 'pending' | 'succeeded' | 'failed';
+
+export interface AttemptLog {
+  attempt: number;
+  at: string;
+  statusCode: number | null;
+  durationMs: number;
+  error: string | null;
+  manual?: boolean;
+}
+
+export interface Delivery {
+  id: string;
+  subscriptionId: string;
+  workspaceId: string;
+  eventId: string;
+  eventType: string;
+  /** The exact body sent on every attempt (the signature covers it and the attempt's timestamp). */
+  body: string;
+  status: DeliveryStatus;
+  attempts: number;
+  firstAttemptAt: string | null;
+  lastAttemptAt: string | null;
+  nextAttemptAt: string | null;
+  lastStatusCode: number | null;
+  lastError: string | null;
+  /** The most recent attempts (capped), newest last. */
+  log: AttemptLog[];
+  createdAt: string;
+}
+
+export interface WebhookOptions {
+  /** Retry delays (the last one repeats until `retryWindowMs` has passed). */
+  scheduleMs?: number[];
+  /** A delivery is given up (and its subscription disabled) only after failing for at least this long. */
+  retryWindowMs?: number;
+  /** Per-attempt timeout. */
+  timeoutMs?: number;
+  /** DNS resolver for the SSRF guard (tests serve hostile answers). */
+  resolver?: Resolver;
+  /** Random jitter fraction added to each delay (default 0.1). */
+  jitter?: number;
+}
+
+export class WebhookService {
+  readonly connections: ConnectionService;
+  private readonly schedule: number[];
+  private readonly retryWindowMs: number;
+
+  constructor(
+    private readonly hub: Hub,
+    readonly queues: ConnectorQueues,
+    private readonly opts: WebhookOptions = {},
+  ) {
+    this.connections = new ConnectionService(hub);
+    this.schedule = opts.scheduleMs ?? DEFAULT_SCHEDULE_MS;
+    this.retryWindowMs = opts.retryWindowMs ?? 24 * 3600_000;
+  }
+
+  private get allowPrivate(): boolean {
+    return this.hub.config.webhooksAllowPrivate;
+  }
+
+  /** The wire body for an event (Standard Webhooks payload: type, timestamp, data). */
+  static bodyOf(event: EventEnvelope): string {
+    return JSON.stringify({
+      id: event.id,
+      type: event.type,
+      timestamp: event.time,
+      workspaceId: event.workspaceId,
+      ...(event.conversationId ? { conversationId: event.conversationId } : {}),
+      data: event.data,
+    });
+  }
+
+  /** Subscriptions in the event's workspace that are active and want this event type. */
+  async subscribersOf(event: Pick<AnyEvent, 'workspaceId' | 'type'>): Promise<ConnectionRecord[]> {
+    const subs = await this.hub.store.docs.find<ConnectionRecord>(CONNECTIONS, { connector: CONNECTOR, workspaceId: event.workspaceId });
+    return subs.filter((s) => s.status === 'active' && (s.config.events as string[]).includes(event.type));
+  }
+
+  /** Plugin entry: one delivery per interested subscription. */
+  async handleEvent(event: AnyEvent): Promise<number> {
+    let n = 0;
+    for (const sub of await this.subscribersOf(event)) if ((await this.enqueue(sub, event)).created) n++;
+    return n;
+  }
+
+  /** Writes the delivery (unless this (subscription, event) was already enqueued) and kicks the drain job. */
+  async enqueue(sub: ConnectionRecord, event: EventEnvelope): Promise<{ created: boolean; deliveryId: string }> {
+    const id = newId('dlv');
+    const key = `${sub.id}:${event.id}`;
+    if (!(await this.hub.store.docs.insert(DELIVERY_KEYS, key, { deliveryId: id }))) {
+      const existing = await this.hub.store.docs.get<{ deliveryId: string }>(DELIVERY_KEYS, key);
+      // A crash between the key and the row leaves a key without a row: write the row now.
+      if (existing && !(await this.hub.store.docs.get(DELIVERIES, existing.deliveryId))) {
+        await this.writeDelivery(existing.deliveryId, sub, event);
+        await this.kick(sub.id);
+      }
+      return { created: false, deliveryId: existing?.deliveryId ?? '' };
+    }
+    await this.writeDelivery(id, sub, event);
+    await this.kick(sub.id);
+    return { created: true, deliveryId: id };
+  }
+
+  private async writeDelivery(id: string, sub: ConnectionRecord, event: EventEnvelope): Promise<void> {
+    const d: Delivery = {
+      id,
+      subscriptionId: sub.id,
+      workspaceId: sub.workspaceId,
+      eventId: event.id,
+      eventType: event.type,
+      body: WebhookService.bodyOf(event),
+      status: 'pending',
+      attempts: 0,
+      firstAttemptAt: null,
+      lastAttemptAt: null,
+      nextAttemptAt: new Date().toISOString(),
+      lastStatusCode: null,
+      lastError: null,
+      log: [],
+      createdAt: new Date().toISOString(),
+    };
+    await this.hub.store.docs.put(DELIVERIES, id, d);
+  }
+
+  /** Makes sure a drain job exists for the subscription (no-op when one is waiting, delayed or running). */
+  async kick(subscriptionId: string): Promise<void> {
+    const q = this.queues.queue(CONNECTOR);
+    const jobId = `drain-${subscriptionId}`;
+    const job = await q.getJob(jobId);
+    if (job) {
+      const state = await job.getState();
+      if (state !== 'completed' && state !== 'failed' && state !== 'unknown') return;
+      await job.remove().catch(() => undefined);
+    }
+    await q.add('drain', { subscriptionId }, { jobId, attempts: 1_000_000, removeOnComplete: true, removeOnFail: { count: 5000 } });
+  }
+
+  /** Starts the worker (in the plugin's process). */
+  startWorker(concurrency = 16): void {
+    const worker = this.queues.work(CONNECTOR, (job) => this.drain(job), {
+      concurrency,
+      // Delays come from the delivery's own attempt count (RetryableError.delayMs), not the job's.
+      backoff: () => 0,
+    });
+    worker.on('completed', (job) => {
+      const subscriptionId = (job.data as { subscriptionId: string }).subscriptionId;
+      void this.kickIfPending(subscriptionId).catch(() => undefined);
+    });
+  }
+
+  async kickIfPending(subscriptionId: string): Promise<void> {
+    const sub = await this.hub.store.docs.get<ConnectionRecord>(CONNECTIONS, subscriptionId);
+    if (!sub || sub.status !== 'active') return;
+    if ((await this.hub.store.docs.count(DELIVERIES, { subscriptionId, status: 'pending' })) > 0) await this.kick(subscriptionId);
+  }
+
+  /** Kicks every active subscription that has pending deliveries (periodic safety net). */
+  async sweep(): Promise<void> {
+    for (const sub of await this.connections.allOf(CONNECTOR)) if (sub.status === 'active') await this.kickIfPending(sub.id);
+  }
+
+  /** The drain job: send pending deliveries oldest first; stop at the first failure (the job is retried). */
+  async drain(job: Pick<Job, 'data'>): Promise<{ sent: number }> {
+    const { subscriptionId } = job.data as { subscriptionId: string };
+    let sent = 0;
+    for (;;) {
+      const sub = await this.hub.store.docs.get<ConnectionRecord>(CONNECTIONS, subscriptionId);
+      if (!sub || sub.status !== 'active') return { sent };
+      const [head] = await this.hub.store.docs.find<Delivery>(DELIVERIES, { subscriptionId, status: 'pending' }, { limit: 1 });
+      if (!head) return { sent };
+      const cfg = (await this.connections.resolve<WebhookConfig>(sub)).config;
+      const r = await deliverOnce(cfg, head.eventId, head.body, {
+        allowPrivate: this.allowPrivate,
+        ...(this.opts.timeoutMs ? { timeoutMs: this.opts.timeoutMs } : {}),
+        ...(this.opts.resolver ? { resolver: this.opts.resolver } : {}),
+      });
+      const d = await this.record(head, r);
+      if (r.ok) {
+        sent++;
+        continue;
+      }
+      if (r.fatal) {
+        await this.giveUp(d, sub, r.statusCode === 410 ? 'endpoint answered 410 Gone' : `target refused: ${r.error}`);
+        throw new PermanentError(`delivery ${d.id} failed permanently: ${r.error}`);
+      }
+      const elapsed = Date.now() - Date.parse(d.firstAttemptAt!);
+      if (d.attempts > this.schedule.length && elapsed >= this.retryWindowMs) {
+        await this.giveUp(d, sub, `${d.attempts} attempts over ${Math.round(elapsed / 3600_000)} h failed; last: ${r.error}`);
+        throw new PermanentError(`delivery ${d.id} gave up after ${d.attempts} attempts`);
+      }
+      const delay = this.delayFor(d.attempts, r.retryAfterMs);
+      await this.hub.store.docs.put(DELIVERIES, d.id, { ...d, nextAttemptAt: new Date(Date.now() + delay).toISOString() });
+      throw new RetryableError(`delivery ${d.id} attempt ${d.attempts} failed: ${r.error}`, delay);
+    }
+  }
+
+  /** Delay after `attempts` failed attempts, with jitter, never below the receiver's Retry-After. */
+  delayFor(attempts: number, retryAfterMs?: number): number {
+    const base = this.schedule[Math.min(attempts, this.schedule.length) - 1] ?? this.schedule[this.schedule.length - 1]!;
+    const jittered = Math.round(base * (1 + Math.random() * (this.opts.jitter ?? 0.1)));
+    return Math.max(jittered, retryAfterMs ?? 0);
+  }
+
+  private async record(d: Delivery, r: AttemptResult, manual = false): Promise<Delivery> {
+    const at = new Date().toISOString();
+    const attempt = d.attempts + 1;
+    const entry: AttemptLog = { attempt, at, statusCode: r.statusCode, durationMs: r.durationMs, error: r.error, ...(manual ? { manual } : {}) };
+    const next: Delivery = {
+      ...d,
+      attempts: attempt,
+      firstAttemptAt: d.firstAttemptAt ?? at,
+      lastAttemptAt: at,
+      lastStatusCode: r.statusCode,
+      lastError: r.error,
+      status: r.ok ? 'succeeded' : d.status,
+      nextAttemptAt: r.ok ? null : d.nextAttemptAt,
+      log: [...d.log, entry].slice(-25),
+    };
+    await this.hub.store.docs.put(DELIVERIES, d.id, next);
+    return next;
+  }
+
+  private async giveUp(d: Delivery, sub: ConnectionRecord, reason: string): Promise<void> {
+    await this.hub.store.docs.put(DELIVERIES, d.id, { ...d, status: 'failed', nextAttemptAt: null });
+    await this.connections.setStatus(sub.id, 'disabled', `auto-disabled: ${reason}`);
+    this.hub.log.warn({ subscriptionId: sub.id, reason }, 'webhook subscription disabled');
+  }
+
+  async listDeliveries(subscriptionId: string, limit = 50): Promise<Delivery[]> {
+    return this.hub.store.docs.find<Delivery>(DELIVERIES, { subscriptionId }, { limit, desc: true });
+  }
+
+  async getDelivery(id: string): Promise<Delivery | null> {
+    return this.hub.store.docs.get<Delivery>(DELIVERIES, id);
+  }
+
+  /** Manual redelivery: one attempt now, same webhook-id and body, recorded in the log. */
+  async redeliver(deliveryId: string, workspaceId?: string): Promise<Delivery> {
+    const d = await this.getDelivery(deliveryId);
+    if (!d || (workspaceId !== undefined && d.workspaceId !== workspaceId)) throw new PermanentError(`no delivery ${deliveryId}`);
+    const sub = await this.connections.getRecord(d.subscriptionId);
+    const cfg = (await this.connections.resolve<WebhookConfig>(sub)).config;
+    const r = await deliverOnce(cfg, d.eventId, d.body, { allowPrivate: this.allowPrivate, ...(this.opts.resolver ? { resolver: this.opts.resolver } : {}) });
+    const next = await this.record(d, r, true);
+    if (r.ok && next.status !== 'succeeded') await this.hub.store.docs.put(DELIVERIES, d.id, { ...next, status: 'succeeded' });
+    return (await this.getDelivery(deliveryId))!;
+  }
+
+  /** Sends a signed `webhook.test` event now and logs it as a delivery of the subscription. */
+  async sendTest(subscriptionId: string, workspaceId?: string): Promise<Delivery> {
+    const sub = await this.connections.getRecord(subscriptionId, workspaceId);
+    const eventId = newId('evt');
+    const body = JSON.stringify({ id: eventId, type: 'webhook.test', timestamp: new Date().toISOString(), workspaceId: sub.workspaceId, data: { subscriptionId } });
+    const d: Delivery = {
+      id: newId('dlv'),
+      subscriptionId,
+      workspaceId: sub.workspaceId,
+      eventId,
+      eventType: 'webhook.test',
+      body,
+      // Never 'pending': the drain job must not pick a test up.
+      status: 'failed',
+      attempts: 0,
+      firstAttemptAt: null,
+      lastAttemptAt: null,
+      nextAttemptAt: null,
+      lastStatusCode: null,
+      lastError: null,
+      log: [],
+      createdAt: new Date().toISOString(),
+    };
+    const cfg = (await this.connections.resolve<WebhookConfig>(sub)).config;
+    const r = await deliverOnce(cfg, eventId, body, { allowPrivate: this.allowPrivate, ...(this.opts.resolver ? { resolver: this.opts.resolver } : {}) });
+    // A test is one attempt: it is logged as succeeded or failed, never left pending for the drain job.
+    const done = await this.record(d, r, true);
+    const final: Delivery = { ...done, status: r.ok ? 'succeeded' : 'failed' };
+    await this.hub.store.docs.put(DELIVERIES, d.id, final);
+    return final;
+  }
+
+  /** Re-enables a subscription and resumes its pending deliveries. */
+  async enable(subscriptionId: string, workspaceId?: string): Promise<void> {
+    await this.connections.setStatus(subscriptionId, 'active', null, workspaceId);
+    await this.kick(subscriptionId);
+  }
+}
