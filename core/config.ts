@@ -43,6 +43,7 @@ export const CONFIG_DOCS: Record<string, FieldDoc> = {
   plugins: { env: 'VOXA_PLUGINS', doc: 'Comma-separated plugins `voxa start` runs in-process; "all" runs every built-in plugin.' },
   logLevel: { env: 'LOG_LEVEL', doc: 'pino log level: fatal, error, warn, info, debug, trace or silent.' },
   secretKey: { env: 'VOXA_SECRET_KEY', doc: 'Key (base64, 32 bytes) that encrypts connector secrets at rest. Generated and kept under dataDir when unset.' },
+  previousSecretKeys: { env: 'VOXA_PREVIOUS_SECRET_KEYS', doc: 'Comma-separated earlier secret keys (base64) still accepted for decryption while `voxa connections rotate-keys` re-encrypts under secretKey.' },
   tracing: { env: 'VOXA_TRACING', doc: 'Start OpenTelemetry tracing (export configured by the standard OTEL_* variables).' },
   webhooksAllowPrivate: { env: 'VOXA_WEBHOOKS_ALLOW_PRIVATE', doc: 'Allow webhook targets on private, loopback and link-local addresses.' },
   publicUrl: { env: 'VOXA_PUBLIC_URL', doc: 'Base URL users reach the hub at; used in links (emails, OAuth redirects).' },
@@ -85,6 +86,10 @@ export const ConfigSchema = z
     plugins: z.string().default('all'),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     secretKey: z.string().optional(),
+    previousSecretKeys: z
+      .union([z.array(z.string()), z.string()])
+      .transform((v) => (Array.isArray(v) ? v : v.split(',').map((s) => s.trim()).filter(Boolean)))
+      .default([]),
     tracing: bool.default(false),
     webhooksAllowPrivate: bool.default(false),
     publicUrl: z.string().url().optional(),

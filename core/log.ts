@@ -24,6 +24,8 @@ export const REDACT_PATHS = [
   'secretKey',
   '*.jwtSecret',
   '*.secretKey',
+  'previousSecretKeys',
+  '*.previousSecretKeys',
 ];
 
 export function createLogger(level: string, name: string): Logger {
