@@ -31,6 +31,18 @@ export function assertId(id: unknown, what = 'id'): asserts id is string {
   }
 }
 
+/** A value that must be a string before it reaches a query (never an operator object such as {"$ne":null}). */
+export function requireString(v: unknown, field: string): string {
+  if (typeof v !== 'string') throw new VoxaError('VALIDATION_FAILED', `${field} must be a string.`, { field });
+  return v;
+}
+
+/** A value that must be a finite number before it reaches a query; truncated to an integer. */
+export function requireInt(v: unknown, field: string): number {
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new VoxaError('VALIDATION_FAILED', `${field} must be a number.`, { field });
+  return Math.trunc(v);
+}
+
 export function isDocValue(v: unknown): v is DocValue {
   return v === null || typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v));
 }

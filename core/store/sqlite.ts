@@ -9,7 +9,7 @@
 import Database from 'better-sqlite3';
 import type { Conversation, ConversationSummary, Message, UserRecord, Workspace, WorkspaceSettings } from '../domain.js';
 import { VoxaError } from '../errors.js';
-import { assertCollection, assertFieldName, assertId, checkedFilter, escapeLike } from './guards.js';
+import { assertCollection, assertFieldName, assertId, checkedFilter, escapeLike, requireInt as int, requireString as str } from './guards.js';
 import type {
   DocValue,
   DocumentStore,
@@ -292,7 +292,7 @@ export class SqliteStore implements Store {
   }
 
   async getWorkspace(id: string): Promise<Workspace | null> {
-    const r = this.q('SELECT * FROM workspaces WHERE id = ?').get(id) as Row | undefined;
+    const r = this.q('SELECT * FROM workspaces WHERE id = ?').get(str(id, 'id')) as Row | undefined;
     return r ? toWorkspace(r) : null;
   }
 
@@ -331,22 +331,22 @@ export class SqliteStore implements Store {
   }
 
   async getUser(id: string): Promise<UserRecord | null> {
-    const r = this.q('SELECT * FROM users WHERE id = ?').get(id) as Row | undefined;
+    const r = this.q('SELECT * FROM users WHERE id = ?').get(str(id, 'id')) as Row | undefined;
     return r ? toUser(r) : null;
   }
 
   async getUserByEmail(email: string): Promise<UserRecord | null> {
-    const r = this.q('SELECT * FROM users WHERE email = ?').get(String(email).toLowerCase()) as Row | undefined;
+    const r = this.q('SELECT * FROM users WHERE email = ?').get(str(email, 'email').toLowerCase()) as Row | undefined;
     return r ? toUser(r) : null;
   }
 
   async searchUsers(workspaceId: string, q: string, limit: number): Promise<UserRecord[]> {
-    const pattern = `%${escapeLike(String(q).toLowerCase())}%`;
+    const pattern = `%${escapeLike(str(q, 'q').toLowerCase())}%`;
     const rows = this.q(
       `SELECT * FROM users WHERE workspace_id = ?
          AND (voxa_lower(name) LIKE ? ESCAPE '\\' OR email LIKE ? ESCAPE '\\')
        ORDER BY voxa_lower(name), name, id LIMIT ?`,
-    ).all(workspaceId, pattern, pattern, Math.max(0, Math.trunc(limit))) as Row[];
+    ).all(str(workspaceId, 'workspaceId'), pattern, pattern, Math.max(0, int(limit, 'limit'))) as Row[];
     return rows.map(toUser);
   }
 
@@ -394,7 +394,7 @@ export class SqliteStore implements Store {
   }
 
   async getRefreshTokenByHash(tokenHash: string): Promise<RefreshTokenRecord | null> {
-    const r = this.q('SELECT * FROM refresh_tokens WHERE token_hash = ?').get(tokenHash) as Row | undefined;
+    const r = this.q('SELECT * FROM refresh_tokens WHERE token_hash = ?').get(str(tokenHash, 'tokenHash')) as Row | undefined;
     return r ? toToken(r) : null;
   }
 
@@ -459,11 +459,12 @@ export class SqliteStore implements Store {
   }
 
   async getConversation(id: string): Promise<Conversation | null> {
-    return this.readConversation(id);
+    return this.readConversation(str(id, 'id'));
   }
 
   async listConversations(userId: string, opts: { limit?: number } = {}): Promise<ConversationSummary[]> {
-    const limit = Math.max(0, Math.trunc(opts.limit ?? 200));
+    str(userId, 'userId');
+    const limit = Math.max(0, int(opts.limit ?? 200, 'limit'));
     const rows = this.q(
       `SELECT c.*,
          (SELECT json_group_array(user_id) FROM
@@ -511,6 +512,9 @@ export class SqliteStore implements Store {
   // Messages
 
   async appendMessage(msg: NewMessage, outbox: OutboxFor<Message>): Promise<{ message: Message; created: boolean }> {
+    str(msg.conversationId, 'conversationId');
+    str(msg.senderId, 'senderId');
+    str(msg.id, 'id');
     const clientId = typeof msg.clientId === 'string' ? msg.clientId : null;
     return this.tx(() => {
       if (clientId !== null) {
@@ -546,9 +550,10 @@ export class SqliteStore implements Store {
   }
 
   async listMessages(conversationId: string, q: HistoryQuery): Promise<{ messages: Message[]; hasMore: boolean }> {
-    const limit = Math.max(0, Math.trunc(q.limit));
-    const before = typeof q.before === 'number' ? q.before : null;
-    const after = typeof q.after === 'number' ? q.after : null;
+    str(conversationId, 'conversationId');
+    const limit = Math.max(0, int(q.limit, 'limit'));
+    const before = q.before !== undefined ? int(q.before, 'before') : null;
+    const after = q.after !== undefined ? int(q.after, 'after') : null;
     // One extra row tells whether there is more in the direction being read.
     if (after !== null) {
       const rows = this.q(
@@ -563,7 +568,7 @@ export class SqliteStore implements Store {
   }
 
   private readMessage(conversationId: string, messageId: string): Message | null {
-    const r = this.q('SELECT * FROM messages WHERE id = ? AND conversation_id = ?').get(messageId, conversationId) as Row | undefined;
+    const r = this.q('SELECT * FROM messages WHERE id = ? AND conversation_id = ?').get(str(messageId, 'messageId'), str(conversationId, 'conversationId')) as Row | undefined;
     return r ? toMessage(r) : null;
   }
 
@@ -597,6 +602,9 @@ export class SqliteStore implements Store {
   // Read markers
 
   async setReadMarker(conversationId: string, userId: string, seq: number, outbox: OutboxFor<number>): Promise<{ seq: number; changed: boolean }> {
+    str(conversationId, 'conversationId');
+    str(userId, 'userId');
+    int(seq, 'seq');
     return this.tx(() => {
       const cur = (this.q('SELECT seq FROM read_markers WHERE conversation_id = ? AND user_id = ?').get(conversationId, userId) as { seq: number } | undefined)?.seq ?? 0;
       if (!(seq > cur)) return { seq: cur, changed: false };
@@ -610,7 +618,7 @@ export class SqliteStore implements Store {
   }
 
   async getReadMarker(conversationId: string, userId: string): Promise<number> {
-    const r = this.q('SELECT seq FROM read_markers WHERE conversation_id = ? AND user_id = ?').get(conversationId, userId) as { seq: number } | undefined;
+    const r = this.q('SELECT seq FROM read_markers WHERE conversation_id = ? AND user_id = ?').get(str(conversationId, 'conversationId'), str(userId, 'userId')) as { seq: number } | undefined;
     return r?.seq ?? 0;
   }
 
