@@ -1,0 +1,901 @@
+/**
+ * The production store: MongoDB through the official driver.
+ *
+ * Durability: every write uses w:'majority' with j:true, so an acknowledged send is journaled on a majority.
+ *
+ * Atomicity of a change and its outbox entries, two modes chosen at init():
+ *
+ * - Replica set or sharded cluster: each write method runs in one transaction (`session.withTransaction`),
+ *   outbox inserts included, exactly like the SQLite adapter. Write conflicts (two sends bumping one
+ *   conversation's seq) are transient errors the driver retries.
+ *
+ * - Standalone server (development only; no transactions): outbox entries are written FIRST, marked
+ *   `pending` with a note of which document the change touches and a fresh operation id; then the change is
+ *   applied as a single-document write that also records that operation id in the document's `_ops` (the
+ *   last few ids). Updates are compare-and-set on a `_v` version, so the state the event describes is
+ *   exactly the state written. Afterwards the `pending` mark is removed. A crash in between leaves a pending
+ *   entry, never a change without its event: the sweeper (outboxPending) checks, once the entry is older
+ *   than PENDING_VERIFY_MS, whether the document carries the operation id; if so the change happened and the
+ *   event is released, if not the event is dropped. So an orphan event is either made true or never
+ *   published. The price in this mode: a crash or a lost race between the seq increment and the message
+ *   insert can leave a gap in seq numbers (never a duplicate).
+ */
+import { MongoClient, MongoServerError, type ClientSession, type Collection, type Db, type Filter, type TransactionOptions } from 'mongodb';
+import type { Conversation, ConversationSummary, Message, UserRecord, Workspace, WorkspaceSettings } from '../domain.js';
+import { VoxaError } from '../errors.js';
+import { ulid } from '../ids.js';
+import { assertCollection, assertFieldName, assertId, checkedFilter, escapeRegex, requireInt, requireString } from './guards.js';
+import type { DocValue, DocumentStore, HistoryQuery, NewMessage, OutboxEntry, OutboxFor, RefreshTokenRecord, Store } from './port.js';
+
+/** How old a pending (standalone-mode) outbox entry must be before the sweeper decides its fate. */
+const PENDING_VERIFY_MS = 5 * 60_000;
+/** How many recent operation ids a document remembers for that check. */
+const OPS_KEPT = 20;
+const WRITE_CONCERN = { w: 'majority' as const, journal: true };
+const TXN_OPTS: TransactionOptions = {
+  readConcern: { level: 'majority' },
+  writeConcern: WRITE_CONCERN,
+  readPreference: 'primary',
+};
+
+/** Fields every changeable document carries for compare-and-set and crash verification. */
+interface Versioned {
+  _v: number;
+  _ops: string[];
+}
+interface WorkspaceDoc extends Versioned {
+  _id: string;
+  name: string;
+  settings: WorkspaceSettings;
+  createdAt: string;
+}
+interface UserDoc extends Versioned {
+  _id: string;
+  workspaceId: string;
+  email: string;
+  name: string;
+  role: UserRecord['role'];
+  passwordHash: string | null;
+  disabled: boolean;
+  totp: UserRecord['totp'] | null;
+  createdAt: string;
+}
+interface TokenDoc {
+  _id: string;
+  userId: string;
+  familyId: string;
+  tokenHash: string;
+  createdAt: string;
+  expiresAt: string;
+  usedAt: string | null;
+  revokedAt: string | null;
+}
+interface ConversationDoc extends Versioned {
+  _id: string;
+  workspaceId: string;
+  type: Conversation['type'];
+  title: string | null;
+  members: string[];
+  createdBy: string;
+  createdAt: string;
+  updatedAt: string;
+  lastSeq: number;
+  directKey?: string;
+}
+interface MessageDoc extends Versioned {
+  _id: string;
+  conversationId: string;
+  seq: number;
+  senderId: string;
+  text: string;
+  clientId: string | null;
+  createdAt: string;
+  editedAt?: string;
+  deleted?: boolean;
+  deletedAt?: string;
+  attachments?: string[];
+}
+interface MarkerDoc extends Versioned {
+  /** JSON of [conversationId, userId]: an injective key whatever characters the ids hold. */
+  _id: string;
+  conversationId: string;
+  userId: string;
+  seq: number;
+}
+interface OutboxDoc {
+  _id: string;
+  subject: string;
+  payload: string;
+  headers: Record<string, string>;
+  createdAt: string;
+  /** Standalone mode only: the change is not confirmed yet. */
+  pending?: true;
+  verify?: { coll: string; id: string; op: string };
+  insertedAt?: Date;
+}
+interface DocDoc {
+  collection: string;
+  id: string;
+  doc: Record<string, unknown>;
+}
+
+/** Per-call context: the session (transaction mode) and the operation id (standalone mode). */
+interface Ctx {
+  session: ClientSession | undefined;
+  op: string;
+  eventIds: string[];
+}
+
+/** Thrown inside a unit when a compare-and-set lost a race; the unit runs again from the start. */
+class Retry extends Error {}
+
+/** Every user-supplied value that reaches a query passes one of these: never an operator object. */
+const str = requireString;
+const int = requireInt;
+
+function isDuplicate(err: unknown, field?: string): boolean {
+  if (!(err instanceof MongoServerError) || err.code !== 11000) return false;
+  if (field === undefined) return true;
+  const kp = (err as MongoServerError & { keyPattern?: Record<string, unknown> }).keyPattern;
+  return kp ? field in kp : (err.message ?? '').includes(field);
+}
+
+const markerId = (conversationId: string, userId: string) => JSON.stringify([conversationId, userId]);
+const pushOp = (op: string) => ({ _ops: { $each: [op], $slice: -OPS_KEPT } });
+
+function toWorkspace(d: WorkspaceDoc): Workspace {
+  return { id: d._id, name: d.name, settings: d.settings, createdAt: d.createdAt };
+}
+function toUser(d: UserDoc): UserRecord {
+  const u: UserRecord = {
+    id: d._id,
+    workspaceId: d.workspaceId,
+    email: d.email,
+    name: d.name,
+    role: d.role,
+    createdAt: d.createdAt,
+    passwordHash: d.passwordHash ?? null,
+    disabled: d.disabled === true,
+  };
+  if (d.totp != null) u.totp = d.totp;
+  return u;
+}
+function toToken(d: TokenDoc): RefreshTokenRecord {
+  return {
+    id: d._id,
+    userId: d.userId,
+    familyId: d.familyId,
+    tokenHash: d.tokenHash,
+    createdAt: d.createdAt,
+    expiresAt: d.expiresAt,
+    usedAt: d.usedAt ?? null,
+    revokedAt: d.revokedAt ?? null,
+  };
+}
+function toConversation(d: ConversationDoc): Conversation {
+  return {
+    id: d._id,
+    workspaceId: d.workspaceId,
+    type: d.type,
+    title: d.title ?? null,
+    members: d.members,
+    createdBy: d.createdBy,
+    createdAt: d.createdAt,
+    updatedAt: d.updatedAt,
+    lastSeq: d.lastSeq,
+  };
+}
+function toMessage(d: MessageDoc): Message {
+  const m: Message = {
+    id: d._id,
+    conversationId: d.conversationId,
+    seq: d.seq,
+    senderId: d.senderId,
+    text: d.text,
+    clientId: d.clientId ?? null,
+    createdAt: d.createdAt,
+  };
+  if (d.editedAt != null) m.editedAt = d.editedAt;
+  if (d.deleted === true) m.deleted = true;
+  if (d.attachments != null) m.attachments = d.attachments;
+  return m;
+}
+
+export interface MongoStoreOptions {
+  /** Force transactions on or off; by default they are used when the deployment supports them. */
+  transactions?: boolean;
+}
+
+export class MongoStore implements Store {
+  readonly kind = 'mongo' as const;
+  readonly docs: DocumentStore;
+  private readonly client: MongoClient;
+  private readonly db: Db;
+  private transactions = false;
+  private connected: Promise<MongoClient> | null = null;
+
+  readonly workspaces: Collection<WorkspaceDoc>;
+  readonly users: Collection<UserDoc>;
+  readonly tokens: Collection<TokenDoc>;
+  readonly conversations: Collection<ConversationDoc>;
+  readonly messages: Collection<MessageDoc>;
+  readonly markers: Collection<MarkerDoc>;
+  readonly outbox: Collection<OutboxDoc>;
+  readonly docsColl: Collection<DocDoc>;
+
+  constructor(
+    url: string,
+    dbName: string,
+    private readonly opts: MongoStoreOptions = {},
+  ) {
+    this.client = new MongoClient(url, { writeConcern: WRITE_CONCERN, ignoreUndefined: true, serverSelectionTimeoutMS: 10_000 });
+    this.db = this.client.db(dbName);
+    this.workspaces = this.db.collection('workspaces');
+    this.users = this.db.collection('users');
+    this.tokens = this.db.collection('refresh_tokens');
+    this.conversations = this.db.collection('conversations');
+    this.messages = this.db.collection('messages');
+    this.markers = this.db.collection('read_markers');
+    this.outbox = this.db.collection('outbox');
+    this.docsColl = this.db.collection('docs');
+    this.docs = new MongoDocs(this.docsColl);
+  }
+
+  async init(): Promise<void> {
+    this.connected ??= this.client.connect();
+    await this.connected;
+    const hello = await this.db.admin().command({ hello: 1 });
+    const supports = typeof hello.setName === 'string' || hello.msg === 'isdbgrid';
+    this.transactions = this.opts.transactions ?? supports;
+
+    await Promise.all([
+      this.users.createIndexes([
+        { key: { email: 1 }, name: 'email_unique', unique: true },
+        { key: { workspaceId: 1, name: 1 }, name: 'workspace_name' },
+      ]),
+      this.tokens.createIndexes([
+        { key: { tokenHash: 1 }, name: 'hash_unique', unique: true },
+        { key: { familyId: 1 }, name: 'family' },
+        { key: { userId: 1 }, name: 'user' },
+      ]),
+      this.conversations.createIndexes([
+        // Only direct conversations carry a directKey; groups must not collide on a missing one.
+        { key: { workspaceId: 1, directKey: 1 }, name: 'direct_unique', unique: true, partialFilterExpression: { directKey: { $type: 'string' } } },
+        { key: { members: 1, updatedAt: -1 }, name: 'member_activity' },
+      ]),
+      this.messages.createIndexes([
+        { key: { conversationId: 1, seq: 1 }, name: 'seq_unique', unique: true },
+        // Sends without a clientId (null) are never deduplicated.
+        {
+          key: { conversationId: 1, senderId: 1, clientId: 1 },
+          name: 'client_unique',
+          unique: true,
+          partialFilterExpression: { clientId: { $type: 'string' } },
+        },
+      ]),
+      this.markers.createIndexes([{ key: { conversationId: 1 }, name: 'conversation' }]),
+      this.outbox.createIndexes([
+        { key: { createdAt: 1 }, name: 'created' },
+        { key: { insertedAt: 1 }, name: 'pending_inserted', partialFilterExpression: { pending: true } },
+      ]),
+      this.docsColl.createIndexes([{ key: { collection: 1, id: 1 }, name: 'collection_id_unique', unique: true }]),
+    ]);
+  }
+
+  async ping(): Promise<void> {
+    await this.db.command({ ping: 1 });
+  }
+
+  async close(): Promise<void> {
+    await this.client.close();
+  }
+
+  /**
+   * Runs one write unit: in a transaction when available, otherwise with the standalone protocol described
+   * at the top of this file. Retries when the unit throws Retry (a lost compare-and-set).
+   */
+  private async unit<T>(fn: (ctx: Ctx) => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      const ctx: Ctx = { session: undefined, op: ulid(), eventIds: [] };
+      try {
+        if (this.transactions) {
+          const session = this.client.startSession();
+          try {
+            ctx.session = session;
+            let out: T | undefined;
+            await session.withTransaction(async () => {
+              ctx.eventIds = [];
+              out = await fn(ctx);
+            }, TXN_OPTS);
+            return out as T;
+          } finally {
+            await session.endSession();
+          }
+        }
+        const out = await fn(ctx);
+        if (ctx.eventIds.length) {
+          // If this fails the entries stay pending and the sweeper verifies them later: nothing is lost.
+          await this.outbox.updateMany({ _id: { $in: ctx.eventIds } }, { $unset: { pending: '', verify: '', insertedAt: '' } }).catch(() => undefined);
+        }
+        return out;
+      } catch (err) {
+        // Standalone mode: drop the entries only when the change certainly did not happen. Anything else
+        // (a network error on the change itself) leaves them pending for verification.
+        const notApplied = err instanceof Retry || err instanceof VoxaError || isDuplicate(err);
+        if (!this.transactions && ctx.eventIds.length && notApplied) {
+          await this.outbox.deleteMany({ _id: { $in: ctx.eventIds } }).catch(() => undefined);
+        }
+        if (err instanceof Retry && attempt < 50) continue;
+        if (err instanceof Retry) throw new VoxaError('CONFLICT', 'Too much contention on this item; try again.');
+        throw err;
+      }
+    }
+  }
+
+  /** Inserts a change's outbox entries within the unit (pending until confirmed in standalone mode). */
+  private async putOutbox(ctx: Ctx, entries: OutboxEntry[], coll: string, id: string): Promise<void> {
+    if (!entries.length) return;
+    const pending = !this.transactions;
+    const docs: OutboxDoc[] = entries.map((e) => ({
+      _id: e.eventId,
+      subject: e.subject,
+      payload: e.payload,
+      headers: e.headers ?? {},
+      createdAt: e.createdAt,
+      ...(pending ? { pending: true as const, verify: { coll, id, op: ctx.op }, insertedAt: new Date() } : {}),
+    }));
+    await this.outbox.insertMany(docs, { session: ctx.session });
+    ctx.eventIds.push(...docs.map((d) => d._id));
+  }
+
+  // Workspaces
+
+  async ensureWorkspace(ws: Workspace): Promise<Workspace> {
+    const id = str(ws.id, 'id');
+    for (let i = 0; i < 3; i++) {
+      try {
+        await this.workspaces.updateOne(
+          { _id: id },
+          { $setOnInsert: { name: ws.name, settings: ws.settings, createdAt: ws.createdAt, _v: 0, _ops: [] } },
+          { upsert: true },
+        );
+        break;
+      } catch (err) {
+        // Two concurrent upserts of a new id: one inserts, the other sees a duplicate and simply re-reads.
+        if (!isDuplicate(err)) throw err;
+      }
+    }
+    return toWorkspace((await this.workspaces.findOne({ _id: id }))!);
+  }
+
+  async getWorkspace(id: string): Promise<Workspace | null> {
+    const d = await this.workspaces.findOne({ _id: str(id, 'id') });
+    return d ? toWorkspace(d) : null;
+  }
+
+  async updateWorkspaceSettings(id: string, patch: Partial<WorkspaceSettings>, outbox: OutboxFor<Workspace>): Promise<Workspace> {
+    str(id, 'id');
+    return this.unit(async (ctx) => {
+      const cur = await this.workspaces.findOne({ _id: id }, { session: ctx.session });
+      if (!cur) throw new VoxaError('NOT_FOUND', 'No such workspace.');
+      const settings = { ...cur.settings };
+      for (const [k, v] of Object.entries(patch)) if (v !== undefined) (settings as Record<string, unknown>)[k] = v;
+      const next = { ...toWorkspace(cur), settings };
+      await this.putOutbox(ctx, outbox(next), 'workspaces', id);
+      const res = await this.workspaces.updateOne(
+        { _id: id, _v: cur._v },
+        { $set: { settings, _v: cur._v + 1 }, $push: pushOp(ctx.op) },
+        { session: ctx.session },
+      );
+      if (res.matchedCount !== 1) throw new Retry();
+      return next;
+    });
+  }
+
+  // Users
+
+  async createUser(user: UserRecord, outbox: OutboxFor<UserRecord>): Promise<UserRecord> {
+    const u: UserRecord = { ...user, id: str(user.id, 'id'), email: str(user.email, 'email').toLowerCase() };
+    try {
+      return await this.unit(async (ctx) => {
+        const stored = toUser({ ...this.userDoc(u), _v: 0, _ops: [] });
+        await this.putOutbox(ctx, outbox(stored), 'users', u.id);
+        await this.users.insertOne({ ...this.userDoc(u), _v: 0, _ops: [ctx.op] }, { session: ctx.session });
+        return stored;
+      });
+    } catch (err) {
+      if (isDuplicate(err, 'email')) throw new VoxaError('EMAIL_TAKEN');
+      throw err;
+    }
+  }
+
+  private userDoc(u: UserRecord): Omit<UserDoc, '_v' | '_ops'> {
+    return {
+      _id: u.id,
+      workspaceId: str(u.workspaceId, 'workspaceId'),
+      email: u.email,
+      name: u.name,
+      role: u.role,
+      passwordHash: u.passwordHash ?? null,
+      disabled: u.disabled === true,
+      totp: u.totp ?? null,
+      createdAt: u.createdAt,
+    };
+  }
+
+  async getUser(id: string): Promise<UserRecord | null> {
+    const d = await this.users.findOne({ _id: str(id, 'id') });
+    return d ? toUser(d) : null;
+  }
+
+  async getUserByEmail(email: string): Promise<UserRecord | null> {
+    const d = await this.users.findOne({ email: str(email, 'email').toLowerCase() });
+    return d ? toUser(d) : null;
+  }
+
+  async searchUsers(workspaceId: string, q: string, limit: number): Promise<UserRecord[]> {
+    // The text is escaped so that it is matched literally, wildcards and regex syntax included.
+    const pattern = escapeRegex(str(q, 'q'));
+    const docs = await this.users
+      .find({
+        workspaceId: str(workspaceId, 'workspaceId'),
+        $or: [{ name: { $regex: pattern, $options: 'i' } }, { email: { $regex: pattern, $options: 'i' } }],
+      })
+      .collation({ locale: 'en', strength: 2 })
+      .sort({ name: 1, _id: 1 })
+      .limit(Math.max(0, int(limit, 'limit')))
+      .toArray();
+    return docs.map(toUser);
+  }
+
+  async updateUser(
+    id: string,
+    patch: Partial<Pick<UserRecord, 'name' | 'role' | 'passwordHash' | 'disabled' | 'totp'>>,
+    outbox: OutboxFor<UserRecord>,
+  ): Promise<UserRecord | null> {
+    str(id, 'id');
+    // Only known fields are copied, so a patch can never smuggle in `_v`, `email` or an operator.
+    const set: Partial<UserDoc> = {};
+    if (patch.name !== undefined) set.name = patch.name;
+    if (patch.role !== undefined) set.role = patch.role;
+    if (patch.passwordHash !== undefined) set.passwordHash = patch.passwordHash ?? null;
+    if (patch.disabled !== undefined) set.disabled = patch.disabled === true;
+    if (patch.totp !== undefined) set.totp = patch.totp ?? null;
+    return this.unit(async (ctx) => {
+      const cur = await this.users.findOne({ _id: id }, { session: ctx.session });
+      if (!cur) return null;
+      const next = toUser({ ...cur, ...set });
+      await this.putOutbox(ctx, outbox(next), 'users', id);
+      const res = await this.users.updateOne({ _id: id, _v: cur._v }, { $set: { ...set, _v: cur._v + 1 }, $push: pushOp(ctx.op) }, { session: ctx.session });
+      if (res.matchedCount !== 1) throw new Retry();
+      return next;
+    });
+  }
+
+  // Refresh tokens
+
+  private tokenDoc(rec: RefreshTokenRecord): TokenDoc {
+    return {
+      _id: str(rec.id, 'id'),
+      userId: str(rec.userId, 'userId'),
+      familyId: str(rec.familyId, 'familyId'),
+      tokenHash: str(rec.tokenHash, 'tokenHash'),
+      createdAt: rec.createdAt,
+      expiresAt: rec.expiresAt,
+      usedAt: rec.usedAt ?? null,
+      revokedAt: rec.revokedAt ?? null,
+    };
+  }
+
+  async insertRefreshToken(rec: RefreshTokenRecord): Promise<void> {
+    await this.tokens.insertOne(this.tokenDoc(rec));
+  }
+
+  async getRefreshTokenByHash(tokenHash: string): Promise<RefreshTokenRecord | null> {
+    const d = await this.tokens.findOne({ tokenHash: str(tokenHash, 'tokenHash') });
+    return d ? toToken(d) : null;
+  }
+
+  async rotateRefreshToken(oldId: string, usedAt: string, next: RefreshTokenRecord): Promise<boolean> {
+    str(oldId, 'oldId');
+    const nextDoc = this.tokenDoc(next);
+    // Without transactions a crash between the two writes leaves the old token used and no successor:
+    // the user signs in again. That fails closed, which is the right side for a credential.
+    return this.unit(async (ctx) => {
+      const res = await this.tokens.updateOne({ _id: oldId, usedAt: null, revokedAt: null }, { $set: { usedAt: str(usedAt, 'usedAt') } }, { session: ctx.session });
+      if (res.modifiedCount !== 1) return false;
+      await this.tokens.insertOne(nextDoc, { session: ctx.session });
+      return true;
+    });
+  }
+
+  async revokeTokenFamily(familyId: string, at: string): Promise<void> {
+    await this.tokens.updateMany({ familyId: str(familyId, 'familyId'), revokedAt: null }, { $set: { revokedAt: str(at, 'at') } });
+  }
+
+  async revokeUserTokens(userId: string, at: string): Promise<void> {
+    await this.tokens.updateMany({ userId: str(userId, 'userId'), revokedAt: null }, { $set: { revokedAt: str(at, 'at') } });
+  }
+
+  // Conversations
+
+  async createConversation(
+    conv: Conversation & { directKey?: string },
+    outbox: OutboxFor<Conversation>,
+  ): Promise<{ conversation: Conversation; created: boolean }> {
+    const workspaceId = str(conv.workspaceId, 'workspaceId');
+    const directKey = conv.type === 'direct' && typeof conv.directKey === 'string' ? conv.directKey : undefined;
+    const existing = async (session?: ClientSession) => {
+      if (directKey === undefined) return null;
+      const d = await this.conversations.findOne({ workspaceId, directKey }, { session });
+      return d ? { conversation: toConversation(d), created: false } : null;
+    };
+    const doc: ConversationDoc = {
+      _id: str(conv.id, 'id'),
+      workspaceId,
+      type: conv.type,
+      title: conv.title ?? null,
+      members: [...new Set(conv.members.map((m) => str(m, 'members')))],
+      createdBy: str(conv.createdBy, 'createdBy'),
+      createdAt: conv.createdAt,
+      updatedAt: conv.updatedAt,
+      lastSeq: conv.lastSeq ?? 0,
+      ...(directKey !== undefined ? { directKey } : {}),
+      _v: 0,
+      _ops: [],
+    };
+    try {
+      return await this.unit(async (ctx) => {
+        const found = await existing(ctx.session);
+        if (found) return found;
+        const stored = toConversation(doc);
+        await this.putOutbox(ctx, outbox(stored), 'conversations', doc._id);
+        await this.conversations.insertOne({ ...doc, _ops: [ctx.op] }, { session: ctx.session });
+        return { conversation: stored, created: true };
+      });
+    } catch (err) {
+      // A concurrent creation of the same pair won the unique index: return its conversation.
+      if (isDuplicate(err, 'directKey')) {
+        const found = await existing();
+        if (found) return found;
+      }
+      throw err;
+    }
+  }
+
+  async getConversation(id: string): Promise<Conversation | null> {
+    const d = await this.conversations.findOne({ _id: str(id, 'id') });
+    return d ? toConversation(d) : null;
+  }
+
+  async listConversations(userId: string, opts: { limit?: number } = {}): Promise<ConversationSummary[]> {
+    str(userId, 'userId');
+    const limit = Math.max(0, int(opts.limit ?? 200, 'limit'));
+    if (limit === 0) return [];
+    const convs = await this.conversations.find({ members: userId }).sort({ updatedAt: -1, _id: -1 }).limit(limit).toArray();
+    return Promise.all(
+      convs.map(async (d) => {
+        const conv = toConversation(d);
+        const marker = await this.markers.findOne({ _id: markerId(conv.id, userId) });
+        const readSeq = marker?.seq ?? 0;
+        const [last, unread] = await Promise.all([
+          conv.lastSeq > 0 ? this.messages.findOne({ conversationId: conv.id, seq: conv.lastSeq }) : null,
+          this.messages.countDocuments({ conversationId: conv.id, seq: { $gt: readSeq }, senderId: { $ne: userId }, deleted: { $ne: true } }),
+        ]);
+        return { ...conv, lastMessage: last ? toMessage(last) : null, unreadCount: unread, readSeq };
+      }),
+    );
+  }
+
+  async updateMembers(
+    conversationId: string,
+    change: { add?: string[]; remove?: string[]; title?: string },
+    outbox: OutboxFor<Conversation>,
+  ): Promise<Conversation | null> {
+    str(conversationId, 'conversationId');
+    const add = (change.add ?? []).map((m) => str(m, 'add'));
+    const remove = new Set((change.remove ?? []).map((m) => str(m, 'remove')));
+    return this.unit(async (ctx) => {
+      const cur = await this.conversations.findOne({ _id: conversationId }, { session: ctx.session });
+      if (!cur) return null;
+      const members = cur.members.filter((m) => !remove.has(m));
+      for (const m of add) if (!members.includes(m)) members.push(m);
+      const now = new Date().toISOString();
+      const updatedAt = now > cur.updatedAt ? now : cur.updatedAt;
+      const title = change.title !== undefined ? change.title : cur.title;
+      const next = toConversation({ ...cur, members, title, updatedAt });
+      await this.putOutbox(ctx, outbox(next), 'conversations', conversationId);
+      // lastSeq is left alone (sends bump it with $inc and do not touch _v); updatedAt only moves forward.
+      const res = await this.conversations.updateOne(
+        { _id: conversationId, _v: cur._v },
+        { $set: { members, title, _v: cur._v + 1 }, $max: { updatedAt }, $push: pushOp(ctx.op) },
+        { session: ctx.session },
+      );
+      if (res.matchedCount !== 1) throw new Retry();
+      return next;
+    });
+  }
+
+  // Messages
+
+  async appendMessage(msg: NewMessage, outbox: OutboxFor<Message>): Promise<{ message: Message; created: boolean }> {
+    const conversationId = str(msg.conversationId, 'conversationId');
+    const senderId = str(msg.senderId, 'senderId');
+    const id = str(msg.id, 'id');
+    const createdAt = str(msg.createdAt, 'createdAt');
+    const clientId = typeof msg.clientId === 'string' ? msg.clientId : null;
+    const byClient = async (session?: ClientSession) => {
+      if (clientId === null) return null;
+      const d = await this.messages.findOne({ conversationId, senderId, clientId }, { session });
+      return d ? { message: toMessage(d), created: false } : null;
+    };
+    try {
+      return await this.unit(async (ctx) => {
+        // A repeat writes nothing: no seq consumed, no outbox entries.
+        const dup = await byClient(ctx.session);
+        if (dup) return dup;
+        const conv = await this.conversations.findOneAndUpdate(
+          { _id: conversationId },
+          { $inc: { lastSeq: 1 }, $max: { updatedAt: createdAt } },
+          { returnDocument: 'after', session: ctx.session, projection: { lastSeq: 1 } },
+        );
+        if (!conv) throw new VoxaError('CONVERSATION_NOT_FOUND');
+        const doc: MessageDoc = {
+          _id: id,
+          conversationId,
+          seq: conv.lastSeq,
+          senderId,
+          text: String(msg.text),
+          clientId,
+          createdAt,
+          ...(msg.attachments && msg.attachments.length ? { attachments: msg.attachments.map((a) => str(a, 'attachments')) } : {}),
+          _v: 0,
+          _ops: [ctx.op],
+        };
+        const message = toMessage(doc);
+        await this.putOutbox(ctx, outbox(message), 'messages', id);
+        await this.messages.insertOne(doc, { session: ctx.session });
+        return { message, created: true };
+      });
+    } catch (err) {
+      // A concurrent send with the same clientId got in first (only reachable without transactions, or
+      // when a transaction lost on the unique index): return that message.
+      if (isDuplicate(err, 'clientId')) {
+        const dup = await byClient();
+        if (dup) return dup;
+      }
+      throw err;
+    }
+  }
+
+  async listMessages(conversationId: string, q: HistoryQuery): Promise<{ messages: Message[]; hasMore: boolean }> {
+    str(conversationId, 'conversationId');
+    const limit = Math.max(0, int(q.limit, 'limit'));
+    const seq: { $gt?: number; $lt?: number } = {};
+    if (q.before !== undefined) seq.$lt = int(q.before, 'before');
+    if (q.after !== undefined) seq.$gt = int(q.after, 'after');
+    const filter: Filter<MessageDoc> = { conversationId, ...(Object.keys(seq).length ? { seq } : {}) };
+    // One extra document tells whether there is more in the direction being read.
+    if (q.after !== undefined) {
+      const docs = await this.messages.find(filter).sort({ seq: 1 }).limit(limit + 1).toArray();
+      return { messages: docs.slice(0, limit).map(toMessage), hasMore: docs.length > limit };
+    }
+    const docs = await this.messages.find(filter).sort({ seq: -1 }).limit(limit + 1).toArray();
+    return { messages: docs.slice(0, limit).reverse().map(toMessage), hasMore: docs.length > limit };
+  }
+
+  async getMessage(conversationId: string, messageId: string): Promise<Message | null> {
+    const d = await this.messages.findOne({ _id: str(messageId, 'messageId'), conversationId: str(conversationId, 'conversationId') });
+    return d ? toMessage(d) : null;
+  }
+
+  async editMessage(conversationId: string, messageId: string, text: string, editedAt: string, outbox: OutboxFor<Message>): Promise<Message | null> {
+    const filter = { _id: str(messageId, 'messageId'), conversationId: str(conversationId, 'conversationId') };
+    return this.unit(async (ctx) => {
+      const cur = await this.messages.findOne(filter, { session: ctx.session });
+      if (!cur || cur.deleted === true) return cur ? toMessage(cur) : null;
+      const next = toMessage({ ...cur, text: String(text), editedAt: str(editedAt, 'editedAt') });
+      await this.putOutbox(ctx, outbox(next), 'messages', cur._id);
+      const res = await this.messages.updateOne(
+        { ...filter, _v: cur._v },
+        { $set: { text: next.text, editedAt: next.editedAt!, _v: cur._v + 1 }, $push: pushOp(ctx.op) },
+        { session: ctx.session },
+      );
+      if (res.matchedCount !== 1) throw new Retry();
+      return next;
+    });
+  }
+
+  async deleteMessage(conversationId: string, messageId: string, deletedAt: string, outbox: OutboxFor<Message>): Promise<Message | null> {
+    const filter = { _id: str(messageId, 'messageId'), conversationId: str(conversationId, 'conversationId') };
+    return this.unit(async (ctx) => {
+      const cur = await this.messages.findOne(filter, { session: ctx.session });
+      if (!cur || cur.deleted === true) return cur ? toMessage(cur) : null;
+      const { attachments: _gone, ...rest } = cur;
+      const next = toMessage({ ...rest, text: '', deleted: true });
+      await this.putOutbox(ctx, outbox(next), 'messages', cur._id);
+      // The text and attachments are really gone, not hidden.
+      const res = await this.messages.updateOne(
+        { ...filter, _v: cur._v },
+        { $set: { text: '', deleted: true, deletedAt: str(deletedAt, 'deletedAt'), _v: cur._v + 1 }, $unset: { attachments: '' }, $push: pushOp(ctx.op) },
+        { session: ctx.session },
+      );
+      if (res.matchedCount !== 1) throw new Retry();
+      return next;
+    });
+  }
+
+  // Read markers
+
+  async setReadMarker(conversationId: string, userId: string, seq: number, outbox: OutboxFor<number>): Promise<{ seq: number; changed: boolean }> {
+    str(conversationId, 'conversationId');
+    str(userId, 'userId');
+    const target = int(seq, 'seq');
+    const _id = markerId(conversationId, userId);
+    return this.unit(async (ctx) => {
+      const cur = await this.markers.findOne({ _id }, { session: ctx.session });
+      const curSeq = cur?.seq ?? 0;
+      if (!(target > curSeq)) return { seq: curSeq, changed: false };
+      await this.putOutbox(ctx, outbox(target), 'read_markers', _id);
+      if (cur) {
+        const res = await this.markers.updateOne({ _id, _v: cur._v }, { $set: { seq: target, _v: cur._v + 1 }, $push: pushOp(ctx.op) }, { session: ctx.session });
+        if (res.matchedCount !== 1) throw new Retry();
+      } else {
+        try {
+          await this.markers.insertOne({ _id, conversationId, userId, seq: target, _v: 0, _ops: [ctx.op] }, { session: ctx.session });
+        } catch (err) {
+          // Someone else created the marker meanwhile: start over and compare with theirs.
+          if (isDuplicate(err)) throw new Retry();
+          throw err;
+        }
+      }
+      return { seq: target, changed: true };
+    });
+  }
+
+  async getReadMarker(conversationId: string, userId: string): Promise<number> {
+    const d = await this.markers.findOne({ _id: markerId(str(conversationId, 'conversationId'), str(userId, 'userId')) });
+    return d?.seq ?? 0;
+  }
+
+  async getReadMarkers(conversationId: string): Promise<Record<string, number>> {
+    const conv = await this.conversations.findOne({ _id: str(conversationId, 'conversationId') }, { projection: { members: 1 } });
+    if (!conv) return {};
+    const markers = await this.markers.find({ conversationId }).toArray();
+    const bySeq = new Map(markers.map((m) => [m.userId, m.seq]));
+    const out: Record<string, number> = {};
+    for (const m of conv.members) out[m] = bySeq.get(m) ?? 0;
+    return out;
+  }
+
+  // Outbox
+
+  /** Standalone mode: settles entries whose change was never confirmed (see the top of this file). */
+  private async settlePending(limit: number): Promise<void> {
+    const stale = await this.outbox
+      .find({ pending: true, insertedAt: { $lt: new Date(Date.now() - PENDING_VERIFY_MS) } })
+      .limit(limit)
+      .toArray();
+    const collections: Record<string, Collection<{ _id: string; _ops: string[] }>> = {
+      workspaces: this.db.collection('workspaces'),
+      users: this.db.collection('users'),
+      conversations: this.db.collection('conversations'),
+      messages: this.db.collection('messages'),
+      read_markers: this.db.collection('read_markers'),
+    };
+    for (const e of stale) {
+      const v = e.verify;
+      const coll = v ? collections[v.coll] : undefined;
+      const applied = v && coll ? (await coll.countDocuments({ _id: v.id, _ops: v.op }, { limit: 1 })) > 0 : false;
+      if (applied) await this.outbox.updateOne({ _id: e._id }, { $unset: { pending: '', verify: '', insertedAt: '' } });
+      else await this.outbox.deleteOne({ _id: e._id, pending: true });
+    }
+  }
+
+  async outboxPending(limit: number, olderThan: string): Promise<OutboxEntry[]> {
+    const n = Math.max(0, int(limit, 'limit'));
+    if (!this.transactions) await this.settlePending(n || 1);
+    const docs = await this.outbox
+      .find({ pending: { $exists: false }, createdAt: { $lt: str(olderThan, 'olderThan') } })
+      .sort({ createdAt: 1, _id: 1 })
+      .limit(n)
+      .toArray();
+    return docs.map((d) => ({ eventId: d._id, subject: d.subject, payload: d.payload, headers: d.headers ?? {}, createdAt: d.createdAt }));
+  }
+
+  async outboxDelete(eventIds: string[]): Promise<void> {
+    const ids = eventIds.filter((id): id is string => typeof id === 'string');
+    if (!ids.length) return;
+    await this.outbox.deleteMany({ _id: { $in: ids } });
+  }
+
+  async outboxCount(): Promise<number> {
+    return this.outbox.countDocuments({});
+  }
+}
+
+/**
+ * Documents live in one collection as `{collection, id, doc}`; filters become equalities on `doc.<field>`
+ * after guards.ts has checked the field name and that the value is a primitive.
+ */
+class MongoDocs implements DocumentStore {
+  constructor(private readonly coll: Collection<DocDoc>) {}
+
+  async get<T extends object>(collection: string, id: string): Promise<T | null> {
+    assertCollection(collection);
+    assertId(id);
+    const d = await this.coll.findOne({ collection, id });
+    return d ? (d.doc as T) : null;
+  }
+
+  async put<T extends object>(collection: string, id: string, doc: T): Promise<void> {
+    assertCollection(collection);
+    assertId(id);
+    for (let i = 0; ; i++) {
+      try {
+        await this.coll.replaceOne({ collection, id }, { collection, id, doc: doc as Record<string, unknown> }, { upsert: true });
+        return;
+      } catch (err) {
+        // Two concurrent upserts of a new id: the loser retries as a plain replace.
+        if (!isDuplicate(err) || i >= 2) throw err;
+      }
+    }
+  }
+
+  async insert<T extends object>(collection: string, id: string, doc: T): Promise<boolean> {
+    assertCollection(collection);
+    assertId(id);
+    try {
+      await this.coll.insertOne({ collection, id, doc: doc as Record<string, unknown> });
+      return true;
+    } catch (err) {
+      if (isDuplicate(err)) return false;
+      throw err;
+    }
+  }
+
+  async delete(collection: string, id: string): Promise<boolean> {
+    assertCollection(collection);
+    assertId(id);
+    return (await this.coll.deleteOne({ collection, id })).deletedCount === 1;
+  }
+
+  private filterOf(collection: string, filter: Record<string, DocValue> | undefined): Filter<DocDoc> {
+    assertCollection(collection);
+    const f: Record<string, DocValue> = { collection };
+    // Null matches an explicit null and a missing field, as it does in the SQLite adapter.
+    for (const [k, v] of checkedFilter(filter)) f[`doc.${k}`] = v;
+    return f as Filter<DocDoc>;
+  }
+
+  /** See the SQLite adapter: `afterId` pages by id, upwards or (with `desc`) downwards. */
+  async find<T extends object>(
+    collection: string,
+    filter?: Record<string, DocValue>,
+    opts: { limit?: number; orderBy?: string; desc?: boolean; afterId?: string } = {},
+  ): Promise<T[]> {
+    const f = this.filterOf(collection, filter) as Record<string, unknown>;
+    const dir = opts.desc ? -1 : 1;
+    if (opts.afterId !== undefined) {
+      assertId(opts.afterId, 'afterId');
+      f.id = opts.desc ? { $lt: opts.afterId } : { $gt: opts.afterId };
+    }
+    const sort: Record<string, 1 | -1> = {};
+    if (opts.orderBy !== undefined) {
+      assertFieldName(opts.orderBy);
+      sort[`doc.${opts.orderBy}`] = dir;
+    }
+    sort.id = dir;
+    let cursor = this.coll.find(f as Filter<DocDoc>).sort(sort);
+    if (opts.limit !== undefined) {
+      const n = Math.max(0, Math.trunc(opts.limit));
+      if (n === 0) return [];
+      cursor = cursor.limit(n);
+    }
+    return (await cursor.toArray()).map((d) => d.doc as T);
+  }
+
+  async count(collection: string, filter?: Record<string, DocValue>): Promise<number> {
+    return this.coll.countDocuments(this.filterOf(collection, filter));
+  }
+}
