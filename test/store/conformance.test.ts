@@ -1,0 +1,719 @@
+/**
+ * The store contract, once, for every adapter. Only the factory differs: SQLite always runs (a fresh temp
+ * file per test); MongoDB runs when MONGO_URL is set (a unique database per test, dropped afterwards).
+ * Point MONGO_URL at a replica set (a single-node one is enough): on a standalone server the adapter has no
+ * transactions, and racing duplicate sends may then leave gaps in seq, which this suite checks against.
+ */
+import test, { type ExecutionContext } from 'ava';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Conversation, Message, UserRecord, Workspace } from '../../core/domain.js';
+import { VoxaError, type ErrorCode } from '../../core/errors.js';
+import { newId, ulid } from '../../core/ids.js';
+import type { DocValue, OutboxEntry, RefreshTokenRecord, Store } from '../../core/store/port.js';
+import { SqliteStore } from '../../core/store/sqlite.js';
+
+interface Harness {
+  store: Store;
+  /** Closes the store and opens the same data again (a restart). */
+  reopen(): Promise<Store>;
+  dispose(): Promise<void>;
+}
+
+interface Backend {
+  name: string;
+  open(): Promise<Harness>;
+}
+
+const sqlite: Backend = {
+  name: 'sqlite',
+  async open() {
+    const dir = mkdtempSync(join(tmpdir(), 'voxa-store-'));
+    const file = join(dir, 'voxa.db');
+    const h: Harness = {
+      store: new SqliteStore(file),
+      async reopen() {
+        await h.store.close();
+        h.store = new SqliteStore(file);
+        await h.store.init();
+        return h.store;
+      },
+      async dispose() {
+        await h.store.close();
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
+    await h.store.init();
+    return h;
+  },
+};
+
+const backends: Backend[] = [sqlite];
+
+const mongoUrl = process.env.MONGO_URL;
+if (mongoUrl) {
+  const { MongoStore } = await import('../../core/store/mongo.js');
+  const { MongoClient } = await import('mongodb');
+  backends.push({
+    name: 'mongo',
+    async open() {
+      const dbName = `voxa_test_${ulid()}`;
+      const h: Harness = {
+        store: new MongoStore(mongoUrl, dbName),
+        async reopen() {
+          await h.store.close();
+          h.store = new MongoStore(mongoUrl, dbName);
+          await h.store.init();
+          return h.store;
+        },
+        async dispose() {
+          await h.store.close();
+          const client = await MongoClient.connect(mongoUrl);
+          try {
+            await client.db(dbName).dropDatabase();
+          } finally {
+            await client.close();
+          }
+        },
+      };
+      await h.store.init();
+      return h;
+    },
+  });
+}
+
+// ---------- helpers ----------
+
+const T0 = Date.parse('2030-01-01T00:00:00.000Z');
+/** Deterministic, strictly increasing timestamps so ordering tests never depend on the clock. */
+const at = (i: number): string => new Date(T0 + i * 1000).toISOString();
+
+/** An outbox callback that records its value in the payload, so tests can check what was captured. */
+function ob<T>(tag: string) {
+  return (v: T): OutboxEntry[] => [
+    { eventId: newId('evt'), subject: `test.${tag}`, payload: JSON.stringify(v), headers: { traceparent: '00-abc-def-01', 'Voxa-Event-Type': tag }, createdAt: new Date().toISOString() },
+  ];
+}
+
+const settings = { registration: 'open' as const, customersTalkToAgentsOnly: false, privatePush: false };
+
+async function workspace(s: Store, id = 'ws1'): Promise<Workspace> {
+  return s.ensureWorkspace({ id, name: `Workspace ${id}`, settings, createdAt: at(0) });
+}
+
+function userRec(overrides: Partial<UserRecord> = {}): UserRecord {
+  const id = overrides.id ?? newId('usr');
+  return {
+    id,
+    workspaceId: 'ws1',
+    email: `${id}@example.test`,
+    name: `User ${id}`,
+    role: 'customer',
+    createdAt: at(0),
+    passwordHash: 'hash',
+    disabled: false,
+    ...overrides,
+  };
+}
+
+async function group(s: Store, members: string[], overrides: Partial<Conversation> = {}): Promise<Conversation> {
+  const conv: Conversation = {
+    id: newId('cnv'),
+    workspaceId: 'ws1',
+    type: 'group',
+    title: 'Group',
+    members,
+    createdBy: members[0]!,
+    createdAt: at(1),
+    updatedAt: at(1),
+    lastSeq: 0,
+    ...overrides,
+  };
+  const res = await s.createConversation(conv, ob('conversation.created'));
+  return res.conversation;
+}
+
+async function send(s: Store, conversationId: string, senderId: string, text: string, opts: { clientId?: string | null; t?: number; attachments?: string[] } = {}) {
+  return s.appendMessage(
+    {
+      id: newId('msg'),
+      conversationId,
+      senderId,
+      text,
+      clientId: opts.clientId ?? null,
+      createdAt: at(opts.t ?? 10),
+      ...(opts.attachments ? { attachments: opts.attachments } : {}),
+    },
+    ob<Message>('message.created'),
+  );
+}
+
+async function rejectsWithCode(t: ExecutionContext, p: Promise<unknown>, code: ErrorCode): Promise<void> {
+  const err = await t.throwsAsync(p);
+  t.true(err instanceof VoxaError, `expected a VoxaError, got ${String(err)}`);
+  t.is((err as VoxaError).code, code);
+}
+
+function tokenRec(overrides: Partial<RefreshTokenRecord> = {}): RefreshTokenRecord {
+  const id = overrides.id ?? newId('rtk');
+  return {
+    id,
+    userId: 'u1',
+    familyId: 'fam1',
+    tokenHash: `hash-${id}`,
+    createdAt: at(0),
+    expiresAt: at(100000),
+    usedAt: null,
+    revokedAt: null,
+    ...overrides,
+  };
+}
+
+// ---------- the suite ----------
+
+for (const backend of backends) {
+  const it = (title: string, fn: (t: ExecutionContext, s: Store, h: Harness) => Promise<void>) =>
+    test(`${backend.name}: ${title}`, async (t) => {
+      const h = await backend.open();
+      try {
+        await fn(t, h.store, h);
+      } finally {
+        await h.dispose();
+      }
+    });
+
+  it('init is idempotent and ping answers', async (t, s) => {
+    await s.init();
+    await t.notThrowsAsync(s.ping());
+    t.is(s.kind, backend.name as Store['kind']);
+  });
+
+  // Workspaces
+
+  it('ensureWorkspace creates once and returns the stored workspace afterwards', async (t, s) => {
+    const w = await workspace(s);
+    t.is(w.name, 'Workspace ws1');
+    const again = await s.ensureWorkspace({ id: 'ws1', name: 'Other name', settings: { ...settings, registration: 'closed' }, createdAt: at(5) });
+    t.deepEqual(again, w);
+    t.deepEqual(await s.getWorkspace('ws1'), w);
+    t.is(await s.getWorkspace('nope'), null);
+  });
+
+  it('updateWorkspaceSettings merges the patch and writes its outbox entry', async (t, s) => {
+    await workspace(s);
+    const before = await s.outboxCount();
+    const w = await s.updateWorkspaceSettings('ws1', { registration: 'invite' }, ob('workspace.updated'));
+    t.deepEqual(w.settings, { ...settings, registration: 'invite' });
+    t.deepEqual((await s.getWorkspace('ws1'))!.settings, w.settings);
+    t.is(await s.outboxCount(), before + 1);
+    const [entry] = await s.outboxPending(10, '9999');
+    t.deepEqual(JSON.parse(entry!.payload), w);
+  });
+
+  // Users
+
+  it('createUser lower-cases the email and round-trips every field', async (t, s) => {
+    await workspace(s);
+    const totp = { secretEnc: 'enc', enabled: true, lastStep: 5, recoveryHashes: ['a', 'b'] };
+    const u = await s.createUser(userRec({ id: 'u1', email: 'Ann.Smith@Example.TEST', name: 'Ann', role: 'admin', totp }), ob('user.created'));
+    t.is(u.email, 'ann.smith@example.test');
+    const got = await s.getUser('u1');
+    t.deepEqual(got, u);
+    t.deepEqual(got!.totp, totp);
+    t.deepEqual(await s.getUserByEmail('ANN.SMITH@example.test'), u);
+    t.is(await s.getUser('missing'), null);
+    t.is(await s.getUserByEmail('missing@example.test'), null);
+    const [entry] = await s.outboxPending(10, '9999');
+    t.is(JSON.parse(entry!.payload).email, 'ann.smith@example.test');
+    const plain = await s.createUser(userRec({ id: 'u2', passwordHash: null }), ob('user.created'));
+    t.is(plain.passwordHash, null);
+    t.false('totp' in plain && plain.totp != null);
+  });
+
+  it('a duplicate email in any case throws EMAIL_TAKEN and writes nothing', async (t, s) => {
+    await workspace(s);
+    await s.createUser(userRec({ id: 'u1', email: 'bob@example.test' }), ob('user.created'));
+    await rejectsWithCode(t, s.createUser(userRec({ id: 'u2', email: 'BOB@Example.test' }), ob('user.created')), 'EMAIL_TAKEN');
+    t.is(await s.getUser('u2'), null);
+    t.is(await s.outboxCount(), 1);
+    // Concurrent registrations of one address: exactly one wins.
+    const results = await Promise.allSettled(
+      Array.from({ length: 8 }, (_, i) => s.createUser(userRec({ id: `c${i}`, email: 'race@example.test' }), ob('user.created'))),
+    );
+    t.is(results.filter((r) => r.status === 'fulfilled').length, 1);
+    for (const r of results) if (r.status === 'rejected') t.is((r.reason as VoxaError).code, 'EMAIL_TAKEN');
+    t.is(await s.outboxCount(), 2);
+  });
+
+  it('updateUser applies only the given fields and returns null for an unknown user', async (t, s) => {
+    await workspace(s);
+    await s.createUser(userRec({ id: 'u1', name: 'Old', role: 'customer' }), ob('user.created'));
+    const u = await s.updateUser('u1', { name: 'New', disabled: true }, ob('user.updated'));
+    t.is(u!.name, 'New');
+    t.true(u!.disabled);
+    t.is(u!.role, 'customer');
+    t.is(u!.passwordHash, 'hash');
+    const u2 = await s.updateUser('u1', { passwordHash: 'h2', role: 'agent', totp: { secretEnc: 's', enabled: false } }, ob('user.updated'));
+    t.is(u2!.passwordHash, 'h2');
+    t.is(u2!.role, 'agent');
+    t.deepEqual(u2!.totp, { secretEnc: 's', enabled: false });
+    t.deepEqual(await s.getUser('u1'), u2);
+    t.is(await s.updateUser('missing', { name: 'x' }, ob('user.updated')), null);
+    t.is(await s.outboxCount(), 3);
+  });
+
+  it('searchUsers matches name or email case-insensitively, takes wildcards literally, orders by name', async (t, s) => {
+    await workspace(s);
+    await workspace(s, 'ws2');
+    const mk = (id: string, name: string, email: string, ws = 'ws1') => s.createUser(userRec({ id, name, email, workspaceId: ws }), ob('user.created'));
+    await mk('u1', 'Anna', 'anna@example.test');
+    await mk('u2', 'Ann', 'first@example.test');
+    await mk('u3', 'Bob_Smith', 'bob@example.test');
+    await mk('u4', 'Carl 100%', 'carl@example.test');
+    await mk('u5', 'Bobby', 'bobby@other.test');
+    await mk('u6', 'Annabel', 'annabel@example.test', 'ws2');
+    await mk('u7', 'Dave', 'dave.smith@example.test');
+    const names = async (q: string, limit = 10) => (await s.searchUsers('ws1', q, limit)).map((u) => u.name);
+    t.deepEqual(await names('ANN'), ['Ann', 'Anna']); // other workspace excluded
+    t.deepEqual(await names('_'), ['Bob_Smith']);
+    t.deepEqual(await names('%'), ['Carl 100%']);
+    t.deepEqual(await names('b_s'), ['Bob_Smith']);
+    t.deepEqual(await names('b%'), []);
+    t.deepEqual(await names('.*'), []);
+    t.deepEqual(await names('OTHER.test'), ['Bobby']); // email match
+    t.deepEqual(await names('bob.example'), []); // a literal dot, not "any character" (would match bob@example)
+    t.deepEqual(await names('smith'), ['Bob_Smith', 'Dave']);
+    t.deepEqual(await names('a', 2), ['Ann', 'Anna']);
+    t.is((await s.searchUsers('ws1', 'bob', 10))[0]!.passwordHash, 'hash');
+  });
+
+  // Refresh tokens
+
+  it('refresh token rotation is a compare-and-set', async (t, s) => {
+    const first = tokenRec({ id: 'r1' });
+    await s.insertRefreshToken(first);
+    t.deepEqual(await s.getRefreshTokenByHash('hash-r1'), first);
+    t.is(await s.getRefreshTokenByHash('nope'), null);
+    t.true(await s.rotateRefreshToken('r1', at(1), tokenRec({ id: 'r2' })));
+    t.is((await s.getRefreshTokenByHash('hash-r1'))!.usedAt, at(1));
+    t.deepEqual(await s.getRefreshTokenByHash('hash-r2'), tokenRec({ id: 'r2' }));
+    // Second rotation of the same token: refused, and the would-be successor is not stored.
+    t.false(await s.rotateRefreshToken('r1', at(2), tokenRec({ id: 'r3' })));
+    t.is(await s.getRefreshTokenByHash('hash-r3'), null);
+    t.is((await s.getRefreshTokenByHash('hash-r1'))!.usedAt, at(1));
+    // Concurrent rotations of r2: exactly one wins.
+    const wins = await Promise.all(Array.from({ length: 6 }, (_, i) => s.rotateRefreshToken('r2', at(3), tokenRec({ id: `x${i}` }))));
+    t.is(wins.filter(Boolean).length, 1);
+    const stored = await Promise.all(Array.from({ length: 6 }, (_, i) => s.getRefreshTokenByHash(`hash-x${i}`)));
+    t.is(stored.filter(Boolean).length, 1);
+  });
+
+  it('revokeTokenFamily and revokeUserTokens revoke only their targets; a revoked token cannot rotate', async (t, s) => {
+    await s.insertRefreshToken(tokenRec({ id: 'a1', familyId: 'famA' }));
+    await s.insertRefreshToken(tokenRec({ id: 'a2', familyId: 'famA' }));
+    await s.insertRefreshToken(tokenRec({ id: 'b1', familyId: 'famB' }));
+    await s.insertRefreshToken(tokenRec({ id: 'c1', familyId: 'famC', userId: 'u2' }));
+    await s.revokeTokenFamily('famA', at(5));
+    t.is((await s.getRefreshTokenByHash('hash-a1'))!.revokedAt, at(5));
+    t.is((await s.getRefreshTokenByHash('hash-a2'))!.revokedAt, at(5));
+    t.is((await s.getRefreshTokenByHash('hash-b1'))!.revokedAt, null);
+    t.false(await s.rotateRefreshToken('a2', at(6), tokenRec({ id: 'a3', familyId: 'famA' })));
+    t.is(await s.getRefreshTokenByHash('hash-a3'), null);
+    await s.revokeUserTokens('u1', at(7));
+    t.is((await s.getRefreshTokenByHash('hash-b1'))!.revokedAt, at(7));
+    t.is((await s.getRefreshTokenByHash('hash-a1'))!.revokedAt, at(5)); // the first revocation time stays
+    t.is((await s.getRefreshTokenByHash('hash-c1'))!.revokedAt, null);
+  });
+
+  // Conversations
+
+  it('createConversation stores a group and its outbox entry; getConversation reads it back', async (t, s) => {
+    const c = await group(s, ['u1', 'u2', 'u3'], { title: 'Team' });
+    t.deepEqual(await s.getConversation(c.id), c);
+    t.deepEqual(c.members, ['u1', 'u2', 'u3']);
+    t.is(c.lastSeq, 0);
+    t.false('directKey' in c);
+    t.is(await s.outboxCount(), 1);
+    t.is(await s.getConversation('missing'), null);
+  });
+
+  it('direct conversations are deduplicated per workspace, also under concurrent creation', async (t, s) => {
+    const direct = (ws: string) =>
+      s.createConversation(
+        { id: newId('cnv'), workspaceId: ws, type: 'direct', title: null, members: ['u1', 'u2'], createdBy: 'u1', createdAt: at(1), updatedAt: at(1), lastSeq: 0, directKey: 'u1:u2' },
+        ob('conversation.created'),
+      );
+    const results = await Promise.all(Array.from({ length: 10 }, () => direct('ws1')));
+    t.is(results.filter((r) => r.created).length, 1);
+    t.is(new Set(results.map((r) => r.conversation.id)).size, 1);
+    t.is(await s.outboxCount(), 1);
+    const other = await direct('ws2');
+    t.true(other.created);
+    t.not(other.conversation.id, results[0]!.conversation.id);
+    // Groups share no key: two groups with the same members are two conversations.
+    const g1 = await group(s, ['u1', 'u2']);
+    const g2 = await group(s, ['u1', 'u2']);
+    t.not(g1.id, g2.id);
+  });
+
+  it('updateMembers adds, removes and retitles; unknown conversation gives null', async (t, s) => {
+    const c = await group(s, ['u1', 'u2']);
+    const u = await s.updateMembers(c.id, { add: ['u3', 'u2', 'u4'], remove: ['u1'], title: 'Renamed' }, ob('conversation.updated'));
+    t.deepEqual(u!.members, ['u2', 'u3', 'u4']);
+    t.is(u!.title, 'Renamed');
+    t.deepEqual(await s.getConversation(c.id), u);
+    t.is(await s.outboxCount(), 2);
+    t.is(await s.updateMembers('missing', { add: ['x'] }, ob('conversation.updated')), null);
+    t.is(await s.outboxCount(), 2);
+    t.true((await s.listConversations('u4')).some((x) => x.id === c.id));
+    t.false((await s.listConversations('u1')).some((x) => x.id === c.id));
+  });
+
+  // Messages
+
+  it('50 concurrent sends get seqs 1..50 with no gaps or duplicates, each with its outbox row', async (t, s) => {
+    const c = await group(s, ['u1', 'u2']);
+    const before = await s.outboxCount();
+    const results = await Promise.all(Array.from({ length: 50 }, (_, i) => send(s, c.id, i % 2 ? 'u1' : 'u2', `m${i}`)));
+    const seqs = results.map((r) => r.message.seq).sort((a, b) => a - b);
+    t.deepEqual(seqs, Array.from({ length: 50 }, (_, i) => i + 1));
+    t.true(results.every((r) => r.created));
+    t.is((await s.getConversation(c.id))!.lastSeq, 50);
+    t.is(await s.outboxCount(), before + 50);
+    // The outbox captured the final message, seq included.
+    const pending = await s.outboxPending(100, '9999');
+    const captured = pending.filter((e) => e.subject === 'test.message.created').map((e) => (JSON.parse(e.payload) as Message).seq);
+    t.deepEqual(captured.sort((a, b) => a - b), seqs);
+    const page = await s.listMessages(c.id, { limit: 100 });
+    t.deepEqual(page.messages.map((m) => m.seq), seqs);
+    t.false(page.hasMore);
+  });
+
+  it('a repeated clientId returns the stored message and writes nothing, even concurrently', async (t, s) => {
+    const c = await group(s, ['u1', 'u2']);
+    const before = await s.outboxCount();
+    const results = await Promise.all(Array.from({ length: 10 }, (_, i) => send(s, c.id, 'u1', `try ${i}`, { clientId: 'cli-1' })));
+    t.is(results.filter((r) => r.created).length, 1);
+    t.is(new Set(results.map((r) => r.message.id)).size, 1);
+    t.is(await s.outboxCount(), before + 1);
+    const again = await send(s, c.id, 'u1', 'later', { clientId: 'cli-1' });
+    t.false(again.created);
+    t.is(again.message.seq, 1);
+    t.is(again.message.clientId, 'cli-1');
+    t.is(await s.outboxCount(), before + 1);
+    t.is((await s.getConversation(c.id))!.lastSeq, 1); // no seq consumed by repeats
+    // The same clientId from another sender, and sends without clientId, are distinct messages.
+    t.true((await send(s, c.id, 'u2', 'x', { clientId: 'cli-1' })).created);
+    t.true((await send(s, c.id, 'u1', 'y')).created);
+    t.true((await send(s, c.id, 'u1', 'y')).created);
+    t.is((await s.getConversation(c.id))!.lastSeq, 4);
+    t.is(await s.outboxCount(), before + 4);
+  });
+
+  it('a send to an unknown conversation fails and writes nothing', async (t, s) => {
+    await rejectsWithCode(t, send(s, 'cnv_missing', 'u1', 'hi'), 'CONVERSATION_NOT_FOUND');
+    t.is(await s.outboxCount(), 0);
+  });
+
+  it('when building the outbox entries fails, the message is not stored either', async (t, s) => {
+    const c = await group(s, ['u1', 'u2']);
+    const before = await s.outboxCount();
+    const failing = s.appendMessage({ id: newId('msg'), conversationId: c.id, senderId: 'u1', text: 'x', clientId: 'k', createdAt: at(2) }, () => {
+      throw new Error('boom');
+    });
+    await t.throwsAsync(failing, { message: 'boom' });
+    t.deepEqual((await s.listMessages(c.id, { limit: 10 })).messages, []);
+    t.is(await s.outboxCount(), before);
+    // The clientId is still free.
+    t.true((await send(s, c.id, 'u1', 'x', { clientId: 'k' })).created);
+  });
+
+  it('messages map to the domain shape: optional fields only when present', async (t, s) => {
+    const c = await group(s, ['u1', 'u2']);
+    const plain = (await send(s, c.id, 'u1', 'hello', { t: 3 })).message;
+    t.deepEqual(plain, { id: plain.id, conversationId: c.id, seq: 1, senderId: 'u1', text: 'hello', clientId: null, createdAt: at(3) });
+    const withFiles = (await send(s, c.id, 'u1', 'files', { attachments: ['fil_1', 'fil_2'], clientId: 'c1' })).message;
+    t.deepEqual(withFiles.attachments, ['fil_1', 'fil_2']);
+    t.deepEqual(await s.getMessage(c.id, withFiles.id), withFiles);
+    t.is(await s.getMessage(c.id, 'msg_missing'), null);
+    t.is(await s.getMessage('cnv_other', plain.id), null); // the conversation id must match too
+  });
+
+  it('history pages with before, after and limit and reports hasMore', async (t, s) => {
+    const c = await group(s, ['u1', 'u2']);
+    t.deepEqual(await s.listMessages(c.id, { limit: 5 }), { messages: [], hasMore: false });
+    for (let i = 1; i <= 10; i++) await send(s, c.id, 'u1', `m${i}`, { t: 10 + i });
+    const seqs = async (q: { before?: number; after?: number; limit: number }) => {
+      const r = await s.listMessages(c.id, q);
+      return [r.messages.map((m) => m.seq), r.hasMore];
+    };
+    t.deepEqual(await seqs({ limit: 3 }), [[8, 9, 10], true]);
+    t.deepEqual(await seqs({ limit: 10 }), [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], false]);
+    t.deepEqual(await seqs({ limit: 20 }), [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], false]);
+    t.deepEqual(await seqs({ before: 8, limit: 3 }), [[5, 6, 7], true]);
+    t.deepEqual(await seqs({ before: 4, limit: 3 }), [[1, 2, 3], false]);
+    t.deepEqual(await seqs({ before: 3, limit: 5 }), [[1, 2], false]);
+    t.deepEqual(await seqs({ before: 1, limit: 5 }), [[], false]);
+    t.deepEqual(await seqs({ after: 7, limit: 2 }), [[8, 9], true]);
+    t.deepEqual(await seqs({ after: 7, limit: 3 }), [[8, 9, 10], false]);
+    t.deepEqual(await seqs({ after: 10, limit: 3 }), [[], false]);
+    t.deepEqual(await seqs({ after: 0, limit: 4 }), [[1, 2, 3, 4], true]);
+    t.deepEqual(await seqs({ after: 2, before: 6, limit: 10 }), [[3, 4, 5], false]);
+    t.deepEqual(await seqs({ after: 2, before: 9, limit: 3 }), [[3, 4, 5], true]);
+  });
+
+  it('editMessage changes the text and sets editedAt; unknown gives null', async (t, s) => {
+    const c = await group(s, ['u1', 'u2']);
+    const m = (await send(s, c.id, 'u1', 'first')).message;
+    t.false('editedAt' in m);
+    const before = await s.outboxCount();
+    const e = await s.editMessage(c.id, m.id, 'second', at(50), ob('message.updated'));
+    t.is(e!.text, 'second');
+    t.is(e!.editedAt, at(50));
+    t.is(e!.seq, m.seq);
+    t.deepEqual(await s.getMessage(c.id, m.id), e);
+    t.is(await s.outboxCount(), before + 1);
+    t.is(await s.editMessage(c.id, 'msg_missing', 'x', at(51), ob('message.updated')), null);
+    t.is(await s.outboxCount(), before + 1);
+  });
+
+  it('deleteMessage leaves a tombstone, is idempotent, and a deleted message cannot be edited', async (t, s) => {
+    const c = await group(s, ['u1', 'u2']);
+    const m = (await send(s, c.id, 'u1', 'secret', { attachments: ['fil_1'] })).message;
+    const before = await s.outboxCount();
+    const d = await s.deleteMessage(c.id, m.id, at(60), ob('message.deleted'));
+    t.is(d!.text, '');
+    t.true(d!.deleted);
+    t.false('attachments' in d!);
+    t.is(d!.seq, m.seq);
+    t.is(await s.outboxCount(), before + 1);
+    const twice = await s.deleteMessage(c.id, m.id, at(61), ob('message.deleted'));
+    t.deepEqual(twice, d);
+    t.is(await s.outboxCount(), before + 1);
+    const edited = await s.editMessage(c.id, m.id, 'resurrect', at(62), ob('message.updated'));
+    t.deepEqual(edited, d);
+    t.is(await s.outboxCount(), before + 1);
+    const history = await s.listMessages(c.id, { limit: 10 });
+    t.deepEqual(history.messages, [d]);
+    t.false(JSON.stringify(history).includes('secret'));
+    t.is(await s.deleteMessage(c.id, 'msg_missing', at(63), ob('message.deleted')), null);
+  });
+
+  // Read markers
+
+  it('read markers only move forward and write an outbox entry only when they move', async (t, s) => {
+    const c = await group(s, ['u1', 'u2', 'u3']);
+    for (let i = 0; i < 5; i++) await send(s, c.id, 'u2', `m${i}`);
+    const before = await s.outboxCount();
+    t.is(await s.getReadMarker(c.id, 'u1'), 0);
+    t.deepEqual(await s.setReadMarker(c.id, 'u1', 3, ob('message.seen')), { seq: 3, changed: true });
+    t.deepEqual(await s.setReadMarker(c.id, 'u1', 2, ob('message.seen')), { seq: 3, changed: false });
+    t.deepEqual(await s.setReadMarker(c.id, 'u1', 3, ob('message.seen')), { seq: 3, changed: false });
+    t.deepEqual(await s.setReadMarker(c.id, 'u1', 5, ob('message.seen')), { seq: 5, changed: true });
+    t.deepEqual(await s.setReadMarker(c.id, 'u2', 0, ob('message.seen')), { seq: 0, changed: false });
+    t.is(await s.getReadMarker(c.id, 'u1'), 5);
+    t.is(await s.outboxCount(), before + 2);
+    const [, second] = (await s.outboxPending(100, '9999')).filter((e) => e.subject === 'test.message.seen');
+    t.is(JSON.parse(second!.payload), 5);
+    t.deepEqual(await s.getReadMarkers(c.id), { u1: 5, u2: 0, u3: 0 });
+    // Concurrent markers settle on the highest.
+    await Promise.all([4, 1, 3, 2].map((n) => s.setReadMarker(c.id, 'u3', n, ob('message.seen'))));
+    t.is(await s.getReadMarker(c.id, 'u3'), 4);
+  });
+
+  it('listConversations: most recently active first, last message, read marker and unread count', async (t, s) => {
+    const a = await group(s, ['u1', 'u2'], { createdAt: at(1), updatedAt: at(1), title: 'A' });
+    const b = await group(s, ['u1', 'u3'], { createdAt: at(2), updatedAt: at(2), title: 'B' });
+    const empty = await group(s, ['u1', 'u2', 'u3'], { createdAt: at(3), updatedAt: at(3), title: 'Empty' });
+    await group(s, ['u2', 'u3'], { createdAt: at(4), updatedAt: at(4), title: 'Not mine' });
+    await send(s, a.id, 'u2', 'a1', { t: 10 });
+    await send(s, a.id, 'u1', 'a2 (mine)', { t: 11 });
+    const a3 = (await send(s, a.id, 'u2', 'a3', { t: 12 })).message;
+    await send(s, a.id, 'u2', 'a4', { t: 13 });
+    await send(s, b.id, 'u3', 'b1', { t: 20 });
+    await send(s, b.id, 'u3', 'b2', { t: 21 });
+    await s.deleteMessage(a.id, a3.id, at(30), ob('message.deleted'));
+    await s.setReadMarker(b.id, 'u1', 1, ob('message.seen'));
+
+    const list = await s.listConversations('u1');
+    t.deepEqual(list.map((c) => c.title), ['B', 'A', 'Empty']);
+    const [lb, la, le] = list;
+    t.is(lb!.updatedAt, at(21));
+    t.is(lb!.lastMessage!.text, 'b2');
+    t.is(lb!.readSeq, 1);
+    t.is(lb!.unreadCount, 1);
+    t.is(la!.lastMessage!.seq, 4);
+    t.is(la!.readSeq, 0);
+    t.is(la!.unreadCount, 2); // a1 and a4: not own, not deleted
+    t.deepEqual(la!.members, ['u1', 'u2']);
+    t.is(la!.lastSeq, 4);
+    t.is(le!.id, empty.id);
+    t.is(le!.lastMessage, null);
+    t.is(le!.unreadCount, 0);
+
+    // A new message in A moves it to the top; u2 sees its own unread view.
+    await send(s, a.id, 'u1', 'a5', { t: 40 });
+    t.deepEqual((await s.listConversations('u1')).map((c) => c.title), ['A', 'B', 'Empty']);
+    const forU2 = await s.listConversations('u2');
+    t.deepEqual(forU2.map((c) => c.title), ['A', 'Not mine', 'Empty']);
+    t.is(forU2[0]!.unreadCount, 2); // a2 and a5, from u1
+    t.deepEqual((await s.listConversations('u1', { limit: 1 })).map((c) => c.title), ['A']);
+    t.deepEqual(await s.listConversations('nobody'), []);
+  });
+
+  // Outbox
+
+  it('outbox: pending oldest first before a cutoff, delete and count', async (t, s) => {
+    const mk = (n: number): OutboxEntry[] => [
+      { eventId: `evt_${n}`, subject: `s.${n}`, payload: `{"n":${n}}`, headers: { traceparent: `tp${n}` }, createdAt: at(n) },
+    ];
+    // Written out of order, through real changes.
+    for (const n of [3, 1, 2, 5]) await s.createUser(userRec({ id: `u${n}` }), () => mk(n));
+    t.is(await s.outboxCount(), 4);
+    const pending = await s.outboxPending(10, at(4));
+    t.deepEqual(pending.map((e) => e.eventId), ['evt_1', 'evt_2', 'evt_3']);
+    t.deepEqual(pending[0], mk(1)[0]);
+    t.deepEqual((await s.outboxPending(2, at(100))).map((e) => e.eventId), ['evt_1', 'evt_2']);
+    await s.outboxDelete(['evt_1', 'evt_3', 'evt_unknown']);
+    await s.outboxDelete([]);
+    t.is(await s.outboxCount(), 2);
+    t.deepEqual((await s.outboxPending(10, at(100))).map((e) => e.eventId), ['evt_2', 'evt_5']);
+  });
+
+  // Documents
+
+  it('docs: put, get, insert-if-absent, replace, delete', async (t, s) => {
+    t.is(await s.docs.get('hooks', 'h1'), null);
+    await s.docs.put('hooks', 'h1', { url: 'http://a', n: 1 });
+    t.deepEqual(await s.docs.get('hooks', 'h1'), { url: 'http://a', n: 1 });
+    t.false(await s.docs.insert('hooks', 'h1', { url: 'http://b' }));
+    t.deepEqual(await s.docs.get('hooks', 'h1'), { url: 'http://a', n: 1 });
+    t.true(await s.docs.insert('hooks', 'h2', { url: 'http://b', nested: { deep: [1, 2] } }));
+    t.deepEqual(await s.docs.get('hooks', 'h2'), { url: 'http://b', nested: { deep: [1, 2] } });
+    await s.docs.put('hooks', 'h1', { url: 'http://c' });
+    t.deepEqual(await s.docs.get('hooks', 'h1'), { url: 'http://c' });
+    t.is(await s.docs.get('other', 'h1'), null); // collections are separate
+    t.true(await s.docs.delete('hooks', 'h1'));
+    t.false(await s.docs.delete('hooks', 'h1'));
+    t.is(await s.docs.count('hooks'), 1);
+  });
+
+  it('docs: find with equality filters, ordering, limit and afterId; count', async (t, s) => {
+    const rows = [
+      { id: 'd1', kind: 'a', n: 3, on: true, owner: 'x' },
+      { id: 'd2', kind: 'b', n: 1, on: false, owner: null },
+      { id: 'd3', kind: 'a', n: 2, on: true },
+      { id: 'd4', kind: 'a', n: 5, on: false, owner: 'y' },
+      { id: 'd5', kind: '1', n: 1, on: true, owner: 'x' },
+    ];
+    for (const r of rows) await s.docs.put('items', r.id, r);
+    await s.docs.put('elsewhere', 'd9', { kind: 'a' });
+    const ids = async (filter?: Record<string, DocValue>, opts?: Parameters<Store['docs']['find']>[2]) =>
+      (await s.docs.find<{ id: string }>('items', filter, opts)).map((d) => d.id);
+    t.deepEqual(await ids(), ['d1', 'd2', 'd3', 'd4', 'd5']);
+    t.deepEqual(await ids({ kind: 'a' }), ['d1', 'd3', 'd4']);
+    t.deepEqual(await ids({ kind: 'a', on: true }), ['d1', 'd3']);
+    t.deepEqual(await ids({ on: false }), ['d2', 'd4']);
+    t.deepEqual(await ids({ n: 1 }), ['d2', 'd5']);
+    t.deepEqual(await ids({ kind: 1 }), []); // a number does not match the string '1'
+    t.deepEqual(await ids({ kind: '1' }), ['d5']);
+    t.deepEqual(await ids({ owner: null }), ['d2', 'd3']); // null matches null and missing
+    t.deepEqual(await ids({ owner: 'x' }), ['d1', 'd5']);
+    t.deepEqual(await ids({ missingField: 'z' }), []);
+    t.deepEqual(await ids({ kind: 'a' }, { orderBy: 'n' }), ['d3', 'd1', 'd4']);
+    t.deepEqual(await ids({ kind: 'a' }, { orderBy: 'n', desc: true }), ['d4', 'd1', 'd3']);
+    t.deepEqual(await ids(undefined, { desc: true, limit: 2 }), ['d5', 'd4']);
+    t.deepEqual(await ids(undefined, { afterId: 'd2', limit: 2 }), ['d3', 'd4']);
+    t.deepEqual(await ids(undefined, { afterId: 'd3', desc: true }), ['d2', 'd1']);
+    t.is(await s.docs.count('items'), 5);
+    t.is(await s.docs.count('items', { kind: 'a' }), 3);
+    t.is(await s.docs.count('items', { kind: 'a', on: false }), 1);
+  });
+
+  it('docs: operator objects and unsafe field names are rejected with VALIDATION_FAILED', async (t, s) => {
+    await s.docs.put('items', 'd1', { owner: 'x', secret: 's' });
+    const asFilter = (v: unknown) => v as Record<string, DocValue>;
+    await rejectsWithCode(t, s.docs.find('items', asFilter({ owner: { $ne: null } })), 'VALIDATION_FAILED');
+    await rejectsWithCode(t, s.docs.find('items', asFilter({ owner: { $gt: '' } })), 'VALIDATION_FAILED');
+    await rejectsWithCode(t, s.docs.find('items', asFilter({ owner: ['x'] })), 'VALIDATION_FAILED');
+    await rejectsWithCode(t, s.docs.count('items', asFilter({ owner: { $exists: true } })), 'VALIDATION_FAILED');
+    await rejectsWithCode(t, s.docs.find('items', asFilter({ $where: 'true' })), 'VALIDATION_FAILED');
+    await rejectsWithCode(t, s.docs.find('items', asFilter({ 'a.b': 'x' })), 'VALIDATION_FAILED');
+    await rejectsWithCode(t, s.docs.find('items', asFilter({ "owner') OR 1=1 --": 'x' })), 'VALIDATION_FAILED');
+    await rejectsWithCode(t, s.docs.find('items', {}, { orderBy: 'n; DROP TABLE docs' }), 'VALIDATION_FAILED');
+    await rejectsWithCode(t, s.docs.get('items', { $ne: null } as unknown as string), 'VALIDATION_FAILED');
+    await rejectsWithCode(t, s.docs.find('items', {}, { afterId: { $gt: '' } as unknown as string }), 'VALIDATION_FAILED');
+    // Nothing was disturbed.
+    t.deepEqual(await s.docs.get('items', 'd1'), { owner: 'x', secret: 's' });
+  });
+
+  it('operator objects in place of ids or text are rejected with VALIDATION_FAILED, never run', async (t, s) => {
+    await workspace(s);
+    await s.createUser(userRec({ id: 'u1', email: 'only@example.test' }), ob('user.created'));
+    const op = { $ne: null } as unknown as string;
+    await rejectsWithCode(t, s.getUser(op), 'VALIDATION_FAILED');
+    await rejectsWithCode(t, s.getUserByEmail(op), 'VALIDATION_FAILED');
+    await rejectsWithCode(t, s.searchUsers('ws1', op, 10), 'VALIDATION_FAILED');
+    await rejectsWithCode(t, s.searchUsers(op, 'only', 10), 'VALIDATION_FAILED');
+    await rejectsWithCode(t, s.getRefreshTokenByHash(op), 'VALIDATION_FAILED');
+    await rejectsWithCode(t, s.getConversation(op), 'VALIDATION_FAILED');
+    await rejectsWithCode(t, s.listConversations(op), 'VALIDATION_FAILED');
+    await rejectsWithCode(t, s.listMessages(op, { limit: 5 }), 'VALIDATION_FAILED');
+    await rejectsWithCode(t, s.listMessages('cnv_x', { limit: 5, before: { $gt: 0 } as unknown as number }), 'VALIDATION_FAILED');
+    await rejectsWithCode(t, s.getMessage('cnv_x', op), 'VALIDATION_FAILED');
+    await rejectsWithCode(t, s.getReadMarker('cnv_x', op), 'VALIDATION_FAILED');
+    t.is((await s.searchUsers('ws1', 'only', 10)).length, 1);
+  });
+
+  // Restart durability
+
+  it('everything survives close() and reopening the same data', async (t, _s, h) => {
+    let s = h.store;
+    await workspace(s);
+    const u = await s.createUser(userRec({ id: 'u1', email: 'Keep@Example.test' }), ob('user.created'));
+    const c = await group(s, ['u1', 'u2']);
+    for (let i = 0; i < 3; i++) await send(s, c.id, 'u2', `m${i}`, { clientId: `k${i}` });
+    await s.setReadMarker(c.id, 'u1', 2, ob('message.seen'));
+    await s.insertRefreshToken(tokenRec({ id: 'r1' }));
+    await s.docs.put('hooks', 'h1', { url: 'http://keep' });
+    const outbox = await s.outboxCount();
+
+    s = await h.reopen();
+    t.deepEqual(await s.getUser('u1'), u);
+    t.deepEqual((await s.getUserByEmail('keep@example.test'))!.id, 'u1');
+    t.is((await s.getConversation(c.id))!.lastSeq, 3);
+    t.deepEqual((await s.listMessages(c.id, { limit: 10 })).messages.map((m) => m.text), ['m0', 'm1', 'm2']);
+    t.is(await s.getReadMarker(c.id, 'u1'), 2);
+    t.is((await s.listConversations('u1'))[0]!.unreadCount, 1);
+    t.truthy(await s.getRefreshTokenByHash('hash-r1'));
+    t.deepEqual(await s.docs.get('hooks', 'h1'), { url: 'http://keep' });
+    t.is(await s.outboxCount(), outbox);
+    // Sequencing and idempotency carry on where they left off.
+    t.false((await send(s, c.id, 'u2', 'again', { clientId: 'k1' })).created);
+    t.is((await send(s, c.id, 'u2', 'next')).message.seq, 4);
+    await rejectsWithCode(t, s.createUser(userRec({ id: 'u9', email: 'keep@example.test' }), ob('user.created')), 'EMAIL_TAKEN');
+  });
+}
+
+// SQLite only: a second connection on the same file (the CLI next to the server) sees committed data and
+// its writes interleave safely with ours.
+test('sqlite: two connections on one file share data and keep seqs unique', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'voxa-store-'));
+  const file = join(dir, 'voxa.db');
+  const a = new SqliteStore(file);
+  const b = new SqliteStore(file);
+  try {
+    await a.init();
+    await b.init();
+    const c = await group(a, ['u1', 'u2']);
+    await Promise.all(Array.from({ length: 20 }, (_, i) => send(i % 2 ? a : b, c.id, 'u1', `m${i}`)));
+    const seqs = (await a.listMessages(c.id, { limit: 50 })).messages.map((m) => m.seq);
+    t.deepEqual(seqs, Array.from({ length: 20 }, (_, i) => i + 1));
+    t.is(await b.outboxCount(), 21);
+  } finally {
+    await a.close();
+    await b.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
