@@ -18,6 +18,7 @@ export interface BuiltinPlugin {
 }
 
 export const BUILTIN_PLUGINS: BuiltinPlugin[] = [
+  { name: 'edge', description: 'WebSocket edge: Socket.IO and plain WebSocket delivery, presence, typing, receipts, resume', needsApi: true, load: async () => (await import('./edge/index.js')).default },
   // One line per built-in plugin, e.g.:
   // { name: 'edge', description: 'WebSocket edge', needsApi: true, load: async () => (await import('./edge/index.js')).default },
 ];
