@@ -18,6 +18,8 @@ export interface BuiltinPlugin {
 }
 
 export const BUILTIN_PLUGINS: BuiltinPlugin[] = [
+  { name: 'audit', description: 'Tamper-evident audit log of security and admin events', load: async () => (await import('./audit/index.js')).default },
+  { name: 'analytics', description: 'Per-day workspace analytics from chat events', load: async () => (await import('./analytics/index.js')).default },
   { name: 'edge', description: 'WebSocket edge: Socket.IO and plain WebSocket delivery, presence, typing, receipts, resume', needsApi: true, load: async () => (await import('./edge/index.js')).default },
   // One line per built-in plugin, e.g.:
   // { name: 'edge', description: 'WebSocket edge', needsApi: true, load: async () => (await import('./edge/index.js')).default },

@@ -2,5 +2,6 @@
 import type { Command } from 'commander';
 import { register as start } from './start.js';
 import { register as audit } from './audit.js';
+import { register as analytics } from './analytics.js';
 
-export const COMMANDS: Array<(program: Command) => void> = [start, audit];
+export const COMMANDS: Array<(program: Command) => void> = [start, audit, analytics];
