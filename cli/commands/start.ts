@@ -1,6 +1,31 @@
-/** `voxa start`: the whole hub in one process (written in the next commit). */
+/** `voxa start`: the whole hub in one process. */
 import type { Command } from 'commander';
+import { loadConfig, ConfigError } from '../../core/config.js';
+import { createLogger } from '../../core/log.js';
+import { CliError, EXIT } from '../util.js';
 
 export function register(program: Command): void {
-  program.command('start').description('Run the whole hub (API, edge, every plugin) on embedded defaults.');
+  program
+    .command('start')
+    .description('Run the whole hub: API and WebSocket edge on one port, every built-in plugin, embedded NATS and Redis unless NATS_URL/REDIS_URL are set.')
+    .option('--port <port>', 'port for the API and the edge (default 8080 or $PORT)')
+    .option('--plugins <list>', 'comma-separated plugins to run in-process, or "all"')
+    .addHelpText('after', '\nExamples:\n  $ voxa start\n  $ PORT=9000 voxa start --plugins edge,webhooks\n  $ NATS_URL=nats://nats:4222 REDIS_URL=redis://redis:6379 voxa start')
+    .action(async (opts: { port?: string; plugins?: string }) => {
+      let config;
+      try {
+        config = loadConfig({ ...(opts.port ? { port: opts.port as unknown as number } : {}), ...(opts.plugins ? { plugins: opts.plugins } : {}) });
+      } catch (err) {
+        if (err instanceof ConfigError) throw new CliError(err.message, EXIT.USAGE, 'INVALID_CONFIG');
+        throw err;
+      }
+      const { startTelemetry } = await import('../../core/telemetry/tracing.js');
+      await startTelemetry({ serviceName: 'voxa-hub', enabled: config.tracing });
+      const { runHub, stopOnSignals } = await import('../../core/server.js');
+      const log = createLogger(config.logLevel, 'voxa-hub');
+      const running = await runHub(config, { api: true, logger: log }).catch((err: Error) => {
+        throw new CliError(err.message, EXIT.UNAVAILABLE, 'START_FAILED');
+      });
+      stopOnSignals(running, log);
+    });
 }

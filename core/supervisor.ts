@@ -1,0 +1,167 @@
+/**
+ * Embedded services for `voxa start`: when NATS_URL / REDIS_URL are not set, nats-server (with the project's
+ * nats.conf) and redis-server run as children of the hub, with their data under dataDir. A child that dies is
+ * restarted with backoff; the hub's connections reconnect by themselves. stop() ends them cleanly.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { connect as netConnect } from 'node:net';
+import { join, resolve } from 'node:path';
+import type { Logger } from 'pino';
+
+export interface ChildSpec {
+  name: string;
+  cmd: string;
+  args: string[];
+  cwd?: string;
+  port: number;
+}
+
+function portOpen(port: number, host = '127.0.0.1'): Promise<boolean> {
+  return new Promise((res) => {
+    const s = netConnect(port, host);
+    s.once('connect', () => {
+      s.destroy();
+      res(true);
+    });
+    s.once('error', () => res(false));
+  });
+}
+
+async function waitPort(port: number, timeoutMs: number, exited: () => boolean): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await portOpen(port))) {
+    if (exited()) throw new Error('exited during start-up');
+    if (Date.now() > deadline) throw new Error(`did not open port ${port} within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** One supervised child process. */
+export class SupervisedChild {
+  private child: ChildProcess | null = null;
+  private stopping = false;
+  private restarts = 0;
+  private stderrTail = '';
+
+  constructor(
+    private readonly spec: ChildSpec,
+    private readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    if (await portOpen(this.spec.port)) {
+      throw new Error(
+        `port ${this.spec.port} is already in use, so the embedded ${this.spec.name} cannot start. Stop whatever listens there, or point the hub at it with ${this.spec.name === 'nats-server' ? 'NATS_URL' : 'REDIS_URL'}.`,
+      );
+    }
+    await this.spawnOnce();
+  }
+
+  private async spawnOnce(): Promise<void> {
+    const c = spawn(this.spec.cmd, this.spec.args, { cwd: this.spec.cwd, stdio: ['ignore', 'ignore', 'pipe'] });
+    this.child = c;
+    let exited = false;
+    c.stderr!.on('data', (d: Buffer) => (this.stderrTail = (this.stderrTail + d.toString()).slice(-2000)));
+    c.once('error', (err) => {
+      exited = true;
+      this.stderrTail += `\n${err.message}`;
+    });
+    c.once('exit', (code, signal) => {
+      exited = true;
+      if (this.child === c) this.child = null;
+      if (this.stopping) return;
+      this.restarts++;
+      const delay = Math.min(30_000, 500 * 2 ** Math.min(this.restarts, 6));
+      this.log.error({ child: this.spec.name, code, signal, restartInMs: delay }, 'embedded service exited; restarting');
+      setTimeout(() => {
+        if (!this.stopping) this.spawnOnce().catch((err) => this.log.error({ err, child: this.spec.name }, 'restart failed'));
+      }, delay).unref();
+    });
+    try {
+      await waitPort(this.spec.port, 20_000, () => exited);
+    } catch (err) {
+      throw new Error(`${this.spec.name} failed to start: ${(err as Error).message}\n${this.stderrTail.trim()}`);
+    }
+    this.log.info({ child: this.spec.name, port: this.spec.port, pid: c.pid }, 'embedded service running');
+  }
+
+  async stop(timeoutMs = 10_000): Promise<void> {
+    this.stopping = true;
+    const c = this.child;
+    if (!c || c.exitCode !== null) return;
+    await new Promise<void>((res) => {
+      const t = setTimeout(() => {
+        c.kill('SIGKILL');
+      }, timeoutMs);
+      c.once('exit', () => {
+        clearTimeout(t);
+        res();
+      });
+      c.kill('SIGTERM');
+    });
+  }
+}
+
+export interface EmbeddedServices {
+  natsUrl?: string;
+  redisUrl?: string;
+  stop(): Promise<void>;
+}
+
+/** Starts whatever the config does not point elsewhere. `projectRoot` holds nats.conf. */
+export async function startEmbedded(
+  opts: { natsUrl?: string; redisUrl?: string; dataDir: string; projectRoot: string; redisPort?: number; natsPort?: number },
+  log: Logger,
+): Promise<EmbeddedServices> {
+  const children: SupervisedChild[] = [];
+  const dataDir = resolve(opts.dataDir);
+  const out: EmbeddedServices = {
+    natsUrl: opts.natsUrl,
+    redisUrl: opts.redisUrl,
+    async stop() {
+      await Promise.all(children.map((c) => c.stop()));
+    },
+  };
+  try {
+    if (!opts.natsUrl) {
+      const port = opts.natsPort ?? 4222;
+      mkdirSync(join(dataDir, 'nats'), { recursive: true });
+      const nats = new SupervisedChild(
+        {
+          name: 'nats-server',
+          cmd: 'nats-server',
+          // nats.conf holds the server settings; the store dir follows dataDir.
+          args: ['-c', join(opts.projectRoot, 'nats.conf'), '-sd', join(dataDir, 'nats'), '-p', String(port)],
+          cwd: opts.projectRoot,
+          port,
+        },
+        log,
+      );
+      await nats.start();
+      children.push(nats);
+      out.natsUrl = `nats://127.0.0.1:${port}`;
+    }
+    if (!opts.redisUrl) {
+      const port = opts.redisPort ?? 6390;
+      mkdirSync(join(dataDir, 'redis'), { recursive: true });
+      const redis = new SupervisedChild(
+        {
+          name: 'redis-server',
+          cmd: 'redis-server',
+          // Append-only file so queued jobs (webhook retries, delayed emails) survive restarts.
+          args: ['--port', String(port), '--bind', '127.0.0.1', '--dir', join(dataDir, 'redis'), '--appendonly', 'yes', '--save', '', '--protected-mode', 'yes'],
+          port,
+        },
+        log,
+      );
+      await redis.start();
+      children.push(redis);
+      out.redisUrl = `redis://127.0.0.1:${port}`;
+    }
+  } catch (err) {
+    await out.stop();
+    throw err;
+  }
+  return out;
+}

@@ -1,0 +1,106 @@
+import test from 'ava';
+import type { StoredMsg } from 'nats';
+import type { UserRecord } from '../../core/domain.js';
+import { closeHub, openHub } from '../../core/hub.js';
+import { startServers, testConfig, type TestServers } from '../helpers/hub.js';
+
+let servers: TestServers & { dispose(): Promise<void> };
+test.before(async () => {
+  servers = await startServers();
+});
+test.after.always(async () => {
+  await servers?.dispose();
+});
+
+function user(id: string, workspaceId: string): UserRecord {
+  return { id, workspaceId, email: `${id}@example.test`, name: id, role: 'customer', createdAt: new Date().toISOString(), passwordHash: 'x', disabled: false };
+}
+
+async function until(cond: () => Promise<boolean> | boolean, timeoutMs = 20_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Reads every message of the namespace's events stream, by sequence. */
+async function readStream(hub: Awaited<ReturnType<typeof openHub>>): Promise<StoredMsg[]> {
+  const info = await hub.bus.jsm.streams.info(hub.bus.streams.events);
+  const out: StoredMsg[] = [];
+  for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages > 0; seq++) {
+    out.push(await hub.bus.jsm.streams.getMessage(hub.bus.streams.events, { seq }));
+  }
+  return out;
+}
+
+test.serial('sends succeed while NATS is down and the event arrives once when it returns', async (t) => {
+  const config = testConfig(servers, { publishAckWaitMs: 300 });
+  const hub = await openHub(config, { name: 'outbox-test' });
+  const a = user('usr_a', config.defaultWorkspaceId);
+  const b = user('usr_b', config.defaultWorkspaceId);
+  await hub.store.createUser(a, () => []);
+  await hub.store.createUser(b, () => []);
+  const { conversation } = await hub.chat.openConversation(a, { type: 'direct', members: [b.id] });
+  await until(async () => (await hub.store.outboxCount()) === 0);
+
+  await servers.nats.stop();
+  await until(() => !hub.bus.publisher.isConnected);
+  const started = Date.now();
+  const sent = [];
+  for (let i = 0; i < 5; i++) sent.push((await hub.chat.sendMessage(a, conversation.id, { text: `offline ${i}`, clientId: `c${i}` })).message);
+  t.true(Date.now() - started < 5000, 'sends do not wait for NATS');
+  t.deepEqual(
+    sent.map((m) => m.seq),
+    [1, 2, 3, 4, 5],
+  );
+  t.is(await hub.store.outboxCount(), 5, 'committed events wait in the outbox');
+
+  await servers.nats.start();
+  await until(async () => (await hub.store.outboxCount()) === 0, 30_000);
+  const msgs = await readStream(hub);
+  const created = msgs
+    .map((m) => JSON.parse(new TextDecoder().decode(m.data)) as { id: string; type: string; data: { message: { seq: number } } })
+    .filter((e) => e.type === 'message.created');
+  t.deepEqual(created.map((e) => e.data.message.seq).sort(), [1, 2, 3, 4, 5]);
+  t.is(new Set(created.map((e) => e.id)).size, 5, 'each event once');
+  // Republishing again (as a crashed sweeper would) is deduplicated by Nats-Msg-Id.
+  const msg = msgs.find((m) => m.header?.get('Nats-Msg-Id') === created[0]!.id);
+  t.truthy(msg, 'Nats-Msg-Id carries the event id');
+  await closeHub(hub);
+});
+
+test.serial('committed data and unpublished events survive a restart of the hub', async (t) => {
+  const config = testConfig(servers);
+  let hub = await openHub(config, { name: 'restart-1' });
+  const a = user('usr_c', config.defaultWorkspaceId);
+  const b = user('usr_d', config.defaultWorkspaceId);
+  await hub.store.createUser(a, () => []);
+  await hub.store.createUser(b, () => []);
+  const { conversation } = await hub.chat.openConversation(a, { type: 'direct', members: [b.id] });
+  await hub.chat.sendMessage(a, conversation.id, { text: 'before restart', clientId: 'r1' });
+  // Leave one event unpublished: stop NATS, send, then stop the hub before NATS returns.
+  await servers.nats.stop();
+  await until(() => !hub.bus.publisher.isConnected);
+  const pending = await hub.chat.sendMessage(a, conversation.id, { text: 'sent during outage', clientId: 'r2' });
+  await hub.outbox.stop();
+  hub.bus.publisher.close();
+  hub.bus.nc.close().catch(() => undefined);
+  hub.redis?.disconnect();
+  await hub.store.close();
+  await servers.nats.start();
+
+  hub = await openHub(config, { name: 'restart-2' });
+  const history = await hub.chat.history(a, conversation.id, { limit: 10 });
+  t.deepEqual(
+    history.messages.map((m) => m.text),
+    ['before restart', 'sent during outage'],
+  );
+  const again = await hub.chat.sendMessage(a, conversation.id, { text: 'ignored', clientId: 'r2' });
+  t.false(again.created, 'clientId idempotency survives the restart');
+  t.is(again.message.id, pending.message.id);
+  await until(async () => (await hub.store.outboxCount()) === 0, 30_000);
+  const events = (await readStream(hub)).map((m) => JSON.parse(new TextDecoder().decode(m.data)) as { type: string; data: { message?: { text: string } } });
+  t.true(events.some((e) => e.type === 'message.created' && e.data.message?.text === 'sent during outage'));
+  await closeHub(hub);
+});
