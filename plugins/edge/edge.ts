@@ -1,0 +1,964 @@
+/**
+ * The session layer of the WebSocket edge: everything that does not depend on the transport.
+ *
+ * Delivery. Each edge process holds one core NATS subscription per workspace that has a local session
+ * (`<ns>.chat.<ws>.>` and `<ns>.rt.<ws>.>`) and fans out locally through a per-conversation *feed*. One
+ * wildcard per workspace keeps the subscription count independent of how many conversations the local users
+ * are in and makes membership changes free (no subscribe/unsubscribe race); events of conversations without a
+ * local member are dropped after reading the conversation id from the subject, before any JSON parsing.
+ *
+ * Ordering and exactly-once. A feed tracks the highest contiguous `seq` it has emitted. A message beyond the
+ * next one (a lost or reordered event) makes the feed read the missing messages from the store first. Each
+ * session additionally keeps a cursor per conversation: duplicates (seq ≤ cursor) are dropped, and a session
+ * that is behind (it resumed from an older cursor, or was held while waiting for `resume`) catches up from the
+ * store while live events queue behind; the queue then drains with the overlap removed. The subscription is
+ * live before any store read, so nothing falls between the backlog and the live flow.
+ *
+ * Encoding. Every outgoing event is a Frame serialised at most once per transport and written to each socket.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Subscription } from 'nats';
+import type { Logger } from 'pino';
+import type { Conversation, Message, UserRecord } from '../../core/domain.js';
+import { VoxaError, isVoxaError, type ErrorCode } from '../../core/errors.js';
+import { createEvent, subjectOf, withNamespace, type AnyEvent } from '../../core/events/catalog.js';
+import type { Hub } from '../../core/hub.js';
+import { newId } from '../../core/ids.js';
+import { metrics } from '../../core/telemetry/metrics.js';
+import { Frame } from './frame.js';
+import { Presence } from './presence.js';
+import { CLIENT_EVENTS, describeZodError, isClientEvent, type ClientEventData, type ClientEventName, type Handshake } from './protocol.js';
+
+export type TransportKind = 'ws' | 'socketio';
+
+/** What the session layer needs from a transport connection. */
+export interface Transport {
+  readonly kind: TransportKind;
+  /** Writes one frame (encoded once, shared between sockets). */
+  write(frame: Frame): void;
+  /** Bytes (or an estimate) written but not yet taken by the network. */
+  buffered(): number;
+  /** Closes the connection with a machine-readable reason. */
+  kick(code: ErrorCode, message: string): void;
+}
+
+export interface EdgeOptions {
+  /** Largest accepted frame in bytes (ws maxPayload, Socket.IO maxHttpBufferSize). */
+  maxFrameBytes: number;
+  /** Send buffer a connection may have before it is disconnected as a slow consumer. */
+  maxBufferedBytes: number;
+  /** Per-connection send-message budget: tokens per second and burst. */
+  sendPerSecond: number;
+  sendBurst: number;
+  /** Per-connection budget for all frames together. */
+  framesPerSecond: number;
+  framesBurst: number;
+  /** Minimum interval between forwarded typing frames per connection and conversation. */
+  typingThrottleMs: number;
+  /** A typing indicator without renewal stops by itself after this long. */
+  typingTtlMs: number;
+  /** How long a new connection's live delivery waits for a `resume` before it starts. */
+  resumeHoldMs: number;
+  /** Delivered receipts are batched for this long. */
+  receiptFlushMs: number;
+  /** Presence heartbeat and device expiry. */
+  presenceHeartbeatMs: number;
+  presenceTtlMs: number;
+  /** Time a plain WebSocket client has to send its auth frame. */
+  authTimeoutMs: number;
+  /** Frames a connection may have waiting to be processed before it is told to slow down. */
+  maxPendingFrames: number;
+  /** Messages per store page when catching up. */
+  pageSize: number;
+}
+
+export const DEFAULT_EDGE_OPTIONS: EdgeOptions = {
+  maxFrameBytes: 64 * 1024,
+  maxBufferedBytes: 1024 * 1024,
+  sendPerSecond: 10,
+  sendBurst: 30,
+  framesPerSecond: 50,
+  framesBurst: 100,
+  typingThrottleMs: 2000,
+  typingTtlMs: 5000,
+  resumeHoldMs: 750,
+  receiptFlushMs: 250,
+  presenceHeartbeatMs: 15_000,
+  presenceTtlMs: 45_000,
+  authTimeoutMs: 5000,
+  maxPendingFrames: 64,
+  pageSize: 200,
+};
+
+/** A token bucket: cheap per-connection rate limiting without timers. */
+class Bucket {
+  private tokens: number;
+  private at = Date.now();
+  constructor(
+    private readonly perSecond: number,
+    private readonly burst: number,
+  ) {
+    this.tokens = burst;
+  }
+  take(): boolean {
+    const now = Date.now();
+    this.tokens = Math.min(this.burst, this.tokens + ((now - this.at) / 1000) * this.perSecond);
+    this.at = now;
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+}
+
+type Out =
+  | { kind: 'msg'; seq: number; frame: Frame; senderId: string }
+  | { kind: 'edit'; seq: number; frame: Frame }
+  | { kind: 'plain'; frame: Frame; exceptUser?: string };
+
+/** One session's position in one conversation. */
+interface ConvState {
+  cursor: number;
+  /** True while the session reads its backlog (or waits for resume); live events queue meanwhile. */
+  catching: boolean;
+  /** Waiting for the resume hold to end: no catch-up runs yet. */
+  held: boolean;
+  running: boolean;
+  queue: Out[];
+  overflow: boolean;
+  waiters: Array<() => void>;
+}
+
+/** A connected, authenticated device. */
+export class Session {
+  readonly id = newId('dev');
+  readonly convs = new Map<string, ConvState>();
+  closed = false;
+  holding = true;
+  holdTimer: NodeJS.Timeout | null = null;
+  readonly sendBucket: Bucket;
+  readonly frameBucket: Bucket;
+  readonly typingAt = new Map<string, number>();
+  /** Frames are processed one at a time per connection, so a client's sends keep their order. */
+  private chain: Promise<unknown> = Promise.resolve();
+  pending = 0;
+
+  constructor(
+    readonly user: UserRecord,
+    readonly transport: Transport,
+    opts: EdgeOptions,
+  ) {
+    this.sendBucket = new Bucket(opts.sendPerSecond, opts.sendBurst);
+    this.frameBucket = new Bucket(opts.framesPerSecond, opts.framesBurst);
+  }
+
+  enqueue<T>(fn: () => Promise<T>): Promise<T> {
+    this.pending++;
+    const p = this.chain.then(fn);
+    this.chain = p.catch(() => undefined).finally(() => this.pending--);
+    return p;
+  }
+}
+
+/** A conversation with at least one local session. */
+class Feed {
+  readonly sessions = new Set<Session>();
+  /** Highest contiguous seq emitted; valid once ready. */
+  last = 0;
+  ready = false;
+  busy = false;
+  pending: AnyEvent[] = [];
+  readonly statusMax = new Map<string, number>();
+  readonly typing = new Map<string, NodeJS.Timeout>();
+  readonly reported = new Map<string, number>();
+
+  constructor(public conv: Conversation) {}
+
+  get id(): string {
+    return this.conv.id;
+  }
+}
+
+/** The answer to a frame that asked for one. */
+export type AckData = { ok: true; [k: string]: unknown } | { ok: false; error: { code: string; message: string; details?: unknown } };
+
+export function errorAck(err: unknown): AckData {
+  if (isVoxaError(err)) {
+    return { ok: false, error: { code: err.code, message: err.message, ...(err.details === undefined ? {} : { details: err.details }) } };
+  }
+  return { ok: false, error: { code: 'INTERNAL', message: 'Internal error.' } };
+}
+
+interface WorkspaceSubs {
+  chat: Subscription;
+  rt: Subscription;
+  sessions: number;
+}
+
+export class Edge {
+  readonly opts: EdgeOptions;
+  readonly log: Logger;
+  readonly edgeId = randomBytes(6).toString('hex');
+  private readonly sessions = new Set<Session>();
+  private readonly byUser = new Map<string, Set<Session>>();
+  private readonly feeds = new Map<string, Feed>();
+  /** userId → conversations (with local sessions) the user is a member of: who gets someone's presence. */
+  private readonly peers = new Map<string, Set<string>>();
+  private readonly workspaces = new Map<string, WorkspaceSubs>();
+  private readonly receipts = new Map<string, { user: UserRecord; feed: Feed; seq: number }>();
+  private receiptTimer: NodeJS.Timeout | null = null;
+  readonly presence: Presence;
+  private readonly ns: string;
+  private readonly decoder = new TextDecoder();
+  private closing = false;
+  private readonly seenMembership = new Set<string>();
+
+  constructor(
+    readonly hub: Hub,
+    opts: Partial<EdgeOptions> = {},
+  ) {
+    this.opts = { ...DEFAULT_EDGE_OPTIONS, ...opts };
+    this.log = hub.log.child({ component: 'edge' });
+    this.ns = hub.bus.namespace;
+    this.presence = new Presence(
+      hub.redis,
+      `voxa:${this.ns || 'default'}:presence:`,
+      { ttlMs: this.opts.presenceTtlMs, heartbeatMs: this.opts.presenceHeartbeatMs },
+      (change, d) => this.publishPresence(change, d.workspaceId, d.userId),
+      this.log,
+    );
+    this.presence.start();
+    void this.watchNats();
+  }
+
+  get connectionCount(): number {
+    return this.sessions.size;
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+  // Sessions
+
+  /** Registers an authenticated connection: subscribes, loads its conversations, announces presence. */
+  async open(user: UserRecord, transport: Transport, handshake: Pick<Handshake, 'cursors'> = {}): Promise<Session> {
+    const s = new Session(user, transport, this.opts);
+    this.sessions.add(s);
+    let set = this.byUser.get(user.id);
+    if (!set) this.byUser.set(user.id, (set = new Set()));
+    set.add(s);
+    metrics.edgeConnections.inc({ transport: transport.kind });
+    metrics.edgeConnectionsOpened.inc({ transport: transport.kind });
+    try {
+      // The subscription must be live before we read where each conversation stands.
+      await this.subscribeWorkspace(user.workspaceId);
+      const convs = await this.hub.chat.listConversations(user, { limit: 10_000 });
+      if (s.closed) return s;
+      for (const c of convs) {
+        const { lastMessage: _l, unreadCount: _u, readSeq: _r, ...conv } = c;
+        this.attach(s, this.ensureFeed(conv), conv.lastSeq, true);
+      }
+      if (handshake.cursors) {
+        metrics.edgeResumes.inc({ transport: transport.kind });
+        this.release(s, handshake.cursors);
+      } else {
+        s.holdTimer = setTimeout(() => this.release(s, {}), this.opts.resumeHoldMs);
+      }
+      void this.presence.connect({ workspaceId: user.workspaceId, userId: user.id, deviceId: s.id });
+    } catch (err) {
+      this.close(s);
+      throw err;
+    }
+    return s;
+  }
+
+  /** Forgets a connection (its transport is already closed or closing). */
+  close(s: Session): void {
+    if (s.closed) return;
+    s.closed = true;
+    if (s.holdTimer) clearTimeout(s.holdTimer);
+    this.sessions.delete(s);
+    const set = this.byUser.get(s.user.id);
+    set?.delete(s);
+    if (set && set.size === 0) this.byUser.delete(s.user.id);
+    for (const [convId, st] of s.convs) {
+      for (const w of st.waiters) w();
+      const feed = this.feeds.get(convId);
+      if (feed) this.detach(s, feed);
+    }
+    s.convs.clear();
+    metrics.edgeConnections.dec({ transport: s.transport.kind });
+    void this.presence.disconnect(s.id);
+    const ws = this.workspaces.get(s.user.workspaceId);
+    if (ws && --ws.sessions <= 0) {
+      this.workspaces.delete(s.user.workspaceId);
+      ws.chat.unsubscribe();
+      ws.rt.unsubscribe();
+    }
+  }
+
+  /** Ends the hold: applies resume cursors (if any) and starts catching up every conversation. */
+  private release(s: Session, cursors: Record<string, number>): void {
+    if (!s.holding || s.closed) return;
+    s.holding = false;
+    if (s.holdTimer) clearTimeout(s.holdTimer);
+    s.holdTimer = null;
+    for (const [convId, st] of s.convs) {
+      const c = cursors[convId];
+      if (c !== undefined) st.cursor = c;
+      st.held = false;
+      const feed = this.feeds.get(convId);
+      if (feed) void this.catchUp(s, feed, st);
+    }
+  }
+
+  private attach(s: Session, feed: Feed, cursor: number, held: boolean): ConvState {
+    let st = s.convs.get(feed.id);
+    if (st) return st;
+    st = { cursor, catching: true, held, running: false, queue: [], overflow: false, waiters: [] };
+    s.convs.set(feed.id, st);
+    feed.sessions.add(s);
+    if (!held && feed.ready) void this.catchUp(s, feed, st);
+    return st;
+  }
+
+  private detach(s: Session, feed: Feed): void {
+    feed.sessions.delete(s);
+    if (feed.sessions.size === 0) this.dropFeed(feed);
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+  // Frames from clients
+
+  /**
+   * Handles one client frame. Returns the ack data (the transport sends it when the client asked for an ack,
+   * or as an error frame when it did not and the frame failed).
+   */
+  async handle(s: Session, type: string, data: unknown): Promise<AckData> {
+    metrics.edgeFramesIn.inc({ transport: s.transport.kind });
+    if (!s.frameBucket.take()) return errorAck(new VoxaError('RATE_LIMITED', 'Too many frames on this connection; slow down.'));
+    if (!isClientEvent(type)) {
+      return errorAck(new VoxaError('VALIDATION_FAILED', `Unknown event type "${type.slice(0, 64)}".`, { type: 'unknown-event' }));
+    }
+    const parsed = CLIENT_EVENTS[type].safeParse(data);
+    if (!parsed.success) {
+      const { message, details } = describeZodError(parsed.error);
+      return errorAck(new VoxaError('VALIDATION_FAILED', message, details));
+    }
+    if (s.pending > this.opts.maxPendingFrames) {
+      return errorAck(new VoxaError('RATE_LIMITED', 'Too many frames waiting on this connection; wait for acks.'));
+    }
+    return s.enqueue(async () => {
+      try {
+        return await this.dispatch(s, type, parsed.data as ClientEventData<typeof type>);
+      } catch (err) {
+        if (!isVoxaError(err)) this.log.error({ err, type }, 'edge frame failed');
+        return errorAck(err);
+      }
+    });
+  }
+
+  private async dispatch<N extends ClientEventName>(s: Session, type: N, data: ClientEventData<N>): Promise<AckData> {
+    if (s.closed) return errorAck(new VoxaError('UNAUTHENTICATED', 'The connection is closed.'));
+    switch (type) {
+      case 'send-message': {
+        const d = data as ClientEventData<'send-message'>;
+        if (!s.sendBucket.take()) throw new VoxaError('RATE_LIMITED', 'Too many messages on this connection; slow down.');
+        const res = await this.hub.chat.sendMessage(s.user, d.conversationId, { text: d.text, clientId: d.clientId ?? null });
+        if (res.created) metrics.messagesSent.inc({ transport: s.transport.kind });
+        return { ok: true, message: res.message, created: res.created };
+      }
+      case 'typing':
+      case 'stop-typing': {
+        const d = data as ClientEventData<'typing'>;
+        const conv = await this.memberConversation(s, d.conversationId);
+        const now = Date.now();
+        if (type === 'typing') {
+          const last = s.typingAt.get(conv.id) ?? 0;
+          if (now - last < this.opts.typingThrottleMs) return { ok: true, throttled: true };
+          s.typingAt.set(conv.id, now);
+        } else {
+          s.typingAt.delete(conv.id);
+        }
+        this.publishEphemeral(
+          createEvent(type === 'typing' ? 'typing.started' : 'typing.stopped', {
+            workspaceId: conv.workspaceId,
+            conversationId: conv.id,
+            actor: { type: 'user', id: s.user.id },
+            data: { conversationId: conv.id, userId: s.user.id },
+          }),
+        );
+        return { ok: true };
+      }
+      case 'message-seen': {
+        const d = data as ClientEventData<'message-seen'>;
+        const res = await this.hub.chat.markRead(s.user, d.conversationId, d.seq);
+        return { ok: true, seq: res.seq, changed: res.changed };
+      }
+      case 'resume': {
+        const d = data as ClientEventData<'resume'>;
+        return this.resume(s, d.cursors);
+      }
+    }
+    return errorAck(new VoxaError('VALIDATION_FAILED', 'Unknown event type.'));
+  }
+
+  /** The conversation, if the session's user is a member (from local state, else from the store). */
+  private async memberConversation(s: Session, conversationId: string): Promise<Conversation> {
+    const feed = this.feeds.get(conversationId);
+    if (feed && s.convs.has(conversationId)) return feed.conv;
+    return this.hub.chat.getConversationFor(s.user, conversationId);
+  }
+
+  /**
+   * Resume: for each named conversation, send every message after the client's cursor, in order, then
+   * continue live. Answers after all of them were written.
+   */
+  private async resume(s: Session, cursors: Record<string, number>): Promise<AckData> {
+    metrics.edgeResumes.inc({ transport: s.transport.kind });
+    const skipped: Array<{ conversationId: string; code: string }> = [];
+    const waits: Promise<void>[] = [];
+    const known: Record<string, number> = {};
+    for (const [convId, cursor] of Object.entries(cursors)) {
+      let st = s.convs.get(convId);
+      if (!st) {
+        // Not known locally (e.g. joined a moment ago): check membership the REST way.
+        try {
+          const conv = await this.hub.chat.getConversationFor(s.user, convId);
+          if (s.closed) break;
+          st = this.attach(s, this.ensureFeed(conv), cursor, s.holding);
+        } catch (err) {
+          skipped.push({ conversationId: convId, code: isVoxaError(err) ? err.code : 'INTERNAL' });
+          continue;
+        }
+      }
+      known[convId] = cursor;
+      if (!s.holding) {
+        st.cursor = cursor;
+        const feed = this.feeds.get(convId);
+        if (feed) void this.catchUp(s, feed, st);
+      }
+      waits.push(this.caughtUp(st));
+    }
+    if (s.holding) this.release(s, known);
+    await Promise.all(waits);
+    const positions: Record<string, number> = {};
+    for (const id of Object.keys(known)) positions[id] = s.convs.get(id)?.cursor ?? 0;
+    return { ok: true, cursors: positions, ...(skipped.length ? { skipped } : {}) };
+  }
+
+  private caughtUp(st: ConvState): Promise<void> {
+    if (!st.catching) return Promise.resolve();
+    return new Promise((resolve) => st.waiters.push(resolve));
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+  // Writing to sessions
+
+  private write(s: Session, frame: Frame): void {
+    if (s.closed) return;
+    if (s.transport.buffered() > this.opts.maxBufferedBytes) {
+      metrics.edgeSlowClientDisconnects.inc({ transport: s.transport.kind });
+      this.log.info({ userId: s.user.id, deviceId: s.id }, 'edge: disconnecting a slow consumer');
+      s.transport.kick('SLOW_CONSUMER', 'The connection could not keep up; reconnect and resume from your last seq.');
+      this.close(s);
+      return;
+    }
+    s.transport.write(frame);
+    metrics.edgeFramesOut.inc({ transport: s.transport.kind });
+  }
+
+  /** Offers a feed event to one session, respecting its cursor (drop duplicates, catch up on gaps). */
+  private offer(s: Session, feed: Feed, out: Out): void {
+    const st = s.convs.get(feed.id);
+    if (!st) return;
+    if (st.catching) {
+      if (st.queue.length >= 1000) {
+        // The catch-up re-reads from the store until it reaches the feed; the queue only avoids that work.
+        st.queue = [];
+        st.overflow = true;
+      }
+      if (!st.overflow) st.queue.push(out);
+      return;
+    }
+    if (!this.apply(s, feed, st, out)) {
+      st.queue.push(out);
+      void this.catchUp(s, feed, st);
+    }
+  }
+
+  /** Applies one event to a caught-up session; false when it lies beyond a gap. */
+  private apply(s: Session, feed: Feed, st: ConvState, out: Out): boolean {
+    switch (out.kind) {
+      case 'msg':
+        if (out.seq <= st.cursor) return true;
+        if (out.seq !== st.cursor + 1) return false;
+        st.cursor = out.seq;
+        this.write(s, out.frame);
+        if (out.senderId !== s.user.id) this.noteDelivered(s, feed, out.seq);
+        return true;
+      case 'edit':
+        if (out.seq > st.cursor) return false;
+        this.write(s, out.frame);
+        return true;
+      case 'plain':
+        if (out.exceptUser !== s.user.id) this.write(s, out.frame);
+        return true;
+    }
+  }
+
+  /** Brings a session up to date in one conversation: store backlog first, then what queued meanwhile. */
+  private async catchUp(s: Session, feed: Feed, st: ConvState): Promise<void> {
+    st.catching = true;
+    if (st.running || st.held) return;
+    st.running = true;
+    try {
+      const caughtUp = await this.catchUpLoop(s, feed, st);
+      st.running = false;
+      if (caughtUp) {
+        st.catching = false;
+        for (const w of st.waiters.splice(0)) w();
+      }
+    } catch (err) {
+      this.log.warn({ err, conversationId: feed.id }, 'edge: catch-up failed; retrying');
+      setTimeout(() => {
+        st.running = false;
+        if (!s.closed && s.convs.get(feed.id) === st) void this.catchUp(s, feed, st);
+      }, 500).unref();
+    }
+  }
+
+  /** True once the session is level with the feed; false when the session went away meanwhile. */
+  private async catchUpLoop(s: Session, feed: Feed, st: ConvState): Promise<boolean> {
+    let checkedMembership = false;
+    let stalls = 0;
+    for (;;) {
+      if (s.closed || s.convs.get(feed.id) !== st) return false;
+      while (st.queue.length > 0) {
+        if (!this.apply(s, feed, st, st.queue[0]!)) break;
+        st.queue.shift();
+      }
+      // Level with the feed and nothing blocked: from here on live events apply directly. No await between
+      // this check and the caller clearing `catching`, so no event can slip in between.
+      if (st.queue.length === 0 && !st.overflow && st.cursor >= feed.last) return true;
+      if (!checkedMembership) {
+        checkedMembership = true;
+        const conv = await this.hub.store.getConversation(feed.id);
+        if (s.closed || s.convs.get(feed.id) !== st) return false;
+        if (!conv || !conv.members.includes(s.user.id)) {
+          this.removeMember(s, feed);
+          return false;
+        }
+      }
+      st.overflow = false;
+      const before = st.cursor;
+      const page = await this.hub.store.listMessages(feed.id, { after: st.cursor, limit: this.opts.pageSize });
+      if (s.closed || s.convs.get(feed.id) !== st) return false;
+      let fromOthers = 0;
+      for (const m of page.messages) {
+        if (m.seq <= st.cursor) continue;
+        st.cursor = m.seq;
+        this.write(s, new Frame('receive-message', m));
+        metrics.edgeResumedMessages.inc({ transport: s.transport.kind });
+        if (m.senderId !== s.user.id) fromOthers = m.seq;
+      }
+      if (fromOthers) this.noteDelivered(s, feed, fromOthers);
+      if (st.cursor === before && !page.hasMore) {
+        // Nothing past the cursor, yet something queued is blocked: what we hold is newer than what this
+        // read sees. Retry briefly, then step over the hole rather than stall the conversation forever.
+        if (++stalls > 20) {
+          this.log.warn({ conversationId: feed.id, cursor: st.cursor }, 'edge: catch-up found no messages for a gap');
+          const head = st.queue[0];
+          if (head && head.kind !== 'plain') st.cursor = head.kind === 'msg' ? head.seq - 1 : head.seq;
+          else if (st.cursor < feed.last) st.cursor = feed.last;
+          stalls = 0;
+        } else await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+  // Feeds
+
+  private ensureFeed(conv: Conversation): Feed {
+    let feed = this.feeds.get(conv.id);
+    if (feed) return feed;
+    feed = new Feed(conv);
+    feed.last = conv.lastSeq;
+    feed.ready = true;
+    this.feeds.set(conv.id, feed);
+    for (const m of conv.members) this.indexPeer(m, conv.id, true);
+    return feed;
+  }
+
+  private dropFeed(feed: Feed): void {
+    this.feeds.delete(feed.id);
+    for (const m of feed.conv.members) this.indexPeer(m, feed.id, false);
+    for (const t of feed.typing.values()) clearTimeout(t);
+    feed.typing.clear();
+  }
+
+  private indexPeer(userId: string, convId: string, add: boolean): void {
+    let set = this.peers.get(userId);
+    if (add) {
+      if (!set) this.peers.set(userId, (set = new Set()));
+      set.add(convId);
+    } else if (set) {
+      set.delete(convId);
+      if (set.size === 0) this.peers.delete(userId);
+    }
+  }
+
+  private emit(feed: Feed, out: Out): void {
+    for (const s of feed.sessions) this.offer(s, feed, out);
+  }
+
+  private emitMessage(feed: Feed, m: Message, time?: string): void {
+    feed.last = m.seq;
+    const frame = new Frame('receive-message', m);
+    this.emit(feed, { kind: 'msg', seq: m.seq, frame, senderId: m.senderId });
+    if (time) {
+      const sec = (Date.now() - Date.parse(time)) / 1000;
+      if (Number.isFinite(sec) && sec >= 0) {
+        // One observation per transport that got the message, not per socket.
+        let ws = false;
+        let sio = false;
+        for (const s of feed.sessions) {
+          if (s.transport.kind === 'ws') ws = true;
+          else sio = true;
+          if (ws && sio) break;
+        }
+        if (ws) metrics.deliveryLatency.observe({ transport: 'ws' }, sec);
+        if (sio) metrics.deliveryLatency.observe({ transport: 'socketio' }, sec);
+      }
+    }
+    // A sent message ends its author's typing indicator.
+    const t = feed.typing.get(m.senderId);
+    if (t) {
+      clearTimeout(t);
+      feed.typing.delete(m.senderId);
+      this.emit(feed, { kind: 'plain', frame: new Frame('stop-typing', { conversationId: feed.id, userId: m.senderId }), exceptUser: m.senderId });
+    }
+  }
+
+  /** Feed-level ordering: events are applied in seq order; a gap is filled from the store first. */
+  private feedEvent(feed: Feed, ev: AnyEvent): void {
+    if (!feed.ready || feed.busy) {
+      feed.pending.push(ev);
+      return;
+    }
+    switch (ev.type) {
+      case 'message.created': {
+        const m = ev.data.message;
+        if (m.seq <= feed.last) return;
+        if (m.seq === feed.last + 1) return this.emitMessage(feed, m, ev.time);
+        feed.pending.push(ev);
+        return void this.fill(feed, m.seq);
+      }
+      case 'message.updated':
+      case 'message.deleted': {
+        const m = ev.data.message;
+        if (m.seq > feed.last) {
+          // The edit overtook its message: the store read shows the message in its current state.
+          feed.pending.push(ev);
+          return void this.fill(feed, m.seq);
+        }
+        const frame = new Frame(ev.type === 'message.updated' ? 'message-updated' : 'message-deleted', m);
+        return this.emit(feed, { kind: 'edit', seq: m.seq, frame });
+      }
+      case 'message.delivered':
+      case 'message.seen': {
+        const d = ev.data;
+        const status = ev.type === 'message.delivered' ? 'delivered' : 'seen';
+        const key = `${status}:${d.userId}`;
+        if ((feed.statusMax.get(key) ?? -1) >= d.seq) return;
+        feed.statusMax.set(key, d.seq);
+        const frame = new Frame('message-status-update', { conversationId: feed.id, seq: d.seq, status, userId: d.userId });
+        return this.emit(feed, { kind: 'plain', frame, exceptUser: d.userId });
+      }
+      default:
+        return;
+    }
+  }
+
+  private async fill(feed: Feed, upto: number): Promise<void> {
+    if (feed.busy) return;
+    feed.busy = true;
+    let stalls = 0;
+    try {
+      while (feed.last < upto && this.feeds.get(feed.id) === feed) {
+        const page = await this.hub.store.listMessages(feed.id, { after: feed.last, limit: this.opts.pageSize });
+        let progressed = false;
+        for (const m of page.messages) {
+          if (m.seq !== feed.last + 1) break;
+          this.emitMessage(feed, m);
+          progressed = true;
+        }
+        if (!progressed) {
+          if (++stalls > 20) {
+            this.log.warn({ conversationId: feed.id, last: feed.last, upto }, 'edge: store has no messages for a gap');
+            break;
+          }
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
+    } catch (err) {
+      this.log.warn({ err, conversationId: feed.id }, 'edge: gap fill failed');
+    } finally {
+      feed.busy = false;
+    }
+    const pending = feed.pending.splice(0);
+    for (let i = 0; i < pending.length; i++) {
+      if (feed.busy) {
+        feed.pending.unshift(...pending.slice(i));
+        break;
+      }
+      this.feedEvent(feed, pending[i]!);
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+  // Membership
+
+  /**
+   * A membership event from any source (this edge's core subscription or the runtime's JetStream broadcast
+   * consumer, which also covers a NATS reconnect). Each event is applied once.
+   */
+  membershipEvent(ev: AnyEvent): void {
+    if (ev.type !== 'conversation.created' && ev.type !== 'conversation.updated') return;
+    if (this.seenMembership.has(ev.id)) return;
+    this.seenMembership.add(ev.id);
+    if (this.seenMembership.size > 2000) this.seenMembership.delete(this.seenMembership.values().next().value!);
+    this.membership(ev);
+  }
+
+  private membership(ev: AnyEvent): void {
+    if (ev.type !== 'conversation.created' && ev.type !== 'conversation.updated') return;
+    const conv = ev.data.conversation;
+    const feed = this.feeds.get(conv.id);
+    const removed = ev.type === 'conversation.updated' ? (ev.data.removed ?? []) : [];
+    const added = ev.type === 'conversation.created' ? conv.members : (ev.data.added ?? []);
+    if (feed) {
+      // Stale events (an older membership state arriving late) must not undo a newer one.
+      if (Date.parse(conv.updatedAt) < Date.parse(feed.conv.updatedAt)) return;
+      for (const m of feed.conv.members) if (!conv.members.includes(m)) this.indexPeer(m, feed.id, false);
+      for (const m of conv.members) this.indexPeer(m, feed.id, true);
+      feed.conv = { ...conv, lastSeq: Math.max(conv.lastSeq, feed.last) };
+      for (const userId of removed) {
+        for (const s of [...(this.byUser.get(userId) ?? [])]) this.removeMember(s, feed);
+      }
+    }
+    const info = { conversationId: conv.id, membership: 'member', conversation: conv, added, removed };
+    const frame = new Frame('conversation-updated', info);
+    // Members already attached hear about the change.
+    if (feed) for (const s of feed.sessions) this.write(s, frame);
+    // Local sessions of new members start receiving at once: everything of a new conversation, and from the
+    // moment of joining for an existing one.
+    for (const userId of added) {
+      const sessions = this.byUser.get(userId);
+      if (!sessions || !conv.members.includes(userId)) continue;
+      const f = this.ensureFeed(conv);
+      for (const s of sessions) {
+        if (s.convs.has(conv.id)) continue;
+        this.write(s, frame);
+        this.attach(s, f, ev.type === 'conversation.created' ? 0 : conv.lastSeq, s.holding);
+      }
+    }
+  }
+
+  /** A removed member's sessions stop receiving the conversation at once. */
+  private removeMember(s: Session, feed: Feed): void {
+    const st = s.convs.get(feed.id);
+    if (!st) return;
+    s.convs.delete(feed.id);
+    for (const w of st.waiters.splice(0)) w();
+    this.write(s, new Frame('conversation-updated', { conversationId: feed.id, membership: 'removed' }));
+    this.detach(s, feed);
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+  // NATS
+
+  private async subscribeWorkspace(workspaceId: string): Promise<void> {
+    const existing = this.workspaces.get(workspaceId);
+    if (existing) {
+      existing.sessions++;
+      return;
+    }
+    const nc = this.hub.bus.nc;
+    const chatPrefix = withNamespace(this.ns, `chat.${workspaceId}.`);
+    const rtPrefix = withNamespace(this.ns, `rt.${workspaceId}.`);
+    const subs: WorkspaceSubs = {
+      chat: nc.subscribe(`${chatPrefix}>`, { callback: (err, msg) => !err && this.onChat(msg.subject.slice(chatPrefix.length), msg.data) }),
+      rt: nc.subscribe(`${rtPrefix}>`, { callback: (err, msg) => !err && this.onRealtime(msg.subject.slice(rtPrefix.length), msg.data) }),
+      sessions: 1,
+    };
+    this.workspaces.set(workspaceId, subs);
+    // A round trip makes sure the server registered our interest before the caller reads the store.
+    await nc.flush();
+  }
+
+  private parse(data: Uint8Array): AnyEvent | null {
+    try {
+      return JSON.parse(this.decoder.decode(data)) as AnyEvent;
+    } catch {
+      return null;
+    }
+  }
+
+  /** `rest` is `<conversationId>.<type>`. */
+  private onChat(rest: string, data: Uint8Array): void {
+    const dot = rest.indexOf('.');
+    const convId = rest.slice(0, dot);
+    const type = rest.slice(dot + 1);
+    const isMembership = type === 'conversation.created' || type === 'conversation.updated';
+    const feed = this.feeds.get(convId);
+    if (!feed && !isMembership) return; // nobody here cares: skip before parsing
+    const ev = this.parse(data);
+    if (!ev || ev.type !== type) return;
+    try {
+      if (isMembership) this.membershipEvent(ev);
+      else if (feed) this.feedEvent(feed, ev);
+    } catch (err) {
+      this.log.warn({ err, type }, 'edge: event handling failed');
+    }
+  }
+
+  /** `rest` is `<conversationId>.typing.<started|stopped>` or `presence.<online|offline>`. */
+  private onRealtime(rest: string, data: Uint8Array): void {
+    if (rest.startsWith('presence.')) {
+      const ev = this.parse(data);
+      if (!ev || (ev.type !== 'presence.online' && ev.type !== 'presence.offline')) return;
+      return this.deliverPresence(ev.type === 'presence.online' ? 'user-online' : 'user-offline', ev.data.userId);
+    }
+    const dot = rest.indexOf('.');
+    const feed = this.feeds.get(rest.slice(0, dot));
+    if (!feed) return;
+    const ev = this.parse(data);
+    if (!ev || (ev.type !== 'typing.started' && ev.type !== 'typing.stopped')) return;
+    const userId = ev.data.userId;
+    const prev = feed.typing.get(userId);
+    if (prev) clearTimeout(prev);
+    feed.typing.delete(userId);
+    const info = { conversationId: feed.id, userId };
+    if (ev.type === 'typing.started') {
+      const timer = setTimeout(() => {
+        feed.typing.delete(userId);
+        this.emit(feed, { kind: 'plain', frame: new Frame('stop-typing', info), exceptUser: userId });
+      }, this.opts.typingTtlMs);
+      timer.unref();
+      feed.typing.set(userId, timer);
+      this.emit(feed, { kind: 'plain', frame: new Frame('typing', info), exceptUser: userId });
+    } else if (prev) {
+      this.emit(feed, { kind: 'plain', frame: new Frame('stop-typing', info), exceptUser: userId });
+    }
+  }
+
+  private deliverPresence(name: 'user-online' | 'user-offline', userId: string): void {
+    const convs = this.peers.get(userId);
+    if (!convs) return;
+    const frame = new Frame(name, { userId });
+    const seen = new Set<Session>();
+    for (const convId of convs) {
+      const feed = this.feeds.get(convId);
+      if (!feed) continue;
+      for (const s of feed.sessions) {
+        if (s.user.id === userId || seen.has(s) || !s.convs.has(convId)) continue;
+        seen.add(s);
+        this.write(s, frame);
+      }
+    }
+  }
+
+  private publishPresence(change: 'online' | 'offline', workspaceId: string, userId: string): void {
+    if (this.closing && change === 'online') return;
+    this.publishEphemeral(
+      createEvent(change === 'online' ? 'presence.online' : 'presence.offline', {
+        workspaceId,
+        userId,
+        actor: { type: 'user', id: userId },
+        data: { userId },
+      }),
+    );
+  }
+
+  /** Typing and presence are fire-and-forget core publishes (the memory stream keeps them briefly). */
+  private publishEphemeral(ev: AnyEvent): void {
+    try {
+      if (!this.hub.bus.nc.isClosed()) this.hub.bus.nc.publish(subjectOf(ev, this.ns), JSON.stringify(ev));
+    } catch (err) {
+      this.log.debug({ err }, 'edge: ephemeral publish failed');
+    }
+  }
+
+  /**
+   * After a NATS reconnect, core subscriptions may have missed events: every feed checks the store for
+   * messages past its position (and the sessions follow through the usual gap handling).
+   */
+  private async watchNats(): Promise<void> {
+    for await (const st of this.hub.bus.nc.status()) {
+      if (st.type !== 'reconnect' || this.closing) continue;
+      this.log.info({ feeds: this.feeds.size }, 'edge: NATS reconnected; checking feeds for missed messages');
+      for (const feed of [...this.feeds.values()]) {
+        try {
+          const conv = await this.hub.store.getConversation(feed.id);
+          if (conv && conv.lastSeq > feed.last) void this.fill(feed, conv.lastSeq);
+        } catch (err) {
+          this.log.warn({ err }, 'edge: resync after reconnect failed');
+        }
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+  // Receipts
+
+  private noteDelivered(s: Session, feed: Feed, seq: number): void {
+    const key = `${s.user.id}|${feed.id}`;
+    if ((feed.reported.get(s.user.id) ?? 0) >= seq) return;
+    const cur = this.receipts.get(key);
+    if (cur && cur.seq >= seq) return;
+    this.receipts.set(key, { user: s.user, feed, seq });
+    if (!this.receiptTimer) {
+      this.receiptTimer = setTimeout(() => void this.flushReceipts(), this.opts.receiptFlushMs);
+      this.receiptTimer.unref();
+    }
+  }
+
+  private async flushReceipts(): Promise<void> {
+    this.receiptTimer = null;
+    const batch = [...this.receipts.values()];
+    this.receipts.clear();
+    await Promise.all(
+      batch.map(async ({ user, feed, seq }) => {
+        if ((feed.reported.get(user.id) ?? 0) >= seq) return;
+        feed.reported.set(user.id, seq);
+        try {
+          await this.hub.chat.markDelivered(user, feed.conv, seq);
+        } catch (err) {
+          this.log.debug({ err }, 'edge: delivered receipt failed');
+        }
+      }),
+    );
+  }
+
+  // ---------------------------------------------------------------------------------------------------------
+
+  /** Closes every session (clients reconnect elsewhere and resume), unsubscribes, removes presence. */
+  async shutdown(): Promise<void> {
+    this.closing = true;
+    for (const s of [...this.sessions]) {
+      try {
+        s.transport.kick('UNAVAILABLE', 'The edge is shutting down; reconnect and resume.');
+      } catch {
+        /* already gone */
+      }
+      this.close(s);
+    }
+    if (this.receiptTimer) clearTimeout(this.receiptTimer);
+    await this.flushReceipts();
+    for (const ws of this.workspaces.values()) {
+      ws.chat.unsubscribe();
+      ws.rt.unsubscribe();
+    }
+    this.workspaces.clear();
+    await this.presence.close();
+  }
+}

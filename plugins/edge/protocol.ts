@@ -1,0 +1,95 @@
+/**
+ * The WebSocket edge vocabulary (DESIGN.md "WebSocket edge"), shared by the Socket.IO and the plain
+ * WebSocket transports: what a client may send (validated like a REST body: strict objects of primitives),
+ * and the names of what the server sends.
+ */
+import { z } from 'zod';
+import { ID_PATTERN } from '../../core/ids.js';
+
+const Id = z.string().regex(ID_PATTERN);
+const Seq = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
+
+/** Largest number of conversations one resume may name; more is almost certainly abuse. */
+export const MAX_RESUME_CURSORS = 2000;
+
+const Cursors = z
+  .record(Id, Seq)
+  .refine((c) => Object.keys(c).length <= MAX_RESUME_CURSORS, `at most ${MAX_RESUME_CURSORS} conversations per resume`);
+
+/** Client → server events and their payload schemas. */
+export const CLIENT_EVENTS = {
+  'send-message': z
+    .object({
+      conversationId: Id,
+      // The length limit is the configured maxMessageLength, enforced by ChatService like for REST.
+      text: z.string(),
+      clientId: z.string().min(1).max(128).optional(),
+    })
+    .strict(),
+  typing: z.object({ conversationId: Id }).strict(),
+  'stop-typing': z.object({ conversationId: Id }).strict(),
+  'message-seen': z.object({ conversationId: Id, seq: Seq }).strict(),
+  resume: z.object({ cursors: Cursors }).strict(),
+} as const;
+
+export type ClientEventName = keyof typeof CLIENT_EVENTS;
+export type ClientEventData<N extends ClientEventName> = z.infer<(typeof CLIENT_EVENTS)[N]>;
+export const CLIENT_EVENT_NAMES = Object.keys(CLIENT_EVENTS) as ClientEventName[];
+
+export function isClientEvent(name: string): name is ClientEventName {
+  return Object.prototype.hasOwnProperty.call(CLIENT_EVENTS, name);
+}
+
+/** Server → client event names. `error` is sent when a frame cannot be answered with an ack. */
+export const SERVER_EVENTS = [
+  'receive-message',
+  'message-updated',
+  'message-deleted',
+  'typing',
+  'stop-typing',
+  'user-online',
+  'user-offline',
+  'message-status-update',
+  'conversation-updated',
+  'error',
+] as const;
+export type ServerEventName = (typeof SERVER_EVENTS)[number];
+
+/** The plain-WebSocket envelope: `{type, data, ackId?}` as a JSON text frame. */
+export const WsFrameSchema = z
+  .object({
+    type: z.string().min(1).max(64),
+    data: z.unknown().optional(),
+    ackId: z.union([z.string().min(1).max(64), z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER)]).optional(),
+  })
+  .strict();
+
+/**
+ * The handshake: the token (never in the URL) and, optionally, resume cursors, so a reconnecting client gets
+ * its backlog before any live message without a second round trip.
+ */
+export const HandshakeSchema = z
+  .object({
+    token: z.string().min(1).max(8192),
+    cursors: Cursors.optional(),
+  })
+  .strict();
+export type Handshake = z.infer<typeof HandshakeSchema>;
+
+/** Close codes of the plain WebSocket transport (4000–4999 are application codes). */
+export const CLOSE = {
+  /** Bad, expired or missing token, or no auth frame in time. */
+  UNAUTHENTICATED: 4001,
+  /** The first frame was not a valid auth frame. */
+  PROTOCOL: 4002,
+  /** The client did not read fast enough; reconnect and resume. */
+  SLOW_CONSUMER: 4008,
+  /** The edge is shutting down; reconnect (to another edge) and resume. */
+  GOING_AWAY: 1001,
+} as const;
+
+/** A zod error as a short, safe message (field paths and the first problem). */
+export function describeZodError(err: z.ZodError): { message: string; details: Array<{ path: string; message: string }> } {
+  const details = err.issues.slice(0, 5).map((i) => ({ path: i.path.join('.') || '(root)', message: i.message }));
+  return { message: `Invalid frame: ${details.map((d) => `${d.path}: ${d.message}`).join('; ')}`, details };
+}
