@@ -44,7 +44,7 @@ function isLocalName(host: string): boolean {
 }
 
 /** Checks a URL before any connection: scheme, and the host when it is an IP literal or a local name. */
-export function checkUrl(raw: string, allowPrivate: boolean): URL {
+export function checkUrl(raw: string, allowPrivate: boolean, isAllowed: (ip: string) => boolean = isPublicAddress): URL {
   let url: URL;
   try {
     url = new URL(raw);
@@ -56,7 +56,7 @@ export function checkUrl(raw: string, allowPrivate: boolean): URL {
   if (allowPrivate) return url;
   const host = url.hostname.replace(/^\[|\]$/g, '');
   if (ipaddr.isValid(host)) {
-    if (!isPublicAddress(host)) throw new SsrfError(`target address ${host} is not public`);
+    if (!isAllowed(host)) throw new SsrfError(`target address ${host} is not public`);
   } else if (isLocalName(host)) {
     throw new SsrfError(`target host ${host} is local`);
   }
@@ -64,7 +64,7 @@ export function checkUrl(raw: string, allowPrivate: boolean): URL {
 }
 
 /** A socket `lookup` that resolves through `resolve` and refuses the connection if any answer is not public. */
-export function guardedLookup(resolve: Resolver, allowPrivate: boolean): LookupFunction {
+export function guardedLookup(resolve: Resolver, allowPrivate: boolean, isAllowed: (ip: string) => boolean = isPublicAddress): LookupFunction {
   return ((hostname: string, options: { all?: boolean; family?: number }, callback: (...args: unknown[]) => void) => {
     resolve(hostname).then(
       (answers) => {
@@ -72,7 +72,7 @@ export function guardedLookup(resolve: Resolver, allowPrivate: boolean): LookupF
         if (!allowPrivate) {
           // All answers must be public: a client may try any of them (happy eyeballs), so one bad answer is enough
           // to refuse the name.
-          const bad = answers.find((a) => !isPublicAddress(a.address));
+          const bad = answers.find((a) => !isAllowed(a.address));
           if (bad) return callback(new SsrfError(`${hostname} resolves to ${bad.address}, which is not public`));
         }
         const wanted = options.family ? answers.filter((a) => a.family === options.family) : answers;
@@ -97,6 +97,8 @@ export interface SafeRequest {
   resolver?: Resolver;
   /** Response body bytes kept (the rest is drained and dropped). */
   maxBodyBytes?: number;
+  /** Which addresses count as public (default isPublicAddress); tests narrow it to exercise the redirect check. */
+  isAllowed?: (ip: string) => boolean;
 }
 
 export interface SafeResponse {
@@ -112,8 +114,9 @@ export interface SafeResponse {
 export async function safeRequest(req: SafeRequest): Promise<SafeResponse> {
   const maxRedirects = req.maxRedirects ?? 3;
   const deadline = Date.now() + (req.timeoutMs ?? 10_000);
-  const lookup = guardedLookup(req.resolver ?? systemResolver, req.allowPrivate);
-  let url = checkUrl(req.url, req.allowPrivate);
+  const isAllowed = req.isAllowed ?? isPublicAddress;
+  const lookup = guardedLookup(req.resolver ?? systemResolver, req.allowPrivate, isAllowed);
+  let url = checkUrl(req.url, req.allowPrivate, isAllowed);
   let method = req.method ?? 'POST';
   let body = req.body;
   for (let hop = 0; ; hop++) {
@@ -121,7 +124,7 @@ export async function safeRequest(req: SafeRequest): Promise<SafeResponse> {
     const location = res.headers.location;
     if (res.status >= 300 && res.status < 400 && location && [301, 302, 303, 307, 308].includes(res.status)) {
       if (hop >= maxRedirects) throw new SsrfError(`too many redirects (more than ${maxRedirects})`);
-      url = checkUrl(new URL(location, url).toString(), req.allowPrivate);
+      url = checkUrl(new URL(location, url).toString(), req.allowPrivate, isAllowed);
       // 303 means "go GET it"; the others keep the method and body (a webhook stays a POST).
       if (res.status === 303) {
         method = 'GET';
