@@ -2,9 +2,11 @@
  * The embedded store: one SQLite file through better-sqlite3.
  *
  * better-sqlite3 is synchronous, so inside this process every write is naturally serialised. Each write
- * method runs as ONE `BEGIN IMMEDIATE` transaction that also inserts its outbox rows: the change and its
- * events commit together or not at all. IMMEDIATE takes the write lock up front, so another process on the
- * same file (the CLI) waits on busy_timeout instead of failing half-way with SQLITE_BUSY on lock upgrade.
+ * method is ONE atomic unit that also inserts its outbox rows: the change and its events commit together or
+ * not at all. Units that arrive together are group-committed (see `tx`): each is a savepoint inside one
+ * `BEGIN IMMEDIATE` transaction, which keeps fsync-per-commit durability affordable under load. IMMEDIATE
+ * takes the write lock up front, so another process on the same file (the CLI) waits on busy_timeout
+ * instead of failing half-way with SQLITE_BUSY on lock upgrade.
  */
 import Database from 'better-sqlite3';
 import type { Conversation, ConversationSummary, Message, UserRecord, Workspace, WorkspaceSettings } from '../domain.js';
@@ -122,6 +124,9 @@ const MIGRATIONS: string[] = [
   `,
 ];
 
+/** Most write units committed together in one group commit. */
+const MAX_GROUP = 256;
+
 export interface SqliteStoreOptions {
   /**
    * SQLite `synchronous` level. FULL (default) fsyncs every commit, so an accepted message survives a
@@ -221,6 +226,8 @@ export class SqliteStore implements Store {
   readonly docs: DocumentStore;
   private db: Db;
   private readonly stmts = new Map<string, Database.Statement>();
+  private pending: Array<{ fn: () => unknown; resolve: (v: unknown) => void; reject: (e: unknown) => void }> = [];
+  private flushScheduled = false;
 
   constructor(
     readonly path: string,
@@ -246,9 +253,58 @@ export class SqliteStore implements Store {
     return s;
   }
 
-  /** Runs fn inside one BEGIN IMMEDIATE transaction. */
-  tx<T>(fn: () => T): T {
+  /** Runs fn inside one BEGIN IMMEDIATE transaction, now. */
+  private txNow<T>(fn: () => T): T {
     return this.db.transaction(fn).immediate();
+  }
+
+  /**
+   * Runs fn as its own atomic unit (a savepoint) inside the next group commit. Writes that arrive in the
+   * same turn of the event loop share one BEGIN IMMEDIATE … COMMIT, so with synchronous=FULL many
+   * concurrent sends cost one fsync instead of one each. A unit that throws rolls back its savepoint only;
+   * its caller gets the error, the others still commit. Every promise settles only after the commit.
+   */
+  tx<T>(fn: () => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.pending.push({ fn, resolve: resolve as (v: unknown) => void, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flushWrites());
+      }
+    });
+  }
+
+  private flushWrites(): void {
+    this.flushScheduled = false;
+    const batch = this.pending.splice(0, MAX_GROUP);
+    if (this.pending.length) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flushWrites());
+    }
+    if (!batch.length) return;
+    const results: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
+    try {
+      if (!this.db.open) throw new Error('The store is closed.');
+      this.txNow(() => {
+        for (const unit of batch) {
+          try {
+            // A nested transaction function runs as a SAVEPOINT in better-sqlite3.
+            results.push({ ok: true, value: this.db.transaction(unit.fn)() });
+          } catch (error) {
+            results.push({ ok: false, error });
+          }
+        }
+      });
+    } catch (error) {
+      // BEGIN or COMMIT itself failed (e.g. busy past the timeout): nothing of the batch was written.
+      for (const unit of batch) unit.reject(error);
+      return;
+    }
+    batch.forEach((unit, i) => {
+      const r = results[i]!;
+      if (r.ok) unit.resolve(r.value);
+      else unit.reject(r.error);
+    });
   }
 
   private writeOutbox(entries: OutboxEntry[]): void {
@@ -258,7 +314,7 @@ export class SqliteStore implements Store {
 
   async init(): Promise<void> {
     this.db.exec('CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)');
-    this.tx(() => {
+    this.txNow(() => {
       const row = this.db.prepare('SELECT max(version) AS v FROM schema_version').get() as { v: number | null };
       const current = row.v ?? 0;
       for (let i = current; i < MIGRATIONS.length; i++) {
@@ -273,6 +329,8 @@ export class SqliteStore implements Store {
   }
 
   async close(): Promise<void> {
+    // Let queued writes commit first: their callers are waiting on them.
+    while (this.pending.length || this.flushScheduled) await new Promise((r) => setImmediate(r));
     if (this.db.open) this.db.close();
     this.stmts.clear();
   }
@@ -315,7 +373,7 @@ export class SqliteStore implements Store {
   async createUser(user: UserRecord, outbox: OutboxFor<UserRecord>): Promise<UserRecord> {
     const u: UserRecord = { ...user, email: user.email.toLowerCase() };
     try {
-      return this.tx(() => {
+      return await this.tx(() => {
         this.q(
           `INSERT INTO users (id, workspace_id, email, name, role, password_hash, disabled, totp, created_at)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -434,7 +492,7 @@ export class SqliteStore implements Store {
       return r ? { conversation: this.readConversation(r.id as string)!, created: false } : null;
     };
     try {
-      return this.tx(() => {
+      return await this.tx(() => {
         const found = existing();
         if (found) return found;
         this.q(
