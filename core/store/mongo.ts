@@ -436,6 +436,8 @@ export class MongoStore implements Store {
   async searchUsers(workspaceId: string, q: string, limit: number): Promise<UserRecord[]> {
     // The text is escaped so that it is matched literally, wildcards and regex syntax included.
     const pattern = escapeRegex(str(q, 'q'));
+    const n = Math.max(0, int(limit, 'limit'));
+    if (n === 0) return []; // limit(0) would mean "no limit" to MongoDB
     const docs = await this.users
       .find({
         workspaceId: str(workspaceId, 'workspaceId'),
@@ -443,7 +445,7 @@ export class MongoStore implements Store {
       })
       .collation({ locale: 'en', strength: 2 })
       .sort({ name: 1, _id: 1 })
-      .limit(Math.max(0, int(limit, 'limit')))
+      .limit(n)
       .toArray();
     return docs.map(toUser);
   }
@@ -795,6 +797,7 @@ export class MongoStore implements Store {
   async outboxPending(limit: number, olderThan: string): Promise<OutboxEntry[]> {
     const n = Math.max(0, int(limit, 'limit'));
     if (!this.transactions) await this.settlePending(n || 1);
+    if (n === 0) return []; // limit(0) would mean "no limit" to MongoDB
     const docs = await this.outbox
       .find({ pending: { $exists: false }, createdAt: { $lt: str(olderThan, 'olderThan') } })
       .sort({ createdAt: 1, _id: 1 })
