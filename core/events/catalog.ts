@@ -105,7 +105,7 @@ export function createEvent<T extends EventType>(
 ): EventEnvelope<T> {
   const scope = EVENTS[type].scope;
   if ((scope === 'chat' || scope === 'typing') && !fields.conversationId) throw new Error(`${type} needs a conversationId`);
-  if ((scope === 'user' || scope === 'presence') && !fields.userId && scope === 'user') throw new Error(`${type} needs a userId`);
+  if (scope === 'user' && !fields.userId) throw new Error(`${type} needs a userId`);
   return {
     id: `evt_${ulid()}`,
     type,

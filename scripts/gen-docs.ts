@@ -1,0 +1,67 @@
+/**
+ * Writes docs/events.md and docs/config.md from the event catalog and the config schema, so the docs cannot
+ * drift: test/events/catalog.test.ts fails when the committed files differ from what this renders.
+ * Run: node --import tsx scripts/gen-docs.ts
+ */
+import { writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+import { describeConfig } from '../core/config.js';
+import { EVENTS, EVENT_TYPES, isDurable, subjectOf } from '../core/events/catalog.js';
+import { streamConfigs } from '../core/bus/nats.js';
+
+export function renderEventsDoc(): string {
+  const lines = [
+    '# Events',
+    '',
+    'Generated from `core/events/catalog.ts` by `scripts/gen-docs.ts`; do not edit by hand.',
+    '',
+    'Every event travels in the envelope `{ id, type, time, workspaceId, conversationId?, userId?, actor, data, v }`',
+    'with `Nats-Msg-Id` = `id` and the W3C `traceparent` header. Consumers deduplicate by `id`.',
+    '',
+    '## Streams',
+    '',
+    '| stream | storage | subjects | purpose |',
+    '| --- | --- | --- | --- |',
+    ...streamConfigs('').map((s) => `| \`${s.name}\` | ${s.storage} | ${s.subjects.map((x) => `\`${x}\``).join(', ')} | ${s.description} |`),
+    '',
+    '## Catalog',
+    '',
+    '| type | subject (example) | stream | meaning |',
+    '| --- | --- | --- | --- |',
+    ...EVENT_TYPES.map((t) => {
+      const subject = subjectOf({ type: t, workspaceId: 'w1', conversationId: 'c9', userId: 'u7' });
+      return `| \`${t}\` | \`${subject}\` | ${isDurable(t) ? 'durable' : 'ephemeral'} | ${EVENTS[t].doc} |`;
+    }),
+    '',
+    '## Payload schemas (`data`)',
+    '',
+  ];
+  for (const t of EVENT_TYPES) {
+    lines.push(`### ${t}`, '', '```json', JSON.stringify(z.toJSONSchema(EVENTS[t].data, { unrepresentable: 'any' }), null, 2), '```', '');
+  }
+  return lines.join('\n');
+}
+
+export function renderConfigDoc(): string {
+  return [
+    '# Configuration',
+    '',
+    'Generated from `core/config.ts` by `scripts/gen-docs.ts`; do not edit by hand. Values come from the defaults,',
+    'then the JSON file named by `VOXA_CONFIG`, then the environment. `voxa config check` validates them and names',
+    'the first bad field.',
+    '',
+    '| env | field | default | meaning |',
+    '| --- | --- | --- | --- |',
+    ...describeConfig().map((r) => `| \`${r.env}\` | \`${r.field}\` | ${r.default === undefined ? '—' : `\`${JSON.stringify(r.default)}\``} | ${r.doc} |`),
+    '',
+  ].join('\n');
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const docs = join(dirname(fileURLToPath(import.meta.url)), '..', 'docs');
+  writeFileSync(join(docs, 'events.md'), renderEventsDoc());
+  writeFileSync(join(docs, 'config.md'), renderConfigDoc());
+  console.log('wrote docs/events.md and docs/config.md');
+}
