@@ -12,6 +12,7 @@ import { createLogger } from './log.js';
 import { RateLimiter } from './ratelimit.js';
 import { createStore } from './store/index.js';
 import type { Store } from './store/port.js';
+import { traceStore } from './telemetry/store.js';
 import { ensureSecrets, type Secrets } from './secrets.js';
 
 /** What the services need (and what tests can assemble by hand). */
@@ -44,7 +45,7 @@ export async function openHub(config: Config, opts: OpenHubOptions = {}): Promis
   if (!config.natsUrl) throw new Error('natsUrl is not set (voxa start spawns nats-server and sets it)');
   if (!config.redisUrl) throw new Error('redisUrl is not set (voxa start spawns redis-server and sets it)');
   const secrets = await ensureSecrets(config);
-  const store = await createStore(config);
+  const store = traceStore(await createStore(config));
   await store.init();
   const bus = await openBus(config.natsUrl, name, config.natsNamespace);
   const redis = new Redis(config.redisUrl, {

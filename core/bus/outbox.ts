@@ -7,6 +7,8 @@
 import type { Logger } from 'pino';
 import type { OutboxEntry, Store } from '../store/port.js';
 import type { JetStreamPublisher, PublishAck } from './nats.js';
+import { metrics } from '../telemetry/metrics.js';
+import { contextFromRecord, publishSpan } from '../telemetry/nats.js';
 
 export interface OutboxOptions {
   sweepMs: number;
@@ -42,7 +44,19 @@ export class OutboxRelay {
   }
 
   private async publishOne(e: OutboxEntry): Promise<PublishAck> {
-    const ack = await this.publisher.publish(e.subject, Buffer.from(e.payload), e.headers, e.eventId);
+    // A producer span per publish, parented by the trace context stored with the row, so a republish by the
+    // sweeper still lands in the trace of the request that committed the event.
+    const ack = await publishSpan(
+      e.subject,
+      e.eventId,
+      e.headers,
+      (headers) => this.publisher.publish(e.subject, Buffer.from(e.payload), headers, e.eventId),
+      { parent: contextFromRecord(e.headers), eventType: e.headers['Voxa-Event-Type'], bodySize: Buffer.byteLength(e.payload) },
+    ).catch((err: unknown) => {
+      metrics.outboxPublishFailures.inc();
+      throw err;
+    });
+    metrics.outboxPublished.inc();
     this.published++;
     this.scheduleDelete(e.eventId);
     return ack;
@@ -92,6 +106,7 @@ export class OutboxRelay {
         const ok = results.filter((r) => r.status === 'fulfilled').length;
         count += ok;
         this.republished += ok;
+        metrics.outboxRepublished.inc(ok);
         await this.flush();
         if (ok < batch.length) break; // NATS trouble: try again next tick
         if (batch.length < (this.opts.batch ?? 500)) break;

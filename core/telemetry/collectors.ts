@@ -1,0 +1,104 @@
+/**
+ * Samplers for gauges that describe state held elsewhere: the outbox backlog (in the store), whether NATS,
+ * Redis and the store are reachable, and each plugin consumer's lag and unacked count (in JetStream).
+ * They run on a timer rather than at scrape time, so a slow dependency can never make /metrics slow.
+ */
+import type { Hub } from '../hub.js';
+import { metrics } from './metrics.js';
+
+/** A durable JetStream consumer whose lag is reported as voxa_plugin_consumer_*_events{plugin}. */
+export interface WatchedConsumer {
+  plugin: string;
+  stream: string;
+  consumer: string;
+}
+
+const watched = new Map<string, WatchedConsumer>();
+
+/**
+ * Reports a plugin consumer's pending and ack-pending counts. The plugin runtime calls this after creating the
+ * consumer; the returned function stops watching (and removes the plugin's lag series).
+ */
+export function watchConsumerLag(c: WatchedConsumer): () => void {
+  const key = `${c.stream}/${c.consumer}`;
+  watched.set(key, c);
+  return () => {
+    if (watched.get(key) !== c) return;
+    watched.delete(key);
+    metrics.pluginConsumerPending.remove({ plugin: c.plugin });
+    metrics.pluginConsumerAckPending.remove({ plugin: c.plugin });
+  };
+}
+
+export interface CollectorOptions {
+  /** How often to sample (default 5 s; Prometheus usually scrapes every 15 s). */
+  intervalMs?: number;
+  /** Longest a single probe may take before the dependency counts as down (default 2 s). */
+  probeTimeoutMs?: number;
+}
+
+/** Stops the collectors; `sample()` runs one pass now (tests, and the first value at boot). */
+export interface Collectors {
+  (): void;
+  sample(): Promise<void>;
+}
+
+function within<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error('probe timed out')), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/** Starts sampling the hub's state into the gauges. Call once per process after openHub; call the result to stop. */
+export function startHubCollectors(hub: Hub, opts: CollectorOptions = {}): Collectors {
+  const timeout = opts.probeTimeoutMs ?? 2000;
+  let running: Promise<void> | null = null;
+
+  const pass = async (): Promise<void> => {
+    const natsUp = !hub.bus.nc.isClosed() && hub.bus.publisher.isConnected;
+    metrics.dependencyUp.set({ dependency: 'nats' }, natsUp ? 1 : 0);
+    if (hub.redis) metrics.dependencyUp.set({ dependency: 'redis' }, hub.redis.status === 'ready' ? 1 : 0);
+
+    const storeProbe = within(hub.store.ping(), timeout).then(
+      () => metrics.dependencyUp.set({ dependency: 'store' }, 1),
+      () => metrics.dependencyUp.set({ dependency: 'store' }, 0),
+    );
+    const backlog = within(hub.store.outboxCount(), timeout).then(
+      (n) => metrics.outboxBacklog.set(n),
+      // Keep the last value: an unknown backlog is not an empty one, and voxa_dependency_up says why.
+      () => undefined,
+    );
+    const lags = natsUp
+      ? [...watched.values()].map((c) =>
+          within(hub.bus.jsm.consumers.info(c.stream, c.consumer), timeout).then(
+            (info) => {
+              metrics.pluginConsumerPending.set({ plugin: c.plugin }, info.num_pending);
+              metrics.pluginConsumerAckPending.set({ plugin: c.plugin }, info.num_ack_pending);
+            },
+            () => undefined,
+          ),
+        )
+      : [];
+    await Promise.all([storeProbe, backlog, ...lags]);
+  };
+
+  const sample = (): Promise<void> => {
+    running ??= pass()
+      .catch((err: unknown) => hub.log.debug({ err }, 'metrics collector pass failed'))
+      .finally(() => {
+        running = null;
+      });
+    return running;
+  };
+
+  void sample();
+  const timer = setInterval(() => void sample(), opts.intervalMs ?? 5000);
+  timer.unref();
+  const stop = (() => clearInterval(timer)) as Collectors;
+  stop.sample = sample;
+  return stop;
+}

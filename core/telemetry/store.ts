@@ -1,0 +1,63 @@
+/**
+ * Spans around store calls. The SQLite adapter runs in-process (no driver instrumentation exists for it) and
+ * the MongoDB driver's own spans do not say which hub operation they belong to, so the hub wraps its store:
+ * every port method becomes a `store.<method>` span. Outbox entries built inside a write capture that span's
+ * context, which makes the store write the parent of the NATS publish in the message's trace.
+ */
+import { SpanKind, trace } from '@opentelemetry/api';
+import type { Store } from '../store/port.js';
+import { failSpan } from './nats.js';
+
+const tracer = trace.getTracer('voxa-store');
+
+/** Called by readiness probes and collectors every few seconds: not worth a span each. */
+const UNTRACED = new Set<string | symbol>(['ping', 'outboxCount', 'constructor']);
+
+/** The store with a span around each method call; the adapter itself is unchanged. */
+export function traceStore<S extends Store>(store: S): S {
+  const dbSystem = store.kind === 'mongo' ? 'mongodb' : 'sqlite';
+  const wrapped = new Map<string | symbol, unknown>();
+  return new Proxy(store, {
+    get(target, prop) {
+      // The target as receiver: adapters may read private fields in getters.
+      const value: unknown = Reflect.get(target, prop);
+      if (typeof value !== 'function' || UNTRACED.has(prop) || typeof prop === 'symbol') return value;
+      let fn = wrapped.get(prop);
+      if (!fn) {
+        const method = value as (...args: unknown[]) => unknown;
+        fn = function traced(...args: unknown[]): unknown {
+          return tracer.startActiveSpan(
+            `store.${prop}`,
+            { kind: SpanKind.INTERNAL, attributes: { 'db.system.name': dbSystem, 'db.operation.name': prop } },
+            (span) => {
+              try {
+                const out = method.apply(target, args);
+                if (out && typeof (out as Promise<unknown>).then === 'function') {
+                  return (out as Promise<unknown>).then(
+                    (v) => {
+                      span.end();
+                      return v;
+                    },
+                    (err: unknown) => {
+                      failSpan(span, err);
+                      span.end();
+                      throw err;
+                    },
+                  );
+                }
+                span.end();
+                return out;
+              } catch (err) {
+                failSpan(span, err);
+                span.end();
+                throw err;
+              }
+            },
+          );
+        };
+        wrapped.set(prop, fn);
+      }
+      return fn;
+    },
+  });
+}
