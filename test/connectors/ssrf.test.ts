@@ -13,7 +13,8 @@ test.before(async () => {
     const to = new URL(req.url ?? '/', 'http://x').searchParams.get('to');
     if (to) {
       res.writeHead(302, { location: to });
-      return res.end();
+      res.end();
+      return;
     }
     res.writeHead(200);
     res.end('fine');
