@@ -1,0 +1,56 @@
+import test from 'ava';
+import { createAuditPlugin } from '../../plugins/audit/index.js';
+import { verifyChain } from '../../plugins/audit/chain.js';
+import { PluginRuntime } from '../../plugins/runtime/runtime.js';
+import { startServers } from '../helpers/hub.js';
+import { bearer, eventually, openPluginApi } from '../notifications/support.js';
+
+let servers: Awaited<ReturnType<typeof startServers>>;
+test.before(async () => {
+  servers = await startServers();
+});
+test.after.always(async () => {
+  await servers?.dispose();
+});
+
+test('through the runtime: sign-ups and sign-ins land in the chain; GET /v1/audit is for admins only', async (t) => {
+  const plugin = createAuditPlugin();
+  const api = await openPluginApi(servers, [plugin]);
+  // The test helper already called start(); the runtime calls it again, which only re-reads the store.
+  const runtime = new PluginRuntime(api.hub, [plugin], { fetchExpiresMs: 1000 });
+  await runtime.start();
+  try {
+    const admin = await api.register('Root', 'admin');
+    const user = await api.register('Eve');
+    const failed = await api.http.post('/v1/auth/login').send({ email: user.email, password: 'wrong password!!' });
+    t.is(failed.status, 401);
+
+    const res = await eventually(async () => {
+      const r = await api.http.get('/v1/audit').set(...bearer(admin));
+      const types = (r.body.entries ?? []).map((e: { type: string }) => e.type);
+      return types.includes('user.login_failed') && types.filter((x: string) => x === 'user.registered').length === 2 ? r : null;
+    });
+    t.is(res.status, 200);
+    const failedEntry = res.body.entries.find((e: { type: string }) => e.type === 'user.login_failed');
+    t.is(failedEntry.subject, user.id);
+    t.false(JSON.stringify(res.body).includes('wrong password'));
+    t.true((await verifyChain(api.hub.store.docs)).ok);
+
+    const seqs = res.body.entries.map((e: { seq: number }) => e.seq);
+    const paged = await api.http.get(`/v1/audit?limit=1&after=${seqs[0]}`).set(...bearer(admin));
+    t.is(paged.body.entries[0].seq, seqs[1]);
+    const future = await api.http.get('/v1/audit?since=2999-01-01').set(...bearer(admin));
+    t.deepEqual(future.body.entries, []);
+
+    t.is((await api.http.get('/v1/audit').set(...bearer(user))).status, 403);
+    t.is((await api.http.get('/v1/audit')).status, 401);
+    for (const q of ['since=yesterday', 'limit=0', 'limit=501', 'after=-1', 'x=1']) {
+      const bad = await api.http.get(`/v1/audit?${q}`).set(...bearer(admin));
+      t.is(bad.status, 400, q);
+      t.is(bad.body.error.code, 'VALIDATION_FAILED', q);
+    }
+  } finally {
+    await runtime.stop();
+    await api.close();
+  }
+});
