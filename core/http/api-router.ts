@@ -85,7 +85,7 @@ const ErrorBody = z
       details: z.unknown().optional(),
     }),
   })
-  .meta({ id: 'Error' });
+;
 
 function jsonSchema(schema: z.ZodType, io: 'input' | 'output'): Record<string, unknown> {
   const s = z.toJSONSchema(schema, { io, unrepresentable: 'any', target: 'draft-2020-12' }) as Record<string, unknown>;

@@ -1,0 +1,116 @@
+import test from 'ava';
+import { startServers } from '../helpers/hub.js';
+import { bearer, eventually, openApiHub } from './support.js';
+
+// Serial: the metrics registry is per process, and these tests flip the same dependency gauges.
+let servers: Awaited<ReturnType<typeof startServers>>;
+test.before(async () => {
+  servers = await startServers();
+});
+test.after.always(async () => {
+  await servers?.dispose();
+});
+
+test.serial('healthz, metrics by route pattern, openapi lists every route', async (t) => {
+  const api = await openApiHub(servers);
+  try {
+    t.deepEqual((await api.http.get('/healthz')).body, { status: 'ok' });
+    const ready = await api.http.get('/readyz');
+    t.is(ready.status, 200);
+    t.deepEqual(ready.body.failing, []);
+    t.true(ready.body.checks.store.ok && ready.body.checks.nats.ok && ready.body.checks.redis.ok);
+
+    const a = await api.register('Mia');
+    const b = await api.register('Max');
+    const conv = await api.http.post('/v1/conversations').set(...bearer(a)).send({ type: 'direct', members: [b.id] });
+    const id = conv.body.conversation.id as string;
+    await api.http.get(`/v1/conversations/${id}/messages`).set(...bearer(a));
+
+    const m = await api.http.get('/metrics');
+    t.is(m.status, 200);
+    t.regex(m.headers['content-type'], /text\/plain/);
+    t.regex(m.text, /voxa_http_requests_total\{route="\/v1\/conversations\/:id\/messages",method="GET",status="200"\} 1/);
+    t.regex(m.text, /voxa_http_request_duration_seconds_bucket\{le="[^"]+",route="\/v1\/auth\/register",method="POST"\}/);
+    t.false(m.text.includes(id), 'raw URLs (ids) never become labels');
+    t.regex(m.text, /voxa_dependency_up\{dependency="redis"\} 1/);
+    t.regex(m.text, /voxa_process_/);
+
+    const doc = (await api.http.get('/v1/openapi.json')).body;
+    t.is(doc.openapi, '3.1.0');
+    const expected: Array<[string, string]> = [
+      ['/v1/auth/register', 'post'],
+      ['/v1/auth/login', 'post'],
+      ['/v1/auth/refresh', 'post'],
+      ['/v1/auth/logout', 'post'],
+      ['/v1/me', 'get'],
+      ['/v1/users', 'get'],
+      ['/v1/conversations', 'post'],
+      ['/v1/conversations', 'get'],
+      ['/v1/conversations/{id}', 'get'],
+      ['/v1/conversations/{id}', 'patch'],
+      ['/v1/conversations/{id}/messages', 'post'],
+      ['/v1/conversations/{id}/messages', 'get'],
+      ['/v1/conversations/{id}/messages/{messageId}', 'patch'],
+      ['/v1/conversations/{id}/messages/{messageId}', 'delete'],
+      ['/v1/conversations/{id}/read', 'post'],
+      ['/healthz', 'get'],
+      ['/readyz', 'get'],
+      ['/metrics', 'get'],
+      ['/v1/openapi.json', 'get'],
+    ];
+    for (const [path, method] of expected) t.truthy(doc.paths[path]?.[method], `${method} ${path}`);
+    const send = doc.paths['/v1/conversations/{id}/messages'].post;
+    t.deepEqual(send.requestBody.content['application/json'].schema.required, ['text']);
+    t.false(send.requestBody.content['application/json'].schema.additionalProperties);
+    t.truthy(send.responses['201'].content['application/json'].schema.properties.message);
+    t.is(send.responses['400'].content['application/json'].schema.$ref, '#/components/schemas/Error');
+    t.truthy(doc.components.schemas.Error.properties.error);
+    const history = doc.paths['/v1/conversations/{id}/messages'].get;
+    t.deepEqual(history.parameters.map((p: { name: string }) => p.name).sort(), ['after', 'before', 'id', 'limit']);
+  } finally {
+    await api.close();
+  }
+});
+
+test.serial('readyz answers 503 naming redis when Redis is down, and recovers', async (t) => {
+  const own = await startServers(); // this test stops Redis, so it gets its own servers
+  const api = await openApiHub(own);
+  try {
+    await own.redis.stop();
+    const down = await eventually(async () => {
+      const r = await api.http.get('/readyz');
+      return r.status === 503 ? r : null;
+    });
+    t.deepEqual(down.body.failing, ['redis']);
+    t.is(down.body.status, 'unavailable');
+    t.false(down.body.checks.redis.ok);
+    t.true(down.body.checks.nats.ok);
+    t.regex((await api.http.get('/metrics')).text, /voxa_dependency_up\{dependency="redis"\} 0/);
+    await own.redis.start();
+    await eventually(async () => (await api.http.get('/readyz')).status === 200);
+    t.pass();
+  } finally {
+    await api.close();
+    await own.dispose();
+  }
+});
+
+test.serial('readyz names nats when the NATS server is down', async (t) => {
+  const own = await startServers();
+  const api = await openApiHub(own);
+  try {
+    await own.nats.stop();
+    const down = await eventually(async () => {
+      const r = await api.http.get('/readyz');
+      return r.status === 503 ? r : null;
+    });
+    t.true(down.body.failing.includes('nats'));
+    t.false(down.body.failing.includes('store'));
+    await own.nats.start();
+    await eventually(async () => (await api.http.get('/readyz')).status === 200, 30_000);
+    t.pass();
+  } finally {
+    await api.close();
+    await own.dispose();
+  }
+});
