@@ -28,7 +28,7 @@ test.serial('healthz, metrics by route pattern, openapi lists every route', asyn
 
     const m = await api.http.get('/metrics');
     t.is(m.status, 200);
-    t.regex(m.headers['content-type'], /text\/plain/);
+    t.regex(String(m.headers['content-type']), /text\/plain/);
     t.regex(m.text, /voxa_http_requests_total\{route="\/v1\/conversations\/:id\/messages",method="GET",status="200"\} 1/);
     t.regex(m.text, /voxa_http_request_duration_seconds_bucket\{le="[^"]+",route="\/v1\/auth\/register",method="POST"\}/);
     t.false(m.text.includes(id), 'raw URLs (ids) never become labels');
