@@ -20,7 +20,7 @@ export function register(program: Command): void {
         throw err;
       }
       const { startTelemetry } = await import('../../core/telemetry/tracing.js');
-      await startTelemetry({ serviceName: 'voxa-hub', enabled: config.tracing });
+      await startTelemetry({ serviceName: 'voxa-hub' });
       const { runHub, stopOnSignals } = await import('../../core/server.js');
       const log = createLogger(config.logLevel, 'voxa-hub');
       const running = await runHub(config, { api: true, logger: log }).catch((err: Error) => {
