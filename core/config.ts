@@ -47,6 +47,10 @@ export const CONFIG_DOCS: Record<string, FieldDoc> = {
   tracing: { env: 'VOXA_TRACING', doc: 'Start OpenTelemetry tracing (export configured by the standard OTEL_* variables).' },
   webhooksAllowPrivate: { env: 'VOXA_WEBHOOKS_ALLOW_PRIVATE', doc: 'Allow webhook targets on private, loopback and link-local addresses.' },
   publicUrl: { env: 'VOXA_PUBLIC_URL', doc: 'Base URL users reach the hub at; used in links (emails, OAuth redirects).' },
+  smtpUrl: { env: 'VOXA_SMTP_URL', doc: 'SMTP server for email digests (smtp:// or smtps://, credentials in the URL; never logged). Unset turns email off.' },
+  emailFrom: { env: 'VOXA_EMAIL_FROM', doc: 'From address of notification emails.' },
+  emailDigestDelaySeconds: { env: 'VOXA_EMAIL_DELAY', doc: 'Default wait before an unread-message digest is emailed (users can change theirs); reading in time cancels it.' },
+  fcmCredentials: { env: 'VOXA_FCM_CREDENTIALS', doc: 'Firebase service account for push: a path to its JSON file or the JSON itself (never logged). Unset turns push off.' },
 };
 
 export const ConfigSchema = z
@@ -93,6 +97,10 @@ export const ConfigSchema = z
     tracing: bool.default(false),
     webhooksAllowPrivate: bool.default(false),
     publicUrl: z.string().url().optional(),
+    smtpUrl: z.string().regex(/^smtps?:\/\//, 'an smtp:// or smtps:// URL').optional(),
+    emailFrom: z.string().min(3).default('Voxa Hub <no-reply@localhost>'),
+    emailDigestDelaySeconds: int(0, 7 * 86400).default(300),
+    fcmCredentials: z.string().min(1).optional(),
   })
   .strict();
 

@@ -24,6 +24,10 @@ export const REDACT_PATHS = [
   'secretKey',
   '*.jwtSecret',
   '*.secretKey',
+  'smtpUrl',
+  '*.smtpUrl',
+  'fcmCredentials',
+  '*.fcmCredentials',
   'previousSecretKeys',
   '*.previousSecretKeys',
 ];
