@@ -1,34 +1,11 @@
 /**
- * Samplers for gauges that describe state held elsewhere: the outbox backlog (in the store), whether NATS,
- * Redis and the store are reachable, and each plugin consumer's lag and unacked count (in JetStream).
+ * Samplers for gauges that describe state held elsewhere: the outbox backlog (in the store) and whether NATS,
+ * Redis and the store are reachable. (Plugin consumer lag is sampled by the plugin runtime, which knows its
+ * consumer names.)
  * They run on a timer rather than at scrape time, so a slow dependency can never make /metrics slow.
  */
 import type { Hub } from '../hub.js';
 import { metrics } from './metrics.js';
-
-/** A durable JetStream consumer whose lag is reported as voxa_plugin_consumer_*_events{plugin}. */
-export interface WatchedConsumer {
-  plugin: string;
-  stream: string;
-  consumer: string;
-}
-
-const watched = new Map<string, WatchedConsumer>();
-
-/**
- * Reports a plugin consumer's pending and ack-pending counts. The plugin runtime calls this after creating the
- * consumer; the returned function stops watching (and removes the plugin's lag series).
- */
-export function watchConsumerLag(c: WatchedConsumer): () => void {
-  const key = `${c.stream}/${c.consumer}`;
-  watched.set(key, c);
-  return () => {
-    if (watched.get(key) !== c) return;
-    watched.delete(key);
-    metrics.pluginConsumerPending.remove({ plugin: c.plugin });
-    metrics.pluginConsumerAckPending.remove({ plugin: c.plugin });
-  };
-}
 
 export interface CollectorOptions {
   /** How often to sample (default 5 s; Prometheus usually scrapes every 15 s). */
@@ -72,18 +49,7 @@ export function startHubCollectors(hub: Hub, opts: CollectorOptions = {}): Colle
       // Keep the last value: an unknown backlog is not an empty one, and voxa_dependency_up says why.
       () => undefined,
     );
-    const lags = natsUp
-      ? [...watched.values()].map((c) =>
-          within(hub.bus.jsm.consumers.info(c.stream, c.consumer), timeout).then(
-            (info) => {
-              metrics.pluginConsumerPending.set({ plugin: c.plugin }, info.num_pending);
-              metrics.pluginConsumerAckPending.set({ plugin: c.plugin }, info.num_ack_pending);
-            },
-            () => undefined,
-          ),
-        )
-      : [];
-    await Promise.all([storeProbe, backlog, ...lags]);
+    await Promise.all([storeProbe, backlog]);
   };
 
   const sample = (): Promise<void> => {
