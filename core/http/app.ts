@@ -24,7 +24,7 @@ import { healthRoutes } from './health.js';
 
 export interface BuildAppOptions {
   /** REST routes of plugins, mounted under /v1 after authentication. */
-  pluginRoutes?: Array<{ name: string; routes: PluginRoutes }>;
+  pluginRoutes?: Array<{ name: string; routes: PluginRoutes; publicRoutes?: PluginRoutes }>;
   pluginContext?: PluginContext;
 }
 
@@ -64,6 +64,13 @@ export function buildApp(hub: Hub, opts: BuildAppOptions = {}): Koa<ApiState> {
     // Router-level middleware only runs when one of this router's routes matched.
     router.use(auth as never, jsonBody(hub.config.bodyLimitBytes) as never);
     p.routes(router as never, pluginContext);
+    pluginRouters.push({ name: p.name, router });
+  }
+  for (const p of opts.pluginRoutes ?? []) {
+    if (!p.publicRoutes) continue;
+    // No authentication and no JSON body parser: these handlers check their own credential (a signed link).
+    const router = new Router<ApiState>({ prefix: '/v1' });
+    p.publicRoutes(router as never, pluginContext);
     pluginRouters.push({ name: p.name, router });
   }
 

@@ -80,6 +80,8 @@ export interface PluginStatus {
 export interface PluginRouteMount {
   name: string;
   routes: PluginRoutes;
+  /** Routes mounted without authentication (Plugin.publicRoutes). */
+  publicRoutes?: PluginRoutes;
   context: PluginContext;
 }
 
@@ -265,7 +267,14 @@ export class PluginRuntime {
 
   /** REST routes of the plugins that declare some, with the context to mount them with. */
   routes(): PluginRouteMount[] {
-    return [...this.slots.values()].filter((s) => s.plugin.routes).map((s) => ({ name: s.name, routes: s.plugin.routes!, context: s.ctx }));
+    return [...this.slots.values()]
+      .filter((s) => s.plugin.routes || s.plugin.publicRoutes)
+      .map((s) => ({
+        name: s.name,
+        routes: s.plugin.routes ?? (() => undefined),
+        ...(s.plugin.publicRoutes ? { publicRoutes: s.plugin.publicRoutes } : {}),
+        context: s.ctx,
+      }));
   }
 
   /** What each plugin is doing in this process. */

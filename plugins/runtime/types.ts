@@ -88,6 +88,11 @@ export interface Plugin {
   handle(event: AnyEvent, info: DeliveryInfo): Promise<void>;
   /** REST routes the plugin adds (mounted by core/http/app.ts). */
   routes?: PluginRoutes;
+  /**
+   * REST routes mounted under /v1 WITHOUT authentication and without the JSON body parser (e.g. a signed
+   * one-click unsubscribe link that a mail client POSTs to). Each handler must check its own credential.
+   */
+  publicRoutes?: PluginRoutes;
   /** Runs after in-flight work drained. */
   stop?(): Promise<void>;
 }
