@@ -1,7 +1,9 @@
 /** The explicit list of command groups (no directory scanning). */
 import type { Command } from 'commander';
 import { register as start } from './start.js';
+import { register as config } from './config.js';
 import { register as audit } from './audit.js';
 import { register as analytics } from './analytics.js';
+import { register as users } from './users.js';
 
-export const COMMANDS: Array<(program: Command) => void> = [start, audit, analytics];
+export const COMMANDS: Array<(program: Command) => void> = [start, config, audit, analytics, users];

@@ -1,0 +1,175 @@
+/**
+ * `voxa users add | list | set-role`: manage accounts from a terminal, straight against the configured store.
+ *
+ * The store is the source of truth and every change is written with its event in the store's outbox. When
+ * NATS_URL is set the event is published at once; otherwise it waits in the outbox and the running hub's
+ * sweeper publishes it. So these commands work before the hub's first start and while it is down.
+ */
+import type { Command } from 'commander';
+import { preRegisterUser, normalizeEmail } from '../../core/auth/service.js';
+import { OutboxRelay } from '../../core/bus/outbox.js';
+import { closeBus, openBus } from '../../core/bus/nats.js';
+import { loadConfig, type Config } from '../../core/config.js';
+import { RoleSchema, publicUser, type Role, type UserRecord } from '../../core/domain.js';
+import { isVoxaError } from '../../core/errors.js';
+import { createEvent } from '../../core/events/catalog.js';
+import { toOutbox } from '../../core/events/outbox-entry.js';
+import { createStore } from '../../core/store/index.js';
+import type { OutboxEntry, Store } from '../../core/store/port.js';
+import { Email } from '../../core/routes/schemas.js';
+import { CliError, EXIT, output } from '../util.js';
+
+function parseRole(value: string): Role {
+  const r = RoleSchema.safeParse(value);
+  if (!r.success) throw new CliError(`--role must be one of ${RoleSchema.options.join(', ')} (got "${value}")`, EXIT.USAGE, 'VALIDATION_FAILED');
+  return r.data;
+}
+
+function parseEmail(value: string): string {
+  const email = normalizeEmail(value);
+  if (!Email.safeParse(email).success) throw new CliError(`--email is not a valid email address (got "${value}")`, EXIT.USAGE, 'VALIDATION_FAILED');
+  return email;
+}
+
+async function withStore<T>(fn: (store: Store, config: Config) => Promise<T>): Promise<T> {
+  const config = loadConfig();
+  let store: Store;
+  try {
+    store = await createStore(config);
+    await store.init();
+  } catch (err) {
+    throw new CliError(`the store could not be opened: ${(err as Error).message}`, EXIT.UNAVAILABLE, 'UNAVAILABLE');
+  }
+  try {
+    // The default workspace exists from the hub's first start; create it here too so the CLI can run first.
+    await store.ensureWorkspace({
+      id: config.defaultWorkspaceId,
+      name: 'Default workspace',
+      settings: { registration: config.registration, customersTalkToAgentsOnly: false, privatePush: false },
+      createdAt: new Date().toISOString(),
+    });
+    return await fn(store, config);
+  } catch (err) {
+    if (isVoxaError(err)) {
+      const exit = err.status === 404 ? EXIT.NOT_FOUND : err.status === 400 ? EXIT.USAGE : EXIT.FAIL;
+      throw new CliError(err.message, exit, err.code);
+    }
+    throw err;
+  } finally {
+    await store.close();
+  }
+}
+
+/**
+ * Publishes outbox entries now when NATS is configured. Returns whether they were confirmed; when not, they
+ * stay in the outbox for the hub's sweeper, which is still a success for the command.
+ */
+async function publishNow(store: Store, config: Config, entries: OutboxEntry[]): Promise<boolean> {
+  if (!config.natsUrl || entries.length === 0) return false;
+  let bus;
+  try {
+    bus = await Promise.race([
+      openBus(config.natsUrl, 'voxa-cli', config.natsNamespace),
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('NATS connect timed out')), 5000).unref()),
+    ]);
+  } catch {
+    return false;
+  }
+  const relay = new OutboxRelay(store, bus.publisher, { sweepMs: config.outboxSweepMs, graceMs: config.outboxGraceMs });
+  try {
+    await relay.dispatch(entries);
+    await relay.flush();
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await closeBus(bus);
+  }
+}
+
+function renderUser(u: ReturnType<typeof publicUser> & { invited?: boolean; disabled?: boolean }): string {
+  const flags = [u.invited ? 'invited' : '', u.disabled ? 'disabled' : ''].filter(Boolean).join(',');
+  return `${u.id}  ${u.email}  ${u.role}  ${u.workspaceId}  ${u.name}${flags ? `  (${flags})` : ''}`;
+}
+
+function listed(u: UserRecord) {
+  return { ...publicUser(u), invited: u.passwordHash === null, disabled: u.disabled };
+}
+
+export function register(program: Command): void {
+  const users = program.command('users').description('Manage accounts: pre-register users, list them, change roles.');
+
+  users
+    .command('add')
+    .description('Pre-register a user with a role; they set their password by registering with this email.')
+    .requiredOption('--email <email>', 'the email the user will register with')
+    .requiredOption('--role <role>', 'admin, agent or customer')
+    .option('--name <name>', 'display name (default: the part of the email before @)')
+    .option('--workspace <id>', 'workspace id (default: the default workspace)')
+    .option('--json', 'machine-readable JSON output')
+    .action(async (opts: { email: string; role: string; name?: string; workspace?: string }, cmd: Command) => {
+      const email = parseEmail(opts.email);
+      const role = parseRole(opts.role);
+      if (opts.name !== undefined && (opts.name.trim().length === 0 || opts.name.length > 100)) {
+        throw new CliError('--name must be 1 to 100 characters', EXIT.USAGE, 'VALIDATION_FAILED');
+      }
+      const result = await withStore(async (store, config) => {
+        const workspaceId = opts.workspace ?? config.defaultWorkspaceId;
+        if (!(await store.getWorkspace(workspaceId))) throw new CliError(`no workspace "${workspaceId}"`, EXIT.NOT_FOUND, 'NOT_FOUND');
+        const { user, entries } = await preRegisterUser(store, config.natsNamespace, { email, role, name: opts.name?.trim(), workspaceId });
+        const published = await publishNow(store, config, entries);
+        return { user: listed(user), eventPublished: published };
+      });
+      output(cmd, result, (r: typeof result) =>
+        `added ${renderUser(r.user)}\n${r.eventPublished ? 'event published' : 'event queued in the outbox (the running hub publishes it)'}`,
+      );
+    });
+
+  users
+    .command('list')
+    .description('List the users of a workspace.')
+    .option('--workspace <id>', 'workspace id (default: the default workspace)')
+    .option('--json', 'machine-readable JSON output')
+    .action(async (opts: { workspace?: string }, cmd: Command) => {
+      const list = await withStore(async (store, config) => {
+        const workspaceId = opts.workspace ?? config.defaultWorkspaceId;
+        if (!(await store.getWorkspace(workspaceId))) throw new CliError(`no workspace "${workspaceId}"`, EXIT.NOT_FOUND, 'NOT_FOUND');
+        return (await store.searchUsers(workspaceId, '', 100_000)).map(listed);
+      });
+      output(cmd, { users: list }, (r: { users: typeof list }) => (r.users.length ? r.users.map(renderUser).join('\n') : 'no users'));
+    });
+
+  users
+    .command('set-role')
+    .description("Change a user's role (takes effect on their next request).")
+    .requiredOption('--email <email>', 'the user')
+    .requiredOption('--role <role>', 'admin, agent or customer')
+    .option('--json', 'machine-readable JSON output')
+    .action(async (opts: { email: string; role: string }, cmd: Command) => {
+      const email = parseEmail(opts.email);
+      const role = parseRole(opts.role);
+      const result = await withStore(async (store, config) => {
+        const user = await store.getUserByEmail(email);
+        if (!user) throw new CliError(`no user with email ${email}`, EXIT.NOT_FOUND, 'USER_NOT_FOUND');
+        if (user.role === role) return { user: listed(user), changed: false, eventPublished: false };
+        let entries: OutboxEntry[] = [];
+        const updated = await store.updateUser(user.id, { role }, (u) => {
+          entries = [
+            toOutbox(
+              createEvent('user.role_changed', {
+                workspaceId: u.workspaceId,
+                userId: u.id,
+                actor: { type: 'system', id: 'cli' },
+                data: { user: publicUser(u), from: user.role, to: role },
+              }),
+              config.natsNamespace,
+            ),
+          ];
+          return entries;
+        });
+        if (!updated) throw new CliError(`no user with email ${email}`, EXIT.NOT_FOUND, 'USER_NOT_FOUND');
+        return { user: listed(updated), changed: true, eventPublished: await publishNow(store, config, entries) };
+      });
+      output(cmd, result, (r: typeof result) => (r.changed ? `role set: ${renderUser(r.user)}` : `unchanged: ${renderUser(r.user)}`));
+    });
+}

@@ -1,0 +1,82 @@
+import test from 'ava';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { startServers, testConfig } from '../helpers/hub.js';
+import { openApiHub, streamEvents, eventually } from './support.js';
+
+const run = promisify(execFile);
+let servers: Awaited<ReturnType<typeof startServers>>;
+test.before(async () => {
+  servers = await startServers();
+});
+test.after.always(async () => {
+  await servers?.dispose();
+});
+
+async function voxa(env: Record<string, string>, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', 'cli/index.ts', ...args], {
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', LOG_LEVEL: 'silent', ...env },
+      timeout: 60_000,
+    });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    return { code: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+  }
+}
+
+test('voxa users add (store only) queues the event; the hub publishes it; registering keeps the role', async (t) => {
+  const cfg = testConfig(servers, { registration: 'invite' });
+  const env = { VOXA_DATA_DIR: cfg.dataDir, VOXA_NATS_NAMESPACE: cfg.natsNamespace, VOXA_REGISTRATION: 'invite' };
+
+  const added = await voxa(env, 'users', 'add', '--email', 'Admin@Example.test', '--role', 'admin', '--name', 'Root', '--json');
+  t.is(added.code, 0, added.stderr);
+  const out = JSON.parse(added.stdout);
+  t.like(out.user, { email: 'admin@example.test', role: 'admin', name: 'Root', invited: true });
+  t.false(out.eventPublished);
+
+  const dup = await voxa(env, 'users', 'add', '--email', 'admin@example.test', '--role', 'agent', '--json');
+  t.is(dup.code, 1);
+  t.is(JSON.parse(dup.stderr).error.code, 'EMAIL_TAKEN');
+  t.is((await voxa(env, 'users', 'add', '--email', 'x@example.test', '--role', 'root')).code, 2);
+  t.is((await voxa(env, 'users', 'set-role', '--email', 'nobody@example.test', '--role', 'agent')).code, 3);
+
+  const list = await voxa(env, 'users', 'list', '--json');
+  t.is(list.code, 0);
+  t.deepEqual(JSON.parse(list.stdout).users.map((u: { email: string }) => u.email), ['admin@example.test']);
+
+  // A hub on the same data dir: its sweeper publishes the queued user.registered event.
+  const api = await openApiHub(servers, { dataDir: cfg.dataDir, natsNamespace: cfg.natsNamespace, registration: 'invite' });
+  try {
+    const ev = await eventually(async () => (await streamEvents(api.hub)).find((e) => e.event.type === 'user.registered'));
+    t.is(ev.event.userId, out.user.id);
+    const reg = await api.http.post('/v1/auth/register').send({ email: 'admin@example.test', password: 'long enough pw', name: 'Root Admin' });
+    t.is(reg.status, 201);
+    t.is(reg.body.user.role, 'admin');
+    t.is(reg.body.user.id, out.user.id);
+  } finally {
+    await api.close();
+  }
+});
+
+test('voxa users add/set-role with NATS_URL publish at once', async (t) => {
+  const api = await openApiHub(servers);
+  try {
+    const env = { VOXA_DATA_DIR: api.hub.config.dataDir, VOXA_NATS_NAMESPACE: api.hub.config.natsNamespace, NATS_URL: servers.nats.url };
+    const added = await voxa(env, 'users', 'add', '--email', 'agent@example.test', '--role', 'customer', '--json');
+    t.is(added.code, 0, added.stderr);
+    t.true(JSON.parse(added.stdout).eventPublished);
+    const set = await voxa(env, 'users', 'set-role', '--email', 'agent@example.test', '--role', 'agent', '--json');
+    t.is(set.code, 0, set.stderr);
+    t.like(JSON.parse(set.stdout), { changed: true, eventPublished: true, user: { role: 'agent' } });
+    const events = await streamEvents(api.hub);
+    const types = events.map((e) => e.event.type);
+    t.true(types.includes('user.registered'));
+    const changed = events.find((e) => e.event.type === 'user.role_changed')!;
+    t.like(changed.event.data, { from: 'customer', to: 'agent' });
+    t.is(changed.msgId, changed.event.id);
+  } finally {
+    await api.close();
+  }
+});
