@@ -22,6 +22,8 @@ export const CONFIG_DOCS: Record<string, FieldDoc> = {
   dataDir: { env: 'VOXA_DATA_DIR', doc: 'Directory for the SQLite store, the embedded NATS and Redis data.' },
   natsUrl: { env: 'NATS_URL', doc: 'External NATS server; when unset, `voxa start` spawns nats-server -c nats.conf.' },
   redisUrl: { env: 'REDIS_URL', doc: 'External Redis; when unset, `voxa start` spawns redis-server.' },
+  embeddedNatsPort: { env: 'VOXA_EMBEDDED_NATS_PORT', doc: 'Client port of the nats-server that `voxa start` spawns when NATS_URL is unset.' },
+  embeddedRedisPort: { env: 'VOXA_EMBEDDED_REDIS_PORT', doc: 'Port of the redis-server that `voxa start` spawns when REDIS_URL is unset.' },
   mongoUrl: { env: 'MONGO_URL', doc: 'MongoDB connection string; when set the MongoDB store is used instead of SQLite.' },
   mongoDb: { env: 'MONGO_DB', doc: 'Database name inside MongoDB.' },
   natsNamespace: { env: 'VOXA_NATS_NAMESPACE', doc: 'Prefix for stream names and subjects, so several hubs (or tests) can share one NATS server.' },
@@ -60,6 +62,8 @@ export const ConfigSchema = z
     dataDir: z.string().min(1).default('./data'),
     natsUrl: z.string().optional(),
     redisUrl: z.string().optional(),
+    embeddedNatsPort: int(1, 65535).default(4222),
+    embeddedRedisPort: int(1, 65535).default(6390),
     mongoUrl: z.string().optional(),
     mongoDb: z.string().min(1).default('voxa'),
     natsNamespace: z

@@ -4,7 +4,7 @@
  * restarted with backoff; the hub's connections reconnect by themselves. stop() ends them cleanly.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
@@ -55,7 +55,12 @@ export class SupervisedChild {
         `port ${this.spec.port} is already in use, so the embedded ${this.spec.name} cannot start. Stop whatever listens there, or point the hub at it with ${this.spec.name === 'nats-server' ? 'NATS_URL' : 'REDIS_URL'}.`,
       );
     }
-    await this.spawnOnce();
+    try {
+      await this.spawnOnce();
+    } catch (err) {
+      this.stopping = true; // a failed first start is reported, not retried in the background
+      throw err;
+    }
   }
 
   private async spawnOnce(): Promise<void> {
@@ -109,6 +114,19 @@ export interface EmbeddedServices {
   stop(): Promise<void>;
 }
 
+/**
+ * nats.conf keeps JetStream under ./data/nats (relative to the project root, where the server runs). When the
+ * hub's dataDir is elsewhere, a copy of nats.conf with that store_dir is written into dataDir and used instead.
+ */
+function natsConfFor(projectRoot: string, dataDir: string): string {
+  const conf = join(projectRoot, 'nats.conf');
+  if (resolve(projectRoot, 'data') === dataDir) return conf;
+  const text = readFileSync(conf, 'utf8').replace(/store_dir:.*$/m, `store_dir: ${JSON.stringify(join(dataDir, 'nats'))}`);
+  const out = join(dataDir, 'nats.conf');
+  writeFileSync(out, text);
+  return out;
+}
+
 /** Starts whatever the config does not point elsewhere. `projectRoot` holds nats.conf. */
 export async function startEmbedded(
   opts: { natsUrl?: string; redisUrl?: string; dataDir: string; projectRoot: string; redisPort?: number; natsPort?: number },
@@ -128,14 +146,7 @@ export async function startEmbedded(
       const port = opts.natsPort ?? 4222;
       mkdirSync(join(dataDir, 'nats'), { recursive: true });
       const nats = new SupervisedChild(
-        {
-          name: 'nats-server',
-          cmd: 'nats-server',
-          // nats.conf holds the server settings; the store dir follows dataDir.
-          args: ['-c', join(opts.projectRoot, 'nats.conf'), '-sd', join(dataDir, 'nats'), '-p', String(port)],
-          cwd: opts.projectRoot,
-          port,
-        },
+        { name: 'nats-server', cmd: 'nats-server', args: ['-c', natsConfFor(opts.projectRoot, dataDir), '-p', String(port)], cwd: opts.projectRoot, port },
         log,
       );
       await nats.start();

@@ -1,0 +1,134 @@
+/**
+ * `voxa start` as a user runs it: a real process that spawns its own nats-server and redis-server, serves the
+ * API, stops cleanly on SIGTERM (children included) and finds everything again on the next start.
+ */
+import test from 'ava';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort } from '../helpers/servers.js';
+
+const root = join(import.meta.dirname, '..', '..');
+
+interface Started {
+  child: ChildProcess;
+  base: string;
+  output: () => string;
+}
+
+async function startHub(env: Record<string, string>): Promise<Started> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'cli', 'index.ts'), 'start'], {
+    cwd: root,
+    env: { ...process.env, NATS_URL: '', REDIS_URL: '', MONGO_URL: '', LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const deadline = Date.now() + 60_000;
+  while (!/Voxa Hub listening/.test(out)) {
+    if (child.exitCode !== null) throw new Error(`voxa start exited: ${out}`);
+    if (Date.now() > deadline) throw new Error(`voxa start did not come up: ${out}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { child, base: `http://127.0.0.1:${env.PORT}`, output: () => out };
+}
+
+async function stopHub(s: Started): Promise<number | null> {
+  return new Promise((resolve) => {
+    s.child.once('exit', (code) => resolve(code));
+    s.child.kill('SIGTERM');
+  });
+}
+
+const portOpen = (port: number) =>
+  new Promise<boolean>((resolve) => {
+    const sock = connect(port, '127.0.0.1');
+    sock.once('connect', () => {
+      sock.destroy();
+      resolve(true);
+    });
+    sock.once('error', () => resolve(false));
+  });
+
+async function json(res: Response): Promise<Record<string, unknown>> {
+  return (await res.json()) as Record<string, unknown>;
+}
+
+test('voxa start runs the hub with embedded NATS and Redis, stops cleanly and keeps its data', async (t) => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'voxa-start-'));
+  const env = {
+    VOXA_DATA_DIR: dataDir,
+    PORT: String(await freePort()),
+    VOXA_EMBEDDED_NATS_PORT: String(await freePort()),
+    VOXA_EMBEDDED_REDIS_PORT: String(await freePort()),
+  };
+  t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
+
+  let hub = await startHub(env);
+  const ready = await fetch(`${hub.base}/readyz`);
+  t.is(ready.status, 200);
+  const reg = await json(
+    await fetch(`${hub.base}/v1/auth/register`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ email: 'start@example.com', password: 'a long password', name: 'Start' }),
+    }),
+  );
+  const other = await json(
+    await fetch(`${hub.base}/v1/auth/register`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ email: 'other@example.com', password: 'a long password', name: 'Other' }),
+    }),
+  );
+  const auth = { authorization: `Bearer ${reg.accessToken as string}`, 'content-type': 'application/json' };
+  const conv = await json(
+    await fetch(`${hub.base}/v1/conversations`, {
+      method: 'POST',
+      headers: auth,
+      body: JSON.stringify({ type: 'direct', members: [(other.user as { id: string }).id] }),
+    }),
+  );
+  const convId = (conv.conversation as { id: string }).id;
+  const sent = await fetch(`${hub.base}/v1/conversations/${convId}/messages`, { method: 'POST', headers: auth, body: JSON.stringify({ text: 'kept', clientId: 'k1' }) });
+  t.is(sent.status, 201);
+
+  t.is(await stopHub(hub), 0, 'SIGTERM exits 0');
+  t.false(await portOpen(Number(env.VOXA_EMBEDDED_NATS_PORT)), 'embedded nats-server stopped');
+  t.false(await portOpen(Number(env.VOXA_EMBEDDED_REDIS_PORT)), 'embedded redis-server stopped');
+
+  hub = await startHub(env);
+  const login = await json(
+    await fetch(`${hub.base}/v1/auth/login`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ email: 'start@example.com', password: 'a long password' }),
+    }),
+  );
+  t.truthy(login.accessToken, 'the account is still there');
+  const history = await json(
+    await fetch(`${hub.base}/v1/conversations/${convId}/messages`, { headers: { authorization: `Bearer ${login.accessToken as string}` } }),
+  );
+  t.deepEqual(
+    (history.messages as Array<{ text: string; seq: number }>).map((m) => [m.seq, m.text]),
+    [[1, 'kept']],
+  );
+  t.false(hub.output().includes('a long password'), 'passwords never reach the logs');
+  t.is(await stopHub(hub), 0);
+});
+
+test('a wrong config value stops start-up with a message naming the field', async (t) => {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'cli', 'index.ts'), 'start'], {
+    cwd: root,
+    env: { ...process.env, PORT: 'not-a-port' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  t.is(code, 2);
+  t.regex(err, /invalid config field "port" \(env PORT\)/);
+});
