@@ -16,6 +16,7 @@ import type { OutboxEntry, Store } from '../store/port.js';
 import { toOutbox } from '../events/outbox-entry.js';
 import { dummyVerify, hashPassword, needsRehash, verifyPassword } from './passwords.js';
 import { hashRefreshToken, newRefreshToken, signAccessToken } from './tokens.js';
+import { TotpService } from './totp.js';
 
 export interface Session {
   user: User;
@@ -155,12 +156,17 @@ export class AuthService {
       this.audit(user, 'user.login_failed', { ip, reason: 'disabled' });
       throw new VoxaError('ACCOUNT_DISABLED');
     }
-    // TODO(issue 7): verify input.otp against user.totp; until then an account with TOTP on cannot sign in
-    // with a password alone.
+    // --- issue 7: second factor (core/auth/totp.ts) ---
     if (user.totp?.enabled) {
-      this.audit(user, 'user.login_failed', { ip, reason: 'otp_required' });
-      throw new VoxaError('OTP_REQUIRED');
+      try {
+        await new TotpService(this.hub).verifyLogin(user, input.otp);
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        this.audit(user, 'user.login_failed', { ip, reason: code === 'OTP_REQUIRED' ? 'otp_required' : code === 'RATE_LIMITED' ? 'otp_rate_limited' : 'bad_otp' });
+        throw err;
+      }
     }
+    // --- end issue 7 ---
     let current = user;
     if (needsRehash(user.passwordHash)) {
       const passwordHash = await hashPassword(input.password);

@@ -15,6 +15,8 @@ import type { PluginContext, PluginRoutes } from '../../plugins/runtime/types.js
 import { authRoutes } from '../routes/auth.js';
 import { conversationRoutes } from '../routes/conversations.js';
 import { userRoutes } from '../routes/users.js';
+import { twoFactorRoutes } from '../routes/twofactor.js';
+import { TotpService } from '../auth/totp.js';
 import { metrics } from '../telemetry/metrics.js';
 import { ApiRouter, buildOpenApi, type ApiState } from './api-router.js';
 import { authenticate } from './auth.js';
@@ -56,6 +58,7 @@ export function buildApp(hub: Hub, opts: BuildAppOptions = {}): Koa<ApiState> {
   authRoutes(api, new AuthService(hub));
   userRoutes(api, hub);
   conversationRoutes(api, hub);
+  twoFactorRoutes(api, new TotpService(hub));
 
   const pluginRouters: Array<{ name: string; router: Router<ApiState> }> = [];
   const pluginContext: PluginContext = opts.pluginContext ?? { hub, log: hub.log };

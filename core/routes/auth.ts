@@ -28,7 +28,7 @@ export function authRoutes(api: ApiRouter, auth: AuthService): void {
     auth: false,
     body: LoginBody,
     responses: { 200: { description: 'Signed in.', schema: SessionResponse } },
-    errors: ['INVALID_CREDENTIALS', 'ACCOUNT_DISABLED', 'OTP_REQUIRED', 'RATE_LIMITED'],
+    errors: ['INVALID_CREDENTIALS', 'ACCOUNT_DISABLED', 'OTP_REQUIRED', 'INVALID_OTP', 'RATE_LIMITED'],
     async handler(ctx, { body }) {
       ctx.body = await auth.login(body, ctx.ip);
     },
