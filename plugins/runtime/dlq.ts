@@ -9,7 +9,7 @@
  * retry stream) and deletes it from the DLQ. Only that plugin's runtime consumes that subject, so a retry
  * never re-runs the other plugins that already handled the event.
  */
-import { DeliverPolicy, headers as natsHeaders, type JetStreamClient, type JetStreamManager, type MsgHdrs } from 'nats';
+import { headers as natsHeaders, type JetStreamClient, type JetStreamManager, type MsgHdrs } from 'nats';
 import { HDR, dlqSubject, retrySubject, runtimeNames } from './control.js';
 
 /** The NATS handles the dead-letter helpers need (a Bus from core/bus/nats.ts fits). */
@@ -94,29 +94,30 @@ function toDeadLetter(seq: number, subject: string, h: MsgHdrs | undefined, ns: 
   };
 }
 
-/** Dead letters, oldest first, optionally of one plugin. */
-export async function listDeadLetters(h: NatsHandles, opts: { plugin?: string; limit?: number } = {}): Promise<DeadLetter[]> {
+/**
+ * Dead letters, oldest first, optionally of one plugin, starting after DLQ sequence `after`. Walks the stream
+ * with "next message on this subject from seq" reads: no consumer to create or clean up.
+ */
+export async function listDeadLetters(h: NatsHandles, opts: { plugin?: string; limit?: number; after?: number } = {}): Promise<DeadLetter[]> {
   const names = runtimeNames(h.namespace);
   const limit = Math.max(1, opts.limit ?? 50);
   const filter = dlqSubject(h.namespace, opts.plugin ?? '*', '>');
-  const consumer = await h.js.consumers.get(names.deadLetter, { filterSubjects: filter, deliver_policy: DeliverPolicy.All });
-  try {
-    const info = await consumer.info();
-    const want = Math.min(limit, info.num_pending);
-    const out: DeadLetter[] = [];
-    while (out.length < want) {
-      const batch = await consumer.fetch({ max_messages: want - out.length, expires: 2000 });
-      let got = 0;
-      for await (const m of batch) {
-        got++;
-        out.push(toDeadLetter(m.seq, m.subject, m.headers, h.namespace, new Date(m.info.timestampNanos / 1e6).toISOString()));
-      }
-      if (got === 0) break; // deleted meanwhile
+  const out: DeadLetter[] = [];
+  let cursor = (opts.after ?? 0) + 1;
+  while (out.length < limit) {
+    let m;
+    try {
+      // next_by_subj is part of the server's MSG.GET API (2.9+) but missing from nats.js's typing of it.
+      const query = { seq: cursor, next_by_subj: filter } as unknown as { seq: number };
+      m = await h.jsm.streams.getMessage(names.deadLetter, query);
+    } catch (err) {
+      if (/no message found|not found/i.test(String((err as Error).message))) break;
+      throw err;
     }
-    return out;
-  } finally {
-    await consumer.delete().catch(() => undefined);
+    out.push(toDeadLetter(m.seq, m.subject, m.header, h.namespace, m.time.toISOString()));
+    cursor = m.seq + 1;
   }
+  return out;
 }
 
 /** Number of dead letters per plugin. */
