@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'data/**', 'dist/**', 'dashboards/**', 'examples/web/**'] },
+  { ignores: ['node_modules/**', '.scratch*/**', 'data/**', 'dist/**', 'dashboards/**', 'examples/web/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
