@@ -5,5 +5,9 @@ import { register as config } from './config.js';
 import { register as audit } from './audit.js';
 import { register as analytics } from './analytics.js';
 import { register as users } from './users.js';
+import { register as plugins } from './plugins.js';
+import { register as dlq } from './dlq.js';
+import { register as events } from './events.js';
+import { register as worker } from './worker.js';
 
-export const COMMANDS: Array<(program: Command) => void> = [start, config, audit, analytics, users];
+export const COMMANDS: Array<(program: Command) => void> = [start, config, audit, analytics, users, plugins, dlq, events, worker];

@@ -1,0 +1,113 @@
+/** The `voxa plugins | dlq | events` commands as real subprocesses against a real NATS and a running runtime. */
+import { execFile, spawn } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import test from 'ava';
+import type { Hub } from '../../core/hub.js';
+import { openTestHub, startServers } from '../helpers/hub.js';
+import { PluginRuntime } from '../../plugins/runtime/runtime.js';
+import { definePlugin, PermanentError } from '../../plugins/runtime/types.js';
+import { messageEvent, publishEvents, seenEvent, waitFor } from './helpers.js';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+let servers: Awaited<ReturnType<typeof startServers>>;
+test.before(async () => {
+  servers = await startServers();
+});
+test.after.always(async () => {
+  await servers?.dispose();
+});
+
+function env(hub: Hub): NodeJS.ProcessEnv {
+  return { PATH: process.env.PATH, HOME: process.env.HOME, NATS_URL: servers.nats.url, VOXA_NATS_NAMESPACE: hub.bus.namespace, LOG_LEVEL: 'silent' };
+}
+
+function voxa(hub: Hub, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, ['--import', 'tsx', 'cli/index.ts', ...args], { cwd: root, env: env(hub), timeout: 30_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+test('voxa events tail --json prints live events, one JSON line each, filtered by type', async (t) => {
+  const hub = await openTestHub(servers);
+  const child = spawn(process.execPath, ['--import', 'tsx', 'cli/index.ts', 'events', 'tail', '--type', 'message.created', '--json'], { cwd: root, env: env(hub) });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  try {
+    await waitFor(() => err.includes('tailing'), 'the tail to start', 30_000);
+    const wanted = messageEvent();
+    await publishEvents(hub, [seenEvent(), wanted]);
+    await waitFor(() => out.includes('\n'), 'a printed event');
+    const lines = out.trim().split('\n');
+    t.is(lines.length, 1);
+    const printed = JSON.parse(lines[0]!) as { id: string; type: string; workspaceId: string };
+    t.is(printed.id, wanted.id);
+    t.is(printed.type, 'message.created');
+  } finally {
+    child.kill('SIGINT');
+  }
+  t.is(await exited, 0);
+  await hub.close();
+});
+
+test('voxa plugins and voxa dlq steer a running runtime', async (t) => {
+  const hub = await openTestHub(servers);
+  let fixed = false;
+  const handled: string[] = [];
+  const plugin = definePlugin({
+    manifest: { name: 'cli-demo', description: 'CLI test plugin', events: ['message.created'], retry: { ackWaitMs: 1000, backoffMs: [100] } },
+    async handle(e) {
+      if (!fixed) throw new PermanentError('template missing');
+      handled.push(e.id);
+    },
+  });
+  const rt = new PluginRuntime(hub, [plugin], { fetchExpiresMs: 1000 });
+  await rt.start();
+  const evt = messageEvent();
+  await publishEvents(hub, [evt]);
+
+  let dl: { deadLetters: Array<{ seq: number; plugin: string; eventId: string; reason: string; attempts: number }> } = { deadLetters: [] };
+  await waitFor(async () => {
+    const r = await voxa(hub, ['dlq', 'list', '--json']);
+    dl = JSON.parse(r.stdout || '{"deadLetters":[]}') as typeof dl;
+    return dl.deadLetters.length === 1;
+  }, 'the dead letter in voxa dlq list');
+  t.like(dl.deadLetters[0], { plugin: 'cli-demo', eventId: evt.id, reason: 'template missing', attempts: 1 });
+
+  const list = await voxa(hub, ['plugins', 'list', '--json']);
+  t.is(list.code, 0, list.stderr);
+  const row = (JSON.parse(list.stdout) as { plugins: Array<Record<string, unknown>> }).plugins.find((p) => p.name === 'cli-demo');
+  t.like(row, { state: 'running', deadLetters: 1, pending: 0, ackPending: 0 });
+
+  const paused = await voxa(hub, ['plugins', 'pause', 'cli-demo', '--json']);
+  t.is(paused.code, 0, paused.stderr);
+  t.like(JSON.parse(paused.stdout), { plugin: 'cli-demo', state: 'paused' });
+  await waitFor(() => rt.status()[0]!.state === 'paused', 'the runtime to pause');
+  const resumed = await voxa(hub, ['plugins', 'resume', 'cli-demo']);
+  t.is(resumed.code, 0);
+  t.is(resumed.stdout.trim(), 'cli-demo: running');
+  await waitFor(() => rt.status()[0]!.state === 'running', 'the runtime to resume');
+
+  fixed = true;
+  const retry = await voxa(hub, ['dlq', 'retry', String(dl.deadLetters[0]!.seq), '--json']);
+  t.is(retry.code, 0, retry.stderr);
+  t.like(JSON.parse(retry.stdout), { count: 1 });
+  await waitFor(() => handled.length === 1, 'the retried event');
+  t.is(handled[0], evt.id);
+
+  const missing = await voxa(hub, ['plugins', 'pause', 'no-such-plugin', '--json']);
+  t.is(missing.code, 3);
+  t.like(JSON.parse(missing.stderr), { error: { code: 'PLUGIN_NOT_FOUND' } });
+  const badSince = await voxa(hub, ['plugins', 'rewind', 'cli-demo', '--since', 'yesterday']);
+  t.is(badSince.code, 2);
+  t.regex(badSince.stderr, /--since must be/);
+  const noTarget = await voxa(hub, ['dlq', 'retry']);
+  t.is(noTarget.code, 2);
+  await rt.stop();
+  await hub.close();
+});
