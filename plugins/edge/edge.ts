@@ -24,7 +24,7 @@ import { VoxaError, isVoxaError, type ErrorCode } from '../../core/errors.js';
 import { createEvent, subjectOf, withNamespace, type AnyEvent } from '../../core/events/catalog.js';
 import type { Hub } from '../../core/hub.js';
 import { newId } from '../../core/ids.js';
-import { metrics } from '../../core/telemetry/metrics.js';
+import { initEdgeSeries, metrics } from '../../core/telemetry/metrics.js';
 import { Frame } from './frame.js';
 import { Presence } from './presence.js';
 import { CLIENT_EVENTS, describeZodError, isClientEvent, type ClientEventData, type ClientEventName, type Handshake } from './protocol.js';
@@ -218,6 +218,7 @@ export class Edge {
   ) {
     this.opts = { ...DEFAULT_EDGE_OPTIONS, ...opts };
     this.log = hub.log.child({ component: 'edge' });
+    initEdgeSeries(); // zero series per transport, so edge dashboards read 0 rather than "no data"
     this.ns = hub.bus.namespace;
     this.presence = new Presence(
       hub.redis,
