@@ -20,6 +20,7 @@ export interface BuiltinPlugin {
 export const BUILTIN_PLUGINS: BuiltinPlugin[] = [
   { name: 'audit', description: 'Tamper-evident audit log of security and admin events', load: async () => (await import('./audit/index.js')).default },
   { name: 'analytics', description: 'Per-day workspace analytics from chat events', load: async () => (await import('./analytics/index.js')).default },
+  { name: 'email', description: 'Unread-message email digests over SMTP', load: async () => (await import('./email/index.js')).default },
   { name: 'edge', description: 'WebSocket edge: Socket.IO and plain WebSocket delivery, presence, typing, receipts, resume', needsApi: true, load: async () => (await import('./edge/index.js')).default },
   { name: 'webhooks', description: 'Outgoing webhooks: signed, ordered deliveries retried for over 24 h', load: async () => (await import('./webhooks/index.js')).default },
   // One line per built-in plugin, e.g.:

@@ -10,6 +10,7 @@ import type { Role, UserRecord } from '../../core/domain.js';
 import { buildApp } from '../../core/http/app.js';
 import type { Hub } from '../../core/hub.js';
 import type { Store } from '../../core/store/port.js';
+import { PluginRuntime } from '../../plugins/runtime/runtime.js';
 import type { Plugin } from '../../plugins/runtime/types.js';
 import { openTestHub, type TestServers } from '../helpers/hub.js';
 
@@ -30,12 +31,29 @@ export interface PluginApi {
 
 let n = 0;
 
-/** Opens a hub, starts `plugins` (start() only: events are fed by the test or a runtime) and serves their routes. */
-export async function openPluginApi(servers: TestServers, plugins: Plugin[], overrides: ConfigInput = {}): Promise<PluginApi> {
+/**
+ * Opens a hub, serves the plugins' routes and, unless `runtime` is set, calls their start() (events are then
+ * fed to handle() by the test). With `runtime: true` a real PluginRuntime starts them and consumes the stream.
+ */
+export async function openPluginApi(
+  servers: TestServers,
+  plugins: Plugin[],
+  overrides: ConfigInput = {},
+  opts: { runtime?: boolean } = {},
+): Promise<PluginApi> {
   const hub = await openTestHub(servers, overrides);
   if (hub.redis && hub.redis.status !== 'ready') await once(hub.redis, 'ready');
-  for (const p of plugins) await p.start?.({ hub, log: hub.log });
-  const app = buildApp(hub, { pluginRoutes: plugins.filter((p) => p.routes).map((p) => ({ name: p.manifest.name, routes: p.routes! })) });
+  let runtime: PluginRuntime | null = null;
+  if (opts.runtime) {
+    runtime = new PluginRuntime(hub, plugins, { fetchExpiresMs: 1000 });
+    await runtime.start();
+  } else {
+    for (const p of plugins) await p.start?.({ hub, log: hub.log });
+  }
+  const mounts = plugins
+    .filter((p) => p.routes || p.publicRoutes)
+    .map((p) => ({ name: p.manifest.name, routes: p.routes ?? (() => undefined), ...(p.publicRoutes ? { publicRoutes: p.publicRoutes } : {}) }));
+  const app = buildApp(hub, { pluginRoutes: mounts });
   const server = createServer(app.callback());
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const http = request(server);
@@ -53,7 +71,8 @@ export async function openPluginApi(servers: TestServers, plugins: Plugin[], ove
     },
     async close() {
       await new Promise<void>((r) => server.close(() => r()));
-      for (const p of plugins) await p.stop?.();
+      if (runtime) await runtime.stop();
+      else for (const p of plugins) await p.stop?.();
       await hub.close();
     },
   };

@@ -1,0 +1,126 @@
+/**
+ * The unread-message digest: what a user has not read, rendered as plain text and as HTML. Everything that
+ * came from users (names, titles, message text) is HTML-escaped in the HTML part; the text part is plain.
+ */
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import type { Message, UserRecord } from '../../core/domain.js';
+import type { Store } from '../../core/store/port.js';
+import { mutedConversations } from '../push/mutes.js';
+
+/** Conversations shown in one digest; the rest are summed up in one line. */
+export const MAX_CONVERSATIONS = 10;
+/** Latest unread messages shown per conversation. */
+export const MESSAGES_PER_CONVERSATION = 3;
+/** Characters of a message shown in the digest. */
+export const PREVIEW_CHARS = 280;
+
+export interface DigestConversation {
+  id: string;
+  title: string;
+  unreadCount: number;
+  link: string;
+  latest: Array<{ sender: string; text: string; createdAt: string }>;
+}
+
+export interface Digest {
+  subject: string;
+  text: string;
+  html: string;
+  unreadTotal: number;
+  conversations: DigestConversation[];
+}
+
+export function escapeHtml(s: string): string {
+  return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
+}
+
+/** Cuts text to `max` characters at most (by code point, so an emoji is never split), marking the cut. */
+export function preview(text: string, max = PREVIEW_CHARS): string {
+  const chars = [...text.replace(/\s+/g, ' ').trim()];
+  return chars.length <= max ? chars.join('') : `${chars.slice(0, max - 1).join('')}…`;
+}
+
+/** The signed token in an unsubscribe link: HMAC of the user id under a key derived from the hub's JWT secret. */
+export function unsubscribeToken(secret: string, userId: string): string {
+  return createHmac('sha256', secret).update(`voxa-email-unsubscribe:${userId}`).digest('base64url');
+}
+
+export function verifyUnsubscribeToken(secret: string, userId: string, token: string): boolean {
+  const want = Buffer.from(unsubscribeToken(secret, userId));
+  const got = Buffer.from(token);
+  return want.length === got.length && timingSafeEqual(want, got);
+}
+
+export function unsubscribeUrl(baseUrl: string, secret: string, userId: string): string {
+  return `${baseUrl}/v1/notifications/unsubscribe?u=${encodeURIComponent(userId)}&t=${unsubscribeToken(secret, userId)}`;
+}
+
+/**
+ * The digest for `user`, or null when they have nothing unread (outside muted conversations): then the
+ * digest is dropped. Messages by the user themselves never count as unread.
+ */
+export async function buildDigest(store: Store, user: UserRecord, baseUrl: string, unsubscribeLink: string): Promise<Digest | null> {
+  const muted = await mutedConversations(store.docs, user.id);
+  const unread = (await store.listConversations(user.id, { limit: 200 })).filter((c) => c.unreadCount > 0 && !muted.has(c.id));
+  if (unread.length === 0) return null;
+
+  const names = new Map<string, string>();
+  const nameOf = async (id: string): Promise<string> => {
+    if (!names.has(id)) names.set(id, (await store.getUser(id))?.name ?? 'Someone');
+    return names.get(id)!;
+  };
+
+  const conversations: DigestConversation[] = [];
+  for (const c of unread.slice(0, MAX_CONVERSATIONS)) {
+    const { messages } = await store.listMessages(c.id, { before: c.lastSeq + 1, limit: Math.min(c.unreadCount, MESSAGES_PER_CONVERSATION) + 5 });
+    const fresh = messages.filter((m: Message) => m.seq > c.readSeq && m.senderId !== user.id && !m.deleted).slice(-MESSAGES_PER_CONVERSATION);
+    const others = c.members.filter((m) => m !== user.id);
+    const title = c.type === 'group' ? (c.title ?? 'Group') : await nameOf(others[0] ?? user.id);
+    conversations.push({
+      id: c.id,
+      title,
+      unreadCount: c.unreadCount,
+      link: `${baseUrl}/conversations/${encodeURIComponent(c.id)}`,
+      latest: await Promise.all(fresh.map(async (m) => ({ sender: await nameOf(m.senderId), text: preview(m.text), createdAt: m.createdAt }))),
+    });
+  }
+  const unreadTotal = unread.reduce((n, c) => n + c.unreadCount, 0);
+  const more = unread.length - conversations.length;
+  const subject = `${unreadTotal} unread message${unreadTotal === 1 ? '' : 's'} in ${unread.length} conversation${unread.length === 1 ? '' : 's'}`;
+
+  const text = [
+    `Hi ${user.name},`,
+    '',
+    `you have ${subject}.`,
+    '',
+    ...conversations.flatMap((c) => [
+      `${c.title} (${c.unreadCount} unread)`,
+      ...c.latest.map((m) => `  ${m.sender}: ${m.text}`),
+      `  Open: ${c.link}`,
+      '',
+    ]),
+    ...(more > 0 ? [`…and ${more} more conversation${more === 1 ? '' : 's'}.`, ''] : []),
+    `Open Voxa: ${baseUrl}`,
+    '',
+    `Stop these emails: ${unsubscribeLink}`,
+  ].join('\n');
+
+  const e = escapeHtml;
+  const html = [
+    '<!doctype html><html><body style="font-family:sans-serif">',
+    `<p>Hi ${e(user.name)},</p>`,
+    `<p>you have ${e(subject)}.</p>`,
+    ...conversations.map(
+      (c) =>
+        `<h3><a href="${e(c.link)}">${e(c.title)}</a> <small>(${c.unreadCount} unread)</small></h3><ul>` +
+        c.latest.map((m) => `<li><b>${e(m.sender)}</b>: ${e(m.text)}</li>`).join('') +
+        '</ul>',
+    ),
+    ...(more > 0 ? [`<p>…and ${more} more conversation${more === 1 ? '' : 's'}.</p>`] : []),
+    `<p><a href="${e(baseUrl)}">Open Voxa</a></p>`,
+    `<p style="font-size:small"><a href="${e(unsubscribeLink)}">Stop these emails</a></p>`,
+    '</body></html>',
+  ].join('\n');
+
+  return { subject, text, html, unreadTotal, conversations };
+}

@@ -1,0 +1,211 @@
+/**
+ * The `email` plugin: unread-message digests over SMTP.
+ *
+ * On message.created every recipient with email on gets a delayed BullMQ job with the id `digest-<userId>`:
+ * BullMQ refuses a second job under an existing id, so a user has at most one digest pending however many
+ * messages arrive. When the job runs it re-reads the store: if the user has read everything by then (outside
+ * muted conversations) nothing is sent; otherwise one email lists the unread conversations. A message.seen
+ * that shows the user caught up removes the pending job at once.
+ *
+ * Routes: `GET/PUT /v1/me/notifications` (email on/off and delay), and the public one-click unsubscribe
+ * `GET/POST /v1/notifications/unsubscribe?u=&t=` that the List-Unsubscribe header points at.
+ */
+import { Queue, Worker, type Job } from 'bullmq';
+import { Redis } from 'ioredis';
+import nodemailer, { type Transporter } from 'nodemailer';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import type { UserRecord } from '../../core/domain.js';
+import { VoxaError } from '../../core/errors.js';
+import type { Hub } from '../../core/hub.js';
+import { validate } from '../../core/http/validate.js';
+import { recordSent } from '../analytics/facts.js';
+import { definePlugin, type Plugin } from '../runtime/types.js';
+import { buildDigest, escapeHtml, unsubscribeUrl, verifyUnsubscribeToken } from './digest.js';
+import { getEmailPrefs, updateEmailPrefs } from './prefs.js';
+
+export interface EmailPluginOptions {
+  /** Replaces the transport built from config.smtpUrl (tests may pass their own options). */
+  transport?: Transporter;
+}
+
+interface DigestJob {
+  userId: string;
+}
+
+/** BullMQ job id of a user's pending digest (BullMQ job ids may not contain ':'). */
+export const digestJobId = (userId: string): string => `digest-${userId}`;
+
+const PrefsBody = z
+  .object({
+    email: z
+      .object({
+        enabled: z.boolean().optional(),
+        delaySeconds: z.number().int().min(0).max(7 * 86400).optional(),
+      })
+      .strict(),
+  })
+  .strict();
+
+const UnsubscribeQuery = z.object({ u: z.string().min(1).max(64), t: z.string().min(1).max(128) }).strict();
+
+/** Base URL for links in emails: the configured public URL, else the local listener. */
+function baseUrlOf(hub: Hub): string {
+  return (hub.config.publicUrl ?? `http://localhost:${hub.config.port}`).replace(/\/+$/, '');
+}
+
+export function createEmailPlugin(opts: EmailPluginOptions = {}): Plugin {
+  let hub: Hub | null = null;
+  let log: Logger | null = null;
+  let queue: Queue<DigestJob> | null = null;
+  let worker: Worker<DigestJob> | null = null;
+  let transport: Transporter | null = null;
+  const connections: Redis[] = [];
+
+  /** One digest run: send or drop. Returns what happened (for logs and tests). */
+  async function runDigest(job: Job<DigestJob>): Promise<'sent' | 'dropped' | 'disabled'> {
+    const h = hub!;
+    const user = await h.store.getUser(job.data.userId);
+    if (!user || user.disabled || !user.email) return 'dropped';
+    const prefs = await getEmailPrefs(h.store.docs, user.id, h.config.emailDigestDelaySeconds);
+    if (!prefs.enabled) return 'disabled';
+    const base = baseUrlOf(h);
+    const unsubscribe = unsubscribeUrl(base, h.secrets.jwtSecret, user.id);
+    const digest = await buildDigest(h.store, user, base, unsubscribe);
+    if (!digest) return 'dropped';
+    await transport!.sendMail({
+      from: h.config.emailFrom,
+      to: { name: user.name, address: user.email },
+      subject: digest.subject,
+      text: digest.text,
+      html: digest.html,
+      // The same run retried after an SMTP failure keeps its Message-ID, so a receiving system can dedupe it.
+      messageId: `<digest-${user.id}-${job.timestamp}@voxa.invalid>`,
+      list: { unsubscribe: { url: unsubscribe, comment: 'Stop unread-message emails' } },
+      headers: { 'List-Unsubscribe-Post': 'List-Unsubscribe=One-Click', 'Auto-Submitted': 'auto-generated' },
+    });
+    await recordSent(h.store.docs, 'email', { workspaceId: user.workspaceId, key: `digest-${user.id}-${job.timestamp}` });
+    return 'sent';
+  }
+
+  /** True when the user has nothing unread left anywhere. */
+  async function caughtUp(userId: string): Promise<boolean> {
+    const convs = await hub!.store.listConversations(userId, { limit: 200 });
+    return convs.every((c) => c.unreadCount === 0);
+  }
+
+  const plugin = definePlugin({
+    manifest: {
+      name: 'email',
+      description: 'Emails a digest of unread messages to users who have not read them after a delay.',
+      events: ['message.created', 'message.seen'],
+      retry: { maxDeliveries: 10 },
+    },
+    async start(ctx) {
+      hub = ctx.hub;
+      log = ctx.log;
+      if (!opts.transport && !hub.config.smtpUrl) {
+        log.info('email plugin: no SMTP server configured (VOXA_SMTP_URL), digests are off');
+        return;
+      }
+      if (!hub.config.redisUrl) throw new Error('email plugin needs Redis for its delayed jobs');
+      transport = opts.transport ?? nodemailer.createTransport(hub.config.smtpUrl!);
+      const prefix = `voxa-${hub.config.natsNamespace || 'default'}`;
+      // BullMQ's worker blocks on Redis, so it needs its own connections and no per-request retry limit.
+      const conn = () => {
+        const r = new Redis(hub!.config.redisUrl!, { maxRetriesPerRequest: null, retryStrategy: (n) => Math.min(n * 200, 2000) });
+        r.on('error', () => undefined); // ioredis reconnects by itself; readiness is reported elsewhere
+        connections.push(r);
+        return r;
+      };
+      queue = new Queue<DigestJob>('email-digest', { connection: conn(), prefix });
+      worker = new Worker<DigestJob>(
+        'email-digest',
+        async (job) => {
+          const outcome = await runDigest(job);
+          log!.debug({ userId: job.data.userId, outcome }, 'email digest');
+          return outcome;
+        },
+        { connection: conn(), prefix, concurrency: 4 },
+      );
+      worker.on('failed', (job, err) => log!.warn({ userId: job?.data.userId, err: err.message }, 'email digest failed'));
+      worker.on('error', (err) => log!.warn({ err: err.message }, 'email worker error'));
+      await Promise.all([queue.waitUntilReady(), worker.waitUntilReady()]);
+    },
+    async handle(event) {
+      if (!queue || !hub) return; // email is off
+      if (event.type === 'message.created') {
+        const conv = await hub.store.getConversation(event.data.message.conversationId);
+        if (!conv) return;
+        for (const userId of conv.members) {
+          if (userId === event.data.message.senderId) continue;
+          const user = await hub.store.getUser(userId);
+          // Invited-but-unregistered and disabled accounts get no mail.
+          if (!user || user.disabled || user.passwordHash === null || !user.email) continue;
+          const prefs = await getEmailPrefs(hub.store.docs, userId, hub.config.emailDigestDelaySeconds);
+          if (!prefs.enabled) continue;
+          // An existing job under this id makes add() a no-op: one pending digest per user, and a redelivered
+          // event cannot schedule a second one.
+          await queue.add(
+            'digest',
+            { userId },
+            { jobId: digestJobId(userId), delay: prefs.delaySeconds * 1000, removeOnComplete: true, removeOnFail: 100, attempts: 5, backoff: { type: 'exponential', delay: 30_000 } },
+          );
+        }
+      } else if (event.type === 'message.seen') {
+        const job = await queue.getJob(digestJobId(event.data.userId));
+        if (!job || !(await job.isDelayed())) return;
+        if (await caughtUp(event.data.userId)) {
+          // A job that just started running is locked and cannot be removed; it re-checks unread itself.
+          await job.remove().catch(() => undefined);
+        }
+      }
+    },
+    routes(router, ctx) {
+      router.get('/me/notifications', async (kctx) => {
+        const user = kctx.state.user as UserRecord;
+        kctx.body = { email: await getEmailPrefs(ctx.hub.store.docs, user.id, ctx.hub.config.emailDigestDelaySeconds) };
+      });
+      router.put('/me/notifications', async (kctx) => {
+        const user = kctx.state.user as UserRecord;
+        const body = validate(PrefsBody, kctx.state.body, 'body');
+        const email = await updateEmailPrefs(ctx.hub.store.docs, user.id, body.email, ctx.hub.config.emailDigestDelaySeconds);
+        if (!email.enabled) await queue?.remove(digestJobId(user.id)).catch(() => undefined);
+        kctx.body = { email };
+      });
+    },
+    publicRoutes(router, ctx) {
+      const check = async (query: unknown): Promise<string> => {
+        const q = validate(UnsubscribeQuery, query, 'query');
+        if (!verifyUnsubscribeToken(ctx.hub.secrets.jwtSecret, q.u, q.t)) throw new VoxaError('FORBIDDEN', 'This unsubscribe link is not valid.');
+        return q.u;
+      };
+      // GET only shows a confirmation button: link scanners in mail systems follow GET links on their own.
+      router.get('/notifications/unsubscribe', async (kctx) => {
+        await check(kctx.query);
+        kctx.type = 'html';
+        kctx.body = `<!doctype html><html><body><form method="post" action="${escapeHtml(kctx.originalUrl)}"><p>Stop unread-message emails from Voxa?</p><button type="submit">Unsubscribe</button></form></body></html>`;
+      });
+      // RFC 8058 one-click: the mail client POSTs "List-Unsubscribe=One-Click" to the URL.
+      router.post('/notifications/unsubscribe', async (kctx) => {
+        const userId = await check(kctx.query);
+        await updateEmailPrefs(ctx.hub.store.docs, userId, { enabled: false }, ctx.hub.config.emailDigestDelaySeconds);
+        await queue?.remove(digestJobId(userId)).catch(() => undefined);
+        kctx.type = 'html';
+        kctx.body = '<!doctype html><html><body><p>You will no longer get unread-message emails.</p></body></html>';
+      });
+    },
+    async stop() {
+      await worker?.close();
+      await queue?.close();
+      for (const c of connections) c.disconnect();
+      connections.length = 0;
+      transport?.close();
+      worker = null;
+      queue = null;
+    },
+  });
+  return plugin;
+}
+
+export default createEmailPlugin;

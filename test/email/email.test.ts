@@ -1,0 +1,219 @@
+import test from 'ava';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { simpleParser, type ParsedMail } from 'mailparser';
+import { SMTPServer } from 'smtp-server';
+import { createEvent } from '../../core/events/catalog.js';
+import type { Hub } from '../../core/hub.js';
+import { FACTS_COLLECTION } from '../../plugins/analytics/facts.js';
+import { createEmailPlugin, digestJobId } from '../../plugins/email/index.js';
+import { setMuted } from '../../plugins/push/mutes.js';
+import type { Plugin } from '../../plugins/runtime/types.js';
+import { startServers } from '../helpers/hub.js';
+import { freePort } from '../helpers/servers.js';
+import { bearer, eventually, openPluginApi, type PluginApi, type Session } from '../notifications/support.js';
+
+let servers: Awaited<ReturnType<typeof startServers>>;
+let smtp: SMTPServer;
+let smtpPort: number;
+const inbox: ParsedMail[] = [];
+
+test.before(async () => {
+  servers = await startServers();
+  smtpPort = await freePort();
+  // A real SMTP server on loopback that parses everything it receives.
+  smtp = new SMTPServer({
+    disabledCommands: ['STARTTLS', 'AUTH'],
+    logger: false,
+    onData(stream, _session, callback) {
+      simpleParser(stream)
+        .then((mail) => {
+          inbox.push(mail);
+          callback();
+        })
+        .catch(callback);
+    },
+  });
+  await new Promise<void>((r) => smtp.listen(smtpPort, '127.0.0.1', r));
+});
+test.after.always(async () => {
+  await new Promise<void>((r) => (smtp ? smtp.close(() => r()) : r()));
+  await servers?.dispose();
+});
+
+// Tests in this file share the inbox, so they run one after the other and each looks only at its own recipients.
+const mailsTo = (s: Session) => inbox.filter((m) => m.to && !Array.isArray(m.to) && m.to.value[0]?.address === s.email);
+
+/** Inspects the plugin's BullMQ queue from the outside. */
+function inspectQueue(hub: Hub): { queue: Queue; close(): Promise<void> } {
+  const connection = new Redis(hub.config.redisUrl!, { maxRetriesPerRequest: null });
+  const queue = new Queue('email-digest', { connection, prefix: `voxa-${hub.config.natsNamespace}` });
+  return {
+    queue,
+    async close() {
+      await queue.close();
+      connection.disconnect();
+    },
+  };
+}
+
+async function open(delaySeconds: number, runtime: boolean, plugin: Plugin = createEmailPlugin()): Promise<PluginApi> {
+  return openPluginApi(
+    servers,
+    [plugin],
+    { smtpUrl: `smtp://127.0.0.1:${smtpPort}`, emailDigestDelaySeconds: delaySeconds, publicUrl: 'https://chat.example.test', emailFrom: 'Voxa <noreply@example.test>' },
+    { runtime },
+  );
+}
+
+async function send(api: PluginApi, from: Session, conversationId: string, text: string): Promise<{ seq: number; id: string; createdAt: string }> {
+  const r = await api.http.post(`/v1/conversations/${conversationId}/messages`).set(...bearer(from)).send({ text });
+  if (r.status !== 201) throw new Error(`send: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body.message;
+}
+
+test.serial('one digest per recipient with escaped content, a link and a working one-click List-Unsubscribe', async (t) => {
+  const api = await open(1, true);
+  const q = inspectQueue(api.hub);
+  try {
+    const alice = await api.register('Alice');
+    const bob = await api.register('Bob');
+    const carol = await api.register('Carol');
+    const group = await api.http.post('/v1/conversations').set(...bearer(alice)).send({ type: 'group', title: 'Team <Ops> & "Co"', members: [bob.id, carol.id] });
+    t.is(group.status, 201);
+    const gid = group.body.conversation.id as string;
+    const direct = await api.http.post('/v1/conversations').set(...bearer(alice)).send({ type: 'direct', members: [bob.id] });
+    const did = direct.body.conversation.id as string;
+    await send(api, alice, gid, 'first <img src=x onerror=alert(1)> & "quoted"');
+    await send(api, alice, gid, 'second');
+    await send(api, alice, did, 'just for you, Bob');
+
+    await eventually(async () => mailsTo(bob).length >= 1 && mailsTo(carol).length >= 1);
+    // Every digest job has finished: nothing waiting, delayed or running is left that could mail again.
+    await eventually(async () => {
+      const c = await q.queue.getJobCounts('delayed', 'waiting', 'active');
+      return (c.delayed ?? 0) + (c.waiting ?? 0) + (c.active ?? 0) === 0;
+    });
+    t.is(mailsTo(bob).length, 1, 'three messages, one digest');
+    t.is(mailsTo(carol).length, 1);
+    t.is(mailsTo(alice).length, 0, 'the sender gets nothing');
+
+    const mail = mailsTo(bob)[0]!;
+    t.is(mail.subject, '3 unread messages in 2 conversations');
+    t.is(mail.from?.value[0]?.address, 'noreply@example.test');
+    // Plain text keeps the characters; HTML escapes them.
+    t.true(mail.text!.includes('Team <Ops> & "Co" (2 unread)'));
+    t.true(mail.text!.includes('Alice: first <img src=x onerror=alert(1)> & "quoted"'));
+    t.true(mail.text!.includes(`https://chat.example.test/conversations/${gid}`));
+    const html = mail.html as string;
+    t.true(html.includes('Team &lt;Ops&gt; &amp; &quot;Co&quot;'));
+    t.true(html.includes('first &lt;img src=x onerror=alert(1)&gt; &amp; &quot;quoted&quot;'));
+    t.false(html.includes('<img'));
+    t.true(html.includes(`href="https://chat.example.test/conversations/${did}"`));
+    t.true(html.includes('just for you, Bob'));
+
+    // List-Unsubscribe with a signed https link, and the one-click header.
+    const header = (name: string) => mail.headerLines.find((h) => h.key === name)?.line.replace(/^[^:]+:\s*/, '');
+    const link = /^<(https:[^>]+)>/.exec(header('list-unsubscribe') ?? '');
+    t.truthy(link, header('list-unsubscribe'));
+    const url = new URL(link![1]!);
+    t.is(url.origin, 'https://chat.example.test');
+    t.is(url.pathname, '/v1/notifications/unsubscribe');
+    t.is(url.searchParams.get('u'), bob.id);
+    t.is(header('list-unsubscribe-post'), 'List-Unsubscribe=One-Click');
+
+    // The link works without signing in; GET only confirms, POST unsubscribes; a forged token is refused.
+    const path = `${url.pathname}${url.search}`;
+    const page = await api.http.get(path);
+    t.is(page.status, 200);
+    t.regex(page.text, /<form method="post"/);
+    t.true((await api.http.get('/v1/me/notifications').set(...bearer(bob))).body.email.enabled);
+    const forged = await api.http.post(`${url.pathname}?u=${carol.id}&t=${url.searchParams.get('t')}`).type('form').send('List-Unsubscribe=One-Click');
+    t.is(forged.status, 403);
+    const one = await api.http.post(path).type('form').send('List-Unsubscribe=One-Click');
+    t.is(one.status, 200);
+    t.false((await api.http.get('/v1/me/notifications').set(...bearer(bob))).body.email.enabled);
+    t.true((await api.http.get('/v1/me/notifications').set(...bearer(carol))).body.email.enabled);
+
+    // Sent digests are counted for analytics.
+    t.is(await api.hub.store.docs.count(FACTS_COLLECTION, { kind: 'email' }), 2);
+  } finally {
+    await q.close();
+    await api.close();
+  }
+});
+
+test.serial('a digest is dropped when the user reads in time: on message.seen, or when the job finds nothing unread', async (t) => {
+  const api = await open(3600, true);
+  const q = inspectQueue(api.hub);
+  try {
+    const alice = await api.register('Alice');
+    const bob = await api.register('Bob');
+    const conv = await api.http.post('/v1/conversations').set(...bearer(alice)).send({ type: 'direct', members: [bob.id] });
+    const cid = conv.body.conversation.id as string;
+    const m = await send(api, alice, cid, 'are you there?');
+    const job = await eventually(async () => q.queue.getJob(digestJobId(bob.id)));
+    t.true(await job.isDelayed());
+
+    // Bob reads: the message.seen event removes the pending digest.
+    const read = await api.http.post(`/v1/conversations/${cid}/read`).set(...bearer(bob)).send({ seq: m.seq });
+    t.true(read.status === 200 || read.status === 204);
+    await eventually(async () => (await q.queue.getJob(digestJobId(bob.id))) === undefined);
+
+    // Second path: the job runs but the user already read (marker moved without an event reaching us).
+    await send(api, alice, cid, 'one more');
+    const again = await eventually(async () => q.queue.getJob(digestJobId(bob.id)));
+    const conv2 = await api.hub.store.getConversation(cid);
+    await api.hub.store.setReadMarker(cid, bob.id, conv2!.lastSeq, () => []);
+    await again.promote(); // run it now instead of in an hour
+    await eventually(async () => (await q.queue.getJob(digestJobId(bob.id))) === undefined);
+    t.is(mailsTo(bob).length, 0);
+  } finally {
+    await q.close();
+    await api.close();
+  }
+});
+
+test.serial('preferences: off means no digest is scheduled, muted conversations are left out, bad input is 400', async (t) => {
+  const plugin = createEmailPlugin();
+  const api = await open(3600, false, plugin);
+  const q = inspectQueue(api.hub);
+  try {
+    const alice = await api.register('Alice');
+    const bob = await api.register('Bob');
+    const dave = await api.register('Dave');
+    t.deepEqual((await api.http.get('/v1/me/notifications').set(...bearer(bob))).body, { email: { enabled: true, delaySeconds: 3600 } });
+    const put = await api.http.put('/v1/me/notifications').set(...bearer(bob)).send({ email: { enabled: false } });
+    t.deepEqual(put.body, { email: { enabled: false, delaySeconds: 3600 } });
+    const put2 = await api.http.put('/v1/me/notifications').set(...bearer(dave)).send({ email: { delaySeconds: 0 } });
+    t.deepEqual(put2.body, { email: { enabled: true, delaySeconds: 0 } });
+    for (const body of [{ email: { delaySeconds: -1 } }, { email: { enabled: 'yes' } }, { email: { enabled: true, extra: 1 } }, { sms: {} }]) {
+      const bad = await api.http.put('/v1/me/notifications').set(...bearer(bob)).send(body);
+      t.is(bad.status, 400, JSON.stringify(body));
+      t.is(bad.body.error.code, 'VALIDATION_FAILED');
+    }
+
+    const conv = await api.http.post('/v1/conversations').set(...bearer(alice)).send({ type: 'group', title: 'G', members: [bob.id, dave.id] });
+    const cid = conv.body.conversation.id as string;
+    const muted = await api.http.post('/v1/conversations').set(...bearer(alice)).send({ type: 'direct', members: [dave.id] });
+    const mid = muted.body.conversation.id as string;
+    await setMuted(api.hub.store.docs, dave.id, mid, true);
+    const msg = await send(api, alice, cid, 'hello both');
+    await send(api, alice, mid, 'secret muted talk');
+    // Feed the event straight to the handler (no runtime in this test).
+    await plugin.handle(
+      createEvent('message.created', { workspaceId: api.hub.config.defaultWorkspaceId, conversationId: cid, actor: { type: 'user', id: alice.id }, data: { message: { ...msg, conversationId: cid, senderId: alice.id, text: 'hello both', clientId: null } } }),
+      { attempt: 1, streamSeq: 1, subject: 'x' },
+    );
+    t.is(await q.queue.getJob(digestJobId(bob.id)), undefined, 'email off: nothing scheduled');
+    // Dave's delay is 0: his digest goes out at once and leaves the muted conversation out.
+    await eventually(async () => mailsTo(dave).length === 1);
+    const mail = mailsTo(dave)[0]!;
+    t.is(mail.subject, '1 unread message in 1 conversation');
+    t.true(mail.text!.includes('hello both'));
+    t.false(mail.text!.includes('secret muted talk'));
+  } finally {
+    await q.close();
+    await api.close();
+  }
+});
