@@ -25,7 +25,8 @@ import type { Conversation, ConversationSummary, Message, UserRecord, Workspace,
 import { VoxaError } from '../errors.js';
 import { ulid } from '../ids.js';
 import { assertCollection, assertFieldName, assertId, checkedFilter, escapeRegex, requireInt, requireString } from './guards.js';
-import type { DocValue, DocumentStore, HistoryQuery, NewMessage, OutboxEntry, OutboxFor, RefreshTokenRecord, Store } from './port.js';
+import type { DocValue, DocumentStore, HistoryQuery, NewMessage, OutboxEntry, OutboxFor, RefreshTokenRecord, SearchQuery, SearchResult, Store } from './port.js';
+import { decodeCursor, encodeCursor, makeSnippet, mongoTextSearch, searchTerms } from '../search/query.js';
 
 /** How old a pending (standalone-mode) outbox entry must be before the sweeper decides its fate. */
 const PENDING_VERIFY_MS = 5 * 60_000;
@@ -272,6 +273,9 @@ export class MongoStore implements Store {
           unique: true,
           partialFilterExpression: { clientId: { $type: 'string' } },
         },
+        // Full-text search (issue 7). Language 'none': no stemming or stop words, since chats mix languages.
+        // The index changes with the document, so edits and deletes are searchable (or gone) at once.
+        { key: { text: 'text' }, name: 'text_search', default_language: 'none', language_override: '_no_language_field' },
       ]),
       this.markers.createIndexes([{ key: { conversationId: 1 }, name: 'conversation' }]),
       this.outbox.createIndexes([
@@ -725,6 +729,36 @@ export class MongoStore implements Store {
       if (res.matchedCount !== 1) throw new Retry();
       return next;
     });
+  }
+
+  // Search
+
+  async searchMessages(userId: string, q: string, opts: SearchQuery): Promise<SearchResult> {
+    str(userId, 'userId');
+    const terms = searchTerms(str(q, 'q'));
+    const limit = Math.max(0, int(opts.limit, 'limit'));
+    const offset = decodeCursor(opts.cursor);
+    if (terms.length === 0 || limit === 0) return { hits: [], nextCursor: null };
+    // The caller's conversations first (by the member index), then the text search inside them.
+    const convFilter: Filter<ConversationDoc> = { members: userId };
+    if (opts.conversationId !== undefined) convFilter._id = str(opts.conversationId, 'conversationId');
+    const convIds = (await this.conversations.find(convFilter, { projection: { _id: 1 } }).toArray()).map((c) => c._id);
+    if (convIds.length === 0) return { hits: [], nextCursor: null };
+    const docs = await this.messages
+      .find(
+        { $text: { $search: mongoTextSearch(terms), $caseSensitive: false, $diacriticSensitive: false }, conversationId: { $in: convIds }, deleted: { $ne: true } },
+        { projection: { score: { $meta: 'textScore' } } },
+      )
+      .sort({ score: { $meta: 'textScore' }, _id: -1 })
+      .skip(offset)
+      .limit(limit + 1)
+      .toArray();
+    const hits = docs.slice(0, limit).map((d) => {
+      const { score, ...doc } = d as MessageDoc & { score: number };
+      const message = toMessage(doc);
+      return { message, ...makeSnippet(message.text, terms), score: Number(score) };
+    });
+    return { hits, nextCursor: docs.length > limit ? encodeCursor(offset + limit) : null };
   }
 
   // Read markers

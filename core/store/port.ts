@@ -47,6 +47,29 @@ export interface HistoryQuery {
   limit: number;
 }
 
+/** Options of a message search (issue 7). */
+export interface SearchQuery {
+  /** Only this conversation (the user must still be a member). */
+  conversationId?: string;
+  limit: number;
+  /** Opaque cursor from a previous page's nextCursor. */
+  cursor?: string;
+}
+
+/** One ranked search result: the message and a plain-text snippet with highlight ranges [start, end). */
+export interface SearchHit {
+  message: Message;
+  snippet: string;
+  highlights: Array<[number, number]>;
+  /** Higher is better; comparable only within one result list. */
+  score: number;
+}
+
+export interface SearchResult {
+  hits: SearchHit[];
+  nextCursor: string | null;
+}
+
 /** Builds the outbox entries for a change once the store knows its final shape (e.g. the assigned seq). */
 export type OutboxFor<T> = (value: T) => OutboxEntry[];
 
@@ -143,6 +166,13 @@ export interface Store {
   editMessage(conversationId: string, messageId: string, text: string, editedAt: string, outbox: OutboxFor<Message>): Promise<Message | null>;
   /** Tombstones a message: text becomes '' and deleted true. Deleting twice is a no-op returning the tombstone. */
   deleteMessage(conversationId: string, messageId: string, deletedAt: string, outbox: OutboxFor<Message>): Promise<Message | null>;
+
+  /**
+   * Full-text search over the (not deleted) messages of the conversations `userId` is a member of, best
+   * match first. `q` is plain text: adapters turn it into terms (core/search/query.ts) so no query operator
+   * reaches the engine; a query without any word matches nothing. Edits and deletes are reflected at once.
+   */
+  searchMessages(userId: string, q: string, opts: SearchQuery): Promise<SearchResult>;
 
   // Read markers
   /** Moves the user's read marker forward (never back); returns the marker after the call and whether it moved. */

@@ -20,8 +20,11 @@ import type {
   OutboxEntry,
   OutboxFor,
   RefreshTokenRecord,
+  SearchQuery,
+  SearchResult,
   Store,
 } from './port.js';
+import { decodeCursor, encodeCursor, ftsQuery, MARK_CLOSE, MARK_OPEN, parseMarked, searchTerms } from '../search/query.js';
 
 type Row = Record<string, unknown>;
 type Db = Database.Database;
@@ -121,6 +124,28 @@ const MIGRATIONS: string[] = [
     doc TEXT NOT NULL,
     PRIMARY KEY (collection, id)
   ) WITHOUT ROWID;
+  `,
+  // 2: full-text search over message text (issue 7). An external-content FTS5 table over messages, kept in
+  // step by triggers, so an append, edit or delete changes the index inside the same transaction. unicode61
+  // with diacritics removed folds "é" to "e" for every script it knows.
+  `
+  CREATE VIRTUAL TABLE messages_fts USING fts5(
+    text,
+    content = 'messages',
+    content_rowid = 'rowid',
+    tokenize = 'unicode61 remove_diacritics 2'
+  );
+  CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO messages_fts (rowid, text) VALUES (new.rowid, new.text);
+  END;
+  CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+  END;
+  CREATE TRIGGER messages_fts_update AFTER UPDATE OF text ON messages BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
+    INSERT INTO messages_fts (rowid, text) VALUES (new.rowid, new.text);
+  END;
+  INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
   `,
 ];
 
@@ -655,6 +680,31 @@ export class SqliteStore implements Store {
       this.writeOutbox(outbox(message));
       return message;
     });
+  }
+
+  // Search
+
+  async searchMessages(userId: string, q: string, opts: SearchQuery): Promise<SearchResult> {
+    str(userId, 'userId');
+    const terms = searchTerms(str(q, 'q'));
+    const limit = Math.max(0, int(opts.limit, 'limit'));
+    const offset = decodeCursor(opts.cursor);
+    const conversationId = opts.conversationId !== undefined ? str(opts.conversationId, 'conversationId') : null;
+    if (terms.length === 0 || limit === 0) return { hits: [], nextCursor: null };
+    // bm25() is lower-is-better; the API's score is higher-is-better, so it is negated. The membership join
+    // keeps the search inside the caller's conversations; the match is a bound parameter built from quoted terms.
+    const rows = this.q(
+      `SELECT m.*, bm25(messages_fts) AS rank,
+         snippet(messages_fts, 0, '${MARK_OPEN}', '${MARK_CLOSE}', '…', 16) AS marked
+       FROM messages_fts
+       JOIN messages m ON m.rowid = messages_fts.rowid
+       JOIN conversation_members cm ON cm.conversation_id = m.conversation_id AND cm.user_id = ?
+       WHERE messages_fts MATCH ? AND m.deleted = 0 AND (? IS NULL OR m.conversation_id = ?)
+       ORDER BY rank, m.rowid DESC
+       LIMIT ? OFFSET ?`,
+    ).all(userId, ftsQuery(terms), conversationId, conversationId, limit + 1, offset) as Row[];
+    const hits = rows.slice(0, limit).map((r) => ({ message: toMessage(r), ...parseMarked(String(r.marked)), score: -Number(r.rank) }));
+    return { hits, nextCursor: rows.length > limit ? encodeCursor(offset + limit) : null };
   }
 
   // Read markers

@@ -668,6 +668,87 @@ for (const backend of backends) {
 
   // Restart durability
 
+  // Search (issue 7)
+
+  it('searchMessages: ranked hits with highlights, only in the caller\'s conversations, not deleted', async (t, s) => {
+    const mine = await group(s, ['u1', 'u2']);
+    const theirs = await group(s, ['u3', 'u4']);
+    const m1 = (await send(s, mine.id, 'u2', 'The quarterly invoice is attached', { t: 11 })).message;
+    const m2 = (await send(s, mine.id, 'u1', 'invoice invoice: the invoice number changed', { t: 12 })).message;
+    await send(s, mine.id, 'u1', 'nothing to see here', { t: 13 });
+    await send(s, theirs.id, 'u3', 'secret invoice of another team', { t: 14 });
+
+    const res = await s.searchMessages('u1', 'Invoice', { limit: 10 });
+    t.deepEqual(res.hits.map((h) => h.message.id).sort(), [m1.id, m2.id].sort());
+    t.is(res.hits[0]!.message.id, m2.id, 'more occurrences rank higher');
+    t.true(res.hits[0]!.score >= res.hits[1]!.score);
+    t.is(res.nextCursor, null);
+    for (const h of res.hits) {
+      t.true(h.highlights.length >= 1);
+      for (const [a, b] of h.highlights) t.is(h.snippet.slice(a, b).toLowerCase(), 'invoice');
+    }
+    // Users outside a conversation never see its messages; a conversation filter narrows further.
+    t.deepEqual((await s.searchMessages('u3', 'invoice', { limit: 10 })).hits.map((h) => h.message.conversationId), [theirs.id]);
+    t.deepEqual((await s.searchMessages('u1', 'invoice', { limit: 10, conversationId: theirs.id })).hits, []);
+    t.is((await s.searchMessages('u1', 'invoice', { limit: 10, conversationId: mine.id })).hits.length, 2);
+    // All terms must match; the last one also as a prefix.
+    t.deepEqual((await s.searchMessages('u1', 'invoice quarter', { limit: 10 })).hits.map((h) => h.message.id), [m1.id]);
+    t.deepEqual((await s.searchMessages('u1', 'nothing', { limit: 10 })).hits.length, 1);
+    // A member who leaves stops finding the conversation.
+    await s.updateMembers(mine.id, { remove: ['u2'] }, ob('conversation.updated'));
+    t.deepEqual((await s.searchMessages('u2', 'invoice', { limit: 10 })).hits, []);
+  });
+
+  it('searchMessages: edits and deletes change the results at once', async (t, s) => {
+    const c = await group(s, ['u1', 'u2']);
+    const m = (await send(s, c.id, 'u1', 'meet at the harbour')).message;
+    t.is((await s.searchMessages('u2', 'harbour', { limit: 5 })).hits.length, 1);
+    await s.editMessage(c.id, m.id, 'meet at the station', at(20), ob('message.updated'));
+    t.deepEqual((await s.searchMessages('u2', 'harbour', { limit: 5 })).hits, []);
+    const hit = (await s.searchMessages('u2', 'station', { limit: 5 })).hits[0]!;
+    t.is(hit.message.id, m.id);
+    t.is(hit.message.text, 'meet at the station');
+    t.truthy(hit.message.editedAt);
+    await s.deleteMessage(c.id, m.id, at(21), ob('message.deleted'));
+    t.deepEqual((await s.searchMessages('u2', 'station', { limit: 5 })).hits, []);
+    t.deepEqual((await s.searchMessages('u2', 'meet', { limit: 5 })).hits, []);
+  });
+
+  it('searchMessages: pages with a cursor, no duplicates, no gaps', async (t, s) => {
+    const c = await group(s, ['u1', 'u2']);
+    for (let i = 0; i < 7; i++) await send(s, c.id, 'u1', `report number ${i}`, { t: 20 + i });
+    const seen: string[] = [];
+    let cursor: string | undefined;
+    for (let page = 0; page < 5; page++) {
+      const res = await s.searchMessages('u2', 'report', { limit: 3, ...(cursor ? { cursor } : {}) });
+      seen.push(...res.hits.map((h) => h.message.id));
+      if (!res.nextCursor) break;
+      cursor = res.nextCursor;
+    }
+    t.is(seen.length, 7);
+    t.is(new Set(seen).size, 7);
+    await rejectsWithCode(t, s.searchMessages('u2', 'report', { limit: 3, cursor: 'not-a-cursor' }), 'VALIDATION_FAILED');
+  });
+
+  it('searchMessages: query syntax is plain text (FTS5 / $text operators do nothing), odd input is harmless', async (t, s) => {
+    const c = await group(s, ['u1', 'u2']);
+    const a = (await send(s, c.id, 'u1', 'alpha beta')).message;
+    await send(s, c.id, 'u1', 'gamma delta');
+    // OR / NOT / NEAR / column filters / negation / quotes / stars are separators, not operators.
+    t.deepEqual((await s.searchMessages('u2', 'alpha OR gamma', { limit: 10 })).hits, [], 'OR is a word that must match');
+    t.deepEqual((await s.searchMessages('u2', 'alpha -beta', { limit: 10 })).hits.map((h) => h.message.id), [a.id], 'minus does not negate');
+    t.deepEqual((await s.searchMessages('u2', 'text:alpha', { limit: 10 })).hits, [], 'no column filter: "text" must match too');
+    for (const q of ['"', '*', 'NEAR(alpha beta)', '((', '{"$ne":null}', '\u0000', '^alpha', 'alpha"*', '-', '   ', '', '💥', 'a'.repeat(5000)]) {
+      const res = await s.searchMessages('u2', q, { limit: 10 });
+      t.true(Array.isArray(res.hits), q);
+    }
+    t.deepEqual((await s.searchMessages('u2', '"alpha"', { limit: 10 })).hits.map((h) => h.message.id), [a.id]);
+    // Operator objects in place of the query or ids never reach the engine.
+    await rejectsWithCode(t, s.searchMessages('u2', { $ne: null } as unknown as string, { limit: 5 }), 'VALIDATION_FAILED');
+    await rejectsWithCode(t, s.searchMessages({ $ne: null } as unknown as string, 'alpha', { limit: 5 }), 'VALIDATION_FAILED');
+    await rejectsWithCode(t, s.searchMessages('u2', 'alpha', { limit: 5, conversationId: { $ne: null } as unknown as string }), 'VALIDATION_FAILED');
+  });
+
   it('everything survives close() and reopening the same data', async (t, _s, h) => {
     let s = h.store;
     await workspace(s);
