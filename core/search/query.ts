@@ -76,7 +76,7 @@ export function parseMarked(marked: string): Snippet {
  */
 export function makeSnippet(text: string, terms: string[], width = 120): Snippet {
   // Strip our own marker characters from stored text so a message cannot fake highlights.
-  const clean = text.replace(/[\u0002\u0003]/g, '');
+  const clean = text.split(MARK_OPEN).join('').split(MARK_CLOSE).join('');
   const words = [...clean.matchAll(/[\p{L}\p{N}\p{M}]+/gu)];
   const hits = words.filter((w) => terms.some((t) => w[0].toLowerCase().startsWith(t)));
   const first = hits[0]?.index ?? 0;
