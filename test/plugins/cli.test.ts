@@ -1,5 +1,7 @@
 /** The `voxa plugins | dlq | events` commands as real subprocesses against a real NATS and a running runtime. */
 import { execFile, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
@@ -109,5 +111,33 @@ test('voxa plugins and voxa dlq steer a running runtime', async (t) => {
   const noTarget = await voxa(hub, ['dlq', 'retry']);
   t.is(noTarget.code, 2);
   await rt.stop();
+  await hub.close();
+});
+
+test('voxa worker runs only the chosen plugins and drains on SIGTERM with exit 0', async (t) => {
+  const hub = await openTestHub(servers);
+  const bad = await voxa(hub, ['worker', '--plugins', 'no-such-plugin']);
+  t.is(bad.code, 2);
+  t.regex(bad.stderr, /unknown plugin no-such-plugin; available: .*audit/);
+
+  const dataDir = mkdtempSync(join(tmpdir(), 'voxa-worker-'));
+  const child = spawn(process.execPath, ['--import', 'tsx', 'cli/index.ts', 'worker', '--plugins', 'audit'], {
+    cwd: root,
+    env: { ...env(hub), REDIS_URL: servers.redis.url, VOXA_DATA_DIR: dataDir, LOG_LEVEL: 'info' },
+  });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  try {
+    await waitFor(() => out.includes('Voxa worker running'), 'the worker to start', 40_000);
+    const consumers: string[] = [];
+    for await (const ci of hub.bus.jsm.consumers.list(hub.bus.streams.events)) consumers.push(ci.name);
+    t.deepEqual(consumers, ['audit-g0'], 'only the chosen plugin has a consumer');
+  } finally {
+    child.kill('SIGTERM');
+  }
+  t.is(await exited, 0, out.slice(-2000));
+  rmSync(dataDir, { recursive: true, force: true });
   await hub.close();
 });
