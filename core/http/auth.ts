@@ -7,12 +7,13 @@ import type { Middleware } from 'koa';
 import koaJwt from 'koa-jwt';
 import { VoxaError } from '../errors.js';
 import type { HubCore } from '../hub.js';
-import { jwtVerifyOptions, userForClaims } from '../auth/tokens.js';
+import { jwtKey, jwtVerifyOptions, userForClaims } from '../auth/tokens.js';
 
 export function authenticate(hub: HubCore): Middleware {
   const opts = jwtVerifyOptions(hub);
   const verify = koaJwt({
-    secret: hub.secrets.jwtSecret,
+    // A KeyObject (see jwtKey); koa-jwt hands it to jsonwebtoken unchanged.
+    secret: jwtKey(hub) as unknown as string,
     key: 'jwt',
     algorithms: opts.algorithms,
     issuer: opts.issuer,
