@@ -16,6 +16,7 @@ import { authRoutes } from '../routes/auth.js';
 import { conversationRoutes } from '../routes/conversations.js';
 import { userRoutes } from '../routes/users.js';
 import { twoFactorRoutes } from '../routes/twofactor.js';
+import { searchRoutes } from '../routes/search.js';
 import { TotpService } from '../auth/totp.js';
 import { metrics } from '../telemetry/metrics.js';
 import { ApiRouter, buildOpenApi, type ApiState } from './api-router.js';
@@ -59,6 +60,7 @@ export function buildApp(hub: Hub, opts: BuildAppOptions = {}): Koa<ApiState> {
   userRoutes(api, hub);
   conversationRoutes(api, hub);
   twoFactorRoutes(api, new TotpService(hub));
+  searchRoutes(api, hub);
 
   const pluginRouters: Array<{ name: string; router: Router<ApiState> }> = [];
   const pluginContext: PluginContext = opts.pluginContext ?? { hub, log: hub.log };
