@@ -761,6 +761,26 @@ export class MongoStore implements Store {
     return { hits, nextCursor: docs.length > limit ? encodeCursor(offset + limit) : null };
   }
 
+  // Documents with events
+
+  async insertDoc<T extends object>(collection: string, id: string, doc: T, outbox: OutboxFor<T>): Promise<boolean> {
+    assertCollection(collection);
+    assertId(id);
+    // A string _id derived from (collection, id) lets the standalone-mode sweeper verify the change by _id and
+    // _ops like every other collection; the (collection, id) unique index still guards duplicates.
+    const key = JSON.stringify([collection, id]);
+    try {
+      return await this.unit(async (ctx) => {
+        await this.putOutbox(ctx, outbox(doc), 'docs', key);
+        await this.docsColl.insertOne({ _id: key, collection, id, doc: doc as Record<string, unknown>, _ops: [ctx.op] } as DocDoc, { session: ctx.session });
+        return true;
+      });
+    } catch (err) {
+      if (isDuplicate(err)) return false;
+      throw err;
+    }
+  }
+
   // Read markers
 
   async setReadMarker(conversationId: string, userId: string, seq: number, outbox: OutboxFor<number>): Promise<{ seq: number; changed: boolean }> {
@@ -818,6 +838,7 @@ export class MongoStore implements Store {
       conversations: this.db.collection('conversations'),
       messages: this.db.collection('messages'),
       read_markers: this.db.collection('read_markers'),
+      docs: this.db.collection('docs'),
     };
     for (const e of stale) {
       const v = e.verify;

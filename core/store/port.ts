@@ -194,4 +194,11 @@ export interface Store {
 
   /** Generic documents for plugins and connectors. */
   readonly docs: DocumentStore;
+
+  /**
+   * Inserts a document (like docs.insert) together with its outbox entries, atomically: for document-kept
+   * records whose creation is an event (e.g. an uploaded file → file.uploaded). False, and nothing written,
+   * when the id exists.
+   */
+  insertDoc<T extends object>(collection: string, id: string, doc: T, outbox: OutboxFor<T>): Promise<boolean>;
 }

@@ -707,6 +707,19 @@ export class SqliteStore implements Store {
     return { hits, nextCursor: rows.length > limit ? encodeCursor(offset + limit) : null };
   }
 
+  // Documents with events
+
+  async insertDoc<T extends object>(collection: string, id: string, doc: T, outbox: OutboxFor<T>): Promise<boolean> {
+    assertCollection(collection);
+    assertId(id);
+    return this.tx(() => {
+      const res = this.q('INSERT OR IGNORE INTO docs (collection, id, doc) VALUES (?, ?, ?)').run(collection, id, JSON.stringify(doc));
+      if (res.changes !== 1) return false;
+      this.writeOutbox(outbox(doc));
+      return true;
+    });
+  }
+
   // Read markers
 
   async setReadMarker(conversationId: string, userId: string, seq: number, outbox: OutboxFor<number>): Promise<{ seq: number; changed: boolean }> {

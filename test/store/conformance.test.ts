@@ -668,6 +668,17 @@ for (const backend of backends) {
 
   // Restart durability
 
+  it('insertDoc writes the document and its outbox entries together, once', async (t, s) => {
+    const before = await s.outboxCount();
+    t.true(await s.insertDoc('files', 'fil_1', { name: 'a.png', size: 3 }, ob('file.uploaded')));
+    t.deepEqual(await s.docs.get('files', 'fil_1'), { name: 'a.png', size: 3 });
+    t.is(await s.outboxCount(), before + 1);
+    t.false(await s.insertDoc('files', 'fil_1', { name: 'other' }, ob('file.uploaded')));
+    t.deepEqual(await s.docs.get('files', 'fil_1'), { name: 'a.png', size: 3 });
+    t.is(await s.outboxCount(), before + 1, 'a duplicate writes no event');
+    t.deepEqual((await s.docs.find('files', { name: 'a.png' })).length, 1);
+  });
+
   // Search (issue 7)
 
   it('searchMessages: ranked hits with highlights, only in the caller\'s conversations, not deleted', async (t, s) => {
