@@ -48,7 +48,7 @@ test('handshakes: bad or expired token and foreign origin are refused; the token
     const raw = new WebSocket(h.url.replace('http', 'ws') + '/ws');
     await new Promise((r) => raw.once('open', r));
     raw.send(JSON.stringify({ type: 'send-message', data: {} }));
-    const [code] = (await new Promise((r) => raw.once('close', (...a) => r(a)))) as [number];
+    const code = await new Promise<number>((r) => raw.once('close', (c: number) => r(c)));
     t.is(code, 4001);
   } finally {
     await h.close();
