@@ -1,0 +1,40 @@
+import test from 'ava';
+import { startServers } from '../helpers/hub.js';
+import { eventually, group, makeUser, openEdgeHub, seqsOf, sleep, wsClient } from './support.js';
+
+// Its own servers: this file stops Redis.
+let servers: Awaited<ReturnType<typeof startServers>>;
+test.before(async () => {
+  servers = await startServers();
+});
+test.after.always(async () => {
+  await servers?.dispose();
+});
+
+test('with Redis down, chat over sockets goes on and presence degrades without errors', async (t) => {
+  const h = await openEdgeHub(servers);
+  try {
+    const [alice, bob] = await Promise.all([makeUser(h.hub, 'Alice'), makeUser(h.hub, 'Bob')]);
+    const conv = await group(h.hub, alice, [bob]);
+    await servers.redis.stop();
+    await eventually(() => h.hub.redis!.status !== 'ready', 10_000, 'redis seen down');
+    const a = await wsClient(h.url, alice.token);
+    const b = await wsClient(h.url, bob.token);
+    await sleep(800);
+    const ack = await a.request('send-message', { conversationId: conv.id, text: 'no redis, no problem' });
+    t.true(ack.ok);
+    await eventually(() => seqsOf(b, conv.id).length === 1, 10_000, 'delivered without redis');
+    t.is(a.of('user-online').length, 0); // presence is what degrades
+    // Back up: presence works again for new devices.
+    await servers.redis.start();
+    await eventually(() => h.hub.redis!.status === 'ready', 15_000, 'redis back');
+    await h.edge.edge.presence.tick();
+    const b2 = await wsClient(h.url, bob.token);
+    t.true((await h.edge.edge.presence.devicesOf(bob.user.id)) >= 1);
+    a.close();
+    b.close();
+    b2.close();
+  } finally {
+    await h.close();
+  }
+});
