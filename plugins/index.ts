@@ -22,6 +22,8 @@ export const BUILTIN_PLUGINS: BuiltinPlugin[] = [
   { name: 'analytics', description: 'Per-day workspace analytics from chat events', load: async () => (await import('./analytics/index.js')).default },
   { name: 'email', description: 'Unread-message email digests over SMTP', load: async () => (await import('./email/index.js')).default },
   { name: 'edge', description: 'WebSocket edge: Socket.IO and plain WebSocket delivery, presence, typing, receipts, resume', needsApi: true, load: async () => (await import('./edge/index.js')).default },
+  { name: 'drive-sync', description: 'Google Drive transcript sync and nightly backup', load: async () => (await import('./storage-sync/index.js')).createDriveSyncPlugin },
+  { name: 'dropbox-sync', description: 'Dropbox transcript sync and nightly backup', load: async () => (await import('./storage-sync/index.js')).createDropboxSyncPlugin },
   { name: 'webhooks', description: 'Outgoing webhooks: signed, ordered deliveries retried for over 24 h', load: async () => (await import('./webhooks/index.js')).default },
   // One line per built-in plugin, e.g.:
   // { name: 'edge', description: 'WebSocket edge', needsApi: true, load: async () => (await import('./edge/index.js')).default },

@@ -9,5 +9,9 @@ import { register as plugins } from './plugins.js';
 import { register as dlq } from './dlq.js';
 import { register as events } from './events.js';
 import { register as worker } from './worker.js';
+import { register as connectors } from './connectors.js';
+import { register as connections } from './connections.js';
+import { register as webhooks } from './webhooks.js';
+import { register as completion } from './completion.js';
 
-export const COMMANDS: Array<(program: Command) => void> = [start, config, audit, analytics, users, plugins, dlq, events, worker];
+export const COMMANDS: Array<(program: Command) => void> = [start, config, audit, analytics, users, plugins, dlq, events, worker, connectors, connections, webhooks, completion];

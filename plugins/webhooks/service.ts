@@ -19,6 +19,7 @@ import type { AnyEvent, EventEnvelope } from '../../core/events/catalog.js';
 import type { Hub } from '../../core/hub.js';
 import { newId } from '../../core/ids.js';
 import { ConnectionService, CONNECTIONS } from '../../connectors/connections.js';
+import type { BackfillTarget } from '../../connectors/backfill.js';
 import type { Resolver } from '../../connectors/net.js';
 import { ConnectorQueues } from '../../connectors/queues.js';
 import type { ConnectionRecord } from '../../connectors/types.js';
@@ -316,6 +317,16 @@ export class WebhookService {
     const final: Delivery = { ...done, status: r.ok ? 'succeeded' : 'failed' };
     await this.hub.store.docs.put(DELIVERIES, d.id, final);
     return final;
+  }
+
+  /** Backfill into one subscription: enqueue what it wants; (subscription, event id) keys make it idempotent. */
+  backfillTarget(sub: ConnectionRecord): BackfillTarget {
+    return {
+      accept: async (event) => {
+        if (!(sub.config.events as string[]).includes(event.type)) return 'ignored';
+        return (await this.enqueue(sub, event)).created ? 'written' : 'skipped';
+      },
+    };
   }
 
   /** Re-enables a subscription and resumes its pending deliveries. */

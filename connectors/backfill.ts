@@ -1,0 +1,112 @@
+/**
+ * Backfill / rewind for ONE connection: replays the workspace's events from the JetStream events stream (from a
+ * time or a stream sequence) into that connection alone — not through the plugin's consumer, so other
+ * connections and other plugins see nothing. Effects are idempotent per connector: webhook deliveries are
+ * keyed by (subscription, event id); storage transcripts are re-rendered from the store and written only when
+ * their content hash changed. A backfill over already-synced history therefore writes nothing twice.
+ */
+import { DeliverPolicy, type JetStreamClient, type JetStreamManager } from 'nats';
+import { EnvelopeSchema, withNamespace, type AnyEvent } from '../core/events/catalog.js';
+import { streamNames } from '../core/bus/nats.js';
+import type { ConnectionRecord } from './types.js';
+
+export interface BackfillSince {
+  /** ISO time: events published at or after it. */
+  time?: string;
+  /** Stream sequence: events from it on. */
+  seq?: number;
+}
+
+/** What one connector does with a replayed event. */
+export interface BackfillTarget {
+  /** 'written' when it produced an effect, 'skipped' when the effect already existed, 'ignored' when not relevant. */
+  accept(event: AnyEvent): Promise<'written' | 'skipped' | 'ignored'>;
+  /** Work deferred to the end (e.g. one transcript render per conversation), with its own counts. */
+  finish?(): Promise<{ written: number; skipped: number; failed: number }>;
+}
+
+export interface BackfillSummary {
+  connectionId: string;
+  connector: string;
+  events: number;
+  written: number;
+  skipped: number;
+  ignored: number;
+  failed: number;
+  fromSeq: number | null;
+  toSeq: number | null;
+}
+
+export type Progress = (done: number, total: number) => void;
+
+/** Parses `--since`: a plain integer is a stream sequence, anything else a date or timestamp. */
+export function parseSinceArg(value: string): BackfillSince {
+  if (/^\d+$/.test(value)) return { seq: Number(value) };
+  const t = Date.parse(value);
+  if (Number.isNaN(t) || !/^\d{4}-\d{2}-\d{2}/.test(value)) throw new Error(`--since must be a date (2026-10-01), a timestamp or a stream sequence, not "${value}"`);
+  return { time: new Date(t).toISOString() };
+}
+
+export async function runBackfill(
+  nats: { js: JetStreamClient; jsm: JetStreamManager; namespace: string },
+  conn: ConnectionRecord,
+  target: BackfillTarget,
+  since: BackfillSince,
+  progress: Progress = () => undefined,
+): Promise<BackfillSummary> {
+  const stream = streamNames(nats.namespace).events;
+  // chat.<ws>.…, user.<ws>.…, admin.<ws>.…: every durable event of the connection's workspace.
+  const filter = withNamespace(nats.namespace, `*.${conn.workspaceId}.>`);
+  const consumer = await nats.js.consumers.get(stream, {
+    filterSubjects: filter,
+    ...(since.seq !== undefined
+      ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: Math.max(1, since.seq) }
+      : since.time
+        ? { deliver_policy: DeliverPolicy.StartTime, opt_start_time: since.time }
+        : { deliver_policy: DeliverPolicy.All }),
+  });
+  const info = await consumer.info();
+  const total = info.num_pending;
+  const summary: BackfillSummary = {
+    connectionId: conn.id,
+    connector: conn.connector,
+    events: 0,
+    written: 0,
+    skipped: 0,
+    ignored: 0,
+    failed: 0,
+    fromSeq: null,
+    toSeq: null,
+  };
+  progress(0, total);
+  while (summary.events < total) {
+    const batch = await consumer.fetch({ max_messages: Math.min(256, total - summary.events), expires: 5000 });
+    let got = 0;
+    for await (const m of batch) {
+      got++;
+      summary.events++;
+      summary.fromSeq ??= m.seq;
+      summary.toSeq = m.seq;
+      const parsed = EnvelopeSchema.safeParse(m.json());
+      if (!parsed.success) {
+        summary.failed++;
+        continue;
+      }
+      try {
+        summary[await target.accept(parsed.data as AnyEvent)]++;
+      } catch {
+        summary.failed++;
+      }
+      progress(summary.events, total);
+    }
+    if (got === 0) break; // the stream lost messages (age limit) while we read: stop instead of waiting forever
+  }
+  if (target.finish) {
+    const f = await target.finish();
+    summary.written += f.written;
+    summary.skipped += f.skipped;
+    summary.failed += f.failed;
+  }
+  progress(summary.events, total);
+  return summary;
+}

@@ -1,0 +1,85 @@
+/**
+ * What the CLI (or any short-lived tool) needs to work on connections without running the hub: the store,
+ * the secrets, and — only when a command needs them — Redis (queues) and NATS (backfill). Unlike openHub it
+ * fails fast with a clear message when a dependency is down instead of waiting for it.
+ */
+import { Redis } from 'ioredis';
+import { connect, type JetStreamClient, type JetStreamManager, type NatsConnection } from 'nats';
+import { destination, pino } from 'pino';
+import type { Config } from '../core/config.js';
+import type { Hub } from '../core/hub.js';
+import { REDACT_PATHS } from '../core/log.js';
+import { ensureSecrets } from '../core/secrets.js';
+import { createStore } from '../core/store/index.js';
+
+/** Where `voxa start` runs its embedded servers when NATS_URL / REDIS_URL are unset (core/supervisor.ts). */
+export const EMBEDDED_NATS_URL = 'nats://127.0.0.1:4222';
+export const EMBEDDED_REDIS_URL = 'redis://127.0.0.1:6390';
+
+export class DependencyError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'DependencyError';
+  }
+}
+
+export interface ToolContext {
+  /** A partial hub: config, log, store, secrets, and redis when asked for. Enough for connections and queues. */
+  hub: Hub;
+  nats?: { nc: NatsConnection; js: JetStreamClient; jsm: JetStreamManager; namespace: string };
+  close(): Promise<void>;
+}
+
+export async function openToolContext(config: Config, need: { redis?: boolean; nats?: boolean } = {}): Promise<ToolContext> {
+  // Logs go to stderr so --json output on stdout stays parseable.
+  const log = pino({ name: 'voxa-cli', level: config.logLevel === 'info' ? 'warn' : config.logLevel, redact: { paths: REDACT_PATHS, censor: '[redacted]' } }, destination(2));
+  const secrets = await ensureSecrets(config);
+  const store = await createStore(config);
+  await store.init();
+  let redis: Redis | null = null;
+  let nats: ToolContext['nats'];
+  const close = async (): Promise<void> => {
+    redis?.disconnect();
+    if (nats && !nats.nc.isClosed()) await nats.nc.close();
+    await store.close();
+  };
+  try {
+    if (need.redis) {
+      const url = config.redisUrl ?? EMBEDDED_REDIS_URL;
+      redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1, enableOfflineQueue: false, retryStrategy: (n) => Math.min(n * 200, 2000) });
+      redis.on('error', () => undefined);
+      await Promise.race([
+        redis.connect(),
+        new Promise((_, rej) => setTimeout(() => rej(new Error('timeout')), 5000)),
+      ]).catch((err: Error) => {
+        throw new DependencyError(`Redis at ${redactUrl(url)} is unreachable (${err.message}); is the hub running? set REDIS_URL`);
+      });
+    }
+    if (need.nats) {
+      const url = config.natsUrl ?? EMBEDDED_NATS_URL;
+      try {
+        // Fail the first connect fast (a CLI must not hang), then reconnect forever like every NATS connection.
+        const nc = await connect({ servers: url.split(','), name: 'voxa-cli', timeout: 5000, maxReconnectAttempts: -1 });
+        nats = { nc, js: nc.jetstream(), jsm: await nc.jetstreamManager(), namespace: config.natsNamespace };
+      } catch (err) {
+        throw new DependencyError(`NATS at ${redactUrl(url)} is unreachable (${(err as Error).message}); is the hub running? set NATS_URL`);
+      }
+    }
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  const hub = { config, log, store, secrets, redis, name: 'voxa-cli' } as unknown as Hub;
+  return { hub, ...(nats ? { nats } : {}), close };
+}
+
+/** A URL without its password, for error messages. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(unparseable url)';
+  }
+}

@@ -1,0 +1,122 @@
+/**
+ * Dropbox through the official `dropbox` SDK (10.34, the last line that runs on Node 20). OAuth2 with PKCE
+ * (no client secret needed) and offline access for a refresh token. The SDK always builds https URLs on
+ * dropboxapi.com; `apiBaseUrl` swaps them through the SDK's `fetch` option, which is how tests aim the real
+ * SDK at a local stand-in (`/api/2/…`, `/content/2/…`).
+ */
+import { Dropbox, DropboxResponseError } from 'dropbox';
+import { z } from 'zod';
+import { RateLimitedError } from '../queues.js';
+import { accessTokenFor, type OAuthFields } from '../oauth2.js';
+import type { PutFile, StorageClient } from '../storage.js';
+import { AuthExpiredError, defineConnector, errorForStatus, retryAfterMs, type ConnectorContext, type ResolvedConnection } from '../types.js';
+
+const AUTHORIZE_URL = 'https://www.dropbox.com/oauth2/authorize';
+const TOKEN_URL = 'https://api.dropboxapi.com/oauth2/token';
+
+export const DropboxConfigSchema = z.object({
+  clientId: z.string().min(1).describe('App key of your Dropbox app.'),
+  clientSecret: z.string().optional().describe('App secret (not needed with PKCE).'),
+  folderPath: z
+    .string()
+    .regex(/^\/[^\\]*$/, 'an absolute Dropbox path such as /Voxa Hub')
+    .default('/Voxa Hub')
+    .describe('Folder transcripts go into.'),
+  apiBaseUrl: z.string().url().optional().describe('Base URL override for api/content hosts (for tests and proxies).'),
+  authorizeUrl: z.string().url().optional().describe('OAuth authorize endpoint override.'),
+  tokenUrl: z.string().url().optional().describe('OAuth token endpoint override.'),
+  accessToken: z.string().optional(),
+  refreshToken: z.string().optional(),
+  expiresAt: z.string().optional(),
+});
+export type DropboxConfig = z.infer<typeof DropboxConfigSchema> & OAuthFields;
+
+export function mapDropboxError(err: unknown, what: string): Error {
+  if (err instanceof DropboxResponseError) {
+    const headers = err.headers as unknown as Headers | undefined;
+    const ra = typeof headers?.get === 'function' ? headers.get('retry-after') : null;
+    const body = err.error as { error?: { retry_after?: number } } | undefined;
+    if (err.status === 429) {
+      return new RateLimitedError(`${what}: rate limited`, retryAfterMs(ra) ?? (body?.error?.retry_after ?? 30) * 1000);
+    }
+    return errorForStatus(err.status, what, ra);
+  }
+  return errorForStatus(503, `${what}: ${(err as Error).message}`);
+}
+
+export class DropboxClient implements StorageClient {
+  constructor(
+    private readonly conn: ResolvedConnection<DropboxConfig>,
+    private readonly ctx: ConnectorContext,
+  ) {}
+
+  private sdk(token: string): Dropbox {
+    const base = this.conn.config.apiBaseUrl?.replace(/\/$/, '');
+    const timed = (url: string, init?: RequestInit): Promise<Response> => {
+      let target = url;
+      if (base) {
+        const u = new URL(url);
+        target = `${base}/${u.hostname.split('.')[0]}${u.pathname}${u.search}`;
+      }
+      return fetch(target, { ...init, signal: AbortSignal.timeout(30_000) });
+    };
+    return new Dropbox({ accessToken: token, fetch: timed as unknown as typeof fetch });
+  }
+
+  private async call<T>(what: string, fn: (dbx: Dropbox) => Promise<T>): Promise<T> {
+    const tokenUrl = this.conn.config.tokenUrl ?? TOKEN_URL;
+    for (let attempt = 0; ; attempt++) {
+      const token = await accessTokenFor(this.conn, this.ctx, tokenUrl, attempt > 0);
+      try {
+        return await fn(this.sdk(token));
+      } catch (err) {
+        const mapped = mapDropboxError(err, what);
+        if (mapped instanceof AuthExpiredError && attempt === 0) continue;
+        if (mapped instanceof AuthExpiredError) await this.ctx.markBroken(`Dropbox refused the refreshed token: ${mapped.message}`);
+        throw mapped;
+      }
+    }
+  }
+
+  async whoAmI(): Promise<string> {
+    const r = await this.call('dropbox account', (d) => d.usersGetCurrentAccount());
+    return r.result.email;
+  }
+
+  async put(file: PutFile): Promise<{ remoteId: string }> {
+    // Dropbox addresses files by path; overwrite mode makes a re-put replace the file in place.
+    const path = file.remoteId ?? `${this.conn.config.folderPath.replace(/\/$/, '')}/${file.name}`;
+    await this.call('dropbox upload', (d) => d.filesUpload({ path, contents: file.content, mode: { '.tag': 'overwrite' }, mute: true }));
+    return { remoteId: path };
+  }
+}
+
+export const dropboxConnector = Object.assign(
+  defineConnector({
+    id: 'dropbox',
+    displayName: 'Dropbox',
+    description: 'Keeps a transcript file per conversation (and its attachments) in a Dropbox folder; nightly backup.',
+    authKind: 'oauth2',
+    configSchema: DropboxConfigSchema,
+    secretFields: ['clientSecret', 'accessToken', 'refreshToken'],
+    oauthFields: ['accessToken', 'refreshToken', 'expiresAt'],
+    oauth: {
+      authorizeUrl: AUTHORIZE_URL,
+      tokenUrl: TOKEN_URL,
+      scopes: ['files.content.write', 'files.content.read', 'account_info.read'],
+      extraAuthorizeParams: { token_access_type: 'offline' },
+      authorizeUrlField: 'authorizeUrl',
+      tokenUrlField: 'tokenUrl',
+    },
+    rateLimit: { max: 5, durationMs: 1000 },
+    async test(conn, ctx) {
+      try {
+        const who = await new DropboxClient(conn as ResolvedConnection<DropboxConfig>, ctx).whoAmI();
+        return { ok: true, detail: `signed in to Dropbox as ${who}` };
+      } catch (err) {
+        return { ok: false, detail: (err as Error).message };
+      }
+    },
+  }),
+  { client: (conn: ResolvedConnection<Record<string, unknown>>, ctx: ConnectorContext): StorageClient => new DropboxClient(conn as unknown as ResolvedConnection<DropboxConfig>, ctx) },
+);

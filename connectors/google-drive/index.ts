@@ -1,0 +1,133 @@
+/**
+ * Google Drive through the per-API `@googleapis/drive` package. OAuth2 (PKCE, loopback redirect) with the
+ * `drive.file` scope: the hub only sees files it created. `rootUrl` (and the OAuth endpoints) can be pointed
+ * elsewhere — tests aim the real SDK at a local stand-in; it is passed per call too, because the SDK builds
+ * media-upload URLs from the per-call options only.
+ */
+import { drive, type drive_v3 } from '@googleapis/drive';
+import { z } from 'zod';
+import { RateLimitedError } from '../queues.js';
+import { accessTokenFor, type OAuthFields } from '../oauth2.js';
+import type { PutFile, StorageClient } from '../storage.js';
+import { AuthExpiredError, defineConnector, errorForStatus, retryAfterMs, type ConnectorContext, type ResolvedConnection } from '../types.js';
+
+const AUTHORIZE_URL = 'https://accounts.google.com/o/oauth2/v2/auth';
+const TOKEN_URL = 'https://oauth2.googleapis.com/token';
+
+export const DriveConfigSchema = z.object({
+  clientId: z.string().min(1).describe('OAuth client id (Google Cloud console, "Desktop app" type).'),
+  clientSecret: z.string().min(1).describe('OAuth client secret of that client.'),
+  folderId: z.string().min(1).default('root').describe('Id of the Drive folder transcripts go into ("root" = My Drive).'),
+  rootUrl: z.string().url().optional().describe('API base URL override (for tests and proxies).'),
+  authorizeUrl: z.string().url().optional().describe('OAuth authorize endpoint override.'),
+  tokenUrl: z.string().url().optional().describe('OAuth token endpoint override.'),
+  accessToken: z.string().optional(),
+  refreshToken: z.string().optional(),
+  expiresAt: z.string().optional(),
+});
+export type DriveConfig = z.infer<typeof DriveConfigSchema> & OAuthFields;
+
+const CALL_TIMEOUT_MS = 30_000;
+
+function statusOf(err: unknown): { status: number | undefined; retryAfter: string | null; reason: string | undefined } {
+  const e = err as { status?: number; code?: string | number; response?: { status?: number; headers?: Record<string, string> | Headers; data?: { error?: { errors?: Array<{ reason?: string }> } } } };
+  const h = e.response?.headers;
+  const retryAfter = h ? (typeof (h as Headers).get === 'function' ? (h as Headers).get('retry-after') : ((h as Record<string, string>)['retry-after'] ?? null)) : null;
+  return { status: e.response?.status ?? (typeof e.status === 'number' ? e.status : undefined), retryAfter, reason: e.response?.data?.error?.errors?.[0]?.reason };
+}
+
+/** Maps a Drive API failure to the framework's errors. */
+export function mapDriveError(err: unknown, what: string): Error {
+  const { status, retryAfter, reason } = statusOf(err);
+  if (status === undefined) return errorForStatus(503, `${what}: ${(err as Error).message}`); // network, timeout
+  // Drive signals quota with 429, or 403 with a rate-limit reason.
+  if (status === 429 || (status === 403 && /rateLimitExceeded|userRateLimitExceeded/.test(reason ?? ''))) {
+    return new RateLimitedError(`${what}: rate limited (${status})`, retryAfterMs(retryAfter) ?? 30_000);
+  }
+  return errorForStatus(status, what, retryAfter);
+}
+
+export class DriveClient implements StorageClient {
+  private readonly api: drive_v3.Drive;
+  private readonly rootUrl: string;
+
+  constructor(
+    private readonly conn: ResolvedConnection<DriveConfig>,
+    private readonly ctx: ConnectorContext,
+  ) {
+    this.rootUrl = conn.config.rootUrl ?? 'https://www.googleapis.com/';
+    this.api = drive({ version: 'v3', rootUrl: this.rootUrl });
+  }
+
+  /** Runs a call with a valid token; after a 401 refreshes once and tries again. */
+  private async call<T>(what: string, fn: (opts: { rootUrl: string; headers: Record<string, string>; retry: boolean; timeout: number }) => Promise<T>): Promise<T> {
+    const tokenUrl = this.conn.config.tokenUrl ?? TOKEN_URL;
+    for (let attempt = 0; ; attempt++) {
+      const token = await accessTokenFor(this.conn, this.ctx, tokenUrl, attempt > 0);
+      try {
+        // Retries belong to the connector queue (backoff, Retry-After), not to the SDK.
+        return await fn({ rootUrl: this.rootUrl, headers: { Authorization: `Bearer ${token}` }, retry: false, timeout: CALL_TIMEOUT_MS });
+      } catch (err) {
+        const mapped = mapDriveError(err, what);
+        if (mapped instanceof AuthExpiredError && attempt === 0) continue;
+        if (mapped instanceof AuthExpiredError) await this.ctx.markBroken(`Drive refused the refreshed token: ${mapped.message}`);
+        throw mapped;
+      }
+    }
+  }
+
+  async whoAmI(): Promise<string> {
+    const r = await this.call('drive about', (o) => this.api.about.get({ fields: 'user(emailAddress,displayName)' }, o));
+    return r.data.user?.emailAddress ?? r.data.user?.displayName ?? 'unknown user';
+  }
+
+  async put(file: PutFile): Promise<{ remoteId: string }> {
+    const media = { mimeType: file.mimeType, body: file.content.toString('utf8') };
+    if (file.remoteId) {
+      try {
+        await this.call('drive update', (o) => this.api.files.update({ fileId: file.remoteId!, media, fields: 'id' }, o));
+        return { remoteId: file.remoteId };
+      } catch (err) {
+        // Someone deleted the file in Drive: write a new one rather than failing forever.
+        if (!/HTTP 404/.test((err as Error).message)) throw err;
+      }
+    }
+    const r = await this.call('drive create', (o) =>
+      this.api.files.create({ requestBody: { name: file.name, parents: [this.conn.config.folderId], mimeType: file.mimeType }, media, fields: 'id' }, o),
+    );
+    if (!r.data.id) throw errorForStatus(502, 'drive create returned no file id');
+    return { remoteId: r.data.id };
+  }
+}
+
+export const googleDriveConnector = Object.assign(
+  defineConnector({
+    id: 'google-drive',
+    displayName: 'Google Drive',
+    description: 'Keeps a transcript file per conversation (and its attachments) in a Drive folder; nightly backup.',
+    authKind: 'oauth2',
+    configSchema: DriveConfigSchema,
+    secretFields: ['clientSecret', 'accessToken', 'refreshToken'],
+    oauthFields: ['accessToken', 'refreshToken', 'expiresAt'],
+    oauth: {
+      authorizeUrl: AUTHORIZE_URL,
+      tokenUrl: TOKEN_URL,
+      scopes: ['https://www.googleapis.com/auth/drive.file'],
+      // offline + consent: Google returns a refresh token only then.
+      extraAuthorizeParams: { access_type: 'offline', prompt: 'consent' },
+      authorizeUrlField: 'authorizeUrl',
+      tokenUrlField: 'tokenUrl',
+    },
+    // Drive's default per-user quota is generous but bursty writes to one file trip it; stay well below.
+    rateLimit: { max: 10, durationMs: 1000 },
+    async test(conn, ctx) {
+      try {
+        const who = await new DriveClient(conn as ResolvedConnection<DriveConfig>, ctx).whoAmI();
+        return { ok: true, detail: `signed in to Google Drive as ${who}` };
+      } catch (err) {
+        return { ok: false, detail: (err as Error).message };
+      }
+    },
+  }),
+  { client: (conn: ResolvedConnection<Record<string, unknown>>, ctx: ConnectorContext): StorageClient => new DriveClient(conn as unknown as ResolvedConnection<DriveConfig>, ctx) },
+);

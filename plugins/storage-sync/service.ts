@@ -1,0 +1,212 @@
+/**
+ * Transcript sync into file storage (Google Drive, Dropbox): one transcript file per conversation, re-rendered
+ * from the store whenever its messages change, and attachments beside it.
+ *
+ * Idempotent by construction: the transcript is rendered from the store (not patched from the event), and a
+ * write happens only when the rendered content's SHA-256 differs from the last one written. The remote file id
+ * and the hash live in `storage_sync_state`, so a redelivered event, a rewind or a backfill over synced history
+ * writes nothing. Jobs run one at a time per connector queue, so two renders of one conversation never race to
+ * create the file twice.
+ */
+import { createHash } from 'node:crypto';
+import type { Job } from 'bullmq';
+import type { Message } from '../../core/domain.js';
+import type { AnyEvent } from '../../core/events/catalog.js';
+import type { Hub } from '../../core/hub.js';
+import type { BackfillTarget } from '../../connectors/backfill.js';
+import { ConnectionService } from '../../connectors/connections.js';
+import { dropboxConnector } from '../../connectors/dropbox/index.js';
+import { googleDriveConnector } from '../../connectors/google-drive/index.js';
+import type { ConnectorQueues } from '../../connectors/queues.js';
+import type { StorageClient } from '../../connectors/storage.js';
+import { AuthExpiredError, type ConnectionRecord } from '../../connectors/types.js';
+import { PermanentError } from '../runtime/types.js';
+import { renderTranscript, transcriptName } from './render.js';
+
+export const SYNC_STATE = 'storage_sync_state';
+export type StorageConnectorId = 'google-drive' | 'dropbox';
+
+const FACTORIES = { 'google-drive': googleDriveConnector.client, dropbox: dropboxConnector.client };
+
+export interface SyncState {
+  connectionId: string;
+  conversationId: string;
+  kind: 'transcript' | 'attachment';
+  remoteId: string;
+  hash: string;
+  syncedAt: string;
+}
+
+/** Optional blob access; the file store is its own feature and may be absent. */
+interface BlobSource {
+  read(fileId: string): Promise<Buffer | null>;
+}
+
+export class StorageSync {
+  readonly connections: ConnectionService;
+
+  constructor(
+    private readonly hub: Hub,
+    private readonly queues: ConnectorQueues | null,
+    readonly connector: StorageConnectorId,
+  ) {
+    this.connections = new ConnectionService(hub);
+  }
+
+  static async backfillTarget(hub: Hub, rec: ConnectionRecord): Promise<BackfillTarget> {
+    return new StorageSync(hub, null, rec.connector as StorageConnectorId).backfillTarget(rec);
+  }
+
+  private async client(rec: ConnectionRecord): Promise<StorageClient> {
+    return FACTORIES[this.connector](await this.connections.resolve(rec), this.connections.contextFor(rec.id));
+  }
+
+  /** Plugin entry: a transcript job per interested connection (jobId dedupes a redelivered event). */
+  async handleEvent(event: AnyEvent): Promise<number> {
+    const conversationId = conversationOf(event);
+    if (!conversationId || !this.queues) return 0;
+    const conns = (await this.hub.store.docs.find<ConnectionRecord>('connections', { connector: this.connector, workspaceId: event.workspaceId })).filter(
+      (c) => c.status === 'active',
+    );
+    for (const c of conns) {
+      if (event.type === 'file.uploaded') {
+        const f = (event.data as { file: { id: string; name: string; contentType: string } }).file;
+        await this.queues.add(this.connector, 'attachment', { connectionId: c.id, conversationId, file: f }, { jobId: `a-${c.id}-${event.id}` });
+      } else {
+        await this.queues.add(this.connector, 'transcript', { connectionId: c.id, conversationId }, { jobId: `t-${c.id}-${event.id}` });
+      }
+    }
+    return conns.length;
+  }
+
+  /** The connector queue's processor. */
+  async process(job: Pick<Job, 'name' | 'data'>): Promise<unknown> {
+    const data = job.data as { connectionId: string; conversationId?: string; file?: { id: string; name: string; contentType: string } };
+    const rec = await this.hub.store.docs.get<ConnectionRecord>('connections', data.connectionId);
+    if (!rec || rec.status !== 'active') return { skipped: 'connection not active' };
+    try {
+      if (job.name === 'transcript') return { result: await this.syncTranscript(rec, data.conversationId!) };
+      if (job.name === 'attachment') return { result: await this.syncAttachment(rec, data.conversationId!, data.file!) };
+      if (job.name === 'backup') return await this.backup(rec);
+    } catch (err) {
+      if (err instanceof AuthExpiredError) await this.connections.setStatus(rec.id, 'broken', err.message).catch(() => undefined);
+      throw err;
+    }
+    throw new PermanentError(`unknown job ${job.name}`);
+  }
+
+  private async render(conversationId: string): Promise<{ name: string; content: string } | null> {
+    const conv = await this.hub.store.getConversation(conversationId);
+    if (!conv) return null;
+    const messages: Message[] = [];
+    let after = 0;
+    for (;;) {
+      const page = await this.hub.store.listMessages(conversationId, { after, limit: 500 });
+      messages.push(...page.messages);
+      if (!page.hasMore || page.messages.length === 0) break;
+      after = page.messages[page.messages.length - 1]!.seq;
+    }
+    const names = new Map<string, string>();
+    for (const id of new Set([...conv.members, ...messages.map((m) => m.senderId)])) {
+      const u = await this.hub.store.getUser(id);
+      if (u) names.set(id, u.name);
+    }
+    return { name: transcriptName(conv), content: renderTranscript(conv, messages, names) };
+  }
+
+  /** Re-renders and writes the transcript if it changed. */
+  async syncTranscript(rec: ConnectionRecord, conversationId: string): Promise<'written' | 'skipped'> {
+    const r = await this.render(conversationId);
+    if (!r) return 'skipped';
+    const hash = createHash('sha256').update(r.content).digest('hex');
+    const key = `${rec.id}:${conversationId}`;
+    const state = await this.hub.store.docs.get<SyncState>(SYNC_STATE, key);
+    if (state?.hash === hash) return 'skipped';
+    const client = await this.client(rec);
+    const { remoteId } = await client.put({ name: r.name, content: Buffer.from(r.content), mimeType: 'text/markdown', ...(state ? { remoteId: state.remoteId } : {}) });
+    await this.hub.store.docs.put<SyncState>(SYNC_STATE, key, { connectionId: rec.id, conversationId, kind: 'transcript', remoteId, hash, syncedAt: new Date().toISOString() });
+    return 'written';
+  }
+
+  /** Uploads an attachment once; skipped when the blob store is not available in this hub. */
+  async syncAttachment(rec: ConnectionRecord, conversationId: string, file: { id: string; name: string; contentType: string }): Promise<'written' | 'skipped'> {
+    const key = `${rec.id}:file:${file.id}`;
+    if (await this.hub.store.docs.get(SYNC_STATE, key)) return 'skipped';
+    const blobs = (this.hub as unknown as { files?: BlobSource }).files;
+    const content = blobs ? await blobs.read(file.id).catch(() => null) : null;
+    if (!content) {
+      this.hub.log.info({ connectionId: rec.id, fileId: file.id }, 'attachment not available from the file store; skipped');
+      return 'skipped';
+    }
+    const client = await this.client(rec);
+    const name = `${conversationId} - ${file.name.replace(/[\\/:*?"<>|]/g, '_')}`;
+    const { remoteId } = await client.put({ name, content, mimeType: file.contentType });
+    const hash = createHash('sha256').update(content).digest('hex');
+    await this.hub.store.docs.put<SyncState>(SYNC_STATE, key, { connectionId: rec.id, conversationId, kind: 'attachment', remoteId, hash, syncedAt: new Date().toISOString() });
+    return 'written';
+  }
+
+  /**
+   * Nightly full backup: re-renders every conversation this connection has synced (repairing anything missed)
+   * and writes a dated snapshot of all transcripts.
+   */
+  async backup(rec: ConnectionRecord): Promise<{ conversations: number; written: number }> {
+    const states = (await this.hub.store.docs.find<SyncState>(SYNC_STATE, { connectionId: rec.id, kind: 'transcript' })) ?? [];
+    let written = 0;
+    const parts: string[] = [];
+    for (const s of states) {
+      if ((await this.syncTranscript(rec, s.conversationId)) === 'written') written++;
+      const r = await this.render(s.conversationId);
+      if (r) parts.push(r.content);
+    }
+    const day = new Date().toISOString().slice(0, 10);
+    const client = await this.client(rec);
+    await client.put({ name: `backup-${day}.md`, content: Buffer.from(parts.join('\n---\n\n')), mimeType: 'text/markdown' });
+    return { conversations: states.length, written };
+  }
+
+  /** Registers (idempotently) the nightly backup of every active connection as a repeatable job. */
+  async scheduleBackups(pattern = '0 3 * * *'): Promise<number> {
+    if (!this.queues) return 0;
+    const conns = await this.connections.allOf(this.connector);
+    const q = this.queues.queue(this.connector);
+    for (const c of conns) {
+      if (c.status === 'active') await q.upsertJobScheduler(`backup-${c.id}`, { pattern }, { name: 'backup', data: { connectionId: c.id } });
+      else await q.removeJobScheduler(`backup-${c.id}`);
+    }
+    return conns.length;
+  }
+
+  /** Backfill: note the conversations touched, then render each once at the end. */
+  backfillTarget(rec: ConnectionRecord): BackfillTarget {
+    const touched = new Set<string>();
+    return {
+      accept: async (event) => {
+        const c = conversationOf(event);
+        if (!c || event.type === 'file.uploaded') return 'ignored';
+        touched.add(c);
+        return 'ignored'; // counted in finish(), once per conversation
+      },
+      finish: async () => {
+        let written = 0;
+        let skipped = 0;
+        let failed = 0;
+        for (const c of touched) {
+          try {
+            if ((await this.syncTranscript(rec, c)) === 'written') written++;
+            else skipped++;
+          } catch {
+            failed++;
+          }
+        }
+        return { written, skipped, failed };
+      },
+    };
+  }
+}
+
+const TRANSCRIPT_EVENTS = new Set(['message.created', 'message.updated', 'message.deleted', 'conversation.created', 'conversation.updated', 'file.uploaded']);
+
+function conversationOf(event: AnyEvent): string | undefined {
+  return TRANSCRIPT_EVENTS.has(event.type) ? event.conversationId : undefined;
+}
