@@ -52,6 +52,17 @@ export const CONFIG_DOCS: Record<string, FieldDoc> = {
   smtpUrl: { env: 'VOXA_SMTP_URL', doc: 'SMTP server for email digests (smtp:// or smtps://, credentials in the URL; never logged). Unset turns email off.' },
   emailFrom: { env: 'VOXA_EMAIL_FROM', doc: 'From address of notification emails.' },
   emailDigestDelaySeconds: { env: 'VOXA_EMAIL_DELAY', doc: 'Default wait before an unread-message digest is emailed (users can change theirs); reading in time cancels it.' },
+  uploadMaxBytes: { env: 'VOXA_UPLOAD_MAX_BYTES', doc: 'Largest file one upload may be, in bytes (a workspace may set a lower limit); larger uploads are cut off with 413.' },
+  blobStore: { env: 'VOXA_BLOB_STORE', doc: 'Where uploaded files live: local (a directory under dataDir) or s3 (an S3-compatible service, see the s3* fields).' },
+  s3Endpoint: { env: 'VOXA_S3_ENDPOINT', doc: 'S3-compatible endpoint URL, e.g. https://s3.eu-central-1.amazonaws.com or http://minio:9000.' },
+  s3Region: { env: 'VOXA_S3_REGION', doc: 'Region used in S3 request signatures.' },
+  s3Bucket: { env: 'VOXA_S3_BUCKET', doc: 'Bucket uploaded files are stored in.' },
+  s3AccessKeyId: { env: 'VOXA_S3_ACCESS_KEY_ID', doc: 'Access key id for the S3 bucket.' },
+  s3SecretAccessKey: { env: 'VOXA_S3_SECRET_ACCESS_KEY', doc: 'Secret access key for the S3 bucket (never logged).' },
+  s3PathStyle: { env: 'VOXA_S3_PATH_STYLE', doc: 'Use path-style S3 URLs (endpoint/bucket/key), which every S3-compatible service accepts; false uses bucket subdomains.' },
+  googleIssuer: { env: 'VOXA_GOOGLE_ISSUER', doc: 'OpenID Connect issuer for "Sign in with Google"; its /.well-known/openid-configuration is read at first use.' },
+  googleClientId: { env: 'VOXA_GOOGLE_CLIENT_ID', doc: 'OAuth client id for "Sign in with Google"; unset turns it off (404).' },
+  googleClientSecret: { env: 'VOXA_GOOGLE_CLIENT_SECRET', doc: 'OAuth client secret for "Sign in with Google" (never logged).' },
   fcmCredentials: { env: 'VOXA_FCM_CREDENTIALS', doc: 'Firebase service account for push: a path to its JSON file or the JSON itself (never logged). Unset turns push off.' },
 };
 
@@ -105,6 +116,17 @@ export const ConfigSchema = z
     emailFrom: z.string().min(3).default('Voxa Hub <no-reply@localhost>'),
     emailDigestDelaySeconds: int(0, 7 * 86400).default(300),
     fcmCredentials: z.string().min(1).optional(),
+    uploadMaxBytes: int(1, 100 * 1024 * 1024 * 1024).default(25 * 1024 * 1024),
+    blobStore: z.enum(['local', 's3']).default('local'),
+    s3Endpoint: z.string().url().optional(),
+    s3Region: z.string().min(1).default('us-east-1'),
+    s3Bucket: z.string().min(1).optional(),
+    s3AccessKeyId: z.string().min(1).optional(),
+    s3SecretAccessKey: z.string().min(1).optional(),
+    s3PathStyle: bool.default(true),
+    googleIssuer: z.string().url().default('https://accounts.google.com'),
+    googleClientId: z.string().min(1).optional(),
+    googleClientSecret: z.string().min(1).optional(),
   })
   .strict();
 

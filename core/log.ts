@@ -30,6 +30,10 @@ export const REDACT_PATHS = [
   '*.fcmCredentials',
   'previousSecretKeys',
   '*.previousSecretKeys',
+  's3SecretAccessKey',
+  '*.s3SecretAccessKey',
+  'googleClientSecret',
+  '*.googleClientSecret',
 ];
 
 export function createLogger(level: string, name: string): Logger {

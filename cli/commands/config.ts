@@ -20,7 +20,7 @@ export function register(program: Command): void {
     .action((_opts, cmd: Command) => {
       try {
         const c = loadConfig();
-        const safe = { ...c, jwtSecret: c.jwtSecret ? '[set]' : undefined, secretKey: c.secretKey ? '[set]' : undefined, previousSecretKeys: c.previousSecretKeys.length ? `[${c.previousSecretKeys.length} set]` : [] };
+        const safe = { ...c, jwtSecret: c.jwtSecret ? '[set]' : undefined, secretKey: c.secretKey ? '[set]' : undefined, previousSecretKeys: c.previousSecretKeys.length ? `[${c.previousSecretKeys.length} set]` : [], s3SecretAccessKey: c.s3SecretAccessKey ? '[set]' : undefined, googleClientSecret: c.googleClientSecret ? '[set]' : undefined };
         output(cmd, { ok: true, config: safe }, () => 'config OK');
       } catch (err) {
         if (err instanceof ConfigError) throw new CliError(err.message, EXIT.USAGE, 'INVALID_CONFIG');
