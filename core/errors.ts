@@ -31,6 +31,10 @@ export const ERROR_CODES = {
   METHOD_NOT_ALLOWED: { status: 405, message: 'Method not allowed on this path.' },
   INTERNAL: { status: 500, message: 'Internal error.' },
   UNAVAILABLE: { status: 503, message: 'A dependency is unavailable.' },
+  FILE_TOO_LARGE: { status: 413, message: 'The file is larger than the upload limit.' },
+  FILE_TYPE_REFUSED: { status: 415, message: 'Files of this type are not accepted (executables, scripts, HTML, SVG).' },
+  FILE_NOT_FOUND: { status: 404, message: 'No such file.' },
+  SIGN_IN_FAILED: { status: 401, message: 'Signing in with the identity provider failed.' },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
