@@ -22,6 +22,11 @@ const JOB_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30
 export const EDGE_TRANSPORTS = ['socketio', 'ws'] as const;
 /** Dependencies reported by voxa_dependency_up. */
 export const DEPENDENCIES = ['nats', 'redis', 'store'] as const;
+/**
+ * Why a plugin delivery failed (voxa_plugin_events_failed_total{reason}): the handler threw RetryableError,
+ * PermanentError or another error, or the payload was not a valid event envelope.
+ */
+export const PLUGIN_FAILURE_REASONS = ['retryable', 'permanent', 'error', 'malformed'] as const;
 
 export const metrics = {
   // --- HTTP API -------------------------------------------------------------------------------------------
@@ -137,8 +142,8 @@ export const metrics = {
   }),
   pluginFailed: new Counter({
     name: 'voxa_plugin_events_failed_total',
-    help: 'Handler attempts that threw (retryable or permanent).',
-    labelNames: ['plugin'] as const,
+    help: 'Handler attempts that threw, or payloads that were not events, by plugin and reason (see PLUGIN_FAILURE_REASONS).',
+    labelNames: ['plugin', 'reason'] as const,
     registers: [registry],
   }),
   pluginRetried: new Counter({
@@ -236,7 +241,7 @@ export function initEdgeSeries(): void {
 export function initPluginSeries(plugins: Iterable<string>): void {
   for (const plugin of plugins) {
     metrics.pluginProcessed.inc({ plugin }, 0);
-    metrics.pluginFailed.inc({ plugin }, 0);
+    for (const reason of PLUGIN_FAILURE_REASONS) metrics.pluginFailed.inc({ plugin, reason }, 0);
     metrics.pluginRetried.inc({ plugin }, 0);
     metrics.pluginDeadLettered.inc({ plugin }, 0);
     metrics.pluginDuration.zero({ plugin });

@@ -432,6 +432,7 @@ export class PluginRuntime {
     try {
       event = EnvelopeSchema.parse(JSON.parse(decoder.decode(m.data))) as AnyEvent;
     } catch (err) {
+      metrics.pluginFailed.inc({ plugin: s.name, reason: 'malformed' });
       await this.deadLetter(s, m, { ...base, reason: `malformed event: ${errorMessage(err)}`.slice(0, 300) });
       return;
     }
@@ -494,7 +495,8 @@ export class PluginRuntime {
           metrics.pluginProcessed.inc({ plugin: s.name });
         } catch (err) {
           clearInterval(heartbeat);
-          metrics.pluginFailed.inc({ plugin: s.name });
+          const reason = err instanceof PermanentError ? 'permanent' : err instanceof RetryableError ? 'retryable' : 'error';
+          metrics.pluginFailed.inc({ plugin: s.name, reason });
           span.recordException(err instanceof Error ? err : new Error(String(err)));
           span.setStatus({ code: SpanStatusCode.ERROR, message: errorMessage(err) });
           const permanent = err instanceof PermanentError;
@@ -603,7 +605,7 @@ export class PluginRuntime {
     try {
       event = EnvelopeSchema.parse(JSON.parse(decoder.decode(m.data))) as AnyEvent;
     } catch (err) {
-      metrics.pluginFailed.inc({ plugin: s.name });
+      metrics.pluginFailed.inc({ plugin: s.name, reason: 'malformed' });
       s.log.warn({ subject: m.subject, err: errorMessage(err) }, 'malformed event skipped');
       return;
     }
@@ -621,7 +623,7 @@ export class PluginRuntime {
           await s.plugin.handle(event, { attempt: 1, streamSeq: m.seq, subject: m.subject, source: 'broadcast', dedupeKey: event.id });
           metrics.pluginProcessed.inc({ plugin: s.name });
         } catch (err) {
-          metrics.pluginFailed.inc({ plugin: s.name });
+          metrics.pluginFailed.inc({ plugin: s.name, reason: err instanceof PermanentError ? 'permanent' : err instanceof RetryableError ? 'retryable' : 'error' });
           span.setStatus({ code: SpanStatusCode.ERROR, message: errorMessage(err) });
           s.log.warn({ eventId: event.id, err: errorMessage(err) }, 'broadcast handler failed (no retries in broadcast mode)');
         } finally {

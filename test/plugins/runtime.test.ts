@@ -142,6 +142,11 @@ test('exhausting max deliveries dead-letters the event; a malformed payload is d
     p.calls.map((c) => c.info.attempt),
     [1, 2, 3],
   );
+  const failed = (await metrics.pluginFailed.get()).values.filter((v) => v.labels.plugin === 'doomed');
+  t.is(failed.find((v) => v.labels.reason === 'error')?.value, 3);
+  t.is(failed.find((v) => v.labels.reason === 'malformed')?.value, 1);
+  const dl = (await metrics.pluginDeadLettered.get()).values.find((v) => v.labels.plugin === 'doomed');
+  t.is(dl?.value, 2);
   await rt.stop();
   await hub.close();
 });
