@@ -10,6 +10,7 @@ import { newId } from '../ids.js';
 import type { OutboxEntry } from '../store/port.js';
 import type { HubCore } from '../hub.js';
 import { toOutbox } from '../events/outbox-entry.js';
+import { checkAttachments } from '../files/attachments.js';
 
 export type OpenConversationInput =
   | { type: 'direct'; members: string[] }
@@ -142,6 +143,7 @@ export class ChatService {
       throw new VoxaError('VALIDATION_FAILED', `Text is longer than ${this.hub.config.maxMessageLength} characters.`, { field: 'text' });
     }
     const conv = await this.getConversationFor(actor, conversationId);
+    if (input.attachments?.length) await checkAttachments(this.hub.store, conv, input.attachments); // issue 7
     await this.hub.rateLimiter.hit(`send:${actor.id}`, this.hub.config.sendRateLimitPerMinute);
     let entries: OutboxEntry[] = [];
     const result = await this.hub.store.appendMessage(

@@ -17,6 +17,8 @@ import { conversationRoutes } from '../routes/conversations.js';
 import { userRoutes } from '../routes/users.js';
 import { twoFactorRoutes } from '../routes/twofactor.js';
 import { searchRoutes } from '../routes/search.js';
+import { fileRoutes } from '../routes/files.js';
+import { FileService } from '../files/service.js';
 import { TotpService } from '../auth/totp.js';
 import { metrics } from '../telemetry/metrics.js';
 import { ApiRouter, buildOpenApi, type ApiState } from './api-router.js';
@@ -61,6 +63,7 @@ export function buildApp(hub: Hub, opts: BuildAppOptions = {}): Koa<ApiState> {
   conversationRoutes(api, hub);
   twoFactorRoutes(api, new TotpService(hub));
   searchRoutes(api, hub);
+  fileRoutes(api, new FileService(hub));
 
   const pluginRouters: Array<{ name: string; router: Router<ApiState> }> = [];
   const pluginContext: PluginContext = opts.pluginContext ?? { hub, log: hub.log };

@@ -115,7 +115,7 @@ export function conversationRoutes(api: ApiRouter, hub: Hub): void {
     },
     errors: ['CONVERSATION_NOT_FOUND', 'NOT_A_MEMBER', 'RATE_LIMITED'],
     async handler(ctx, { params, body }) {
-      const { message, created } = await chat.sendMessage(ctx.state.user!, params.id, { text: body.text, clientId: body.clientId ?? null });
+      const { message, created } = await chat.sendMessage(ctx.state.user!, params.id, { text: body.text, clientId: body.clientId ?? null, ...(body.attachments ? { attachments: body.attachments } : {}) });
       if (created) metrics.messagesSent.inc({ transport: 'rest' });
       ctx.status = created ? 201 : 200;
       ctx.body = { message: messageOut(message) };

@@ -64,6 +64,8 @@ export const SendMessageBody = z.strictObject({
   text: z.string().max(1_000_000),
   /** The client's own id for this send: the same clientId again returns the same message. */
   clientId: z.string().min(1).max(128).nullable().optional(),
+  /** Ids of files uploaded into this conversation (POST /v1/conversations/:id/files), at most 10. */
+  attachments: z.array(Id).max(10).optional(),
 });
 export const EditMessageBody = z.strictObject({ text: z.string().max(1_000_000) });
 export const HistoryQuery = z.strictObject({
