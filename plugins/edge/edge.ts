@@ -62,6 +62,12 @@ export interface EdgeOptions {
   /** Delivered receipts are batched for this long. */
   receiptFlushMs: number;
   /** Presence heartbeat and device expiry. */
+  /**
+   * Delivered receipts are produced only in conversations up to this size, and status updates go to every
+   * other member only up to this size (beyond it, to the members who sent messages). Per-recipient receipts
+   * in a big room are quadratic: 1,000 members would mean 1,000 receipt events per message, each fanned out.
+   */
+  receiptsMaxMembers: number;
   presenceHeartbeatMs: number;
   presenceTtlMs: number;
   /** Time a plain WebSocket client has to send its auth frame. */
@@ -84,6 +90,7 @@ export const DEFAULT_EDGE_OPTIONS: EdgeOptions = {
   resumeHoldMs: 750,
   receiptFlushMs: 250,
   presenceHeartbeatMs: 15_000,
+  receiptsMaxMembers: 100,
   presenceTtlMs: 45_000,
   authTimeoutMs: 5000,
   maxPendingFrames: 64,
@@ -171,6 +178,8 @@ class Feed {
   readonly typing = new Map<string, NodeJS.Timeout>();
   readonly reported = new Map<string, number>();
 
+  /** Members who sent a message this feed emitted: they always get status updates. */
+  readonly senders = new Set<string>();
   constructor(public conv: Conversation) {}
 
   get id(): string {
@@ -212,6 +221,9 @@ export class Edge {
   private closing = false;
   private readonly seenMembership = new Set<string>();
 
+  /** Frames written since the last metrics flush (a labelled inc per frame costs more than the write). */
+  private readonly framesOut: Record<TransportKind, number> = { ws: 0, socketio: 0 };
+  private readonly metricsTimer: NodeJS.Timeout;
   constructor(
     readonly hub: Hub,
     opts: Partial<EdgeOptions> = {},
@@ -229,9 +241,18 @@ export class Edge {
     );
     this.presence.start();
     void this.watchNats();
+    this.metricsTimer = setInterval(() => this.flushMetrics(), 1000);
+    this.metricsTimer.unref();
   }
 
   get connectionCount(): number {
+  private flushMetrics(): void {
+    for (const kind of ['ws', 'socketio'] as const) {
+      if (this.framesOut[kind]) metrics.edgeFramesOut.inc({ transport: kind }, this.framesOut[kind]);
+      this.framesOut[kind] = 0;
+    }
+  }
+
     return this.sessions.size;
   }
 
@@ -463,7 +484,7 @@ export class Edge {
       return;
     }
     s.transport.write(frame);
-    metrics.edgeFramesOut.inc({ transport: s.transport.kind });
+    this.framesOut[s.transport.kind]++;
   }
 
   /** Offers a feed event to one session, respecting its cursor (drop duplicates, catch up on gaps). */
@@ -614,6 +635,7 @@ export class Edge {
   private emitMessage(feed: Feed, m: Message, time?: string): void {
     feed.last = m.seq;
     const frame = new Frame('receive-message', m);
+    feed.senders.add(m.senderId);
     this.emit(feed, { kind: 'msg', seq: m.seq, frame, senderId: m.senderId });
     if (time) {
       const sec = (Date.now() - Date.parse(time)) / 1000;
@@ -672,7 +694,12 @@ export class Edge {
         if ((feed.statusMax.get(key) ?? -1) >= d.seq) return;
         feed.statusMax.set(key, d.seq);
         const frame = new Frame('message-status-update', { conversationId: feed.id, seq: d.seq, status, userId: d.userId });
-        return this.emit(feed, { kind: 'plain', frame, exceptUser: d.userId });
+        const out: Out = { kind: 'plain', frame, exceptUser: d.userId };
+        if (feed.conv.members.length <= this.opts.receiptsMaxMembers) return this.emit(feed, out);
+        for (const userId of feed.senders) {
+          for (const s of this.byUser.get(userId) ?? []) if (s.convs.has(feed.id)) this.offer(s, feed, out);
+        }
+        return;
       }
       default:
         return;
@@ -919,6 +946,7 @@ export class Edge {
     this.receipts.set(key, { user: s.user, feed, seq });
     if (!this.receiptTimer) {
       this.receiptTimer = setTimeout(() => void this.flushReceipts(), this.opts.receiptFlushMs);
+    if (feed.conv.members.length > this.opts.receiptsMaxMembers) return;
       this.receiptTimer.unref();
     }
   }
@@ -952,6 +980,8 @@ export class Edge {
         /* already gone */
       }
       this.close(s);
+    clearInterval(this.metricsTimer);
+    this.flushMetrics();
     }
     if (this.receiptTimer) clearTimeout(this.receiptTimer);
     await this.flushReceipts();
