@@ -61,13 +61,13 @@ export interface EdgeOptions {
   resumeHoldMs: number;
   /** Delivered receipts are batched for this long. */
   receiptFlushMs: number;
-  /** Presence heartbeat and device expiry. */
   /**
    * Delivered receipts are produced only in conversations up to this size, and status updates go to every
    * other member only up to this size (beyond it, to the members who sent messages). Per-recipient receipts
    * in a big room are quadratic: 1,000 members would mean 1,000 receipt events per message, each fanned out.
    */
   receiptsMaxMembers: number;
+  /** Presence heartbeat and device expiry. */
   presenceHeartbeatMs: number;
   presenceTtlMs: number;
   /** Time a plain WebSocket client has to send its auth frame. */
@@ -89,8 +89,8 @@ export const DEFAULT_EDGE_OPTIONS: EdgeOptions = {
   typingTtlMs: 5000,
   resumeHoldMs: 750,
   receiptFlushMs: 250,
-  presenceHeartbeatMs: 15_000,
   receiptsMaxMembers: 100,
+  presenceHeartbeatMs: 15_000,
   presenceTtlMs: 45_000,
   authTimeoutMs: 5000,
   maxPendingFrames: 64,
@@ -177,9 +177,9 @@ class Feed {
   readonly statusMax = new Map<string, number>();
   readonly typing = new Map<string, NodeJS.Timeout>();
   readonly reported = new Map<string, number>();
-
   /** Members who sent a message this feed emitted: they always get status updates. */
   readonly senders = new Set<string>();
+
   constructor(public conv: Conversation) {}
 
   get id(): string {
@@ -220,10 +220,10 @@ export class Edge {
   private readonly decoder = new TextDecoder();
   private closing = false;
   private readonly seenMembership = new Set<string>();
-
   /** Frames written since the last metrics flush (a labelled inc per frame costs more than the write). */
   private readonly framesOut: Record<TransportKind, number> = { ws: 0, socketio: 0 };
   private readonly metricsTimer: NodeJS.Timeout;
+
   constructor(
     readonly hub: Hub,
     opts: Partial<EdgeOptions> = {},
@@ -240,12 +240,11 @@ export class Edge {
       this.log,
     );
     this.presence.start();
-    void this.watchNats();
     this.metricsTimer = setInterval(() => this.flushMetrics(), 1000);
     this.metricsTimer.unref();
+    void this.watchNats();
   }
 
-  get connectionCount(): number {
   private flushMetrics(): void {
     for (const kind of ['ws', 'socketio'] as const) {
       if (this.framesOut[kind]) metrics.edgeFramesOut.inc({ transport: kind }, this.framesOut[kind]);
@@ -253,6 +252,7 @@ export class Edge {
     }
   }
 
+  get connectionCount(): number {
     return this.sessions.size;
   }
 
@@ -634,8 +634,8 @@ export class Edge {
 
   private emitMessage(feed: Feed, m: Message, time?: string): void {
     feed.last = m.seq;
-    const frame = new Frame('receive-message', m);
     feed.senders.add(m.senderId);
+    const frame = new Frame('receive-message', m);
     this.emit(feed, { kind: 'msg', seq: m.seq, frame, senderId: m.senderId });
     if (time) {
       const sec = (Date.now() - Date.parse(time)) / 1000;
@@ -939,6 +939,7 @@ export class Edge {
   // Receipts
 
   private noteDelivered(s: Session, feed: Feed, seq: number): void {
+    if (feed.conv.members.length > this.opts.receiptsMaxMembers) return;
     const key = `${s.user.id}|${feed.id}`;
     if ((feed.reported.get(s.user.id) ?? 0) >= seq) return;
     const cur = this.receipts.get(key);
@@ -946,7 +947,6 @@ export class Edge {
     this.receipts.set(key, { user: s.user, feed, seq });
     if (!this.receiptTimer) {
       this.receiptTimer = setTimeout(() => void this.flushReceipts(), this.opts.receiptFlushMs);
-    if (feed.conv.members.length > this.opts.receiptsMaxMembers) return;
       this.receiptTimer.unref();
     }
   }
@@ -973,6 +973,8 @@ export class Edge {
   /** Closes every session (clients reconnect elsewhere and resume), unsubscribes, removes presence. */
   async shutdown(): Promise<void> {
     this.closing = true;
+    clearInterval(this.metricsTimer);
+    this.flushMetrics();
     for (const s of [...this.sessions]) {
       try {
         s.transport.kick('UNAVAILABLE', 'The edge is shutting down; reconnect and resume.');
@@ -980,8 +982,6 @@ export class Edge {
         /* already gone */
       }
       this.close(s);
-    clearInterval(this.metricsTimer);
-    this.flushMetrics();
     }
     if (this.receiptTimer) clearTimeout(this.receiptTimer);
     await this.flushReceipts();
