@@ -7,7 +7,7 @@
  * and each consumer span is its child, so one trace covers the request, the publish and every plugin.
  */
 import { context, propagation, SpanKind, SpanStatusCode, trace, type Context, type Span } from '@opentelemetry/api';
-import type { JsMsg, MsgHdrs } from 'nats';
+import type { MsgHdrs } from 'nats';
 import { contextFromHeaders } from './propagation.js';
 
 const tracer = trace.getTracer('voxa-nats');
@@ -77,8 +77,12 @@ export async function publishSpan<T>(
   }
 }
 
-/** The minimum of a JetStream message the consumer span needs (JsMsg fits; tests can pass their own). */
-export type ConsumedMessage = Pick<JsMsg, 'subject' | 'headers'> & { info?: { redeliveryCount?: number; streamSequence?: number; stream?: string } };
+/** What the consumer span needs from a message: a JetStream JsMsg and a core NATS Msg both fit. */
+export interface ConsumedMessage {
+  subject: string;
+  headers?: MsgHdrs | undefined;
+  info?: { redeliveryCount?: number; streamSequence?: number };
+}
 
 /**
  * Runs `fn` inside a CONSUMER span for `pluginName` processing `msg`, whose parent is the producer span named

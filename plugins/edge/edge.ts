@@ -25,6 +25,7 @@ import { createEvent, subjectOf, withNamespace, type AnyEvent } from '../../core
 import type { Hub } from '../../core/hub.js';
 import { newId } from '../../core/ids.js';
 import { initEdgeSeries, metrics } from '../../core/telemetry/metrics.js';
+import { withConsumerSpan, type ConsumedMessage } from '../../core/telemetry/nats.js';
 import { Frame } from './frame.js';
 import { Presence } from './presence.js';
 import { CLIENT_EVENTS, describeZodError, isClientEvent, type ClientEventData, type ClientEventName, type Handshake } from './protocol.js';
@@ -814,7 +815,7 @@ export class Edge {
     const chatPrefix = withNamespace(this.ns, `chat.${workspaceId}.`);
     const rtPrefix = withNamespace(this.ns, `rt.${workspaceId}.`);
     const subs: WorkspaceSubs = {
-      chat: nc.subscribe(`${chatPrefix}>`, { callback: (err, msg) => !err && this.onChat(msg.subject.slice(chatPrefix.length), msg.data) }),
+      chat: nc.subscribe(`${chatPrefix}>`, { callback: (err, msg) => !err && this.onChat(msg.subject.slice(chatPrefix.length), msg.data, msg) }),
       rt: nc.subscribe(`${rtPrefix}>`, { callback: (err, msg) => !err && this.onRealtime(msg.subject.slice(rtPrefix.length), msg.data) }),
       sessions: 1,
     };
@@ -832,7 +833,7 @@ export class Edge {
   }
 
   /** `rest` is `<conversationId>.<type>`. */
-  private onChat(rest: string, data: Uint8Array): void {
+  private onChat(rest: string, data: Uint8Array, msg?: ConsumedMessage): void {
     const dot = rest.indexOf('.');
     const convId = rest.slice(0, dot);
     const type = rest.slice(dot + 1);
@@ -843,7 +844,13 @@ export class Edge {
     if (!ev || ev.type !== type) return;
     try {
       if (isMembership) this.membershipEvent(ev);
-      else if (feed) this.feedEvent(feed, ev);
+      else if (feed && msg) {
+        // A consumer span per fanned-out event (child of the publish via traceparent), so the edge hop is in the
+        // message's trace. feedEvent still runs synchronously, in arrival order.
+        void withConsumerSpan('edge', msg, async () => this.feedEvent(feed, ev)).catch((err: unknown) =>
+          this.log.warn({ err, type }, 'edge: event handling failed'),
+        );
+      } else if (feed) this.feedEvent(feed, ev);
     } catch (err) {
       this.log.warn({ err, type }, 'edge: event handling failed');
     }

@@ -1,0 +1,119 @@
+/**
+ * One message sent over REST yields ONE trace: the HTTP server span, the store write, the NATS producer span
+ * and every plugin's consumer span, all connected by parent links. Spans go to an in-memory exporter.
+ */
+import test from 'ava';
+import { SpanKind } from '@opentelemetry/api';
+import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import { shutdownTelemetry, startTelemetry } from '../../core/telemetry/tracing.js';
+
+const exporter = new InMemorySpanExporter();
+// Before anything imports koa or ioredis: the instrumentations patch modules as they load.
+await startTelemetry({ serviceName: 'voxa-test', exporter, enabled: true });
+const { startServers, testConfig } = await import('../helpers/hub.js');
+const { runHub } = await import('../../core/server.js');
+const { loadPlugins, pluginNames } = await import('../../plugins/index.js');
+const { wsClient } = await import('../edge/support.js');
+const plugins = await loadPlugins(pluginNames('all', { api: true }));
+
+let servers: Awaited<ReturnType<typeof startServers>>;
+test.before(async () => {
+  servers = await startServers();
+});
+test.after.always(async () => {
+  await servers?.dispose();
+  await shutdownTelemetry();
+});
+
+const parentOf = (s: ReadableSpan): string | undefined => s.parentSpanContext?.spanId;
+
+async function until<T>(fn: () => T | undefined, what: string, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+test('a message sent over REST is one trace: HTTP → store write → publish → each plugin', async (t) => {
+  const config = testConfig(servers, { host: '127.0.0.1', port: 0, plugins: 'all' });
+  const running = await runHub(config, { api: true, embedded: false, plugins: 'all', name: 'voxa-trace-test' });
+  t.teardown(() => running.stop());
+  const base = `http://127.0.0.1:${running.port}`;
+  const post = async (path: string, body: unknown, token?: string) => {
+    const res = await fetch(base + path, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      body: JSON.stringify(body),
+    });
+    return { status: res.status, body: (await res.json()) as Record<string, any> }; // eslint-disable-line @typescript-eslint/no-explicit-any
+  };
+  const a = await post('/v1/auth/register', { email: 'ana.trace@example.test', password: 'correct horse battery', name: 'Ana' });
+  const b = await post('/v1/auth/register', { email: 'ben.trace@example.test', password: 'correct horse battery', name: 'Ben' });
+  const conv = await post('/v1/conversations', { type: 'direct', members: [b.body.user.id] }, a.body.accessToken);
+  t.is(conv.status, 201);
+
+  // Ben is online on a plain WebSocket, so the edge has a delivery to make.
+  const ben = await wsClient(base, b.body.accessToken);
+  t.teardown(() => ben.close());
+
+  exporter.reset();
+  const sent = await post(`/v1/conversations/${conv.body.conversation.id}/messages`, { text: 'trace me', clientId: 'c1' }, a.body.accessToken);
+  t.is(sent.status, 201);
+  await until(() => ben.of('receive-message').find((m) => m.text === 'trace me'), 'delivery on the socket');
+
+  const server = await until(
+    () =>
+      exporter
+        .getFinishedSpans()
+        .find((s) => s.kind === SpanKind.SERVER && s.attributes['http.route'] === '/v1/conversations/:id/messages' && (s.attributes['http.request.method'] ?? s.attributes['http.method']) === 'POST'),
+    'the HTTP server span',
+  );
+  const traceId = server.spanContext().traceId;
+  const inTrace = () => exporter.getFinishedSpans().filter((s) => s.spanContext().traceId === traceId);
+
+  // Every plugin that subscribes to message.created processes it in its own consumer span, and the edge's
+  // fan-out to sockets (its own NATS subscription) has one too.
+  const expected = new Set(['edge', ...plugins.filter((p) => p.manifest.events.includes('message.created')).map((p) => p.manifest.name)]);
+  t.true(expected.size >= 3, `plugins handling message.created: ${[...expected].join(', ')}`);
+  let seen = new Set<unknown>();
+  const consumers = await until(() => {
+    const c = inTrace().filter((s) => s.kind === SpanKind.CONSUMER && s.attributes['voxa.event.type'] === 'message.created');
+    seen = new Set(c.map((s) => s.attributes['voxa.plugin']));
+    return [...expected].every((p) => seen.has(p)) ? c : undefined;
+  }, `consumer spans of ${[...expected].join(', ')}`).catch((err: Error) => {
+    throw new Error(`${err.message}; saw ${[...seen].join(', ')}`);
+  });
+
+  const spans = inTrace();
+  t.is(server.parentSpanContext, undefined, 'the HTTP request is the root of the trace');
+  const store = spans.find((s) => s.name === 'store.appendMessage');
+  t.truthy(store, 'the store write is traced');
+  const producers = spans.filter((s) => s.kind === SpanKind.PRODUCER && s.attributes['voxa.event.type'] === 'message.created');
+  t.is(producers.length, 1, 'one publish of message.created');
+  const producer = producers[0]!;
+  t.is(producer.attributes['messaging.system'], 'nats');
+  t.regex(String(producer.attributes['messaging.destination.name']), /\.chat\..+\.message\.created$/);
+  t.regex(String(producer.attributes['messaging.message.id']), /^evt_/);
+  t.is(parentOf(producer), store!.spanContext().spanId, 'the publish is a child of the store write');
+  for (const c of consumers) {
+    t.is(parentOf(c), producer.spanContext().spanId, `${String(c.attributes['voxa.plugin'])} consumes as a child of the publish`);
+  }
+
+  // Every span of the trace hangs off the HTTP span (no orphans, no second root).
+  const byId = new Map(spans.map((s) => [s.spanContext().spanId, s]));
+  for (const s of spans) {
+    let cur: ReadableSpan | undefined = s;
+    const seen = new Set<string>();
+    while (cur && parentOf(cur) && !seen.has(cur.spanContext().spanId)) {
+      seen.add(cur.spanContext().spanId);
+      cur = byId.get(parentOf(cur)!);
+    }
+    t.is(cur, server, `${s.name} reaches the HTTP span`);
+  }
+  // The Koa router span and the Redis rate-limit call are there too (ESM instrumentation works).
+  t.true(spans.some((s) => s.instrumentationScope.name.includes('instrumentation-koa')), 'koa span');
+  t.true(spans.some((s) => s.instrumentationScope.name.includes('instrumentation-ioredis')), 'ioredis span');
+});
