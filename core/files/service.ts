@@ -145,7 +145,8 @@ export class FileService {
     return new Promise<Spooled>((resolve, reject) => {
       let bb: Busboy.Busboy;
       try {
-        bb = Busboy({ headers: req.headers, limits: { files: 1, fields: 10, fieldSize: 1024, parts: 12, headerPairs: 50 } });
+        // Browsers send file names as raw UTF-8; busboy's default for them is latin1.
+        bb = Busboy({ headers: req.headers, defParamCharset: 'utf8', limits: { files: 1, fields: 10, fieldSize: 1024, parts: 12, headerPairs: 50 } });
       } catch {
         reject(new VoxaError('UNSUPPORTED_MEDIA_TYPE', 'The body must be multipart/form-data with a boundary.'));
         return;
