@@ -34,3 +34,15 @@ test('log lines carry trace_id and span_id of the active span, and none outside 
   t.is(inside.span_id, span.spanId);
   t.false('trace_id' in outside);
 });
+
+test('a worker without the API still serves /metrics', async (t) => {
+  const { startMetricsServer } = await import('../../core/telemetry/metrics-server.js');
+  const srv = await startMetricsServer({ port: 0, host: '127.0.0.1' });
+  t.teardown(() => srv.close());
+  const ok = await fetch(`http://127.0.0.1:${srv.port}/metrics`);
+  t.is(ok.status, 200);
+  const text = await ok.text();
+  t.regex(text, /^voxa_nodejs_eventloop_lag_seconds /m);
+  t.regex(text, /# TYPE voxa_plugin_events_processed_total counter/);
+  t.is((await fetch(`http://127.0.0.1:${srv.port}/other`)).status, 404);
+});
