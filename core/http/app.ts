@@ -18,6 +18,8 @@ import { userRoutes } from '../routes/users.js';
 import { twoFactorRoutes } from '../routes/twofactor.js';
 import { searchRoutes } from '../routes/search.js';
 import { fileRoutes } from '../routes/files.js';
+import { oidcRoutes } from '../routes/oidc.js';
+import { GoogleSignIn } from '../auth/oidc.js';
 import { FileService } from '../files/service.js';
 import { TotpService } from '../auth/totp.js';
 import { metrics } from '../telemetry/metrics.js';
@@ -58,12 +60,14 @@ export function buildApp(hub: Hub, opts: BuildAppOptions = {}): Koa<ApiState> {
   const api = new ApiRouter({ authenticate: auth, bodyLimitBytes: hub.config.bodyLimitBytes });
 
   healthRoutes(api, hub);
-  authRoutes(api, new AuthService(hub));
+  const accounts = new AuthService(hub);
+  authRoutes(api, accounts);
   userRoutes(api, hub);
   conversationRoutes(api, hub);
   twoFactorRoutes(api, new TotpService(hub));
   searchRoutes(api, hub);
   fileRoutes(api, new FileService(hub));
+  oidcRoutes(api, new GoogleSignIn(hub, accounts));
 
   const pluginRouters: Array<{ name: string; router: Router<ApiState> }> = [];
   const pluginContext: PluginContext = opts.pluginContext ?? { hub, log: hub.log };
