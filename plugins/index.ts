@@ -21,6 +21,7 @@ export const BUILTIN_PLUGINS: BuiltinPlugin[] = [
   { name: 'audit', description: 'Tamper-evident audit log of security and admin events', load: async () => (await import('./audit/index.js')).default },
   { name: 'analytics', description: 'Per-day workspace analytics from chat events', load: async () => (await import('./analytics/index.js')).default },
   { name: 'email', description: 'Unread-message email digests over SMTP', load: async () => (await import('./email/index.js')).default },
+  { name: 'push', description: 'FCM push notifications for members without a connected socket', load: async () => (await import('./push/index.js')).default },
   { name: 'edge', description: 'WebSocket edge: Socket.IO and plain WebSocket delivery, presence, typing, receipts, resume', needsApi: true, load: async () => (await import('./edge/index.js')).default },
   { name: 'drive-sync', description: 'Google Drive transcript sync and nightly backup', load: async () => (await import('./storage-sync/index.js')).createDriveSyncPlugin },
   { name: 'dropbox-sync', description: 'Dropbox transcript sync and nightly backup', load: async () => (await import('./storage-sync/index.js')).createDropboxSyncPlugin },

@@ -62,7 +62,7 @@ export async function openPluginApi(
     server,
     http,
     async register(name, role = 'customer') {
-      const email = `${name.toLowerCase()}${n++}@example.test`;
+      const email = `${name.toLowerCase().replace(/[^a-z0-9]/g, '')}${n++}@example.test`;
       const res = await http.post('/v1/auth/register').send({ email, password: 'correct horse battery', name });
       if (res.status !== 201) throw new Error(`register ${name}: ${res.status} ${JSON.stringify(res.body)}`);
       const id = res.body.user.id as string;
