@@ -25,7 +25,7 @@ export function oidcRoutes(api: ApiRouter, google: GoogleSignIn): void {
     responses: { 302: { description: 'Redirect to the provider.' } },
     errors: ['NOT_FOUND', 'UNAVAILABLE'],
     async handler(ctx) {
-      const { url, cookie } = await google.start(ctx.origin);
+      const { url, cookie } = await google.start(`${ctx.protocol}://${ctx.host}`);
       ctx.cookies.set(OIDC_COOKIE, cookie, { ...cookieOpts(ctx.secure), maxAge: FLOW_TTL_MS });
       ctx.redirect(url);
     },
@@ -47,7 +47,7 @@ export function oidcRoutes(api: ApiRouter, google: GoogleSignIn): void {
       ctx.body = await google.callback(
         { ...(query.code ? { code: query.code } : {}), ...(query.state ? { state: query.state } : {}), ...(query.error ? { error: query.error } : {}) },
         cookie,
-        ctx.origin,
+        `${ctx.protocol}://${ctx.host}`,
         ctx.ip,
       );
     },
