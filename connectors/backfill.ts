@@ -5,9 +5,9 @@
  * keyed by (subscription, event id); storage transcripts are re-rendered from the store and written only when
  * their content hash changed. A backfill over already-synced history therefore writes nothing twice.
  */
-import { DeliverPolicy, type JetStreamClient, type JetStreamManager } from 'nats';
+import { AckPolicy, DeliverPolicy, type JetStreamClient, type JetStreamManager } from 'nats';
 import { EnvelopeSchema, withNamespace, type AnyEvent } from '../core/events/catalog.js';
-import { streamNames } from '../core/bus/nats.js';
+import { nanos, streamNames } from '../core/bus/nats.js';
 import type { ConnectionRecord } from './types.js';
 
 export interface BackfillSince {
@@ -55,17 +55,23 @@ export async function runBackfill(
   progress: Progress = () => undefined,
 ): Promise<BackfillSummary> {
   const stream = streamNames(nats.namespace).events;
-  // chat.<ws>.…, user.<ws>.…, admin.<ws>.…: every durable event of the connection's workspace.
-  const filter = withNamespace(nats.namespace, `*.${conn.workspaceId}.>`);
-  const consumer = await nats.js.consumers.get(stream, {
-    filterSubjects: filter,
+  // The connection's workspace is the second subject token (chat.<ws>.…, user.<ws>.…, admin.<ws>.…). One
+  // consumer filter cannot say that on NATS 2.9 (no multi-filter consumers, and `*.<ws>.>` is not a subset of
+  // the stream's subjects), so the consumer reads the stream and other workspaces are skipped here.
+  const prefix = withNamespace(nats.namespace, '');
+  const inWorkspace = (subject: string): boolean => subject.slice(nats.namespace ? prefix.length : 0).split('.')[1] === conn.workspaceId;
+  // An ephemeral, unacknowledged pull consumer that goes away by itself shortly after we stop reading. Its
+  // creation answer says how many events match, which sizes the progress bar.
+  const info = await nats.jsm.consumers.add(stream, {
+    ack_policy: AckPolicy.None,
+    inactive_threshold: nanos(60_000),
     ...(since.seq !== undefined
       ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: Math.max(1, since.seq) }
       : since.time
         ? { deliver_policy: DeliverPolicy.StartTime, opt_start_time: since.time }
         : { deliver_policy: DeliverPolicy.All }),
   });
-  const info = await consumer.info();
+  const consumer = await nats.js.consumers.get(stream, info.name);
   const total = info.num_pending;
   const summary: BackfillSummary = {
     connectionId: conn.id,
@@ -79,11 +85,15 @@ export async function runBackfill(
     toSeq: null,
   };
   progress(0, total);
-  while (summary.events < total) {
-    const batch = await consumer.fetch({ max_messages: Math.min(256, total - summary.events), expires: 5000 });
+  let read = 0;
+  while (read < total) {
+    const batch = await consumer.fetch({ max_messages: Math.min(256, total - read), expires: 5000 });
     let got = 0;
     for await (const m of batch) {
       got++;
+      read++;
+      progress(read, total);
+      if (!inWorkspace(m.subject)) continue;
       summary.events++;
       summary.fromSeq ??= m.seq;
       summary.toSeq = m.seq;
@@ -97,7 +107,6 @@ export async function runBackfill(
       } catch {
         summary.failed++;
       }
-      progress(summary.events, total);
     }
     if (got === 0) break; // the stream lost messages (age limit) while we read: stop instead of waiting forever
   }
@@ -107,6 +116,7 @@ export async function runBackfill(
     summary.skipped += f.skipped;
     summary.failed += f.failed;
   }
-  progress(summary.events, total);
+  progress(read, total);
+  await nats.jsm.consumers.delete(stream, info.name).catch(() => undefined);
   return summary;
 }

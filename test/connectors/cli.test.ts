@@ -1,0 +1,188 @@
+/**
+ * The marketer's CLI driven as a subprocess against a live hub (real NATS, Redis, SQLite): webhooks add/list/
+ * test/deliveries/redeliver, connections list/add/backfill, errors and exit codes, completion.
+ */
+import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import test from 'ava';
+import { createEvent, subjectOf } from '../../core/events/catalog.js';
+import { ConnectorQueues } from '../../connectors/queues.js';
+import { WebhookService } from '../../plugins/webhooks/service.js';
+import type { Hub } from '../../core/hub.js';
+import { openTestHub, startServers, type TestServers } from '../helpers/hub.js';
+import { startReceiver, until, type Receiver } from './receiver.js';
+
+let servers: TestServers & { dispose(): Promise<void> };
+let hub: Hub & { close(): Promise<void> };
+let rcv: Receiver;
+let queues: ConnectorQueues;
+const logs: string[] = [];
+
+test.before(async () => {
+  servers = await startServers();
+  hub = await openTestHub(servers, { webhooksAllowPrivate: true });
+  rcv = await startReceiver();
+  // The hub side: a webhook worker on the same namespace, as `voxa start` would run it.
+  queues = new ConnectorQueues(hub);
+  new WebhookService(hub, queues, { scheduleMs: [50, 100], retryWindowMs: 3600_000, jitter: 0 }).startWorker();
+});
+test.after.always(async () => {
+  await queues?.close();
+  await rcv?.close();
+  await hub?.close();
+  await servers?.dispose();
+});
+
+function env(): NodeJS.ProcessEnv {
+  return {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    NATS_URL: servers.nats.url,
+    REDIS_URL: servers.redis.url,
+    VOXA_DATA_DIR: hub.config.dataDir,
+    VOXA_NATS_NAMESPACE: hub.config.natsNamespace,
+    VOXA_SECRET_KEY: hub.secrets.encryptionKey.toString('base64'),
+    VOXA_JWT_SECRET: hub.secrets.jwtSecret,
+    VOXA_WEBHOOKS_ALLOW_PRIVATE: '1',
+    LOG_LEVEL: 'warn',
+  };
+}
+
+function voxa(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'cli/index.ts', ...args], { env: env(), stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    // A hung command fails the test instead of stalling the file.
+    const killer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    child.on('close', (code) => {
+      clearTimeout(killer);
+      logs.push(stdout, stderr);
+      resolve({ code: code ?? -1, stdout, stderr });
+    });
+  });
+}
+
+test.serial('webhooks add prints the id and secret once; list, test, deliveries and redeliver work; the secret never shows again', async (t) => {
+  const add = await voxa('webhooks', 'add', '--url', rcv.url, '--events', 'message.created,message.updated', '--json');
+  t.is(add.code, 0, add.stderr);
+  const created = JSON.parse(add.stdout) as { id: string; secret: string };
+  t.regex(created.secret, /^whsec_/);
+  rcv.secret = created.secret;
+
+  const list = await voxa('webhooks', 'list', '--json');
+  t.is(list.code, 0, list.stderr);
+  const { webhooks } = JSON.parse(list.stdout) as { webhooks: Array<{ id: string; status: string }> };
+  t.deepEqual(webhooks.map((w) => w.id), [created.id]);
+  t.false(list.stdout.includes(created.secret.slice(6)), 'list does not print the secret');
+
+  const text = await voxa('connections', 'list');
+  t.regex(text.stdout, /secret=\[set\]/);
+  t.false(text.stdout.includes(created.secret.slice(6)));
+
+  const sent = await voxa('webhooks', 'test', created.id, '--json');
+  t.is(sent.code, 0, sent.stderr);
+  t.is(rcv.received.length, 1);
+  t.true(rcv.received[0]!.verified, 'the test event carries a valid Standard Webhooks signature');
+  t.is(rcv.received[0]!.json.type, 'webhook.test');
+
+  const dl = await voxa('webhooks', 'deliveries', created.id, '--json');
+  const { deliveries } = JSON.parse(dl.stdout) as { deliveries: Array<{ id: string; status: string; lastStatusCode: number }> };
+  t.is(deliveries.length, 1);
+  t.is(deliveries[0]!.lastStatusCode, 200);
+
+  rcv.script = [500];
+  const again = await voxa('webhooks', 'redeliver', deliveries[0]!.id, '--json');
+  t.is(again.code, 1, 'a failed redelivery exits 1');
+  const ok = await voxa('webhooks', 'redeliver', deliveries[0]!.id);
+  t.is(ok.code, 0);
+  t.is(rcv.received.at(-1)!.id, rcv.received[0]!.id, 'redelivery keeps the webhook-id');
+
+  // Nothing the CLI wrote anywhere contains the secret, except the one `add` output.
+  t.is(logs.filter((l) => l.includes(created.secret.slice(6))).length, 1);
+});
+
+test.serial('backfill replays history into one connection, and a second backfill writes nothing', async (t) => {
+  const add = await voxa('webhooks', 'add', '--url', rcv.url, '--events', 'message.created', '--json');
+  const { id, secret } = JSON.parse(add.stdout) as { id: string; secret: string };
+  rcv.secret = secret;
+  const before = rcv.received.length;
+  const ws = hub.config.defaultWorkspaceId;
+  const events = [1, 2, 3].map((n) =>
+    createEvent('message.created', {
+      workspaceId: ws,
+      conversationId: 'cnv_b',
+      actor: { type: 'user', id: 'usr_1' },
+      data: { message: { id: `msg_${n}`, conversationId: 'cnv_b', seq: n, senderId: 'usr_1', text: `m${n}`, clientId: null, createdAt: new Date().toISOString() } },
+    }),
+  );
+  for (const e of events) await hub.bus.publisher.publish(subjectOf(e, hub.bus.namespace), Buffer.from(JSON.stringify(e)), {}, e.id);
+
+  const first = await voxa('connections', 'backfill', id, '--since', '1', '--json');
+  t.is(first.code, 0, first.stderr + first.stdout);
+  const s1 = JSON.parse(first.stdout) as { events: number; written: number; skipped: number };
+  t.is(s1.written, 3);
+  await until(() => rcv.received.length >= before + 3, 30_000, 'backfilled deliveries');
+  // Only the new subscription got them (the first one does not take message.created from a backfill).
+  t.deepEqual(
+    rcv.received.slice(before).map((r) => r.id),
+    events.map((e) => e.id),
+  );
+  t.true(rcv.received.slice(before).every((r) => r.verified));
+
+  const second = await voxa('connections', 'backfill', id, '--since', '2020-01-01', '--json');
+  const s2 = JSON.parse(second.stdout) as { written: number; skipped: number };
+  t.is(s2.written, 0);
+  t.is(s2.skipped, 3);
+  await new Promise((r) => setTimeout(r, 500));
+  t.is(rcv.received.length, before + 3, 'nothing delivered twice');
+});
+
+test.serial('connections add refuses to prompt without a terminal; --config works; errors have exit codes', async (t) => {
+  const noTty = await voxa('connections', 'add', 'webhook');
+  t.is(noTty.code, 2);
+  t.regex(noTty.stderr, /not prompting without a terminal/);
+  t.regex(noTty.stderr, /url/);
+
+  const file = join(hub.config.dataDir, 'hook.json');
+  writeFileSync(file, JSON.stringify({ url: rcv.url, events: ['message.updated'], secret: 'whsec_' + Buffer.alloc(32, 3).toString('base64') }));
+  const added = await voxa('connections', 'add', 'webhook', '--config', file, '--json');
+  t.is(added.code, 0, added.stderr);
+  const { connection } = JSON.parse(added.stdout) as { connection: { id: string; secretFields: string[] } };
+  t.deepEqual(connection.secretFields, ['secret']);
+  t.false(added.stdout.includes(Buffer.alloc(32, 3).toString('base64')));
+
+  const dis = await voxa('connections', 'disable', connection.id, '--json');
+  t.is((JSON.parse(dis.stdout) as { connection: { status: string } }).connection.status, 'disabled');
+  const rm = await voxa('connections', 'remove', connection.id);
+  t.is(rm.code, 0);
+
+  const missing = await voxa('connections', 'test', 'con_nope', '--json');
+  t.is(missing.code, 3);
+  t.is((JSON.parse(missing.stderr) as { error: { code: string } }).error.code, 'NOT_FOUND');
+  const unknown = await voxa('connectors', 'spec', 'nope');
+  t.is(unknown.code, 3);
+  const badEvents = await voxa('webhooks', 'add', '--url', rcv.url, '--events', 'message.exploded');
+  t.is(badEvents.code, 2);
+  const badSince = await voxa('connections', 'backfill', 'con_x', '--since', 'yesterday');
+  t.is(badSince.code, 2);
+});
+
+test('connectors list/spec and completion come from the command tree', async (t) => {
+  const list = await voxa('connectors', 'list', '--json');
+  t.deepEqual((JSON.parse(list.stdout) as Array<{ id: string }>).map((c) => c.id).sort(), ['dropbox', 'google-drive', 'webhook']);
+  const spec = await voxa('connectors', 'spec', 'webhook', '--json');
+  const s = JSON.parse(spec.stdout) as { configSchema: { properties: Record<string, { 'x-secret'?: boolean }> } };
+  t.true(s.configSchema.properties.secret!['x-secret']);
+  const bash = await voxa('completion', 'bash');
+  t.is(bash.code, 0);
+  t.regex(bash.stdout, /complete -F _voxa_complete voxa/);
+  t.regex(bash.stdout, /"voxa:webhooks"\) words="add list test deliveries redeliver remove/);
+  const zsh = await voxa('completion', 'zsh');
+  t.regex(zsh.stdout, /bashcompinit/);
+  const help = await voxa('webhooks', 'add', '--help');
+  t.regex(help.stdout, /Examples:/);
+});
