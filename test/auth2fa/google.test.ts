@@ -147,7 +147,7 @@ test('the happy path: PKCE S256, HttpOnly SameSite=Lax cookie, new account, then
     t.is(me.body.user.id, first.res.body.user.id);
     // The hub sent the verifier matching the challenge, and its client secret (checked by the stand-in).
     const ex = provider.exchanges.at(-1)!;
-    t.is(createHash('sha256').update(ex.code_verifier!).digest('base64url'), first.loc.searchParams.get('code_challenge'));
+    t.is(createHash('sha256').update(ex.code_verifier!).digest('base64url'), first.loc.searchParams.get('code_challenge') ?? '');
     // The new account has no usable password.
     t.is((await api.http.post('/v1/auth/login').send({ email: 'gia@example.test', password: '!external' })).body.error.code, 'INVALID_CREDENTIALS');
 
