@@ -15,6 +15,8 @@ import { buildApp } from './http/app.js';
 import { PluginRuntime } from '../plugins/runtime/runtime.js';
 import { selectPlugins } from '../plugins/index.js';
 import { startHubCollectors } from './telemetry/collectors.js';
+import { shutdownTelemetry } from './telemetry/tracing.js';
+import { startMetricsServer, type MetricsServer } from './telemetry/metrics-server.js';
 
 export const PROJECT_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -64,6 +66,7 @@ export async function runHub(config: Config, opts: RunOptions): Promise<RunningH
   await runtime.start({ httpServer: server ?? undefined });
   const stopCollectors = startHubCollectors(hub);
   let port = 0;
+  let metricsServer: MetricsServer | null = null;
   if (server) {
     await new Promise<void>((resolve, reject) => {
       server!.once('error', reject);
@@ -72,7 +75,8 @@ export async function runHub(config: Config, opts: RunOptions): Promise<RunningH
     port = (server.address() as { port: number }).port;
     log.info({ port, plugins: plugins.map((p) => p.manifest.name), store: hub.store.kind }, `Voxa Hub listening on http://localhost:${port}`);
   } else {
-    log.info({ plugins: plugins.map((p) => p.manifest.name) }, 'Voxa worker running');
+    metricsServer = await startMetricsServer({ port: config.workerMetricsPort, host: config.host });
+    log.info({ plugins: plugins.map((p) => p.manifest.name), metricsPort: metricsServer.port }, 'Voxa worker running');
   }
 
   let stopping: Promise<void> | null = null;
@@ -91,6 +95,7 @@ export async function runHub(config: Config, opts: RunOptions): Promise<RunningH
           await closed;
         }
         await runtime.stop();
+        await metricsServer?.close();
         await closeHub(hub);
         await embedded?.stop();
       })();
@@ -111,6 +116,7 @@ export function stopOnSignals(running: { stop(): Promise<void> }, log: Logger): 
     log.info({ signal }, 'stopping');
     running
       .stop()
+      .then(() => shutdownTelemetry()) // flush the last spans
       .then(() => {
         log.info('stopped');
         process.exit(0);

@@ -16,7 +16,7 @@ export function register(program: Command): void {
     .requiredOption('--plugins <list>', 'comma-separated built-in plugins, or "all"')
     .addHelpText(
       'after',
-      '\nDefaults: NATS_URL=nats://127.0.0.1:4222, REDIS_URL=redis://127.0.0.1:6379.\n\nExamples:\n  $ voxa worker --plugins push,email\n  $ NATS_URL=nats://nats:4222 REDIS_URL=redis://redis:6379 voxa worker --plugins webhooks',
+      '\nDefaults: the nats-server and redis-server `voxa start` embeds (nats://127.0.0.1:4222, redis://127.0.0.1:6390). /metrics on VOXA_METRICS_PORT (9464).\n\nExamples:\n  $ voxa worker --plugins push,email\n  $ NATS_URL=nats://nats:4222 REDIS_URL=redis://redis:6379 voxa worker --plugins webhooks',
     )
     .action(async (opts: { plugins: string }) => {
       let config;
@@ -32,7 +32,12 @@ export function register(program: Command): void {
         if (err instanceof UnknownPluginError) throw new CliError(err.message, EXIT.USAGE, 'UNKNOWN_PLUGIN');
         throw err;
       }
-      config = { ...config, natsUrl: config.natsUrl ?? 'nats://127.0.0.1:4222', redisUrl: config.redisUrl ?? 'redis://127.0.0.1:6379' };
+      // Without URLs a worker joins the services `voxa start` embeds on this machine.
+      config = {
+        ...config,
+        natsUrl: config.natsUrl ?? `nats://127.0.0.1:${config.embeddedNatsPort}`,
+        redisUrl: config.redisUrl ?? `redis://127.0.0.1:${config.embeddedRedisPort}`,
+      };
       const { startTelemetry } = await import('../../core/telemetry/tracing.js');
       await startTelemetry({ serviceName: 'voxa-worker' });
       const { runHub, stopOnSignals } = await import('../../core/server.js');
