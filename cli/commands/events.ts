@@ -30,10 +30,23 @@ export function register(program: Command): void {
         const names = streamNames(h.namespace);
         const ws = opts.workspace ?? '*';
         const type = opts.type as EventType | undefined;
-        // Every subject has the workspace as its second token: <scope>.<workspace>.…
+        // Every subject has the workspace as its second token: <scope>.<workspace>.…  NATS 2.9 takes one
+        // filter per consumer, inside one stream subject, hence one consumer per scope for a workspace.
         const targets: Array<{ stream: string; filter?: string }> = type
           ? [{ stream: isDurable(type) ? names.events : names.ephemeral, filter: filterSubjectOf(type, h.namespace, ws) }]
-          : [names.events, names.ephemeral].map((stream) => ({ stream, ...(opts.workspace ? { filter: withNamespace(h.namespace, `*.${ws}.>`) } : {}) }));
+          : opts.workspace
+            ? [
+                ...['chat', 'user', 'admin'].map((scope) => ({ stream: names.events, filter: withNamespace(h.namespace, `${scope}.${ws}.>`) })),
+                { stream: names.ephemeral, filter: withNamespace(h.namespace, `rt.${ws}.>`) },
+              ]
+            : [{ stream: names.events }, { stream: names.ephemeral }];
+        for (const stream of new Set(targets.map((t) => t.stream))) {
+          try {
+            await h.jsm.streams.info(stream);
+          } catch {
+            throw new CliError(`stream ${stream} does not exist: start the hub once in namespace "${h.namespace}"`, EXIT.NOT_FOUND, 'STREAM_NOT_FOUND');
+          }
+        }
         const iters: ConsumerMessages[] = [];
         for (const t of targets) {
           const c = await h.js.consumers.get(t.stream, { deliver_policy: DeliverPolicy.New, ...(t.filter ? { filterSubjects: t.filter } : {}) });

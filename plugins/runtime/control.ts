@@ -23,7 +23,7 @@ import {
   type NatsConnection,
 } from 'nats';
 import { nanos, streamNames, type StreamNames } from '../../core/bus/nats.js';
-import { withNamespace } from '../../core/events/catalog.js';
+import { EVENTS, filterSubjectOf, withNamespace, type EventType } from '../../core/events/catalog.js';
 
 /** Header names the dead-letter and retry paths use. */
 export const HDR = {
@@ -173,6 +173,16 @@ export function narrowestFilter(subjects: string[]): string | undefined {
     prefix.push(tok);
   }
   return prefix.length ? `${prefix.join('.')}.>` : undefined;
+}
+
+/**
+ * The single filter subject for a set of event types on NATS 2.9, which only accepts a filter that lies
+ * inside one of the stream's subjects (`<ns>.chat.*.*.message.*` is fine, `<ns>.*.*.*.*.*` is refused).
+ * Types of one scope get the narrowest merged filter; mixed scopes read the whole stream (undefined).
+ */
+export function singleFilterFor(types: EventType[], ns: string): string | undefined {
+  if (new Set(types.map((t) => EVENTS[t].scope)).size > 1) return undefined;
+  return narrowestFilter(types.map((t) => filterSubjectOf(t, ns)));
 }
 
 /** True when the connected server is at least `major.minor` (2.10 brings multi-filter consumers). */

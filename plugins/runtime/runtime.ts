@@ -32,7 +32,7 @@ import {
   durableConfig,
   ensureDurable,
   ensureRuntimeStreams,
-  narrowestFilter,
+  singleFilterFor,
   openControl,
   readState,
   resolvePolicy,
@@ -319,7 +319,7 @@ export class PluginRuntime {
     const subjects = [...s.types].map((t) => filterSubjectOf(t, this.hub.bus.namespace));
     if (subjects.length > 1 && serverAtLeast(this.hub.bus.nc, 2, 10)) return subjects;
     // NATS 2.9: one filter per consumer; events of other types it lets through are acked and skipped.
-    return narrowestFilter(subjects);
+    return singleFilterFor([...s.types], this.hub.bus.namespace);
   }
 
   /** Ensures this generation's durable consumer and the retry consumer, and removes older generations. */
@@ -555,7 +555,7 @@ export class PluginRuntime {
     ];
     for (const [stream, types] of groups) {
       if (!types.length) continue;
-      const filter = narrowestFilter(types.map((t) => filterSubjectOf(t, ns)));
+      const filter = singleFilterFor(types, ns);
       const c = await this.hub.bus.js.consumers.get(stream, {
         deliver_policy: DeliverPolicy.New,
         ...(filter ? { filterSubjects: filter } : {}),

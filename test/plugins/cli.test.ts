@@ -7,9 +7,10 @@ import { fileURLToPath } from 'node:url';
 import test from 'ava';
 import type { Hub } from '../../core/hub.js';
 import { openTestHub, startServers } from '../helpers/hub.js';
+import { listDeadLetters } from '../../plugins/runtime/dlq.js';
 import { PluginRuntime } from '../../plugins/runtime/runtime.js';
 import { definePlugin, PermanentError } from '../../plugins/runtime/types.js';
-import { messageEvent, publishEvents, seenEvent, waitFor } from './helpers.js';
+import { messageEvent, publishEvents, seenEvent, sleep, waitFor } from './helpers.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 let servers: Awaited<ReturnType<typeof startServers>>;
@@ -32,28 +33,36 @@ function voxa(hub: Hub, args: string[]): Promise<{ code: number; stdout: string;
   });
 }
 
-test('voxa events tail --json prints live events, one JSON line each, filtered by type', async (t) => {
-  const hub = await openTestHub(servers);
-  const child = spawn(process.execPath, ['--import', 'tsx', 'cli/index.ts', 'events', 'tail', '--type', 'message.created', '--json'], { cwd: root, env: env(hub) });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+function tail(hub: Hub, args: string[]) {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'cli/index.ts', 'events', 'tail', ...args], { cwd: root, env: env(hub) });
+  const io = { out: '', err: '' };
+  child.stdout.on('data', (d: Buffer) => (io.out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (io.err += d.toString()));
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  const lines = () => io.out.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { id: string; type: string; workspaceId: string });
+  return { child, io, exited, lines };
+}
+
+test('voxa events tail --json prints live events, one JSON line each, filtered by type or workspace', async (t) => {
+  const hub = await openTestHub(servers);
+  const byType = tail(hub, ['--type', 'message.created', '--json']);
+  const byWorkspace = tail(hub, ['--workspace', 'w2', '--json']);
   try {
-    await waitFor(() => err.includes('tailing'), 'the tail to start', 30_000);
-    const wanted = messageEvent();
-    await publishEvents(hub, [seenEvent(), wanted]);
-    await waitFor(() => out.includes('\n'), 'a printed event');
-    const lines = out.trim().split('\n');
-    t.is(lines.length, 1);
-    const printed = JSON.parse(lines[0]!) as { id: string; type: string; workspaceId: string };
-    t.is(printed.id, wanted.id);
-    t.is(printed.type, 'message.created');
+    await waitFor(() => byType.io.err.includes('tailing') && byWorkspace.io.err.includes('tailing'), 'the tails to start', 40_000);
+    const inW1 = messageEvent();
+    const inW2 = messageEvent('c9', 'w2');
+    await publishEvents(hub, [seenEvent(), inW1]);
+    await publishEvents(hub, [inW2]);
+    await waitFor(() => byType.lines().length >= 2 && byWorkspace.lines().length >= 1, 'printed events');
+    await sleep(300);
+    t.deepEqual(byType.lines().map((e) => e.id), [inW1.id, inW2.id]);
+    t.deepEqual(byWorkspace.lines().map((e) => [e.id, e.workspaceId]), [[inW2.id, 'w2']]);
   } finally {
-    child.kill('SIGINT');
+    byType.child.kill('SIGINT');
+    byWorkspace.child.kill('SIGINT');
   }
-  t.is(await exited, 0);
+  t.is(await byType.exited, 0);
+  t.is(await byWorkspace.exited, 0);
   await hub.close();
 });
 
@@ -73,12 +82,11 @@ test('voxa plugins and voxa dlq steer a running runtime', async (t) => {
   const evt = messageEvent();
   await publishEvents(hub, [evt]);
 
-  let dl: { deadLetters: Array<{ seq: number; plugin: string; eventId: string; reason: string; attempts: number }> } = { deadLetters: [] };
-  await waitFor(async () => {
-    const r = await voxa(hub, ['dlq', 'list', '--json']);
-    dl = JSON.parse(r.stdout || '{"deadLetters":[]}') as typeof dl;
-    return dl.deadLetters.length === 1;
-  }, 'the dead letter in voxa dlq list');
+  // Wait in-process (cheap), then ask the CLI once.
+  await waitFor(async () => (await listDeadLetters(hub.bus)).length === 1, 'the dead letter');
+  const r = await voxa(hub, ['dlq', 'list', '--json']);
+  t.is(r.code, 0, r.stderr);
+  const dl = JSON.parse(r.stdout) as { deadLetters: Array<{ seq: number; plugin: string; eventId: string; reason: string; attempts: number }> };
   t.like(dl.deadLetters[0], { plugin: 'cli-demo', eventId: evt.id, reason: 'template missing', attempts: 1 });
 
   const list = await voxa(hub, ['plugins', 'list', '--json']);

@@ -17,10 +17,10 @@ export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeou
 
 let n = 0;
 /** A message.created event in workspace w1 (the payload is not validated by the runtime). */
-export function messageEvent(conversationId = 'c1'): AnyEvent {
+export function messageEvent(conversationId = 'c1', workspaceId = 'w1'): AnyEvent {
   const i = ++n;
   return createEvent('message.created', {
-    workspaceId: 'w1',
+    workspaceId,
     conversationId,
     actor: { type: 'user', id: 'u1' },
     data: {
