@@ -9,6 +9,7 @@ import type { OutboxEntry, Store } from '../store/port.js';
 import type { JetStreamPublisher, PublishAck } from './nats.js';
 import { metrics } from '../telemetry/metrics.js';
 import { contextFromRecord, publishSpan } from '../telemetry/nats.js';
+import { tracingActive } from '../telemetry/store.js';
 
 export interface OutboxOptions {
   sweepMs: number;
@@ -44,18 +45,24 @@ export class OutboxRelay {
   }
 
   private async publishOne(e: OutboxEntry): Promise<PublishAck> {
-    // A producer span per publish, parented by the trace context stored with the row, so a republish by the
-    // sweeper still lands in the trace of the request that committed the event.
-    const ack = await publishSpan(
-      e.subject,
-      e.eventId,
-      e.headers,
-      (headers) => this.publisher.publish(e.subject, Buffer.from(e.payload), headers, e.eventId),
-      { parent: contextFromRecord(e.headers), eventType: e.headers['Voxa-Event-Type'], bodySize: Buffer.byteLength(e.payload) },
-    ).catch((err: unknown) => {
+    let ack: PublishAck;
+    try {
+      ack = tracingActive()
+        ? // A producer span per publish, parented by the trace context stored with the row, so a republish by
+          // the sweeper still lands in the trace of the request that committed the event.
+          await publishSpan(
+            e.subject,
+            e.eventId,
+            e.headers,
+            (headers) => this.publisher.publish(e.subject, Buffer.from(e.payload), headers, e.eventId),
+            { parent: contextFromRecord(e.headers), eventType: e.headers['Voxa-Event-Type'], bodySize: Buffer.byteLength(e.payload) },
+          )
+        : // Tracing off: no span to make, the row's headers go out as stored.
+          await this.publisher.publish(e.subject, Buffer.from(e.payload), e.headers, e.eventId);
+    } catch (err) {
       metrics.outboxPublishFailures.inc();
       throw err;
-    });
+    }
     metrics.outboxPublished.inc();
     this.published++;
     this.scheduleDelete(e.eventId);

@@ -3,12 +3,28 @@
  * the MongoDB driver's own spans do not say which hub operation they belong to, so the hub wraps its store:
  * every port method becomes a `store.<method>` span. Outbox entries built inside a write capture that span's
  * context, which makes the store write the parent of the NATS publish in the message's trace.
+ *
+ * When no tracer provider is registered (tracing off, the default) the wrapper calls the adapter directly:
+ * a no-op span still costs a context switch and a few allocations per call, about a tenth of a send.
  */
-import { SpanKind, trace } from '@opentelemetry/api';
+import { ProxyTracerProvider, SpanKind, trace } from '@opentelemetry/api';
 import type { Store } from '../store/port.js';
 import { failSpan } from './nats.js';
 
 const tracer = trace.getTracer('voxa-store');
+
+/** The provider a ProxyTracerProvider delegates to while nothing is registered (a module singleton). */
+const NOOP_PROVIDER = new ProxyTracerProvider().getDelegate();
+
+/**
+ * Whether spans would be recorded: true once any tracer provider is registered globally (startTelemetry, or
+ * an SDK started some other way). Cheap enough to ask on every call, so starting or stopping tracing later
+ * takes effect at once. An unfamiliar global provider counts as on.
+ */
+export function tracingActive(): boolean {
+  const p = trace.getTracerProvider();
+  return !(p instanceof ProxyTracerProvider) || p.getDelegate() !== NOOP_PROVIDER;
+}
 
 /** Called by readiness probes and collectors every few seconds: not worth a span each. */
 const UNTRACED = new Set<string | symbol>(['ping', 'outboxCount', 'constructor']);
@@ -26,6 +42,7 @@ export function traceStore<S extends Store>(store: S): S {
       if (!fn) {
         const method = value as (...args: unknown[]) => unknown;
         fn = function traced(...args: unknown[]): unknown {
+          if (!tracingActive()) return method.apply(target, args);
           return tracer.startActiveSpan(
             `store.${prop}`,
             { kind: SpanKind.INTERNAL, attributes: { 'db.system.name': dbSystem, 'db.operation.name': prop } },
