@@ -1,0 +1,142 @@
+/**
+ * Local stand-ins for the Google Drive and Dropbox HTTP APIs and an OAuth2 token endpoint. The real SDKs are
+ * pointed at them. They check request shapes (paths, auth headers, multipart bodies, Dropbox-API-Arg) and
+ * fail on demand: queue a failure with `failNext`.
+ */
+import { createHash } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+
+export interface Failure {
+  status: number;
+  headers?: Record<string, string>;
+  body?: unknown;
+  /** Never answer (to exercise timeouts). */
+  hang?: boolean;
+}
+
+export interface StandIn {
+  url: string;
+  requests: Array<{ method: string; path: string; auth: string | undefined; body: string; headers: IncomingMessage['headers'] }>;
+  /** Current valid access token; others get 401. */
+  validToken: string;
+  /** Refresh tokens the token endpoint accepts, and the access token it hands out next. */
+  refreshTokens: Set<string>;
+  nextAccessToken: string;
+  /** Authorization codes issued by /authorize with their PKCE challenge. */
+  codes: Map<string, string>;
+  failNext: Failure[];
+  files: Map<string, { name: string; parents?: string[]; content: string }>;
+  close(): Promise<void>;
+}
+
+function json(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  res.writeHead(status, { 'content-type': 'application/json', ...headers });
+  res.end(JSON.stringify(body));
+}
+
+/** Splits a multipart/related body into its parts' bodies. */
+function multipartParts(body: string, contentType: string): string[] {
+  const boundary = /boundary=([^;]+)/.exec(contentType)?.[1];
+  if (!boundary) return [];
+  return body
+    .split(`--${boundary}`)
+    .slice(1, -1)
+    .map((p) => p.split(/\r?\n\r?\n/).slice(1).join('\n\n').replace(/\r?\n$/, ''));
+}
+
+export async function startStandIn(): Promise<StandIn> {
+  let counter = 0;
+  const s: StandIn = {
+    url: '',
+    requests: [],
+    validToken: 'tok1',
+    refreshTokens: new Set(['refresh1']),
+    nextAccessToken: 'tok2',
+    codes: new Map(),
+    failNext: [],
+    files: new Map(),
+    close: async () => undefined,
+  };
+  const server: Server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks).toString('utf8');
+      const url = new URL(req.url ?? '/', 'http://x');
+      s.requests.push({ method: req.method ?? '', path: url.pathname + url.search, auth: req.headers.authorization, body, headers: req.headers });
+
+      // OAuth: the consent page redirects straight back with a code (the "user" always agrees).
+      if (url.pathname === '/authorize') {
+        const code = `code${++counter}`;
+        if (url.searchParams.get('code_challenge_method') !== 'S256') return json(res, 400, { error: 'pkce required' });
+        s.codes.set(code, url.searchParams.get('code_challenge') ?? '');
+        const back = new URL(url.searchParams.get('redirect_uri')!);
+        back.searchParams.set('code', code);
+        back.searchParams.set('state', url.searchParams.get('state') ?? '');
+        res.writeHead(302, { location: back.toString() });
+        res.end();
+        return;
+      }
+      if (url.pathname === '/token') {
+        const form = new URLSearchParams(body);
+        if (form.get('grant_type') === 'authorization_code') {
+          const challenge = s.codes.get(form.get('code') ?? '');
+          const verifier = form.get('code_verifier') ?? '';
+          const expected = createHash('sha256').update(verifier).digest('base64url');
+          if (!challenge || challenge !== expected) return json(res, 400, { error: 'invalid_grant', error_description: 'PKCE verifier does not match' });
+          s.codes.delete(form.get('code')!);
+          s.validToken = s.nextAccessToken;
+          return json(res, 200, { access_token: s.validToken, refresh_token: 'refresh1', expires_in: 3600, token_type: 'bearer' });
+        }
+        if (form.get('grant_type') === 'refresh_token') {
+          if (!s.refreshTokens.has(form.get('refresh_token') ?? '')) return json(res, 400, { error: 'invalid_grant', error_description: 'Token has been expired or revoked.' });
+          s.validToken = s.nextAccessToken;
+          return json(res, 200, { access_token: s.validToken, expires_in: 3600, token_type: 'bearer' });
+        }
+        return json(res, 400, { error: 'unsupported_grant_type' });
+      }
+
+      const fail = s.failNext.shift();
+      if (fail?.hang) return; // never answers
+      if (fail) return json(res, fail.status, fail.body ?? { error: { code: fail.status, message: 'stand-in failure' } }, fail.headers);
+      if (req.headers.authorization !== `Bearer ${s.validToken}`) return json(res, 401, { error: { code: 401, message: 'Invalid Credentials' } });
+
+      // Google Drive v3
+      if (url.pathname === '/drive/v3/about') return json(res, 200, { user: { emailAddress: 'marketer@example.com', displayName: 'M' } });
+      if (req.method === 'POST' && url.pathname === '/upload/drive/v3/files') {
+        if (url.searchParams.get('uploadType') !== 'multipart') return json(res, 400, { error: { message: 'uploadType must be multipart' } });
+        const [meta, content] = multipartParts(body, String(req.headers['content-type']));
+        const m = JSON.parse(meta ?? '{}') as { name?: string; parents?: string[] };
+        if (!m.name || !m.parents?.length) return json(res, 400, { error: { message: 'name and parents required' } });
+        const id = `file${++counter}`;
+        s.files.set(id, { name: m.name, parents: m.parents, content: content ?? '' });
+        return json(res, 200, { id });
+      }
+      const upd = /^\/upload\/drive\/v3\/files\/([^/]+)$/.exec(url.pathname);
+      if (req.method === 'PATCH' && upd) {
+        const f = s.files.get(upd[1]!);
+        if (!f) return json(res, 404, { error: { code: 404, message: 'File not found' } });
+        f.content = body;
+        return json(res, 200, { id: upd[1] });
+      }
+
+      // Dropbox v2 (the SDK's hosts are mapped to /api and /content)
+      if (url.pathname === '/api/2/users/get_current_account') return json(res, 200, { account_id: 'dbid:1', email: 'marketer@example.com', name: { display_name: 'M' } });
+      if (url.pathname === '/content/2/files/upload') {
+        const arg = JSON.parse(String(req.headers['dropbox-api-arg'] ?? '{}')) as { path?: string; mode?: { '.tag': string } };
+        if (!arg.path?.startsWith('/') || req.headers['content-type'] !== 'application/octet-stream') return json(res, 400, { error_summary: 'bad request shape' });
+        s.files.set(arg.path, { name: arg.path, content: body });
+        return json(res, 200, { id: `id:${arg.path}`, path_display: arg.path, name: arg.path.split('/').pop() });
+      }
+      json(res, 404, { error: { message: `no route ${req.method} ${url.pathname}` } });
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  s.url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  s.close = () =>
+    new Promise<void>((r) => {
+      server.closeAllConnections();
+      server.close(() => r());
+    });
+  return s;
+}
