@@ -14,6 +14,7 @@ import { createStore } from './store/index.js';
 import type { Store } from './store/port.js';
 import { traceStore } from './telemetry/store.js';
 import { ensureSecrets, type Secrets } from './secrets.js';
+import { createReadCaches, invalidatingStore, watchInvalidations, type ReadCaches } from './auth/read-cache.js';
 
 /** What the services need (and what tests can assemble by hand). */
 export interface HubCore {
@@ -25,6 +26,11 @@ export interface HubCore {
   outbox: OutboxRelay;
   rateLimiter: RateLimiter;
   secrets: Secrets;
+  /**
+   * Short-lived caches of the caller and the conversation for the send path (core/auth/read-cache.ts).
+   * Optional: a hub assembled without them reads the store every time.
+   */
+  caches?: ReadCaches;
 }
 
 export interface Hub extends HubCore {
@@ -36,6 +42,8 @@ export interface Hub extends HubCore {
 export interface OpenHubOptions {
   name?: string;
   logger?: Logger;
+  /** Lifetime of the send path's read caches (default 5 s; 0 turns them off). For tests and benchmarks. */
+  readCacheTtlMs?: number;
 }
 
 /** Connects to everything the config names. Throws (with the dependency named) when one cannot be reached. */
@@ -45,9 +53,11 @@ export async function openHub(config: Config, opts: OpenHubOptions = {}): Promis
   if (!config.natsUrl) throw new Error('natsUrl is not set (voxa start spawns nats-server and sets it)');
   if (!config.redisUrl) throw new Error('redisUrl is not set (voxa start spawns redis-server and sets it)');
   const secrets = await ensureSecrets(config);
-  const store = traceStore(await createStore(config));
+  const caches = createReadCaches(opts.readCacheTtlMs);
+  const store = invalidatingStore(traceStore(await createStore(config)), caches);
   await store.init();
   const bus = await openBus(config.natsUrl, name, config.natsNamespace);
+  watchInvalidations(bus.nc, config.natsNamespace, caches);
   const redis = new Redis(config.redisUrl, {
     lazyConnect: false,
     maxRetriesPerRequest: 1,
@@ -57,7 +67,7 @@ export async function openHub(config: Config, opts: OpenHubOptions = {}): Promis
   redis.on('error', () => undefined); // state is reported by /readyz; ioredis keeps retrying
   const outbox = new OutboxRelay(store, bus.publisher, { sweepMs: config.outboxSweepMs, graceMs: config.outboxGraceMs }, log);
   const rateLimiter = new RateLimiter(redis, `voxa:${config.natsNamespace || 'default'}:`, log);
-  const core: HubCore = { config, log, store, bus, redis, outbox, rateLimiter, secrets };
+  const core: HubCore = { config, log, store, bus, redis, outbox, rateLimiter, secrets, caches };
   const hub: Hub = { ...core, chat: new ChatService(core), name };
   await store.ensureWorkspace({
     id: config.defaultWorkspaceId,

@@ -62,12 +62,21 @@ export function signAccessToken(hub: Pick<HubCore, 'config' | 'secrets'>, user: 
   });
 }
 
-/** The user an access token names, if it is still allowed in: disabled, deleted or invited-only → null. */
-export async function userForClaims(hub: Pick<HubCore, 'store'>, claims: unknown): Promise<UserRecord | null> {
+/**
+ * The user an access token names, if it is still allowed in: disabled, deleted or invited-only → null.
+ * Allowed users come from the hub's short-lived read cache when it has one (see core/auth/read-cache.ts for
+ * how changes reach it); everything else is read from the store.
+ */
+export async function userForClaims(hub: Pick<HubCore, 'store' | 'caches'>, claims: unknown): Promise<UserRecord | null> {
   const sub = (claims as { sub?: unknown } | null)?.sub;
   if (typeof sub !== 'string') return null;
+  const cache = hub.caches?.users;
+  const hit = cache?.peek(sub);
+  if (hit) return hit;
+  const epoch = cache?.epoch ?? 0;
   const user = await hub.store.getUser(sub);
   if (!user || user.disabled || user.passwordHash === null) return null;
+  cache?.put(sub, user, epoch);
   return user;
 }
 

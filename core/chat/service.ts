@@ -48,6 +48,21 @@ export class ChatService {
     return conv;
   }
 
+  /**
+   * getConversationFor for the send path: the same checks, on a conversation that may come from the hub's
+   * short-lived read cache (core/auth/read-cache.ts). Only workspace and membership are read from it; its
+   * lastSeq may be behind, so callers that need the current conversation use getConversationFor.
+   */
+  private async conversationForSend(actor: UserRecord, conversationId: string): Promise<Conversation> {
+    const cache = this.hub.caches?.conversations;
+    const hit = cache?.peek(conversationId);
+    if (hit && hit.workspaceId === actor.workspaceId && hit.members.includes(actor.id)) return hit;
+    const epoch = cache?.epoch ?? 0;
+    const conv = await this.getConversationFor(actor, conversationId);
+    cache?.put(conversationId, conv, epoch);
+    return conv;
+  }
+
   async openConversation(actor: UserRecord, input: OpenConversationInput): Promise<{ conversation: Conversation; created: boolean }> {
     const others = [...new Set(input.members.filter((m) => m !== actor.id))];
     if (input.type === 'direct' && others.length !== 1) {
@@ -142,7 +157,7 @@ export class ChatService {
     if (input.text.length > this.hub.config.maxMessageLength) {
       throw new VoxaError('VALIDATION_FAILED', `Text is longer than ${this.hub.config.maxMessageLength} characters.`, { field: 'text' });
     }
-    const conv = await this.getConversationFor(actor, conversationId);
+    const conv = await this.conversationForSend(actor, conversationId);
     if (input.attachments?.length) await checkAttachments(this.hub.store, conv, input.attachments); // issue 7
     await this.hub.rateLimiter.hit(`send:${actor.id}`, this.hub.config.sendRateLimitPerMinute);
     let entries: OutboxEntry[] = [];
