@@ -1,9 +1,15 @@
 #!/usr/bin/env node
-// Runs the TypeScript CLI through tsx, so `npx voxa …` and `npm run voxa -- …` work without a build step.
-import { spawnSync } from 'node:child_process';
+// `voxa`: runs the TypeScript CLI through tsx with tracing preloaded (so koa, ioredis and mongodb get
+// instrumented before they load). No build step. SIGINT/SIGTERM are passed on so `voxa start` stops cleanly.
+import { spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const r = spawnSync(process.execPath, ['--import', import.meta.resolve('tsx'), join(root, 'cli', 'index.ts'), ...process.argv.slice(2)], { stdio: 'inherit' });
-process.exit(r.status ?? 1);
+const child = spawn(
+  process.execPath,
+  ['--import', import.meta.resolve('tsx'), '--import', pathToFileURL(join(root, 'core', 'telemetry', 'preload.ts')).href, join(root, 'cli', 'index.ts'), ...process.argv.slice(2)],
+  { stdio: 'inherit' },
+);
+for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => child.kill(signal));
+child.on('exit', (code, signal) => process.exit(code ?? (signal ? 128 + 2 : 1)));
