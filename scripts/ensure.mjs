@@ -22,8 +22,12 @@ const stamp = join(root, 'node_modules', '.voxa-install-stamp');
 const want = hashOf(['package.json', 'package-lock.json']);
 if (!existsSync(stamp) || readFileSync(stamp, 'utf8') !== want) {
   console.error('[voxa] installing npm packages…');
-  const args = existsSync(join(root, 'package-lock.json')) ? ['ci', '--no-audit', '--no-fund'] : ['install', '--no-audit', '--no-fund'];
-  const r = spawnSync('npm', args, { cwd: root, stdio: 'inherit' });
+  // `npm ci` installs exactly the lock file; when the lock is out of step with package.json (npm has known
+  // quirks with optional platform packages), fall back to `npm install`.
+  let r = existsSync(join(root, 'package-lock.json'))
+    ? spawnSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: root, stdio: 'inherit' })
+    : { status: 1 };
+  if (r.status !== 0) r = spawnSync('npm', ['install', '--no-audit', '--no-fund'], { cwd: root, stdio: 'inherit' });
   if (r.status !== 0) {
     console.error('[voxa] npm install failed; fix the error above and run the command again.');
     process.exit(r.status ?? 1);
