@@ -32,7 +32,7 @@ if (!existsSync(stamp) || readFileSync(stamp, 'utf8') !== want) {
     console.error('[voxa] npm install failed; fix the error above and run the command again.');
     process.exit(r.status ?? 1);
   }
-  writeFileSync(stamp, want);
+  writeFileSync(stamp, hashOf(['package.json', 'package-lock.json'])); // npm install may have rewritten the lock
 }
 
 // 2. OS binaries
