@@ -20,7 +20,7 @@
  *   published. The price in this mode: a crash or a lost race between the seq increment and the message
  *   insert can leave a gap in seq numbers (never a duplicate).
  */
-import { MongoClient, MongoServerError, type ClientSession, type Collection, type Db, type Filter, type TransactionOptions } from 'mongodb';
+import { MongoClient, MongoServerError, type ClientSession, type Collection, type Db, type Filter, type TransactionOptions, type UpdateFilter } from 'mongodb';
 import type { Conversation, ConversationSummary, Message, UserRecord, Workspace, WorkspaceSettings } from '../domain.js';
 import { VoxaError } from '../errors.js';
 import { ulid } from '../ids.js';
@@ -111,7 +111,7 @@ interface OutboxDoc {
   createdAt: string;
   /** Standalone mode only: the change is not confirmed yet. */
   pending?: true;
-  verify?: { coll: string; id: string; op: string };
+  verify?: { coll: string; id: string; op: string; gone?: true };
   insertedAt?: Date;
 }
 interface DocDoc {
@@ -337,7 +337,7 @@ export class MongoStore implements Store {
   }
 
   /** Inserts a change's outbox entries within the unit (pending until confirmed in standalone mode). */
-  private async putOutbox(ctx: Ctx, entries: OutboxEntry[], coll: string, id: string): Promise<void> {
+  private async putOutbox(ctx: Ctx, entries: OutboxEntry[], coll: string, id: string, gone = false): Promise<void> {
     if (!entries.length) return;
     const pending = !this.transactions;
     const docs: OutboxDoc[] = entries.map((e) => ({
@@ -346,7 +346,7 @@ export class MongoStore implements Store {
       payload: e.payload,
       headers: e.headers ?? {},
       createdAt: e.createdAt,
-      ...(pending ? { pending: true as const, verify: { coll, id, op: ctx.op }, insertedAt: new Date() } : {}),
+      ...(pending ? { pending: true as const, verify: { coll, id, op: ctx.op, ...(gone ? { gone: true as const } : {}) }, insertedAt: new Date() } : {}),
     }));
     await this.outbox.insertMany(docs, { session: ctx.session });
     ctx.eventIds.push(...docs.map((d) => d._id));
@@ -781,6 +781,40 @@ export class MongoStore implements Store {
     }
   }
 
+  async putDoc<T extends object>(collection: string, id: string, doc: T, outbox: OutboxFor<T>): Promise<void> {
+    assertCollection(collection);
+    assertId(id);
+    const key = JSON.stringify([collection, id]);
+    await this.unit(async (ctx) => {
+      await this.putOutbox(ctx, outbox(doc), 'docs', key);
+      try {
+        await this.docsColl.updateOne(
+          { collection, id },
+          { $set: { doc: doc as Record<string, unknown> }, $push: pushOp(ctx.op), $setOnInsert: { _id: key } } as unknown as UpdateFilter<DocDoc>,
+          { upsert: true, session: ctx.session },
+        );
+      } catch (err) {
+        // Two concurrent upserts of a new id: the loser starts over as an update.
+        if (isDuplicate(err)) throw new Retry();
+        throw err;
+      }
+    });
+  }
+
+  async deleteDoc<T extends object>(collection: string, id: string, outbox: OutboxFor<T>): Promise<boolean> {
+    assertCollection(collection);
+    assertId(id);
+    const key = JSON.stringify([collection, id]);
+    return this.unit(async (ctx) => {
+      const cur = await this.docsColl.findOne({ collection, id }, { session: ctx.session });
+      if (!cur) return false;
+      await this.putOutbox(ctx, outbox(cur.doc as T), 'docs', key, true);
+      const res = await this.docsColl.deleteOne({ collection, id }, { session: ctx.session });
+      if (res.deletedCount !== 1) throw new Retry(); // deleted meanwhile: the next round finds nothing
+      return true;
+    });
+  }
+
   // Read markers
 
   async setReadMarker(conversationId: string, userId: string, seq: number, outbox: OutboxFor<number>): Promise<{ seq: number; changed: boolean }> {
@@ -843,7 +877,15 @@ export class MongoStore implements Store {
     for (const e of stale) {
       const v = e.verify;
       const coll = v ? collections[v.coll] : undefined;
-      const applied = v && coll ? (await coll.countDocuments({ _id: v.id, _ops: v.op }, { limit: 1 })) > 0 : false;
+      let applied = v && coll ? (await coll.countDocuments({ _id: v.id, _ops: v.op }, { limit: 1 })) > 0 : false;
+      if (v && v.coll === 'docs' && !applied) {
+        // putDoc/deleteDoc: a document first written by docs.put has a driver-made _id, so look it up by
+        // (collection, id); a delete happened when the document is gone.
+        const [collection, id] = JSON.parse(v.id) as [string, string];
+        const filter = v.gone ? { collection, id } : { collection, id, _ops: v.op };
+        const n = await this.docsColl.countDocuments(filter as Filter<DocDoc>, { limit: 1 });
+        applied = v.gone ? n === 0 : n > 0;
+      }
       if (applied) await this.outbox.updateOne({ _id: e._id }, { $unset: { pending: '', verify: '', insertedAt: '' } });
       else await this.outbox.deleteOne({ _id: e._id, pending: true });
     }

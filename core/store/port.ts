@@ -201,4 +201,16 @@ export interface Store {
    * when the id exists.
    */
   insertDoc<T extends object>(collection: string, id: string, doc: T, outbox: OutboxFor<T>): Promise<boolean>;
+
+  /**
+   * Inserts or replaces a document (like docs.put) together with its outbox entries, atomically: for
+   * document-kept records whose every change is an event (connections, webhooks → connection.changed).
+   */
+  putDoc<T extends object>(collection: string, id: string, doc: T, outbox: OutboxFor<T>): Promise<void>;
+
+  /**
+   * Deletes a document together with its outbox entries, atomically; `outbox` gets the document as it was.
+   * False, and nothing written, when there was no such document.
+   */
+  deleteDoc<T extends object>(collection: string, id: string, outbox: OutboxFor<T>): Promise<boolean>;
 }

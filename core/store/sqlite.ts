@@ -720,6 +720,27 @@ export class SqliteStore implements Store {
     });
   }
 
+  async putDoc<T extends object>(collection: string, id: string, doc: T, outbox: OutboxFor<T>): Promise<void> {
+    assertCollection(collection);
+    assertId(id);
+    return this.tx(() => {
+      this.q('INSERT INTO docs (collection, id, doc) VALUES (?, ?, ?) ON CONFLICT (collection, id) DO UPDATE SET doc = excluded.doc').run(collection, id, JSON.stringify(doc));
+      this.writeOutbox(outbox(doc));
+    });
+  }
+
+  async deleteDoc<T extends object>(collection: string, id: string, outbox: OutboxFor<T>): Promise<boolean> {
+    assertCollection(collection);
+    assertId(id);
+    return this.tx(() => {
+      const row = this.q('SELECT doc FROM docs WHERE collection = ? AND id = ?').get(collection, id) as { doc: string } | undefined;
+      if (!row) return false;
+      this.q('DELETE FROM docs WHERE collection = ? AND id = ?').run(collection, id);
+      this.writeOutbox(outbox(JSON.parse(row.doc) as T));
+      return true;
+    });
+  }
+
   // Read markers
 
   async setReadMarker(conversationId: string, userId: string, seq: number, outbox: OutboxFor<number>): Promise<{ seq: number; changed: boolean }> {

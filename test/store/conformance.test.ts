@@ -679,6 +679,26 @@ for (const backend of backends) {
     t.deepEqual((await s.docs.find('files', { name: 'a.png' })).length, 1);
   });
 
+  it('putDoc and deleteDoc commit the document change and its outbox entries together', async (t, s) => {
+    const before = await s.outboxCount();
+    // A document first written without an event (docs.put) can then be changed with one.
+    await s.docs.put('connections', 'con_1', { name: 'a', status: 'active' });
+    await s.putDoc('connections', 'con_1', { name: 'a', status: 'disabled' }, ob('connection.changed'));
+    t.deepEqual(await s.docs.get('connections', 'con_1'), { name: 'a', status: 'disabled' });
+    await s.putDoc('connections', 'con_2', { name: 'b', status: 'active' }, ob('connection.changed'));
+    t.is((await s.docs.find('connections', { status: 'active' })).length, 1);
+    t.is(await s.outboxCount(), before + 2);
+    const seen: unknown[] = [];
+    t.true(await s.deleteDoc('connections', 'con_1', (doc) => (seen.push(doc), ob('connection.changed')(doc))));
+    t.deepEqual(seen, [{ name: 'a', status: 'disabled' }], 'the outbox builder gets the document as it was');
+    t.is(await s.docs.get('connections', 'con_1'), null);
+    t.is(await s.outboxCount(), before + 3);
+    t.false(await s.deleteDoc('connections', 'con_1', ob('connection.changed')));
+    t.is(await s.outboxCount(), before + 3, 'deleting a missing document writes no event');
+    const pending = await s.outboxPending(100, new Date(Date.now() + 60_000).toISOString());
+    t.is(pending.filter((e) => e.subject === 'test.connection.changed').length, 3);
+  });
+
   // Search (issue 7)
 
   it('searchMessages: ranked hits with highlights, only in the caller\'s conversations, not deleted', async (t, s) => {
