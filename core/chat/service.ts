@@ -270,12 +270,13 @@ export class ChatService {
    * A recipient device got messages up to seq. Receipts are not stored: the event is published directly
    * (deduplicated by a deterministic id), and the sender's edge turns it into message-status-update.
    */
-  async markDelivered(actor: UserRecord, conversation: Conversation, seq: number): Promise<void> {
+  async markDelivered(actor: UserRecord, conversation: Conversation, seq: number, transport?: 'socketio' | 'ws'): Promise<void> {
     const ev = createEvent('message.delivered', {
       workspaceId: conversation.workspaceId,
       conversationId: conversation.id,
       actor: { type: 'user', id: actor.id },
-      data: { conversationId: conversation.id, userId: actor.id, seq },
+      // transport: which edge transport delivered (analytics counts deliveries by it).
+      data: { conversationId: conversation.id, userId: actor.id, seq, ...(transport ? { transport } : {}) },
     });
     ev.id = `evt_dlv_${conversation.id}_${actor.id}_${seq}`;
     await this.hub.outbox.dispatch([toOutbox(ev, this.hub.bus.namespace)]).catch(() => undefined);

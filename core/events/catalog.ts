@@ -31,7 +31,7 @@ export const EVENTS = {
   'message.created': def('chat', 'A message was stored and got its seq.', z.object({ message: MessageSchema })),
   'message.updated': def('chat', 'A message text was edited by its author.', z.object({ message: MessageSchema })),
   'message.deleted': def('chat', 'A message was deleted; its text is gone (tombstone).', z.object({ message: MessageSchema })),
-  'message.delivered': def('chat', 'A recipient device received messages up to seq.', SeqMarker),
+  'message.delivered': def('chat', 'A recipient device received messages up to seq.', SeqMarker.extend({ transport: z.enum(['socketio', 'ws']).optional() })),
   'message.seen': def('chat', 'A member read the conversation up to seq (read marker moved).', SeqMarker),
   'conversation.created': def('chat', 'A conversation was opened.', z.object({ conversation: ConversationSchema })),
   'conversation.updated': def(

@@ -77,6 +77,8 @@ export interface EdgeOptions {
   maxPendingFrames: number;
   /** Messages per store page when catching up. */
   pageSize: number;
+  /** How often connections are checked for an expired access token (and metrics flushed). */
+  expiryCheckMs: number;
 }
 
 export const DEFAULT_EDGE_OPTIONS: EdgeOptions = {
@@ -96,6 +98,7 @@ export const DEFAULT_EDGE_OPTIONS: EdgeOptions = {
   authTimeoutMs: 5000,
   maxPendingFrames: 64,
   pageSize: 200,
+  expiryCheckMs: 1000,
 };
 
 /** A token bucket: cheap per-connection rate limiting without timers. */
@@ -136,7 +139,12 @@ interface ConvState {
   waiters: Array<() => void>;
 }
 
-/** A connected, authenticated device. */
+const SETTLED: Promise<unknown> = Promise.resolve();
+
+/**
+ * A connected, authenticated device. Kept small: an idle connection costs what its fields cost, so what only
+ * some sessions need (typing throttle, hold timer) is created on first use.
+ */
 export class Session {
   readonly id = newId('dev');
   readonly convs = new Map<string, ConvState>();
@@ -145,15 +153,18 @@ export class Session {
   holdTimer: NodeJS.Timeout | null = null;
   readonly sendBucket: Bucket;
   readonly frameBucket: Bucket;
-  readonly typingAt = new Map<string, number>();
+  /** conversationId → when this connection last forwarded `typing` (created on the first typing frame). */
+  typingAt: Map<string, number> | null = null;
   /** Frames are processed one at a time per connection, so a client's sends keep their order. */
-  private chain: Promise<unknown> = Promise.resolve();
+  private chain: Promise<unknown> = SETTLED;
   pending = 0;
 
   constructor(
     readonly user: UserRecord,
     readonly transport: Transport,
     opts: EdgeOptions,
+    /** When the access token the connection was opened with expires (ms since the epoch); then it is closed. */
+    readonly expiresAt = Infinity,
   ) {
     this.sendBucket = new Bucket(opts.sendPerSecond, opts.sendBurst);
     this.frameBucket = new Bucket(opts.framesPerSecond, opts.framesBurst);
@@ -162,7 +173,10 @@ export class Session {
   enqueue<T>(fn: () => Promise<T>): Promise<T> {
     this.pending++;
     const p = this.chain.then(fn);
-    this.chain = p.catch(() => undefined).finally(() => this.pending--);
+    this.chain = p.then(
+      () => void this.pending--,
+      () => void this.pending--,
+    );
     return p;
   }
 }
@@ -180,6 +194,8 @@ class Feed {
   readonly reported = new Map<string, number>();
   /** Members who sent a message this feed emitted: they always get status updates. */
   readonly senders = new Set<string>();
+  /** Attached sessions per transport (for one latency observation per transport, without a scan). */
+  readonly kinds: Record<TransportKind, number> = { ws: 0, socketio: 0 };
 
   constructor(public conv: Conversation) {}
 
@@ -214,7 +230,7 @@ export class Edge {
   /** userId → conversations (with local sessions) the user is a member of: who gets someone's presence. */
   private readonly peers = new Map<string, Set<string>>();
   private readonly workspaces = new Map<string, WorkspaceSubs>();
-  private readonly receipts = new Map<string, { user: UserRecord; feed: Feed; seq: number }>();
+  private readonly receipts = new Map<string, { user: UserRecord; feed: Feed; seq: number; transport: TransportKind }>();
   private receiptTimer: NodeJS.Timeout | null = null;
   readonly presence: Presence;
   private readonly ns: string;
@@ -241,7 +257,11 @@ export class Edge {
       this.log,
     );
     this.presence.start();
-    this.metricsTimer = setInterval(() => this.flushMetrics(), 1000);
+    // One timer for the whole edge (not one per connection): metrics flush and access-token expiry.
+    this.metricsTimer = setInterval(() => {
+      this.flushMetrics();
+      this.expireSessions();
+    }, this.opts.expiryCheckMs);
     this.metricsTimer.unref();
     void this.watchNats();
   }
@@ -253,6 +273,24 @@ export class Edge {
     }
   }
 
+  /**
+   * Connections whose access token expired are closed with UNAUTHENTICATED: the client refreshes its token,
+   * reconnects and resumes from its cursors. A scan of a number per session each interval is cheaper than a
+   * timer per connection (memory) and needs no bookkeeping.
+   */
+  private expireSessions(): void {
+    const now = Date.now();
+    for (const s of this.sessions) {
+      if (s.expiresAt > now) continue;
+      try {
+        s.transport.kick('UNAUTHENTICATED', 'The access token expired; refresh it, reconnect and resume.');
+      } catch {
+        /* already gone */
+      }
+      this.close(s);
+    }
+  }
+
   get connectionCount(): number {
     return this.sessions.size;
   }
@@ -261,8 +299,8 @@ export class Edge {
   // Sessions
 
   /** Registers an authenticated connection: subscribes, loads its conversations, announces presence. */
-  async open(user: UserRecord, transport: Transport, handshake: Pick<Handshake, 'cursors'> = {}): Promise<Session> {
-    const s = new Session(user, transport, this.opts);
+  async open(user: UserRecord, transport: Transport, handshake: Pick<Handshake, 'cursors'> = {}, expiresAt = Infinity): Promise<Session> {
+    const s = new Session(user, transport, this.opts, expiresAt);
     this.sessions.add(s);
     let set = this.byUser.get(user.id);
     if (!set) this.byUser.set(user.id, (set = new Set()));
@@ -338,12 +376,13 @@ export class Edge {
     st = { cursor, catching: true, held, running: false, queue: [], overflow: false, waiters: [] };
     s.convs.set(feed.id, st);
     feed.sessions.add(s);
+    feed.kinds[s.transport.kind]++;
     if (!held && feed.ready) void this.catchUp(s, feed, st);
     return st;
   }
 
   private detach(s: Session, feed: Feed): void {
-    feed.sessions.delete(s);
+    if (feed.sessions.delete(s)) feed.kinds[s.transport.kind]--;
     if (feed.sessions.size === 0) this.dropFeed(feed);
   }
 
@@ -384,7 +423,12 @@ export class Edge {
       case 'send-message': {
         const d = data as ClientEventData<'send-message'>;
         if (!s.sendBucket.take()) throw new VoxaError('RATE_LIMITED', 'Too many messages on this connection; slow down.');
-        const res = await this.hub.chat.sendMessage(s.user, d.conversationId, { text: d.text, clientId: d.clientId ?? null });
+        // Exactly the REST call (core/routes/conversations.ts): ChatService checks the attachments.
+        const res = await this.hub.chat.sendMessage(s.user, d.conversationId, {
+          text: d.text,
+          clientId: d.clientId ?? null,
+          ...(d.attachments ? { attachments: d.attachments } : {}),
+        });
         if (res.created) metrics.messagesSent.inc({ transport: s.transport.kind });
         return { ok: true, message: res.message, created: res.created };
       }
@@ -394,11 +438,11 @@ export class Edge {
         const conv = await this.memberConversation(s, d.conversationId);
         const now = Date.now();
         if (type === 'typing') {
-          const last = s.typingAt.get(conv.id) ?? 0;
+          const last = s.typingAt?.get(conv.id) ?? 0;
           if (now - last < this.opts.typingThrottleMs) return { ok: true, throttled: true };
-          s.typingAt.set(conv.id, now);
+          (s.typingAt ??= new Map()).set(conv.id, now);
         } else {
-          s.typingAt.delete(conv.id);
+          s.typingAt?.delete(conv.id);
         }
         this.publishEphemeral(
           createEvent(type === 'typing' ? 'typing.started' : 'typing.stopped', {
@@ -642,15 +686,8 @@ export class Edge {
       const sec = (Date.now() - Date.parse(time)) / 1000;
       if (Number.isFinite(sec) && sec >= 0) {
         // One observation per transport that got the message, not per socket.
-        let ws = false;
-        let sio = false;
-        for (const s of feed.sessions) {
-          if (s.transport.kind === 'ws') ws = true;
-          else sio = true;
-          if (ws && sio) break;
-        }
-        if (ws) metrics.deliveryLatency.observe({ transport: 'ws' }, sec);
-        if (sio) metrics.deliveryLatency.observe({ transport: 'socketio' }, sec);
+        if (feed.kinds.ws) metrics.deliveryLatency.observe({ transport: 'ws' }, sec);
+        if (feed.kinds.socketio) metrics.deliveryLatency.observe({ transport: 'socketio' }, sec);
       }
     }
     // A sent message ends its author's typing indicator.
@@ -890,13 +927,18 @@ export class Edge {
     const convs = this.peers.get(userId);
     if (!convs) return;
     const frame = new Frame(name, { userId });
-    const seen = new Set<Session>();
+    // A session in several shared conversations hears it once. The common case of one shared conversation
+    // needs no bookkeeping (a big room's connect storm would otherwise pay a Set insert per peer per arrival).
+    const seen = convs.size > 1 ? new Set<Session>() : null;
     for (const convId of convs) {
       const feed = this.feeds.get(convId);
       if (!feed) continue;
       for (const s of feed.sessions) {
-        if (s.user.id === userId || seen.has(s) || !s.convs.has(convId)) continue;
-        seen.add(s);
+        if (s.user.id === userId) continue;
+        if (seen) {
+          if (seen.has(s)) continue;
+          seen.add(s);
+        }
         this.write(s, frame);
       }
     }
@@ -951,7 +993,7 @@ export class Edge {
     if ((feed.reported.get(s.user.id) ?? 0) >= seq) return;
     const cur = this.receipts.get(key);
     if (cur && cur.seq >= seq) return;
-    this.receipts.set(key, { user: s.user, feed, seq });
+    this.receipts.set(key, { user: s.user, feed, seq, transport: s.transport.kind });
     if (!this.receiptTimer) {
       this.receiptTimer = setTimeout(() => void this.flushReceipts(), this.opts.receiptFlushMs);
       this.receiptTimer.unref();
@@ -963,11 +1005,11 @@ export class Edge {
     const batch = [...this.receipts.values()];
     this.receipts.clear();
     await Promise.all(
-      batch.map(async ({ user, feed, seq }) => {
+      batch.map(async ({ user, feed, seq, transport }) => {
         if ((feed.reported.get(user.id) ?? 0) >= seq) return;
         feed.reported.set(user.id, seq);
         try {
-          await this.hub.chat.markDelivered(user, feed.conv, seq);
+          await this.hub.chat.markDelivered(user, feed.conv, seq, transport);
         } catch (err) {
           this.log.debug({ err }, 'edge: delivered receipt failed');
         }

@@ -4,6 +4,7 @@
  * and the names of what the server sends.
  */
 import { z } from 'zod';
+import { MAX_ATTACHMENTS } from '../../core/files/attachments.js';
 import { ID_PATTERN } from '../../core/ids.js';
 
 const Id = z.string().regex(ID_PATTERN);
@@ -24,6 +25,8 @@ export const CLIENT_EVENTS = {
       // The length limit is the configured maxMessageLength, enforced by ChatService like for REST.
       text: z.string(),
       clientId: z.string().min(1).max(128).optional(),
+      // File ids from POST …/files; ChatService checks them exactly as for REST (core/files/attachments.ts).
+      attachments: z.array(Id).max(MAX_ATTACHMENTS).optional(),
     })
     .strict(),
   typing: z.object({ conversationId: Id }).strict(),

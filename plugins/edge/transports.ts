@@ -7,7 +7,7 @@ import type { Duplex } from 'node:stream';
 import { Server as SocketIOServer, type Socket } from 'socket.io';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import { ERROR_CODES, VoxaError, isVoxaError, type ErrorCode } from '../../core/errors.js';
-import { originAllowed, verifyToken } from './auth.js';
+import { originAllowed, tokenExpiry, verifyToken } from './auth.js';
 import { errorAck, type AckData, type Edge, type Session, type Transport } from './edge.js';
 import type { Frame, SioEncoded, SioEncoder } from './frame.js';
 import { CLOSE, HandshakeSchema, WsFrameSchema } from './protocol.js';
@@ -26,7 +26,15 @@ class WsTransport implements Transport {
   alive = true;
   constructor(readonly socket: WebSocket) {}
   write(frame: Frame): void {
-    if (this.socket.readyState === this.socket.OPEN) this.socket.send(frame.wsBytes(), SEND_TEXT);
+    const ws = this.socket;
+    if (ws.readyState !== ws.OPEN) return;
+    // The frame is already a complete WebSocket frame, shared by every socket: write it to the TCP connection
+    // directly instead of having ws frame it again per socket. Safe because nothing else is ever queued in ws's
+    // sender here: permessage-deflate is off and we never send Blobs, so ws.send writes synchronously too and
+    // the order of our writes is kept. bufferedAmount still counts it (it reads the TCP socket's buffer).
+    const tcp = (ws as unknown as { _socket?: Duplex })._socket;
+    if (tcp && !tcp.destroyed) tcp.write(frame.wsFrame());
+    else ws.send(frame.wsBytes(), SEND_TEXT);
   }
   send(obj: unknown): void {
     if (this.socket.readyState === this.socket.OPEN) this.socket.send(JSON.stringify(obj));
@@ -67,14 +75,19 @@ export function attachWs(edge: Edge, server: HttpServer, path = '/ws'): Transpor
     live.add(t);
     let session: Session | null = null;
     let authing = false;
-    const authTimer = setTimeout(() => {
+    let authTimer: NodeJS.Timeout | null = setTimeout(() => {
       if (!session) t.kick('UNAUTHENTICATED', 'No auth frame in time.');
     }, edge.opts.authTimeoutMs);
     authTimer.unref();
+    // Dropped once authenticated, so an idle connection does not keep its spent Timeout alive.
+    const stopAuth = (): void => {
+      if (authTimer) clearTimeout(authTimer);
+      authTimer = null;
+    };
     ws.on('pong', () => (t.alive = true));
     ws.on('error', () => undefined); // e.g. maxPayload exceeded: ws closes with 1009 itself
     ws.on('close', () => {
-      clearTimeout(authTimer);
+      stopAuth();
       live.delete(t);
       if (session) edge.close(session);
     });
@@ -98,7 +111,7 @@ export function attachWs(edge: Edge, server: HttpServer, path = '/ws'): Transpor
         if (authing) return reply(errorAck(new VoxaError('UNAUTHENTICATED', 'Wait for the auth answer.')));
         const hs = frame.type === 'auth' ? HandshakeSchema.safeParse(frame.data) : null;
         if (!hs || !hs.success) {
-          clearTimeout(authTimer);
+          stopAuth();
           return t.kick('UNAUTHENTICATED', 'The first frame must be {"type":"auth","data":{"token":…}}.');
         }
         authing = true;
@@ -106,15 +119,15 @@ export function attachWs(edge: Edge, server: HttpServer, path = '/ws'): Transpor
           try {
             const user = await verifyToken(edge.hub, hs.data.token);
             if (ws.readyState !== ws.OPEN) return;
-            const s = await edge.open(user, t, { cursors: hs.data.cursors });
-            clearTimeout(authTimer);
+            const s = await edge.open(user, t, { cursors: hs.data.cursors }, tokenExpiry(hs.data.token));
+            stopAuth();
             if (ws.readyState !== ws.OPEN) return edge.close(s);
             session = s;
             const ready = { ok: true as const, userId: user.id, deviceId: s.id };
             t.send({ type: 'ready', data: ready });
             if (frame.ackId !== undefined) t.send({ type: 'ack', ackId: frame.ackId, data: ready });
           } catch (err) {
-            clearTimeout(authTimer);
+            stopAuth();
             const e = isVoxaError(err) ? err : new VoxaError('UNAVAILABLE', 'Could not open the session.');
             if (!isVoxaError(err)) edge.log.warn({ err }, 'edge: ws session open failed');
             t.kick(e.code === 'UNAUTHENTICATED' ? 'UNAUTHENTICATED' : e.code, e.message);
@@ -221,6 +234,7 @@ export function attachSocketIO(edge: Edge, server: HttpServer, path = '/socket.i
       (user) => {
         socket.data.user = user;
         socket.data.cursors = hs.data.cursors;
+        socket.data.expiresAt = tokenExpiry(hs.data.token);
         next();
       },
       (err: unknown) => {
@@ -256,7 +270,7 @@ export function attachSocketIO(edge: Edge, server: HttpServer, path = '/socket.i
       if (!session) early.push([event, args]);
       else onFrame(event, args);
     });
-    edge.open(socket.data.user, t, { cursors: socket.data.cursors }).then(
+    edge.open(socket.data.user, t, { cursors: socket.data.cursors }, socket.data.expiresAt as number).then(
       (s) => {
         if (closed) return edge.close(s);
         session = s;

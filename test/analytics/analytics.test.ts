@@ -31,7 +31,7 @@ function message(conversationId: string, seq: number, senderId: string, at: stri
   const m: Message = { id: `msg_${conversationId}_${seq}`, conversationId, seq, senderId, text: 'hi', clientId: null, createdAt: at };
   return createEvent('message.created', { workspaceId, conversationId, actor: actor(senderId), data: { message: m }, time: at });
 }
-function delivered(conversationId: string, at: string, transport?: string): AnyEvent {
+function delivered(conversationId: string, at: string, transport?: 'socketio' | 'ws'): AnyEvent {
   const data = { conversationId, userId: 'cust1', seq: 1, ...(transport ? { transport } : {}) };
   return createEvent('message.delivered', { workspaceId: 'w1', conversationId, actor: actor('cust1'), data, time: at });
 }
