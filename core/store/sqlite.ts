@@ -9,6 +9,7 @@
  * instead of failing half-way with SQLITE_BUSY on lock upgrade.
  */
 import Database from 'better-sqlite3';
+import { closeSync, fdatasync, openSync } from 'node:fs';
 import type { Conversation, ConversationSummary, Message, UserRecord, Workspace, WorkspaceSettings } from '../domain.js';
 import { VoxaError } from '../errors.js';
 import { assertCollection, assertFieldName, assertId, checkedFilter, escapeLike, requireInt as int, requireString as str } from './guards.js';
@@ -259,6 +260,18 @@ export class SqliteStore implements Store {
    * per unit cost about a sixth of a send's store time.
    */
   private readonly runTx: Database.Transaction<(fn: () => unknown) => unknown>;
+  /**
+   * synchronous=FULL without blocking the event loop on fsync. A group commit runs at NORMAL (SQLite writes
+   * the WAL frames but does not sync them) and its callers are answered only after an fdatasync of the WAL
+   * file, done on libuv's thread pool: the same guarantee as FULL (every acknowledged commit is on disk; WAL
+   * recovery replays it after a power cut), while the next group keeps building and committing meanwhile.
+   * All other writes (migrations, single statements) stay at FULL. The WAL file keeps its inode while this
+   * connection is open (SQLite removes it only when the last connection closes), so one descriptor serves.
+   */
+  private readonly deferSync: boolean;
+  private walFd: number | null = null;
+  private syncWaiters: Array<(err: Error | null) => void> = [];
+  private syncing = false;
 
   constructor(
     readonly path: string,
@@ -273,6 +286,7 @@ export class SqliteStore implements Store {
     this.db.function('voxa_lower', { deterministic: true }, (s: unknown) => (typeof s === 'string' ? s.toLowerCase() : s) as string | null);
     this.docs = new SqliteDocs(this);
     this.runTx = this.db.transaction((fn: () => unknown) => fn());
+    this.deferSync = opts.synchronous !== 'NORMAL' && this.db.pragma('journal_mode', { simple: true }) === 'wal';
   }
 
   /** A cached prepared statement. */
@@ -315,27 +329,70 @@ export class SqliteStore implements Store {
     }
     if (!batch.length) return;
     const results: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
+    let deferred = false;
     try {
       if (!this.db.open) throw new Error('The store is closed.');
-      this.txNow(() => {
-        for (const unit of batch) {
-          try {
-            // A nested transaction function runs as a SAVEPOINT in better-sqlite3.
-            results.push({ ok: true, value: this.runTx(unit.fn) });
-          } catch (error) {
-            results.push({ ok: false, error });
+      deferred = this.deferSync && this.openWal();
+      if (deferred) this.q('PRAGMA synchronous = NORMAL').run();
+      try {
+        this.txNow(() => {
+          for (const unit of batch) {
+            try {
+              // A nested transaction function runs as a SAVEPOINT in better-sqlite3.
+              results.push({ ok: true, value: this.runTx(unit.fn) });
+            } catch (error) {
+              results.push({ ok: false, error });
+            }
           }
-        }
-      });
+        });
+      } finally {
+        if (deferred) this.q('PRAGMA synchronous = FULL').run();
+      }
     } catch (error) {
       // BEGIN or COMMIT itself failed (e.g. busy past the timeout): nothing of the batch was written.
       for (const unit of batch) unit.reject(error);
       return;
     }
-    batch.forEach((unit, i) => {
-      const r = results[i]!;
-      if (r.ok) unit.resolve(r.value);
-      else unit.reject(r.error);
+    const settle = (err: Error | null) =>
+      batch.forEach((unit, i) => {
+        const r = results[i]!;
+        // A failed sync leaves the commit's durability unknown: nobody is told it succeeded.
+        if (err) unit.reject(err);
+        else if (r.ok) unit.resolve(r.value);
+        else unit.reject(r.error);
+      });
+    if (deferred) this.afterWalSync(settle);
+    else settle(null);
+  }
+
+  /** Opens the WAL file once (it exists after the first commit); false while it cannot, so FULL is used. */
+  private openWal(): boolean {
+    if (this.walFd !== null) return true;
+    try {
+      this.walFd = openSync(`${this.path}-wal`, 'r+');
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Calls back once an fdatasync of the WAL that started after this call has finished. Commits that land
+   * while a sync runs share the next one, so there is at most one sync in flight and one queued.
+   */
+  private afterWalSync(cb: (err: Error | null) => void): void {
+    this.syncWaiters.push(cb);
+    if (!this.syncing) this.syncWal();
+  }
+
+  private syncWal(): void {
+    const waiters = this.syncWaiters;
+    this.syncWaiters = [];
+    this.syncing = true;
+    fdatasync(this.walFd!, (err) => {
+      this.syncing = false;
+      for (const w of waiters) w(err);
+      if (this.syncWaiters.length) this.syncWal();
     });
   }
 
@@ -362,7 +419,11 @@ export class SqliteStore implements Store {
 
   async close(): Promise<void> {
     // Let queued writes commit first: their callers are waiting on them.
-    while (this.pending.length || this.flushScheduled) await new Promise((r) => setImmediate(r));
+    while (this.pending.length || this.flushScheduled || this.syncing) await new Promise((r) => setImmediate(r));
+    if (this.walFd !== null) {
+      closeSync(this.walFd);
+      this.walFd = null;
+    }
     if (this.db.open) this.db.close();
     this.stmts.clear();
   }
