@@ -14,7 +14,7 @@
  * BENCH_CASES (default "BCA": which cases to run, in that order; e.g. BENCH_CASES=A to profile the real path alone).
  */
 import { Agent, createServer, request as httpRequest, type Server } from 'node:http';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -39,6 +39,10 @@ interface LoadResult {
   rps: number;
   p50: number;
   p99: number;
+  /** Answered requests including the warm-up (what the server's CPU time is divided by). */
+  allRequests: number;
+  /** CPU time of the server's thread per answered request, µs (Linux; NaN elsewhere). */
+  cpuUsPerRequest: number;
   firstError?: string;
 }
 
@@ -66,6 +70,7 @@ async function runLoad(spec: LoadSpec): Promise<LoadResult> {
 
   const phase = async (seconds: number, record: boolean) => {
     const latencies: number[] = [];
+    let answered = 0;
     let errors = 0;
     let firstError: string | undefined;
     const started = performance.now();
@@ -76,6 +81,7 @@ async function runLoad(spec: LoadSpec): Promise<LoadResult> {
           const t0 = performance.now();
           try {
             await one();
+            answered++;
             if (record) latencies.push(performance.now() - t0);
           } catch (err) {
             errors++;
@@ -84,11 +90,11 @@ async function runLoad(spec: LoadSpec): Promise<LoadResult> {
         }
       }),
     );
-    return { latencies, errors, firstError, elapsed: (performance.now() - started) / 1000 };
+    return { latencies, answered, errors, firstError, elapsed: (performance.now() - started) / 1000 };
   };
 
-  if (spec.warmupSeconds > 0) await phase(spec.warmupSeconds, false);
-  const { latencies, errors, firstError, elapsed } = await phase(spec.seconds, true);
+  const warm = spec.warmupSeconds > 0 ? (await phase(spec.warmupSeconds, false)).answered : 0;
+  const { latencies, answered, errors, firstError, elapsed } = await phase(spec.seconds, true);
   agent.destroy();
   latencies.sort((a, b) => a - b);
   const pct = (p: number) => (latencies.length ? latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))]! : NaN);
@@ -100,8 +106,34 @@ async function runLoad(spec: LoadSpec): Promise<LoadResult> {
     rps: latencies.length / elapsed,
     p50: pct(50),
     p99: pct(99),
+    allRequests: warm + answered,
+    cpuUsPerRequest: NaN,
     ...(firstError ? { firstError } : {}),
   };
+}
+
+/**
+ * CPU time (µs) the main thread — the server: HTTP, Koa, SQLite, the NATS and Redis clients — has used so far,
+ * from /proc (Linux). Unlike requests per second it barely moves when other processes compete for the cores,
+ * so it shows what a change saves even on a busy machine. NaN where /proc is not available.
+ */
+function serverThreadCpuUs(): number {
+  try {
+    const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // utime and stime are fields 14 and 15 of stat(5); fields[0] here is field 3.
+    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / CLOCK_TICKS;
+  } catch {
+    return NaN;
+  }
+}
+/** USER_HZ: 100 on every Linux build Node supports. */
+const CLOCK_TICKS = 100;
+
+async function measured(spec: LoadSpec): Promise<LoadResult> {
+  const before = serverThreadCpuUs();
+  const r = await inWorker(spec);
+  return { ...r, cpuUsPerRequest: (serverThreadCpuUs() - before) / Math.max(1, r.allRequests) };
 }
 
 function inWorker(spec: LoadSpec): Promise<LoadResult> {
@@ -215,8 +247,8 @@ async function main(): Promise<void> {
       C: { ...base, name: 'C  naive: auth + await js.publish', path: `/v1/bench/naive/${convId}`, method: 'POST', token, body },
     };
     const results: Record<string, LoadResult> = {};
-    for (const c of (process.env.BENCH_CASES ?? 'BCA').toUpperCase()) if (specs[c] && !results[c]) results[c] = await inWorker(specs[c]);
-    const missing: LoadResult = { name: '', requests: 0, errors: 0, seconds: 0, rps: NaN, p50: NaN, p99: NaN };
+    for (const c of (process.env.BENCH_CASES ?? 'BCA').toUpperCase()) if (specs[c] && !results[c]) results[c] = await measured(specs[c]);
+    const missing: LoadResult = { name: '', requests: 0, errors: 0, seconds: 0, rps: NaN, p50: NaN, p99: NaN, allRequests: 0, cpuUsPerRequest: NaN };
     const real = results.A ?? { ...missing, name: specs.A!.name };
     const noop = results.B ?? { ...missing, name: specs.B!.name };
     const naive = results.C ?? { ...missing, name: specs.C!.name };
@@ -231,12 +263,14 @@ async function main(): Promise<void> {
     const fmt = (n: number, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : '-');
     const lines = [
       '',
-      `| case | requests/s | p50 ms | p99 ms | requests | errors |`,
-      `| --- | ---: | ---: | ---: | ---: | ---: |`,
-      ...rows.map((r) => `| ${r.name} | ${fmt(r.rps)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${r.requests} | ${r.errors} |`),
+      `| case | requests/s | p50 ms | p99 ms | requests | errors | server CPU µs/request |`,
+      `| --- | ---: | ---: | ---: | ---: | ---: | ---: |`,
+      ...rows.map((r) => `| ${r.name} | ${fmt(r.rps)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${r.requests} | ${r.errors} | ${fmt(r.cpuUsPerRequest)} |`),
       '',
       `A / B = ${(real.rps / noop.rps).toFixed(2)}×  (goal ≥ 0.40×)  ${real.rps / noop.rps >= 0.4 ? 'met' : 'NOT met'}`,
       `A / C = ${(real.rps / naive.rps).toFixed(2)}×  (goal ≥ 1.50×)  ${real.rps / naive.rps >= 1.5 ? 'met' : 'NOT met'}`,
+      // Requests per server-CPU-second: what the ratios would be if each case had the server thread's core to itself.
+      `the same ratios from server CPU per request: A / B = ${(noop.cpuUsPerRequest / real.cpuUsPerRequest).toFixed(2)}×, A / C = ${(naive.cpuUsPerRequest / real.cpuUsPerRequest).toFixed(2)}×`,
       `outbox backlog after the run: ${backlog}; events in the stream: ${info.state.messages}`,
       `node ${process.version}, ${concurrency} in flight, ${seconds}s per case, SQLite store, nats-server + redis-server on loopback`,
     ];
