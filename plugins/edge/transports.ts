@@ -235,6 +235,9 @@ export function attachSocketIO(edge: Edge, server: HttpServer, path = '/socket.i
         socket.data.user = user;
         socket.data.cursors = hs.data.cursors;
         socket.data.expiresAt = tokenExpiry(hs.data.token);
+        // Not kept for the life of the connection: nothing needs it again, and a token in memory is a token
+        // that can end up in a heap dump.
+        delete (socket.handshake.auth as { token?: string }).token;
         next();
       },
       (err: unknown) => {
