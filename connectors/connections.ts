@@ -3,10 +3,16 @@
  * non-secret config is stored as is; the secret fields are sealed together with AES-256-GCM (connectors/crypto.ts)
  * bound to the connection id. Nothing here returns, logs or prints a secret except `resolve()`, which hands the
  * opened config to connector code.
+ *
+ * Every admin change (add, update, enable, disable, remove, key rotation, a revoked grant) is committed together
+ * with its `connection.changed` (or, for webhooks, `webhook.changed`) event; connectors/events.ts publishes it.
+ * A refreshed OAuth2 token is not an admin change and is saved without an event.
  */
+import type { Actor } from '../core/events/catalog.js';
 import type { Hub } from '../core/hub.js';
 import { newId } from '../core/ids.js';
 import { Keyring } from './crypto.js';
+import { changeEvent, publishCommitted, type ConnectionAction } from './events.js';
 import { getConnector } from './registry.js';
 import type { ConnectionRecord, ConnectionStatus, Connector, ConnectorContext, ResolvedConnection } from './types.js';
 
@@ -33,9 +39,22 @@ export function viewOf(rec: ConnectionRecord): ConnectionView {
 
 export class ConnectionService {
   readonly keyring: Keyring;
+  /** Who the events name as having made the change (a user through the API, the CLI, a plugin). */
+  readonly actor: Actor;
 
-  constructor(private readonly hub: Hub) {
+  constructor(
+    private readonly hub: Hub,
+    actor?: Actor,
+  ) {
     this.keyring = Keyring.from(hub.secrets.encryptionKey, hub.config.previousSecretKeys ?? []);
+    this.actor = actor ?? { type: 'system', id: hub.name ?? 'voxa' };
+  }
+
+  /** Writes the record and its change event in one atomic unit, then publishes the event. */
+  private async commit(rec: ConnectionRecord, action: ConnectionAction): Promise<void> {
+    let entries: ReturnType<typeof changeEvent> = [];
+    await this.hub.store.putDoc(CONNECTIONS, rec.id, rec, () => (entries = changeEvent(this.hub, rec, action, this.actor)));
+    publishCommitted(this.hub, entries);
   }
 
   private get docs() {
@@ -60,7 +79,9 @@ export class ConnectionService {
       createdAt: now,
       updatedAt: now,
     };
-    await this.docs.put(CONNECTIONS, id, rec);
+    let entries: ReturnType<typeof changeEvent> = [];
+    await this.hub.store.insertDoc(CONNECTIONS, id, rec, () => (entries = changeEvent(this.hub, rec, 'added', this.actor)));
+    publishCommitted(this.hub, entries);
     return viewOf(rec);
   }
 
@@ -105,26 +126,38 @@ export class ConnectionService {
   }
 
   /** Merges config and secret changes, re-validating the whole config. */
-  async update(id: string, patch: Record<string, unknown>, workspaceId?: string): Promise<ConnectionView> {
-    const rec = await this.getRecord(id, workspaceId);
-    const connector = getConnector(rec.connector)!;
-    const current = (await this.resolve(rec)).config;
-    const parsed = parseConfig(connector, { ...current, ...patch });
-    const next: ConnectionRecord = { ...rec, ...this.split(connector, id, parsed), updatedAt: new Date().toISOString() };
-    await this.docs.put(CONNECTIONS, id, next);
+  async update(id: string, patch: Record<string, unknown>, workspaceId?: string, opts: { name?: string } = {}): Promise<ConnectionView> {
+    const next = await this.merged(id, patch, workspaceId);
+    if (opts.name !== undefined) next.name = opts.name;
+    await this.commit(next, 'updated');
     return viewOf(next);
   }
 
-  async setStatus(id: string, status: ConnectionStatus, reason: string | null, workspaceId?: string): Promise<ConnectionView> {
+  private async merged(id: string, patch: Record<string, unknown>, workspaceId?: string): Promise<ConnectionRecord> {
+    const rec = await this.getRecord(id, workspaceId);
+    const connector = getConnector(rec.connector);
+    if (!connector) throw new ConnectionError(`connector ${rec.connector} is not installed`, 'NOT_FOUND');
+    const current = (await this.resolve(rec)).config;
+    const parsed = parseConfig(connector, { ...current, ...patch });
+    return { ...rec, ...this.split(connector, id, parsed), updatedAt: new Date().toISOString() };
+  }
+
+  /**
+   * Changes the status. `action` defaults from the status (active → enabled, disabled → disabled, broken →
+   * broken); the webhooks plugin passes 'auto_disabled' when it gives up on an endpoint.
+   */
+  async setStatus(id: string, status: ConnectionStatus, reason: string | null, workspaceId?: string, action?: ConnectionAction): Promise<ConnectionView> {
     const rec = await this.getRecord(id, workspaceId);
     const next: ConnectionRecord = { ...rec, status, statusReason: reason, updatedAt: new Date().toISOString() };
-    await this.docs.put(CONNECTIONS, id, next);
+    await this.commit(next, action ?? (status === 'active' ? 'enabled' : status));
     return viewOf(next);
   }
 
   async remove(id: string, workspaceId?: string): Promise<void> {
     await this.getRecord(id, workspaceId);
-    await this.docs.delete(CONNECTIONS, id);
+    let entries: ReturnType<typeof changeEvent> = [];
+    await this.hub.store.deleteDoc<ConnectionRecord>(CONNECTIONS, id, (was) => (entries = changeEvent(this.hub, was, 'removed', this.actor)));
+    publishCommitted(this.hub, entries);
   }
 
   /** Re-seals every connection whose secrets are under an older key. Returns how many changed. */
@@ -141,7 +174,7 @@ export class ConnectionService {
         if (!rec.sealed || Keyring.kidOf(rec.sealed) === this.keyring.currentId) continue;
         try {
           const plain = this.keyring.open(rec.sealed, rec.id);
-          await this.docs.put(CONNECTIONS, rec.id, { ...rec, sealed: this.keyring.seal(plain, rec.id) });
+          await this.commit({ ...rec, sealed: this.keyring.seal(plain, rec.id) }, 'keys_rotated');
           rotated++;
         } catch (err) {
           failed.push({ id: rec.id, reason: (err as Error).message });
@@ -156,8 +189,9 @@ export class ConnectionService {
   contextFor(id: string): ConnectorContext {
     return {
       hub: this.hub,
+      // A refreshed token is routine, not an admin change: saved without an event.
       saveSecrets: async (patch) => {
-        await this.update(id, patch);
+        await this.docs.put(CONNECTIONS, id, await this.merged(id, patch));
       },
       markBroken: async (reason) => {
         await this.setStatus(id, 'broken', reason);

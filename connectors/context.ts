@@ -11,6 +11,7 @@ import type { Hub } from '../core/hub.js';
 import { REDACT_PATHS } from '../core/log.js';
 import { ensureSecrets } from '../core/secrets.js';
 import { createStore } from '../core/store/index.js';
+import { flushToolOutbox, trackToolOutbox } from './events.js';
 
 /** Where `voxa start` runs its embedded servers when NATS_URL / REDIS_URL are unset (core/supervisor.ts). */
 export const EMBEDDED_NATS_URL = 'nats://127.0.0.1:4222';
@@ -38,9 +39,13 @@ export async function openToolContext(config: Config, need: { redis?: boolean; n
   await store.init();
   let redis: Redis | null = null;
   let nats: ToolContext['nats'];
+  const opened: { hub?: Hub } = {};
   const close = async (): Promise<void> => {
     redis?.disconnect();
     if (nats && !nats.nc.isClosed()) await nats.nc.close();
+    // Events this command committed (connection.changed, webhook.changed): published now if NATS answers,
+    // else left in the outbox for the running hub's sweeper.
+    if (opened.hub) await flushToolOutbox(opened.hub, config.natsUrl ?? EMBEDDED_NATS_URL).catch(() => 0);
     await store.close();
   };
   try {
@@ -70,6 +75,8 @@ export async function openToolContext(config: Config, need: { redis?: boolean; n
     throw err;
   }
   const hub = { config, log, store, secrets, redis, name: 'voxa-cli' } as unknown as Hub;
+  trackToolOutbox(hub);
+  opened.hub = hub;
   return { hub, ...(nats ? { nats } : {}), close };
 }
 

@@ -263,7 +263,7 @@ export class WebhookService {
 
   private async giveUp(d: Delivery, sub: ConnectionRecord, reason: string): Promise<void> {
     await this.hub.store.docs.put(DELIVERIES, d.id, { ...d, status: 'failed', nextAttemptAt: null });
-    await this.connections.setStatus(sub.id, 'disabled', `auto-disabled: ${reason}`);
+    await new ConnectionService(this.hub, { type: 'plugin', id: 'webhooks' }).setStatus(sub.id, 'disabled', `auto-disabled: ${reason}`, undefined, 'auto_disabled');
     this.hub.log.warn({ subscriptionId: sub.id, reason }, 'webhook subscription disabled');
   }
 

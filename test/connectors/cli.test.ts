@@ -9,6 +9,9 @@ import test from 'ava';
 import { createEvent, subjectOf } from '../../core/events/catalog.js';
 import { ConnectorQueues } from '../../connectors/queues.js';
 import { WebhookService } from '../../plugins/webhooks/service.js';
+import { AUDIT_COLLECTION, type AuditEntry } from '../../plugins/audit/chain.js';
+import { createAuditPlugin } from '../../plugins/audit/index.js';
+import { PluginRuntime } from '../../plugins/runtime/runtime.js';
 import type { Hub } from '../../core/hub.js';
 import { openTestHub, startServers, type TestServers } from '../helpers/hub.js';
 import { startReceiver, until, type Receiver } from './receiver.js';
@@ -185,4 +188,28 @@ test('connectors list/spec and completion come from the command tree', async (t)
   t.regex(zsh.stdout, /bashcompinit/);
   const help = await voxa('webhooks', 'add', '--help');
   t.regex(help.stdout, /Examples:/);
+});
+
+test.serial('webhook and connection changes made by the CLI reach JetStream and the audit log, secrets left out', async (t) => {
+  // The audit plugin on the hub side, through the real runtime, as `voxa start` runs it.
+  const runtime = new PluginRuntime(hub, [createAuditPlugin()]);
+  await runtime.start();
+  try {
+    const add = await voxa('webhooks', 'add', '--url', rcv.url, '--events', 'message.created', '--json');
+    t.is(add.code, 0, add.stderr);
+    const { id, secret } = JSON.parse(add.stdout) as { id: string; secret: string };
+    const dis = await voxa('connections', 'disable', id, '--json');
+    t.is(dis.code, 0, dis.stderr);
+    const rm = await voxa('webhooks', 'remove', id, '--json');
+    t.is(rm.code, 0, rm.stderr);
+
+    const mine = async (): Promise<AuditEntry[]> => (await hub.store.docs.find<AuditEntry>(AUDIT_COLLECTION, { subject: id })).sort((a, b) => a.seq - b.seq);
+    await until(async () => (await mine()).length >= 3, 30_000, 'three audit entries for the webhook');
+    const entries = await mine();
+    t.deepEqual(entries.map((e) => [e.type, e.details?.action]), [['webhook.changed', 'added'], ['webhook.changed', 'disabled'], ['webhook.changed', 'removed']]);
+    t.deepEqual(entries[0]!.actor, { type: 'system', id: 'voxa-cli' });
+    t.false(JSON.stringify(entries).includes(secret.slice(6)), 'no secret in the audit log');
+  } finally {
+    await runtime.stop();
+  }
 });

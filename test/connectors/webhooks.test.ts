@@ -1,5 +1,5 @@
 import test from 'ava';
-import { createEvent, type AnyEvent } from '../../core/events/catalog.js';
+import { createEvent, subjectOf, type AnyEvent } from '../../core/events/catalog.js';
 import { CONNECTIONS, ConnectionService } from '../../connectors/connections.js';
 import { ConnectorQueues } from '../../connectors/queues.js';
 import { generateSecret, sign } from '../../connectors/webhook/signing.js';
@@ -150,11 +150,22 @@ test('persistent failure disables after the schedule and window; manual redelive
   await until(async () => (await c.svc.connections.get(c.subId)).status === 'disabled', 30_000, 'auto-disable');
   const sub = await c.svc.connections.get(c.subId);
   t.regex(sub.statusReason ?? '', /auto-disabled: 3 attempts/);
+  // The auto-disable is an admin change: webhook.changed on JetStream, by the plugin.
+  const subject = subjectOf({ type: 'webhook.changed', workspaceId: sub.workspaceId }, c.hub.bus.namespace);
+  let last: AnyEvent | undefined;
+  await until(async () => {
+    const m = await c.hub.bus.jsm.streams.getMessage(c.hub.bus.streams.events, { last_by_subj: subject }).catch(() => null);
+    last = m?.json<AnyEvent>();
+    return (last?.data as { action?: string } | undefined)?.action === 'auto_disabled';
+  }, 30_000, 'webhook.changed auto_disabled');
+  t.deepEqual(last!.data, { webhookId: c.subId, action: 'auto_disabled' });
+  t.deepEqual(last!.actor, { type: 'plugin', id: 'webhooks' });
   const [failed] = await c.svc.listDeliveries(c.subId);
   t.is(failed!.status, 'failed');
   t.is(failed!.attempts, 3);
   // A failed job is kept in BullMQ (retryable), not dropped.
-  t.true((await c.queues.queue('webhook').getFailedCount()) >= 1);
+  // (The subscription is disabled just before the job's failure is recorded, so wait for that.)
+  await until(async () => (await c.queues.queue('webhook').getFailedCount()) >= 1, 30_000, 'failed job kept');
 
   const again = await c.svc.redeliver(failed!.id);
   t.is(again.status, 'succeeded');
