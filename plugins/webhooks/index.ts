@@ -1,17 +1,21 @@
 /**
  * The `webhooks` plugin: turns hub events into signed HTTP deliveries for every matching webhook subscription
  * (connections of the `webhook` connector). The handler only writes delivery rows and kicks the per-subscription
- * drain job; the sending, ordering and retry schedule live in the connector's BullMQ queue (service.ts).
+ * drain job; the sending, ordering and retry schedule live in the connector's BullMQ queue (service.ts). It also
+ * mounts the admin REST routes for connections and webhooks (routes.ts).
  */
 import { EVENT_TYPES, isDurable } from '../../core/events/catalog.js';
 import { ConnectorQueues } from '../../connectors/queues.js';
 import { definePlugin, RetryableError, type Plugin } from '../runtime/types.js';
+import { connectionRoutes } from './routes.js';
 import { WebhookService, type WebhookOptions } from './service.js';
 
 export function createWebhooksPlugin(opts: WebhookOptions = {}): Plugin & { service(): WebhookService } {
   let service: WebhookService | null = null;
   let queues: ConnectorQueues | null = null;
   let sweeper: NodeJS.Timeout | null = null;
+  // The REST routes' own queue handle (kicks after a re-enable), made on first use.
+  let routeQueues: ConnectorQueues | null = null;
   const plugin = definePlugin({
     manifest: {
       name: 'webhooks',
@@ -33,9 +37,14 @@ export function createWebhooksPlugin(opts: WebhookOptions = {}): Plugin & { serv
       if (!service) throw new RetryableError('webhooks plugin not started');
       await service.handleEvent(event);
     },
+    routes(router, ctx) {
+      connectionRoutes(router, ctx, () => (routeQueues ??= new ConnectorQueues(ctx.hub)), opts);
+    },
     async stop() {
       if (sweeper) clearInterval(sweeper);
       await queues?.close();
+      await routeQueues?.close();
+      routeQueues = null;
       service = null;
     },
   });
