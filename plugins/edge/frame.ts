@@ -14,6 +14,8 @@ export type SioEncoder = (name: string, data: unknown) => SioEncoded;
 export interface SioEncoded {
   packets: unknown[];
   opts: Record<string, unknown>;
+  /** The whole WebSocket frame of the packet, when it could be pre-computed (engine.io's "4" + Socket.IO text). */
+  raw?: Buffer;
 }
 
 /**

@@ -171,8 +171,10 @@ export function attachWs(edge: Edge, server: HttpServer, path = '/ws'): Transpor
 // Socket.IO
 
 interface EngineConn {
+  readyState: string;
+  upgrading: boolean;
   writeBuffer: unknown[];
-  transport: { socket?: { bufferedAmount?: number } };
+  transport: { name: string; socket?: { bufferedAmount?: number; _socket?: Duplex } };
 }
 
 class SioTransport implements Transport {
@@ -184,6 +186,18 @@ class SioTransport implements Transport {
   write(frame: Frame): void {
     if (!this.socket.connected) return;
     const enc: SioEncoded = frame.sioPacket(this.encode);
+    const conn = this.socket.conn as unknown as EngineConn;
+    // On an open WebSocket with nothing queued in engine.io, the pre-computed WebSocket frame goes straight to
+    // the TCP connection: one write, none of engine.io's per-packet objects and events. Order is kept because
+    // nothing of this connection waits in engine.io's buffer (and ws queues nothing without compression).
+    // Otherwise (polling, an upgrade under way, packets queued) engine.io writes it, as for a room broadcast.
+    if (enc.raw && conn.writeBuffer.length === 0 && conn.readyState === 'open' && !conn.upgrading && conn.transport.name === 'websocket') {
+      const tcp = conn.transport.socket?._socket;
+      if (tcp && !tcp.destroyed) {
+        tcp.write(enc.raw);
+        return;
+      }
+    }
     // The same pre-encoded packets for every socket (what a room broadcast does), per-socket choice ours.
     (this.socket.client as unknown as { writeToEngine(p: unknown[], o: unknown): void }).writeToEngine(enc.packets, enc.opts);
   }
@@ -218,7 +232,12 @@ export function attachSocketIO(edge: Edge, server: HttpServer, path = '/socket.i
     const packet = { type: 2, nsp: '/', data: [name, data] };
     const packets = adapter._encode ? adapter._encode(packet, opts) : [packet];
     if (!adapter._encode) delete opts.preEncoded;
-    return { packets, opts };
+    // The adapter pre-computes the WebSocket frame as [header, payload], which engine.io hands to ws's
+    // sendFrame: a cork, two writes and a writev per socket. Joined once here, each socket does one write.
+    const pre = opts.wsPreEncodedFrame;
+    let raw: Buffer | undefined;
+    if (Array.isArray(pre) && pre.length === 2 && pre.every((b) => Buffer.isBuffer(b))) opts.wsPreEncodedFrame = [(raw = Buffer.concat(pre as Buffer[]))];
+    return { packets, opts, ...(raw ? { raw } : {}) };
   };
 
   nsp.use((socket, next) => {
