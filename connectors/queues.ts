@@ -141,12 +141,16 @@ export class ConnectorQueues {
     this.sampler.unref();
   }
 
-  /** Re-queues a connector's failed jobs (all, or those whose name matches). Returns how many. */
-  async retryFailed(connector: string, name?: string): Promise<number> {
+  /**
+   * Re-queues a connector's failed jobs (all, or those whose name matches, and that `match` accepts, e.g. the
+   * jobs of one connection). Returns how many.
+   */
+  async retryFailed(connector: string, name?: string, match?: (job: Job) => boolean): Promise<number> {
     const failed = await this.queue(connector).getFailed(0, 5000);
     let n = 0;
     for (const job of failed) {
       if (name && job.name !== name) continue;
+      if (match && !match(job)) continue;
       await job.retry('failed');
       n++;
     }

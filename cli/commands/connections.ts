@@ -1,7 +1,7 @@
 /**
  * `voxa connections …`: connect an account or endpoint (interactive prompts built from the connector's JSON
  * Schema on a terminal; `--config file.json` / `--set key=value` otherwise), list, test, enable, disable,
- * remove, backfill, rotate-keys. Secrets are never printed: listings say which secret fields are set.
+ * remove, backfill, retry-failed, rotate-keys. Secrets are never printed: listings say which secret fields are set.
  */
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
@@ -289,6 +289,34 @@ export function register(program: Command): void {
             `backfill ${s.connectionId}: ${s.events} events read (seq ${s.fromSeq ?? '-'}…${s.toSeq ?? '-'}), ${s.written} written, ${s.skipped} already done, ${s.ignored} not relevant, ${s.failed} failed`,
           );
           if (summary.failed > 0) process.exitCode = EXIT.FAIL;
+        } finally {
+          await queues.close();
+        }
+      });
+    });
+
+  connections
+    .command('retry-failed <id>')
+    .description('Re-queue the failed jobs of one connection (uploads, deliveries) kept by its connector queue.')
+    .option('--workspace <id>', 'workspace (default: the configured default workspace)')
+    .option('--json', 'machine-readable JSON output')
+    .addHelpText('after', '\nExamples:\n  $ voxa connections retry-failed con_01j…\n  $ voxa connections retry-failed con_01j… --json')
+    .action(async (id: string, _opts: unknown, cmd: Command) => {
+      await withContext({ redis: true }, async (ctx) => {
+        const rec = await new ConnectionService(ctx.hub).getRecord(id, workspaceOf(cmd));
+        const queues = new ConnectorQueues(ctx.hub);
+        try {
+          // Jobs name their connection: connectionId (storage sync) or subscriptionId (a webhook's drain job).
+          const ofThis = (job: { data: unknown }): boolean => {
+            const d = (job.data ?? {}) as { connectionId?: string; subscriptionId?: string };
+            return d.connectionId === id || d.subscriptionId === id;
+          };
+          const retried = await queues.retryFailed(rec.connector, undefined, ofThis);
+          // A disabled connection's re-queued jobs would find it off and stop again: say so.
+          const note = rec.status !== 'active' ? `connection is ${rec.status}; enable it for the jobs to do anything` : null;
+          output(cmd, { id, connector: rec.connector, retried, ...(note ? { note } : {}) }, (r: { retried: number; note?: string }) =>
+            `re-queued ${r.retried} failed job${r.retried === 1 ? '' : 's'} of ${id}${r.note ? ` (${r.note})` : ''}`,
+          );
         } finally {
           await queues.close();
         }

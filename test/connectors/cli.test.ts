@@ -213,3 +213,34 @@ test.serial('webhook and connection changes made by the CLI reach JetStream and 
     await runtime.stop();
   }
 });
+
+test.serial('connections retry-failed re-queues the failed jobs of that connection only', async (t) => {
+  const { ConnectionService } = await import('../../connectors/connections.js');
+  const { PermanentError } = await import('../../plugins/runtime/types.js');
+  const svc = new ConnectionService(hub);
+  const ws = hub.config.defaultWorkspaceId;
+  const cfg = { clientId: 'cid', folderPath: '/Voxa', accessToken: 'a', refreshToken: 'r', expiresAt: new Date().toISOString() };
+  const mine = await svc.create(ws, 'dropbox', cfg);
+  const other = await svc.create(ws, 'dropbox', cfg);
+  const calls: string[] = [];
+  const q = new ConnectorQueues(hub);
+  try {
+    q.work('dropbox', async (job) => {
+      calls.push((job.data as { connectionId: string }).connectionId);
+      throw new PermanentError('far end refused');
+    });
+    for (const c of [mine, other]) await q.add('dropbox', 'transcript', { connectionId: c.id, conversationId: 'cnv_1' }, { attempts: 1 });
+    await until(async () => (await q.queue('dropbox').getFailedCount()) === 2, 30_000, 'two failed jobs');
+
+    const r = await voxa('connections', 'retry-failed', mine.id, '--json');
+    t.is(r.code, 0, r.stderr);
+    t.is(JSON.parse(r.stdout).retried, 1);
+    await until(() => calls.filter((c) => c === mine.id).length === 2, 30_000, 'the job ran again');
+    t.is(calls.filter((c) => c === other.id).length, 1, 'the other connection\'s job stays failed');
+
+    const missing = await voxa('connections', 'retry-failed', 'con_nope');
+    t.is(missing.code, 3, missing.stderr);
+  } finally {
+    await q.close();
+  }
+});
