@@ -12,6 +12,9 @@ import { createHash } from 'node:crypto';
 import type { Job } from 'bullmq';
 import type { Message } from '../../core/domain.js';
 import type { AnyEvent } from '../../core/events/catalog.js';
+import type { Readable } from 'node:stream';
+import type { BlobStore } from '../../core/files/blob.js';
+import type { FileRecord } from '../../core/files/service.js';
 import type { Hub } from '../../core/hub.js';
 import type { BackfillTarget } from '../../connectors/backfill.js';
 import { ConnectionService } from '../../connectors/connections.js';
@@ -37,20 +40,33 @@ export interface SyncState {
   syncedAt: string;
 }
 
-/** Optional blob access; the file store is its own feature and may be absent. */
-interface BlobSource {
-  read(fileId: string): Promise<Buffer | null>;
+/** The `files` collection of core/files (FileRecord documents). */
+const FILES = 'files';
+
+async function readAll(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array));
+  return Buffer.concat(chunks);
 }
 
 export class StorageSync {
   readonly connections: ConnectionService;
+  private blobStore: BlobStore | null;
 
   constructor(
     private readonly hub: Hub,
     private readonly queues: ConnectorQueues | null,
     readonly connector: StorageConnectorId,
+    blobs?: BlobStore,
   ) {
-    this.connections = new ConnectionService(hub);
+    this.connections = new ConnectionService(hub, { type: 'plugin', id: connector === 'dropbox' ? 'dropbox-sync' : 'drive-sync' });
+    this.blobStore = blobs ?? null;
+  }
+
+  /** The hub's blob store, made on first use (only attachments need it; the files module loads sharp). */
+  private async blobs(): Promise<BlobStore> {
+    this.blobStore ??= (await import('../../core/files/service.js')).createBlobStore(this.hub);
+    return this.blobStore;
   }
 
   static async backfillTarget(hub: Hub, rec: ConnectionRecord): Promise<BackfillTarget> {
@@ -128,19 +144,26 @@ export class StorageSync {
     return 'written';
   }
 
-  /** Uploads an attachment once; skipped when the blob store is not available in this hub. */
+  /**
+   * Uploads an attachment beside the transcript, once per (connection, file): the bytes come from the hub's
+   * blob store (core/files), found through the file's `files` document. A file that was removed meanwhile is
+   * skipped; a document without its blob fails the job (kept, retryable with `connections retry-failed`).
+   */
   async syncAttachment(rec: ConnectionRecord, conversationId: string, file: { id: string; name: string; contentType: string }): Promise<'written' | 'skipped'> {
     const key = `${rec.id}:file:${file.id}`;
     if (await this.hub.store.docs.get(SYNC_STATE, key)) return 'skipped';
-    const blobs = (this.hub as unknown as { files?: BlobSource }).files;
-    const content = blobs ? await blobs.read(file.id).catch(() => null) : null;
-    if (!content) {
-      this.hub.log.info({ connectionId: rec.id, fileId: file.id }, 'attachment not available from the file store; skipped');
+    const record = await this.hub.store.docs.get<FileRecord>(FILES, file.id);
+    // Another workspace's file id never reaches this connection's folder.
+    if (!record || record.workspaceId !== rec.workspaceId || record.conversationId !== conversationId) {
+      this.hub.log.info({ connectionId: rec.id, fileId: file.id }, 'attachment no longer in the file store; skipped');
       return 'skipped';
     }
+    const blob = await (await this.blobs()).get(record.blobKey);
+    if (!blob) throw new PermanentError(`attachment ${file.id}: its content is missing from the blob store`);
+    const content = await readAll(blob.stream);
     const client = await this.client(rec);
-    const name = `${conversationId} - ${file.name.replace(/[\\/:*?"<>|]/g, '_')}`;
-    const { remoteId } = await client.put({ name, content, mimeType: file.contentType });
+    const name = `${conversationId} - ${record.name.replace(/[\\/:*?"<>|]/g, '_')}`;
+    const { remoteId } = await client.put({ name, content, mimeType: record.contentType });
     const hash = createHash('sha256').update(content).digest('hex');
     await this.hub.store.docs.put<SyncState>(SYNC_STATE, key, { connectionId: rec.id, conversationId, kind: 'attachment', remoteId, hash, syncedAt: new Date().toISOString() });
     return 'written';

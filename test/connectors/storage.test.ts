@@ -260,3 +260,56 @@ test('dropbox: upload with the real SDK through the fetch option, overwrite in p
   await t.throwsAsync(sync.syncTranscript(conn!, w.convId), { instanceOf: RetryableError });
   await close(w);
 });
+
+/** A stored file as core/files keeps it: the `files` document and its bytes in the hub's local blob store. */
+async function storedFile(w: World, bytes: Buffer, fields: { workspaceId?: string; name?: string } = {}): Promise<{ id: string; name: string; contentType: string }> {
+  const { writeFileSync, mkdtempSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { createBlobStore } = await import('../../core/files/service.js');
+  const id = newId('fil');
+  const ws = fields.workspaceId ?? w.hub.config.defaultWorkspaceId;
+  const blobKey = `${ws}/${id}/main`;
+  const tmp = join(mkdtempSync(join(tmpdir(), 'voxa-blob-')), 'f');
+  writeFileSync(tmp, bytes);
+  await createBlobStore(w.hub).putFile(blobKey, tmp, { size: bytes.length, contentType: 'application/pdf' });
+  const name = fields.name ?? 'report.pdf';
+  await w.hub.store.docs.put('files', id, {
+    id, workspaceId: ws, conversationId: w.convId, uploaderId: 'usr_x', name, contentType: 'application/pdf', size: bytes.length,
+    sha256: '', disposition: 'attachment', blobKey, createdAt: new Date().toISOString(),
+  });
+  return { id, name, contentType: 'application/pdf' };
+}
+
+test('attachments: file.uploaded uploads the stored bytes beside the transcript, once (Drive and Dropbox)', async (t) => {
+  const w = await world();
+  const drive = await driveConnection(w);
+  const dropbox = new StorageSync(w.hub, null, 'dropbox');
+  await dropbox.connections.create(w.hub.config.defaultWorkspaceId, 'dropbox', {
+    clientId: 'appkey', folderPath: '/Voxa Hub', apiBaseUrl: w.api.url, tokenUrl: `${w.api.url}/token`,
+    accessToken: 'tok1', refreshToken: 'refresh1', expiresAt: new Date(Date.now() + 3600_000).toISOString(),
+  });
+  const bytes = Buffer.from('%PDF-1.4 quarterly numbers');
+  const file = await storedFile(w, bytes);
+  for (const sync of [drive, dropbox]) {
+    const [conn] = await sync.connections.allOf(sync.connector);
+    const job = { name: 'attachment', data: { connectionId: conn!.id, conversationId: w.convId, file } };
+    t.deepEqual(await sync.process(job), { result: 'written' }, sync.connector);
+    // A redelivered file.uploaded (or a rewind) uploads nothing again.
+    t.deepEqual(await sync.process(job), { result: 'skipped' }, sync.connector);
+  }
+  const uploaded = [...w.api.files.values()].filter((f) => f.content === bytes.toString());
+  t.is(uploaded.length, 2, 'one copy in Drive, one in Dropbox');
+  const inDrive = uploaded.find((f) => f.parents)!;
+  t.deepEqual(inDrive.parents, ['folder1'], 'in the transcript\'s folder');
+  t.true(inDrive.name.endsWith('report.pdf'));
+  t.truthy(uploaded.find((f) => f.name.startsWith('/Voxa Hub/') && f.name.endsWith('report.pdf')));
+
+  // A file of another workspace, or one removed from the file store, is not uploaded.
+  const [conn] = await drive.connections.allOf('google-drive');
+  const foreign = await storedFile(w, Buffer.from('other team'), { workspaceId: 'other-ws' });
+  t.deepEqual(await drive.process({ name: 'attachment', data: { connectionId: conn!.id, conversationId: w.convId, file: foreign } }), { result: 'skipped' });
+  t.deepEqual(await drive.process({ name: 'attachment', data: { connectionId: conn!.id, conversationId: w.convId, file: { id: 'fil_gone', name: 'x.pdf', contentType: 'application/pdf' } } }), { result: 'skipped' });
+  t.is([...w.api.files.values()].filter((f) => f.content === 'other team').length, 0);
+  await close(w);
+});
