@@ -69,21 +69,21 @@ export function buildApp(hub: Hub, opts: BuildAppOptions = {}): Koa<ApiState> {
   fileRoutes(api, new FileService(hub));
   oidcRoutes(api, new GoogleSignIn(hub, accounts));
 
-  const pluginRouters: Array<{ name: string; router: Router<ApiState> }> = [];
+  const pluginRouters: Array<{ name: string; router: Router<ApiState>; auth: boolean }> = [];
   const pluginContext: PluginContext = opts.pluginContext ?? { hub, log: hub.log };
   for (const p of opts.pluginRoutes ?? []) {
     const router = new Router<ApiState>({ prefix: '/v1' });
     // Router-level middleware only runs when one of this router's routes matched.
     router.use(auth as never, jsonBody(hub.config.bodyLimitBytes) as never);
     p.routes(router as never, pluginContext);
-    pluginRouters.push({ name: p.name, router });
+    pluginRouters.push({ name: p.name, router, auth: true });
   }
   for (const p of opts.pluginRoutes ?? []) {
     if (!p.publicRoutes) continue;
     // No authentication and no JSON body parser: these handlers check their own credential (a signed link).
     const router = new Router<ApiState>({ prefix: '/v1' });
     p.publicRoutes(router as never, pluginContext);
-    pluginRouters.push({ name: p.name, router });
+    pluginRouters.push({ name: p.name, router, auth: false });
   }
 
   let openapi: Record<string, unknown> | null = null;
@@ -126,9 +126,9 @@ export function buildApp(hub: Hub, opts: BuildAppOptions = {}): Koa<ApiState> {
 }
 
 /** Adds the plugins' routes to the OpenAPI document (they declare no schemas, so only paths and auth). */
-function withPluginPaths(doc: Record<string, unknown>, plugins: Array<{ name: string; router: Router<ApiState> }>): Record<string, unknown> {
+function withPluginPaths(doc: Record<string, unknown>, plugins: Array<{ name: string; router: Router<ApiState>; auth: boolean }>): Record<string, unknown> {
   const paths = doc.paths as Record<string, Record<string, unknown>>;
-  for (const { name, router } of plugins) {
+  for (const { name, router, auth } of plugins) {
     for (const layer of router.stack) {
       if (!layer.methods.length || typeof layer.path !== 'string') continue;
       const path = layer.path.replace(/:([A-Za-z0-9_]+)/g, '{$1}');
@@ -138,7 +138,8 @@ function withPluginPaths(doc: Record<string, unknown>, plugins: Array<{ name: st
         paths[path][m.toLowerCase()] = {
           summary: `Route of the ${name} plugin.`,
           tags: [`plugin:${name}`],
-          security: [{ bearer: [] }],
+          // Public plugin routes (e.g. one-click unsubscribe) check their own signed credential.
+          security: auth ? [{ bearer: [] }] : [],
           responses: { default: { description: 'See the plugin docs; errors use the Error shape.', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } } },
         };
       }

@@ -30,6 +30,11 @@ test('plugin routes are mounted under /v1 behind authentication, with validate a
             ctx.body = { ok: true };
           });
         },
+        publicRoutes: (router) => {
+          router.get('/demo/public', (ctx) => {
+            ctx.body = { open: true };
+          });
+        },
       },
     ],
   });
@@ -51,7 +56,9 @@ test('plugin routes are mounted under /v1 behind authentication, with validate a
     t.is((await http.get('/v1/demo/admin').set(...bearer(a))).status, 200, 'the role is read from the store on each request');
     t.is((await http.delete('/v1/demo/echo').set(...bearer(a))).status, 405);
     const doc = (await http.get('/v1/openapi.json')).body;
-    t.truthy(doc.paths['/v1/demo/echo']?.post);
+    t.deepEqual(doc.paths['/v1/demo/echo']?.post?.security, [{ bearer: [] }]);
+    t.deepEqual((await http.get('/v1/demo/public')).body, { open: true }, 'public plugin routes need no token');
+    t.deepEqual(doc.paths['/v1/demo/public']?.get?.security, [], 'and the OpenAPI document says so');
     t.regex((await http.get('/metrics')).text, /voxa_http_requests_total\{route="\/v1\/demo\/echo",method="POST",status="200"\}/);
   } finally {
     await new Promise<void>((r) => server.close(() => r()));
