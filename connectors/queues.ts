@@ -55,7 +55,8 @@ export class ConnectorQueues {
   private connection(): Redis {
     if (!this.hub.redis) throw new Error('connector queues need Redis (REDIS_URL)');
     // BullMQ needs maxRetriesPerRequest null (its blocking commands must not be cut off) and an offline queue.
-    const c = this.hub.redis.duplicate({ maxRetriesPerRequest: null, enableOfflineQueue: true });
+    // Friendly stacks name the caller of a failed command, which plain ioredis errors do not.
+    const c = this.hub.redis.duplicate({ maxRetriesPerRequest: null, enableOfflineQueue: true, showFriendlyErrorStack: true });
     c.on('error', () => undefined); // reported by /readyz through the hub's own connection; ioredis retries
     this.connections.push(c);
     return c;
@@ -161,7 +162,10 @@ export class ConnectorQueues {
     if (this.sampler) clearInterval(this.sampler);
     await Promise.all([...this.workers.values()].map((w) => w.close()));
     await Promise.all([...this.queues.values()].map((q) => q.close()));
-    for (const c of this.connections) c.disconnect();
+    // QUIT lets replies to commands still in flight (job-state updates BullMQ sends while closing) arrive;
+    // a hard disconnect would reject them as unhandled "Connection is closed" errors.
+    await Promise.all(this.connections.map((c) => c.quit().catch(() => c.disconnect())));
+    this.connections.length = 0;
     this.workers.clear();
     this.queues.clear();
   }
