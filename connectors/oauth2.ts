@@ -188,3 +188,27 @@ export async function accessTokenFor(conn: ResolvedConnection<OAuthFields>, ctx:
   }
   return p;
 }
+
+/**
+ * Runs a provider call with a valid access token. When the provider answers 401 (mapped to AuthExpiredError),
+ * refreshes once and tries again; a second refusal marks the connection broken. `mapError` turns the SDK's
+ * error into our retryable / permanent / auth-expired errors.
+ */
+export async function withAccessToken<T>(
+  conn: ResolvedConnection<OAuthFields>,
+  ctx: ConnectorContext,
+  opts: { tokenUrl: string; provider: string; mapError: (err: unknown) => Error },
+  fn: (token: string) => Promise<T>,
+): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    const token = await accessTokenFor(conn, ctx, opts.tokenUrl, attempt > 0);
+    try {
+      return await fn(token);
+    } catch (err) {
+      const mapped = opts.mapError(err);
+      if (mapped instanceof AuthExpiredError && attempt === 0) continue;
+      if (mapped instanceof AuthExpiredError) await ctx.markBroken(`${opts.provider} refused the refreshed token: ${mapped.message}`);
+      throw mapped;
+    }
+  }
+}

@@ -7,9 +7,9 @@
 import { Dropbox, DropboxResponseError } from 'dropbox';
 import { z } from 'zod';
 import { RateLimitedError } from '../queues.js';
-import { accessTokenFor, type OAuthFields } from '../oauth2.js';
+import { withAccessToken, type OAuthFields } from '../oauth2.js';
 import type { PutFile, StorageClient } from '../storage.js';
-import { AuthExpiredError, defineConnector, errorForStatus, retryAfterMs, type ConnectorContext, type ResolvedConnection } from '../types.js';
+import { defineConnector, errorForStatus, retryAfterMs, type ConnectorContext, type ResolvedConnection } from '../types.js';
 
 const AUTHORIZE_URL = 'https://www.dropbox.com/oauth2/authorize';
 const TOKEN_URL = 'https://api.dropboxapi.com/oauth2/token';
@@ -63,19 +63,9 @@ export class DropboxClient implements StorageClient {
     return new Dropbox({ accessToken: token, fetch: timed as unknown as typeof fetch });
   }
 
-  private async call<T>(what: string, fn: (dbx: Dropbox) => Promise<T>): Promise<T> {
-    const tokenUrl = this.conn.config.tokenUrl ?? TOKEN_URL;
-    for (let attempt = 0; ; attempt++) {
-      const token = await accessTokenFor(this.conn, this.ctx, tokenUrl, attempt > 0);
-      try {
-        return await fn(this.sdk(token));
-      } catch (err) {
-        const mapped = mapDropboxError(err, what);
-        if (mapped instanceof AuthExpiredError && attempt === 0) continue;
-        if (mapped instanceof AuthExpiredError) await this.ctx.markBroken(`Dropbox refused the refreshed token: ${mapped.message}`);
-        throw mapped;
-      }
-    }
+  private call<T>(what: string, fn: (dbx: Dropbox) => Promise<T>): Promise<T> {
+    const opts = { tokenUrl: this.conn.config.tokenUrl ?? TOKEN_URL, provider: 'Dropbox', mapError: (err: unknown) => mapDropboxError(err, what) };
+    return withAccessToken(this.conn, this.ctx, opts, (token) => fn(this.sdk(token)));
   }
 
   async whoAmI(): Promise<string> {

@@ -7,9 +7,9 @@
 import { drive, type drive_v3 } from '@googleapis/drive';
 import { z } from 'zod';
 import { RateLimitedError } from '../queues.js';
-import { accessTokenFor, type OAuthFields } from '../oauth2.js';
+import { withAccessToken, type OAuthFields } from '../oauth2.js';
 import type { PutFile, StorageClient } from '../storage.js';
-import { AuthExpiredError, defineConnector, errorForStatus, retryAfterMs, type ConnectorContext, type ResolvedConnection } from '../types.js';
+import { defineConnector, errorForStatus, retryAfterMs, type ConnectorContext, type ResolvedConnection } from '../types.js';
 
 const AUTHORIZE_URL = 'https://accounts.google.com/o/oauth2/v2/auth';
 const TOKEN_URL = 'https://oauth2.googleapis.com/token';
@@ -60,20 +60,12 @@ export class DriveClient implements StorageClient {
   }
 
   /** Runs a call with a valid token; after a 401 refreshes once and tries again. */
-  private async call<T>(what: string, fn: (opts: { rootUrl: string; headers: Record<string, string>; retry: boolean; timeout: number }) => Promise<T>): Promise<T> {
-    const tokenUrl = this.conn.config.tokenUrl ?? TOKEN_URL;
-    for (let attempt = 0; ; attempt++) {
-      const token = await accessTokenFor(this.conn, this.ctx, tokenUrl, attempt > 0);
-      try {
-        // Retries belong to the connector queue (backoff, Retry-After), not to the SDK.
-        return await fn({ rootUrl: this.rootUrl, headers: { Authorization: `Bearer ${token}` }, retry: false, timeout: CALL_TIMEOUT_MS });
-      } catch (err) {
-        const mapped = mapDriveError(err, what);
-        if (mapped instanceof AuthExpiredError && attempt === 0) continue;
-        if (mapped instanceof AuthExpiredError) await this.ctx.markBroken(`Drive refused the refreshed token: ${mapped.message}`);
-        throw mapped;
-      }
-    }
+  private call<T>(what: string, fn: (opts: { rootUrl: string; headers: Record<string, string>; retry: boolean; timeout: number }) => Promise<T>): Promise<T> {
+    const opts = { tokenUrl: this.conn.config.tokenUrl ?? TOKEN_URL, provider: 'Drive', mapError: (err: unknown) => mapDriveError(err, what) };
+    // Retries belong to the connector queue (backoff, Retry-After), not to the SDK.
+    return withAccessToken(this.conn, this.ctx, opts, (token) =>
+      fn({ rootUrl: this.rootUrl, headers: { Authorization: `Bearer ${token}` }, retry: false, timeout: CALL_TIMEOUT_MS }),
+    );
   }
 
   async whoAmI(): Promise<string> {
