@@ -91,21 +91,31 @@ export function streamConfigs(ns: string, replicas = 1): Array<Partial<StreamCon
 
 /** Creates the streams, or updates them when they exist with other settings. Safe to call at every boot. */
 export async function ensureStreams(jsm: JetStreamManager, ns: string, replicas = 1): Promise<StreamNames> {
-  for (const cfg of streamConfigs(ns, replicas)) {
+  for (const cfg of streamConfigs(ns, replicas)) await ensureStream(jsm, cfg);
+  return streamNames(ns);
+}
+
+/**
+ * Creates one stream if it is missing; with `update` (the default) an existing one takes the given settings.
+ * Tolerates another process creating it at the same moment. Every stream the hub declares goes through here.
+ */
+export async function ensureStream(
+  jsm: JetStreamManager,
+  cfg: Partial<StreamConfig> & { name: string; subjects: string[] },
+  opts: { update?: boolean } = {},
+): Promise<void> {
+  try {
+    await jsm.streams.info(cfg.name);
+    if (opts.update !== false) await jsm.streams.update(cfg.name, cfg);
+  } catch (err) {
+    if (!isStreamNotFound(err)) throw err;
     try {
-      await jsm.streams.info(cfg.name);
-      await jsm.streams.update(cfg.name, cfg);
-    } catch (err) {
-      if (!isStreamNotFound(err)) throw err;
-      try {
-        await jsm.streams.add(cfg);
-      } catch (addErr) {
-        // Another process created it between our info and add: fine.
-        if (!/already in use/i.test(String((addErr as Error).message))) throw addErr;
-      }
+      await jsm.streams.add(cfg);
+    } catch (addErr) {
+      // Another process created it between our info and add: fine.
+      if (!/already (in use|exists)/i.test(String((addErr as Error).message))) throw addErr;
     }
   }
-  return streamNames(ns);
 }
 
 function isStreamNotFound(err: unknown): boolean {

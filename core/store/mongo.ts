@@ -61,16 +61,8 @@ interface UserDoc extends Versioned {
   totp: UserRecord['totp'] | null;
   createdAt: string;
 }
-interface TokenDoc {
-  _id: string;
-  userId: string;
-  familyId: string;
-  tokenHash: string;
-  createdAt: string;
-  expiresAt: string;
-  usedAt: string | null;
-  revokedAt: string | null;
-}
+/** A refresh token as stored: the record with its id as `_id`. */
+type TokenDoc = Omit<RefreshTokenRecord, 'id'> & { _id: string };
 interface ConversationDoc extends Versioned {
   _id: string;
   workspaceId: string;

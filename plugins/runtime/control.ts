@@ -22,7 +22,7 @@ import {
   type KV,
   type NatsConnection,
 } from 'nats';
-import { nanos, streamNames, type StreamNames } from '../../core/bus/nats.js';
+import { ensureStream, nanos, streamNames, type StreamNames } from '../../core/bus/nats.js';
 import { EVENTS, filterSubjectOf, withNamespace, type EventType } from '../../core/events/catalog.js';
 
 /** Header names the dead-letter and retry paths use. */
@@ -74,7 +74,7 @@ export function retrySubject(ns: string, plugin: string, type = '>'): string {
   return withNamespace(ns, `retry.${plugin}.${type}`);
 }
 
-/** Declares the retry stream (idempotent, like core/bus/nats.ts ensureStreams). */
+/** Declares the retry stream (idempotent, through core/bus/nats.ts ensureStream). */
 export async function ensureRuntimeStreams(jsm: JetStreamManager, ns: string, replicas = 1): Promise<RuntimeNames> {
   const names = runtimeNames(ns);
   const cfg = {
@@ -89,16 +89,7 @@ export async function ensureRuntimeStreams(jsm: JetStreamManager, ns: string, re
     duplicate_window: nanos(2 * 60 * 1000),
     num_replicas: replicas,
   };
-  try {
-    await jsm.streams.info(cfg.name);
-  } catch (err) {
-    if (!isNotFound(err)) throw err;
-    try {
-      await jsm.streams.add(cfg);
-    } catch (addErr) {
-      if (!/already in use|already exists/i.test(String((addErr as Error).message))) throw addErr;
-    }
-  }
+  await ensureStream(jsm, cfg, { update: false });
   return names;
 }
 
