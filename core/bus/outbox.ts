@@ -44,7 +44,16 @@ export class OutboxRelay {
     return acks;
   }
 
-  private async publishOne(e: OutboxEntry): Promise<PublishAck> {
+  /**
+   * Publishes events that were never written to the outbox (receipts: at-most-once is acceptable, and a
+   * deterministic event id dedupes repeats). Same spans and metrics, but no outbox row to delete afterwards.
+   */
+  async publishUnstored(entries: OutboxEntry[]): Promise<PublishAck[]> {
+    if (!this.publisher.isConnected) throw new Error('NATS is not connected');
+    return Promise.all(entries.map((e) => this.publishOne(e, false)));
+  }
+
+  private async publishOne(e: OutboxEntry, stored = true): Promise<PublishAck> {
     let ack: PublishAck;
     try {
       ack = tracingActive()
@@ -65,7 +74,7 @@ export class OutboxRelay {
     }
     metrics.outboxPublished.inc();
     this.published++;
-    this.scheduleDelete(e.eventId);
+    if (stored) this.scheduleDelete(e.eventId);
     return ack;
   }
 

@@ -279,6 +279,6 @@ export class ChatService {
       data: { conversationId: conversation.id, userId: actor.id, seq, ...(transport ? { transport } : {}) },
     });
     ev.id = `evt_dlv_${conversation.id}_${actor.id}_${seq}`;
-    await this.hub.outbox.dispatch([toOutbox(ev, this.hub.bus.namespace)]).catch(() => undefined);
+    await this.hub.outbox.publishUnstored([toOutbox(ev, this.hub.bus.namespace)]).catch(() => undefined);
   }
 }
