@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,7 +9,7 @@ import { withNamespace } from '../../core/events/catalog.js';
 import { newId } from '../../core/ids.js';
 import { startServers } from '../helpers/hub.js';
 import { uniqueNamespace } from '../helpers/servers.js';
-import { eventually, group, makeUser, openEdgeHub, sioClient, wsClient, type TestUser } from './support.js';
+import { eventually, group, makeUser, openEdgeHub, sioClient, spawnEdge, wsClient, type TestUser } from './support.js';
 
 let servers: Awaited<ReturnType<typeof startServers>>;
 test.before(async () => {
@@ -137,38 +137,25 @@ test('presence: the sweeper expires the devices of a dead edge and its users go 
     await group(survivor.hub, watcher, [doomed]);
     const w = await wsClient(survivor.url, watcher.token, { cursors: {} });
 
-    const spawned = spawn(process.execPath, ['--import', 'tsx', 'test/edge/fixtures/edge-process.ts'], {
-      env: {
-        ...process.env,
-        VOXA_EDGE_FIXTURE: JSON.stringify({
-          ...cfg,
-          natsUrl: servers.nats.url,
-          redisUrl: servers.redis.url,
-          logLevel: 'silent',
-          jwtSecret: survivor.hub.config.jwtSecret,
-          secretKey: survivor.hub.config.secretKey,
-          port: 0,
-        }),
-        VOXA_EDGE_OPTIONS: JSON.stringify(presence),
+    const spawned = await spawnEdge(
+      {
+        ...cfg,
+        natsUrl: servers.nats.url,
+        redisUrl: servers.redis.url,
+        logLevel: 'silent',
+        jwtSecret: survivor.hub.config.jwtSecret,
+        secretKey: survivor.hub.config.secretKey,
+        port: 0,
       },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    child = spawned;
-    const port = await new Promise<number>((resolve, reject) => {
-      let out = '';
-      spawned.stdout!.on('data', (d: Buffer) => {
-        out += d.toString();
-        const m = /READY (\d+)/.exec(out);
-        if (m) resolve(Number(m[1]));
-      });
-      spawned.once('exit', (code) => reject(new Error(`edge fixture exited ${code}`)));
-    });
-    const d = await wsClient(`http://127.0.0.1:${port}`, doomed.token, { cursors: {} });
+      presence,
+    );
+    child = spawned.child;
+    const d = await wsClient(spawned.url, doomed.token, { cursors: {} });
     await eventually(() => w.of('user-online').some((x) => x.userId === doomed.user.id), 10_000, 'online');
     t.is(await survivor.edge.edge.presence.devicesOf(doomed.user.id), 1);
 
     // kill -9: no leave, no more heartbeats. The survivor's sweeper must notice.
-    spawned.kill('SIGKILL');
+    spawned.child.kill('SIGKILL');
     await d.closed;
     await eventually(() => w.of('user-offline').some((x) => x.userId === doomed.user.id), 15_000, 'offline after expiry');
     t.is(await survivor.edge.edge.presence.devicesOf(doomed.user.id), 0);

@@ -1,11 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import { startServers } from '../helpers/hub.js';
 import { uniqueNamespace } from '../helpers/servers.js';
-import { eventually, group, makeUser, openEdgeHub, seqsOf, sioClient, sleep, wsClient, type TestClient } from './support.js';
+import { eventually, group, makeUser, openEdgeHub, seqsOf, sioClient, sleep, spawnEdge, wsClient, type TestClient } from './support.js';
 
 let servers: Awaited<ReturnType<typeof startServers>>;
 test.before(async () => {
@@ -55,25 +54,6 @@ test('two edge processes: clients on each chat with each other, in order, both t
     rmSync(cfg.dataDir, { recursive: true, force: true });
   }
 });
-
-async function spawnEdge(config: Record<string, unknown>): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'test/edge/fixtures/edge-process.ts'], {
-    env: { ...process.env, VOXA_EDGE_FIXTURE: JSON.stringify(config) },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-4000)));
-  const port = await new Promise<number>((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /READY (\d+)/.exec(out);
-      if (m) resolve(Number(m[1]));
-    });
-    child.once('exit', (code) => reject(new Error(`edge fixture exited ${code}: ${err}`)));
-  });
-  return { child, url: `http://127.0.0.1:${port}` };
-}
 
 test('kill -9 of an edge under a stream of sends: clients resume on the survivor, nothing lost, nothing twice', async (t) => {
   const cfg = shared();

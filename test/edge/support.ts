@@ -2,6 +2,7 @@
  * Helpers for the edge tests: a hub with the API and the edge on a real http.Server (port 0), users with
  * access tokens, and real `ws` / `socket.io-client` clients that record what they receive.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import { io as sioConnect, type Socket as SioSocket } from 'socket.io-client';
@@ -181,4 +182,27 @@ export async function sioClient(url: string, token: string, opts: { cursors?: Re
 /** Seqs of receive-message frames for one conversation, in arrival order. */
 export function seqsOf(c: Pick<TestClient, 'of'>, conversationId: string): number[] {
   return c.of('receive-message').filter((m) => m.conversationId === conversationId).map((m) => m.seq as number);
+}
+
+/**
+ * Runs an edge + API in a child process (test/edge/fixtures/edge-process.ts), so a test can `kill -9` it.
+ * Resolves once it listens; `edgeOptions` reach the edge through VOXA_EDGE_OPTIONS.
+ */
+export async function spawnEdge(config: Record<string, unknown>, edgeOptions?: Record<string, unknown>): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'test/edge/fixtures/edge-process.ts'], {
+    env: { ...process.env, VOXA_EDGE_FIXTURE: JSON.stringify(config), ...(edgeOptions ? { VOXA_EDGE_OPTIONS: JSON.stringify(edgeOptions) } : {}) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-4000)));
+  const port = await new Promise<number>((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /READY (\d+)/.exec(out);
+      if (m) resolve(Number(m[1]));
+    });
+    child.once('exit', (code) => reject(new Error(`edge fixture exited ${code}: ${err}`)));
+  });
+  return { child, url: `http://127.0.0.1:${port}` };
 }
