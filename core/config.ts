@@ -7,6 +7,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { parseTrustProxy } from './http/client-ip.js';
 
 type FieldDoc = { env: string; doc: string };
 
@@ -38,6 +39,7 @@ export const CONFIG_DOCS: Record<string, FieldDoc> = {
   bodyLimitBytes: { env: 'VOXA_BODY_LIMIT', doc: 'Largest accepted JSON request body in bytes; larger bodies get 413.' },
   maxMessageLength: { env: 'VOXA_MAX_MESSAGE_LENGTH', doc: 'Longest message text in characters.' },
   authRateLimitPerMinute: { env: 'VOXA_AUTH_RATE_LIMIT', doc: 'Login/registration attempts allowed per IP and per account per minute.' },
+  trustProxy: { env: 'VOXA_TRUST_PROXY', doc: 'Reverse proxies whose X-Forwarded-For names the client (for per-IP limits, audit and logs): off, a hop count, or comma-separated proxy addresses/CIDRs (aliases loopback, private); the rightmost untrusted hop is the client.' },
   sendRateLimitPerMinute: { env: 'VOXA_SEND_RATE_LIMIT', doc: 'Messages one user may send per minute (REST and sockets together).' },
   publishAckWaitMs: { env: 'VOXA_PUBLISH_ACK_WAIT_MS', doc: 'How long a send waits for the JetStream ack before answering anyway (the outbox finishes the job).' },
   outboxSweepMs: { env: 'VOXA_OUTBOX_SWEEP_MS', doc: 'How often the outbox sweeper looks for committed events that were not confirmed published.' },
@@ -96,6 +98,17 @@ export const ConfigSchema = z
     bodyLimitBytes: int(1024, 64 * 1024 * 1024).default(256 * 1024),
     maxMessageLength: int(1, 1_000_000).default(10_000),
     authRateLimitPerMinute: int(1, 1_000_000).default(20),
+    trustProxy: z
+      .union([z.boolean(), z.number(), z.string(), z.array(z.string())])
+      .transform((v, ctx) => {
+        try {
+          return parseTrustProxy(v);
+        } catch (err) {
+          ctx.addIssue({ code: 'custom', message: (err as Error).message });
+          return z.NEVER;
+        }
+      })
+      .default(false),
     sendRateLimitPerMinute: int(1, 10_000_000).default(600),
     publishAckWaitMs: int(0, 60_000).default(1000),
     outboxSweepMs: int(50, 600_000).default(1000),

@@ -25,6 +25,7 @@ import { TotpService } from '../auth/totp.js';
 import { metrics } from '../telemetry/metrics.js';
 import { ApiRouter, buildOpenApi, type ApiState } from './api-router.js';
 import { authenticate } from './auth.js';
+import { clientIp } from './client-ip.js';
 import { jsonBody } from './body.js';
 import { errorMiddleware, routeOf } from './errors.js';
 import { healthRoutes } from './health.js';
@@ -56,6 +57,8 @@ export function buildApp(hub: Hub, opts: BuildAppOptions = {}): Koa<ApiState> {
   const app = new Koa<ApiState>();
   // Errors are rendered and logged by errorMiddleware; Koa's own stderr printing would duplicate them.
   app.silent = true;
+  // Forwarded proto/host count only with a trusted proxy; clientIp() drops them from any other peer.
+  app.proxy = hub.config.trustProxy !== false;
   const auth = authenticate(hub);
   const api = new ApiRouter({ authenticate: auth, bodyLimitBytes: hub.config.bodyLimitBytes });
 
@@ -100,6 +103,7 @@ export function buildApp(hub: Hub, opts: BuildAppOptions = {}): Koa<ApiState> {
     },
   });
 
+  app.use(clientIp(hub.config.trustProxy));
   app.use(httpMetrics());
   app.use(errorMiddleware(hub.log));
   app.use(async (ctx, next) => {
