@@ -3,6 +3,7 @@
  * Schema on a terminal; `--config file.json` / `--set key=value` otherwise), list, test, enable, disable,
  * remove, backfill, retry-failed, rotate-keys. Secrets are never printed: listings say which secret fields are set.
  */
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { loadConfig } from '../../core/config.js';
@@ -103,6 +104,30 @@ async function promptMissing(connector: Connector, given: Record<string, unknown
   return out;
 }
 
+/**
+ * Opens the consent URL in a browser, best effort (the URL is printed either way): the command in
+ * `VOXA_BROWSER` or `BROWSER` (split on spaces; the URL is its last argument), else the desktop's opener.
+ * Detached and unwaited-for, so a browser that keeps running does not hold the CLI, and a missing opener
+ * (a server over SSH) only means the user copies the printed URL.
+ */
+export function openBrowser(url: string, env: NodeJS.ProcessEnv = process.env): void {
+  const configured = (env.VOXA_BROWSER ?? env.BROWSER ?? '').trim();
+  const [cmd, ...args] = configured
+    ? configured.split(/\s+/)
+    : process.platform === 'darwin'
+      ? ['open']
+      : process.platform === 'win32'
+        ? ['cmd', '/c', 'start', '""']
+        : ['xdg-open'];
+  try {
+    const child = spawn(cmd!, [...args, url], { stdio: 'ignore', detached: true });
+    child.on('error', () => undefined);
+    child.unref();
+  } catch {
+    // Nothing to open it with: the printed URL is the way.
+  }
+}
+
 function renderConnection(c: ConnectionView): string {
   const reason = c.statusReason ? ` (${c.statusReason})` : '';
   const secrets = c.secretFields.length ? `  secrets: ${c.secretFields.map((f) => `${f}=[set]`).join(' ')}` : '';
@@ -131,13 +156,14 @@ export function register(program: Command): void {
     .option('--set <key=value>', 'one config field (repeatable; JSON values are parsed)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--name <name>', 'a name to recognise the connection by')
     .option('--test', 'check the credentials right after adding')
+    .option('--no-browser', 'OAuth2 sign-in: only print the consent URL (default: also open it with $VOXA_BROWSER, $BROWSER or the desktop opener)')
     .option('--workspace <id>', 'workspace (default: the configured default workspace)')
     .option('--json', 'machine-readable JSON output')
     .addHelpText(
       'after',
-      '\nExamples:\n  $ voxa connections add google-drive                       # prompts, then opens the Google consent page\n  $ voxa connections add webhook --config hook.json --json\n  $ voxa connections add dropbox --set clientId=abc123 --set folderPath=/Voxa',
+      '\nExamples:\n  $ voxa connections add google-drive                       # prompts, then opens the Google consent page\n  $ voxa connections add dropbox --set clientId=abc123 --no-browser   # prints the consent URL to open elsewhere\n  $ voxa connections add webhook --config hook.json --json\n  $ voxa connections add dropbox --set clientId=abc123 --set folderPath=/Voxa',
     )
-    .action(async (connectorId: string, opts: { config?: string; set?: string[]; name?: string; test?: boolean }, cmd: Command) => {
+    .action(async (connectorId: string, opts: { config?: string; set?: string[]; name?: string; test?: boolean; browser?: boolean }, cmd: Command) => {
       const connector = getConnector(connectorId);
       if (!connector) throw new CliError(`unknown connector "${connectorId}"; see \`voxa connectors list\``, EXIT.NOT_FOUND, 'NOT_FOUND');
       let given: Record<string, unknown> = {};
@@ -165,7 +191,10 @@ export function register(program: Command): void {
             scopes: connector.oauth.scopes,
             ...(connector.oauth.extraAuthorizeParams ? { extraAuthorizeParams: connector.oauth.extraAuthorizeParams } : {}),
           },
-          (url) => process.stderr.write(`Open this URL in a browser to connect ${connector.displayName}:\n\n  ${url}\n\nWaiting for the redirect…\n`),
+          (url) => {
+            process.stderr.write(`Open this URL in a browser to connect ${connector.displayName}:\n\n  ${url}\n\nWaiting for the redirect…\n`);
+            if (opts.browser !== false) openBrowser(url);
+          },
         ).catch((err: Error) => {
           throw new CliError(`sign-in failed: ${err.message}`, EXIT.FAIL, 'AUTH_FAILED');
         });

@@ -58,6 +58,51 @@ function finish(child: ChildProcessWithoutNullStreams, closeStdin: boolean, onOu
   });
 }
 
+/** A running `voxa …` (pipes) whose stderr can be waited on, e.g. for the consent URL it prints. */
+export interface CliRun {
+  readonly stderr: () => string;
+  /** Resolves with the first match of `pattern` in stderr. */
+  waitStderr(pattern: RegExp, timeoutMs?: number): Promise<RegExpExecArray>;
+  done: Promise<CliResult>;
+}
+
+export function startCli(env: NodeJS.ProcessEnv, args: string[]): CliRun {
+  const child = spawn(process.execPath, [...CLI, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+  let err = '';
+  let exited = false;
+  const waiters = new Set<() => void>();
+  const done = finish(child, true, undefined, (s) => {
+    err += s;
+    waiters.forEach((w) => w());
+  });
+  void done.then(() => {
+    exited = true;
+    waiters.forEach((w) => w());
+  });
+  return {
+    stderr: () => err,
+    done,
+    waitStderr: (pattern, timeoutMs = 30_000) =>
+      new Promise((resolve, reject) => {
+        const check = (): void => {
+          const m = pattern.exec(err);
+          if (m || exited) {
+            clearTimeout(timer);
+            waiters.delete(check);
+            if (m) resolve(m);
+            else reject(new Error(`CLI exited before printing ${pattern}; stderr:\n${err}`));
+          }
+        };
+        const timer = setTimeout(() => {
+          waiters.delete(check);
+          reject(new Error(`timed out waiting for ${pattern}; stderr:\n${err}`));
+        }, timeoutMs);
+        waiters.add(check);
+        check();
+      }),
+  };
+}
+
 // CSI sequences (cursor moves, colours, erase) and OSC titles, so prompts can be matched as plain text.
 // eslint-disable-next-line no-control-regex
 const ANSI = /\u001b\[[0-9;?]*[ -/]*[@-~]|\u001b\][^\u0007]*\u0007|\u001b[()][0-9A-Za-z]/g;
