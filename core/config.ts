@@ -40,6 +40,7 @@ export const CONFIG_DOCS: Record<string, FieldDoc> = {
   maxMessageLength: { env: 'VOXA_MAX_MESSAGE_LENGTH', doc: 'Longest message text in characters.' },
   authRateLimitPerMinute: { env: 'VOXA_AUTH_RATE_LIMIT', doc: 'Login/registration attempts allowed per IP and per account per minute.' },
   trustProxy: { env: 'VOXA_TRUST_PROXY', doc: 'Reverse proxies whose X-Forwarded-For names the client (for per-IP limits, audit and logs): off, a hop count, or comma-separated proxy addresses/CIDRs (aliases loopback, private); the rightmost untrusted hop is the client.' },
+  pruneIntervalMs: { env: 'VOXA_PRUNE_INTERVAL_MS', doc: 'How often each hub process deletes expired one-time sign-in records (used TOTP steps, settled recovery codes, used Google sign-in states); 0 turns pruning off.' },
   sendRateLimitPerMinute: { env: 'VOXA_SEND_RATE_LIMIT', doc: 'Messages one user may send per minute (REST and sockets together).' },
   publishAckWaitMs: { env: 'VOXA_PUBLISH_ACK_WAIT_MS', doc: 'How long a send waits for the JetStream ack before answering anyway (the outbox finishes the job).' },
   outboxSweepMs: { env: 'VOXA_OUTBOX_SWEEP_MS', doc: 'How often the outbox sweeper looks for committed events that were not confirmed published.' },
@@ -109,6 +110,7 @@ export const ConfigSchema = z
         }
       })
       .default(false),
+    pruneIntervalMs: int(0, 86_400_000).default(600_000),
     sendRateLimitPerMinute: int(1, 10_000_000).default(600),
     publishAckWaitMs: int(0, 60_000).default(1000),
     outboxSweepMs: int(50, 600_000).default(1000),

@@ -15,6 +15,7 @@ import type { Store } from './store/port.js';
 import { traceStore } from './telemetry/store.js';
 import { ensureSecrets, type Secrets } from './secrets.js';
 import { createReadCaches, invalidatingStore, watchInvalidations, type ReadCaches } from './auth/read-cache.js';
+import { startPruner, type Pruner } from './auth/prune.js';
 
 /** What the services need (and what tests can assemble by hand). */
 export interface HubCore {
@@ -37,6 +38,8 @@ export interface Hub extends HubCore {
   chat: ChatService;
   /** Process name, used for NATS connection names and metrics labels. */
   name: string;
+  /** Deletes expired one-time sign-in records on a timer (core/auth/prune.ts); stopped by closeHub. */
+  pruner?: Pruner;
 }
 
 export interface OpenHubOptions {
@@ -76,11 +79,13 @@ export async function openHub(config: Config, opts: OpenHubOptions = {}): Promis
     createdAt: new Date().toISOString(),
   });
   outbox.start();
+  hub.pruner = startPruner(store.docs, config.pruneIntervalMs, log);
   return hub;
 }
 
 export async function closeHub(hub: Hub): Promise<void> {
   await hub.outbox.stop();
+  await hub.pruner?.stop();
   await closeBus(hub.bus);
   hub.redis?.disconnect();
   await hub.store.close();

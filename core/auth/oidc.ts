@@ -23,11 +23,12 @@ import { createEvent } from '../events/catalog.js';
 import type { Hub } from '../hub.js';
 import { newId } from '../ids.js';
 import type { OutboxEntry } from '../store/port.js';
+import { OIDC_FLOW_TTL_MS, OIDC_USED_STATES_COLLECTION } from './prune.js';
 import type { AuthService, Session } from './service.js';
 
 export const OIDC_COOKIE = 'voxa_oidc';
 /** How long a started sign-in may take before its cookie is no longer accepted. */
-export const FLOW_TTL_MS = 10 * 60_000;
+export const FLOW_TTL_MS = OIDC_FLOW_TTL_MS;
 /** Marks an account that has no password (signs in through a provider only); never parses as a hash. */
 export const NO_PASSWORD = '!external';
 
@@ -140,7 +141,7 @@ export class GoogleSignIn {
     if (Date.now() > flow.exp) throw failed('flow_expired');
     if (!query.code) throw failed('no_code');
     // One use per flow, also across processes: a replayed callback URL with the same cookie stops here.
-    if (!(await this.hub.store.docs.insert('oidc_used_states', createHash('sha256').update(flow.state).digest('hex'), { at: new Date().toISOString() }))) {
+    if (!(await this.hub.store.docs.insert(OIDC_USED_STATES_COLLECTION, createHash('sha256').update(flow.state).digest('hex'), { at: new Date().toISOString() }))) {
       throw failed('state_used');
     }
     const doc = await this.meta();

@@ -25,6 +25,7 @@ import { createEvent } from '../events/catalog.js';
 import type { Hub } from '../hub.js';
 import type { OutboxEntry } from '../store/port.js';
 import { verifyPassword } from './passwords.js';
+import { RECOVERY_USED_COLLECTION, TOTP_STEPS_COLLECTION } from './prune.js';
 
 export type TotpAlgorithm = 'sha1' | 'sha256' | 'sha512';
 
@@ -231,7 +232,9 @@ export class TotpService {
       const hash = hashRecoveryCode(code);
       const hashes = totpState.recoveryHashes ?? [];
       const known = hashes.some((h) => sameCode(h, hash));
-      if (!known || !(await this.hub.store.docs.insert('totp_recovery_used', `${user.id}:${hash}`, { userId: user.id, at: new Date().toISOString() }))) {
+      const claimId = `${user.id}:${hash}`;
+      const claim = { userId: user.id, at: new Date().toISOString() };
+      if (!known || !(await this.hub.store.docs.insert(RECOVERY_USED_COLLECTION, claimId, claim))) {
         throw new VoxaError('INVALID_OTP');
       }
       const fresh = await this.hub.store.getUser(user.id);
@@ -239,6 +242,8 @@ export class TotpService {
         const left = (fresh.totp.recoveryHashes ?? []).filter((h) => h !== hash);
         await this.hub.store.updateUser(user.id, { totp: { ...fresh.totp, recoveryHashes: left } }, () => []);
       }
+      // Only now may the claim expire (core/auth/prune.ts): the hash is gone, so the code is refused without it.
+      await this.hub.store.docs.put(RECOVERY_USED_COLLECTION, claimId, { ...claim, settledAt: new Date().toISOString() });
     } else {
       throw new VoxaError('INVALID_OTP');
     }
@@ -268,7 +273,7 @@ export class TotpService {
 
   /** Atomically claims (user, step): false when another request already used this step. */
   private claimStep(userId: string, step: number): Promise<boolean> {
-    return this.hub.store.docs.insert('totp_steps', `${userId}:${step}`, { userId, step, at: new Date().toISOString() });
+    return this.hub.store.docs.insert(TOTP_STEPS_COLLECTION, `${userId}:${step}`, { userId, step, at: new Date().toISOString() });
   }
 
   private changed(u: UserRecord, change: string): OutboxEntry[] {

@@ -990,4 +990,18 @@ class MongoDocs implements DocumentStore {
   async count(collection: string, filter?: Record<string, DocValue>): Promise<number> {
     return this.coll.countDocuments(this.filterOf(collection, filter));
   }
+
+  async deleteBefore(collection: string, field: string, before: string, limit = 1000): Promise<number> {
+    assertCollection(collection);
+    assertFieldName(field);
+    requireString(before, 'before');
+    const n = Math.max(0, Math.trunc(limit));
+    if (n === 0) return 0;
+    // $lt with a string only matches strings (BSON type bracketing), like the SQLite adapter's json_type check.
+    const f = { collection, [`doc.${field}`]: { $lt: before } } as Filter<DocDoc>;
+    // deleteMany has no limit: pick one batch of ids, then delete those that still match.
+    const ids = (await this.coll.find(f, { projection: { _id: 1 } }).limit(n).toArray()).map((d) => d._id);
+    if (ids.length === 0) return 0;
+    return (await this.coll.deleteMany({ $and: [f, { _id: { $in: ids } }] } as Filter<DocDoc>)).deletedCount;
+  }
 }

@@ -94,6 +94,13 @@ export interface DocumentStore {
     opts?: { limit?: number; orderBy?: string; desc?: boolean; afterId?: string },
   ): Promise<T[]>;
   count(collection: string, filter?: Record<string, DocValue>): Promise<number>;
+  /**
+   * Deletes up to `limit` (default 1000) documents of `collection` whose top-level `field` is a string less
+   * than `before`; documents without the field, or with a non-string value, are kept. ISO-8601 UTC times
+   * compare in time order as strings, so this prunes records older than a cutoff. Returns how many went;
+   * call again while it returns `limit`.
+   */
+  deleteBefore(collection: string, field: string, before: string, limit?: number): Promise<number>;
 }
 
 export interface Store {

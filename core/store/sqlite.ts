@@ -963,4 +963,19 @@ class SqliteDocs implements DocumentStore {
     const w = this.where(collection, filter);
     return Number((this.s.q(`SELECT count(*) AS n FROM docs WHERE ${w.sql}`).get(...w.args) as { n: number }).n);
   }
+
+  async deleteBefore(collection: string, field: string, before: string, limit = 1000): Promise<number> {
+    assertCollection(collection);
+    assertFieldName(field);
+    str(before, 'before');
+    const n = Math.max(0, Math.trunc(limit));
+    const path = `$.${field}`;
+    // json_type = 'text': SQLite orders every number below every string, so without it a numeric field
+    // would count as "before" any cutoff. The batch keeps one prune from holding the write lock for long.
+    return this.s
+      .q(
+        `DELETE FROM docs WHERE (collection, id) IN (SELECT collection, id FROM docs WHERE collection = ? AND json_type(doc, ?) = 'text' AND json_extract(doc, ?) < ? LIMIT ?)`,
+      )
+      .run(collection, path, path, before, n).changes;
+  }
 }

@@ -136,6 +136,9 @@ test('enrol, confirm, login needs a code, replay refused (also concurrently), re
     t.is(viaRecovery.status, 200);
     t.is((await login(rc)).body.error.code, 'INVALID_OTP');
     t.like((await api.http.get('/v1/me/2fa').set(...bearer(ana))).body, { recoveryCodesLeft: 9 });
+    // The claim is settled (prunable) only once the hash left the user's record.
+    const claim = await api.hub.store.docs.get<{ settledAt?: string }>('totp_recovery_used', `${ana.id}:${hashRecoveryCode(rc)}`);
+    t.regex(claim?.settledAt ?? '', /^\d{4}-\d\d-\d\dT/);
 
     // Disabling needs the password and a code.
     const session = { ...ana, accessToken: viaRecovery.body.accessToken as string };

@@ -631,6 +631,26 @@ for (const backend of backends) {
     t.is(await s.docs.count('items', { kind: 'a', on: false }), 1);
   });
 
+  it('docs: deleteBefore prunes string fields below a cutoff in batches, keeps the rest', async (t, s) => {
+    await s.docs.put('expiring', 'old1', { at: '2030-01-01T00:00:00.000Z' });
+    await s.docs.put('expiring', 'old2', { at: '2030-01-01T00:00:01.000Z' });
+    await s.docs.put('expiring', 'old3', { at: '2030-01-01T00:00:02.000Z' });
+    await s.docs.put('expiring', 'edge', { at: '2030-01-01T00:01:00.000Z' }); // equal to the cutoff: kept
+    await s.docs.put('expiring', 'live', { at: '2030-01-02T00:00:00.000Z' });
+    await s.docs.put('expiring', 'none', { other: 'x' });
+    await s.docs.put('expiring', 'num', { at: 5 }); // not a time: never "before"
+    await s.docs.put('kept', 'old', { at: '2000-01-01T00:00:00.000Z' }); // another collection
+    const cutoff = '2030-01-01T00:01:00.000Z';
+    t.is(await s.docs.deleteBefore('expiring', 'at', cutoff, 2), 2);
+    t.is(await s.docs.deleteBefore('expiring', 'at', cutoff, 2), 1);
+    t.is(await s.docs.deleteBefore('expiring', 'at', cutoff, 2), 0);
+    t.deepEqual((await s.docs.find<{ at?: unknown }>('expiring')).length, 4);
+    for (const id of ['edge', 'live', 'none', 'num']) t.truthy(await s.docs.get('expiring', id), id);
+    t.truthy(await s.docs.get('kept', 'old'));
+    await rejectsWithCode(t, s.docs.deleteBefore('expiring', 'a.b', cutoff), 'VALIDATION_FAILED');
+    await rejectsWithCode(t, s.docs.deleteBefore('expiring', 'at', { $gt: '' } as unknown as string), 'VALIDATION_FAILED');
+  });
+
   it('docs: operator objects and unsafe field names are rejected with VALIDATION_FAILED', async (t, s) => {
     await s.docs.put('items', 'd1', { owner: 'x', secret: 's' });
     const asFilter = (v: unknown) => v as Record<string, DocValue>;
