@@ -45,7 +45,7 @@ export async function runHub(config: Config, opts: RunOptions): Promise<RunningH
   const log = opts.logger ?? createLogger(config.logLevel, name);
   let embedded: EmbeddedServices | null = null;
   if (opts.embedded !== false && (!config.natsUrl || !config.redisUrl)) {
-    embedded = await startEmbedded({ natsUrl: config.natsUrl, redisUrl: config.redisUrl, dataDir: config.dataDir, projectRoot: PROJECT_ROOT, natsPort: config.embeddedNatsPort, redisPort: config.embeddedRedisPort }, log);
+    embedded = await startEmbedded({ natsUrl: config.natsUrl, redisUrl: config.redisUrl, dataDir: config.dataDir, projectRoot: PROJECT_ROOT, natsPort: config.embeddedNatsPort, natsMonitorPort: config.embeddedNatsMonitorPort, redisPort: config.embeddedRedisPort }, log);
     config = { ...config, natsUrl: embedded.natsUrl, redisUrl: embedded.redisUrl };
   }
   let hub: Hub;

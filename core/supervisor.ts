@@ -4,7 +4,7 @@
  * restarted with backoff; the hub's connections reconnect by themselves. stop() ends them cleanly.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
@@ -15,6 +15,14 @@ export interface ChildSpec {
   args: string[];
   cwd?: string;
   port: number;
+  /**
+   * Where the child's pid is recorded while it runs. If the hub itself dies without stopping it (kill -9, OOM
+   * killer), the child lives on and holds its port; the next start finds it through this file and stops it
+   * instead of failing with "port in use".
+   */
+  pidFile?: string;
+  /** A string the command line of a recorded pid must contain to count as ours (e.g. our data dir). */
+  ownerMark?: string;
 }
 
 function portOpen(port: number, host = '127.0.0.1'): Promise<boolean> {
@@ -26,6 +34,48 @@ function portOpen(port: number, host = '127.0.0.1'): Promise<boolean> {
     });
     s.once('error', () => res(false));
   });
+}
+
+const isAlive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+};
+
+/**
+ * The pid recorded in `spec.pidFile`, if that process still runs and is ours: its command line (Linux /proc)
+ * names the same program and carries the owner mark. Anything else — a stale file, a reused pid, another
+ * program on the port, a system without /proc — gives null, and nothing is touched.
+ */
+function orphanOf(spec: ChildSpec): number | null {
+  if (!spec.pidFile) return null;
+  let pid: number;
+  try {
+    pid = Number((JSON.parse(readFileSync(spec.pidFile, 'utf8')) as { pid?: unknown }).pid);
+  } catch {
+    return null;
+  }
+  if (!Number.isInteger(pid) || pid <= 1 || pid === process.pid || !isAlive(pid)) return null;
+  let cmdline: string;
+  try {
+    cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
+  } catch {
+    return null;
+  }
+  if (!cmdline.includes(spec.cmd) || (spec.ownerMark && !cmdline.includes(spec.ownerMark))) return null;
+  return pid;
+}
+
+async function waitExit(pid: number, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (isAlive(pid)) {
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return true;
 }
 
 async function waitPort(port: number, timeoutMs: number, exited: () => boolean): Promise<void> {
@@ -50,6 +100,7 @@ export class SupervisedChild {
   ) {}
 
   async start(): Promise<void> {
+    if (await portOpen(this.spec.port)) await this.reclaimOrphan();
     if (await portOpen(this.spec.port)) {
       throw new Error(
         `port ${this.spec.port} is already in use, so the embedded ${this.spec.name} cannot start. Stop whatever listens there, or point the hub at it with ${this.spec.name === 'nats-server' ? 'NATS_URL' : 'REDIS_URL'}.`,
@@ -63,9 +114,36 @@ export class SupervisedChild {
     }
   }
 
+  /**
+   * Stops a child left running by a previous hub that died without stopping it, so its port is free again.
+   * SIGTERM first (nats-server and redis-server flush and exit cleanly on it), SIGKILL if it lingers.
+   */
+  private async reclaimOrphan(): Promise<void> {
+    const pid = orphanOf(this.spec);
+    if (pid === null) return;
+    this.log.warn({ child: this.spec.name, pid, port: this.spec.port }, 'stopping the embedded service a previous run left behind');
+    process.kill(pid, 'SIGTERM');
+    if (!(await waitExit(pid, 10_000))) {
+      process.kill(pid, 'SIGKILL');
+      await waitExit(pid, 5_000);
+    }
+    const deadline = Date.now() + 5_000;
+    while ((await portOpen(this.spec.port)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  }
+
+  private writePidFile(pid: number | undefined): void {
+    if (!this.spec.pidFile || pid === undefined) return;
+    try {
+      writeFileSync(this.spec.pidFile, `${JSON.stringify({ pid, port: this.spec.port, cmd: this.spec.cmd })}\n`);
+    } catch (err) {
+      this.log.warn({ err, child: this.spec.name }, 'could not record the embedded service pid');
+    }
+  }
+
   private async spawnOnce(): Promise<void> {
     const c = spawn(this.spec.cmd, this.spec.args, { cwd: this.spec.cwd, stdio: ['ignore', 'ignore', 'pipe'] });
     this.child = c;
+    this.writePidFile(c.pid);
     let exited = false;
     c.stderr!.on('data', (d: Buffer) => (this.stderrTail = (this.stderrTail + d.toString()).slice(-2000)));
     c.once('error', (err) => {
@@ -94,7 +172,7 @@ export class SupervisedChild {
   async stop(timeoutMs = 10_000): Promise<void> {
     this.stopping = true;
     const c = this.child;
-    if (!c || c.exitCode !== null) return;
+    if (!c || c.exitCode !== null) return this.removePidFile();
     await new Promise<void>((res) => {
       const t = setTimeout(() => {
         c.kill('SIGKILL');
@@ -105,6 +183,11 @@ export class SupervisedChild {
       });
       c.kill('SIGTERM');
     });
+    this.removePidFile();
+  }
+
+  private removePidFile(): void {
+    if (this.spec.pidFile) rmSync(this.spec.pidFile, { force: true });
   }
 }
 
@@ -129,7 +212,7 @@ function natsConfFor(projectRoot: string, dataDir: string): string {
 
 /** Starts whatever the config does not point elsewhere. `projectRoot` holds nats.conf. */
 export async function startEmbedded(
-  opts: { natsUrl?: string; redisUrl?: string; dataDir: string; projectRoot: string; redisPort?: number; natsPort?: number },
+  opts: { natsUrl?: string; redisUrl?: string; dataDir: string; projectRoot: string; redisPort?: number; natsPort?: number; natsMonitorPort?: number },
   log: Logger,
 ): Promise<EmbeddedServices> {
   const children: SupervisedChild[] = [];
@@ -145,8 +228,18 @@ export async function startEmbedded(
     if (!opts.natsUrl) {
       const port = opts.natsPort ?? 4222;
       mkdirSync(join(dataDir, 'nats'), { recursive: true });
+      const natsConf = natsConfFor(opts.projectRoot, dataDir);
       const nats = new SupervisedChild(
-        { name: 'nats-server', cmd: 'nats-server', args: ['-c', natsConfFor(opts.projectRoot, dataDir), '-p', String(port)], cwd: opts.projectRoot, port },
+        {
+          name: 'nats-server',
+          cmd: 'nats-server',
+          // Flags win over nats.conf, so the ports follow the hub's config.
+          args: ['-c', natsConf, '-p', String(port), '-m', String(opts.natsMonitorPort ?? 8222)],
+          cwd: opts.projectRoot,
+          port,
+          pidFile: join(dataDir, 'nats-server.pid'),
+          ownerMark: natsConf,
+        },
         log,
       );
       await nats.start();
@@ -163,6 +256,9 @@ export async function startEmbedded(
           // Append-only file so queued jobs (webhook retries, delayed emails) survive restarts.
           args: ['--port', String(port), '--bind', '127.0.0.1', '--dir', join(dataDir, 'redis'), '--appendonly', 'yes', '--save', '', '--protected-mode', 'yes'],
           port,
+          pidFile: join(dataDir, 'redis-server.pid'),
+          // redis-server rewrites its argv to "redis-server 127.0.0.1:<port>"; the port is what /proc shows.
+          ownerMark: `:${port}`,
         },
         log,
       );

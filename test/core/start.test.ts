@@ -4,7 +4,8 @@
  */
 import test from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -64,6 +65,7 @@ test('voxa start runs the hub with embedded NATS and Redis, stops cleanly and ke
     PORT: String(await freePort()),
     VOXA_EMBEDDED_NATS_PORT: String(await freePort()),
     VOXA_EMBEDDED_REDIS_PORT: String(await freePort()),
+    VOXA_EMBEDDED_NATS_MONITOR_PORT: String(await freePort()),
   };
   t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
 
@@ -131,4 +133,78 @@ test('a wrong config value stops start-up with a message naming the field', asyn
   const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
   t.is(code, 2);
   t.regex(err, /invalid config field "port" \(env PORT\)/);
+});
+
+test('after the hub is killed with SIGKILL, the next start stops the orphaned NATS and Redis and keeps the data', async (t) => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'voxa-start-kill-'));
+  const env = {
+    VOXA_DATA_DIR: dataDir,
+    PORT: String(await freePort()),
+    VOXA_EMBEDDED_NATS_PORT: String(await freePort()),
+    VOXA_EMBEDDED_REDIS_PORT: String(await freePort()),
+    VOXA_EMBEDDED_NATS_MONITOR_PORT: String(await freePort()),
+  };
+  t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
+
+  let hub = await startHub(env);
+  const reg = await json(
+    await fetch(`${hub.base}/v1/auth/register`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ email: 'killed@example.com', password: 'a long password', name: 'Killed' }),
+    }),
+  );
+  t.truthy(reg.accessToken);
+  const exited = new Promise((resolve) => hub.child.once('exit', resolve));
+  hub.child.kill('SIGKILL');
+  await exited;
+  // The children outlive a SIGKILLed parent: that is the situation the next start has to handle.
+  t.true(await portOpen(Number(env.VOXA_EMBEDDED_NATS_PORT)), 'the orphaned nats-server still holds its port');
+  t.true(await portOpen(Number(env.VOXA_EMBEDDED_REDIS_PORT)), 'the orphaned redis-server still holds its port');
+
+  hub = await startHub(env);
+  t.regex(hub.output(), /previous run left behind/);
+  const login = await fetch(`${hub.base}/v1/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email: 'killed@example.com', password: 'a long password' }),
+  });
+  t.is(login.status, 200, 'the account registered before the kill is still there');
+  t.is(await stopHub(hub), 0);
+  t.false(await portOpen(Number(env.VOXA_EMBEDDED_NATS_PORT)));
+  t.false(await portOpen(Number(env.VOXA_EMBEDDED_REDIS_PORT)));
+});
+
+test('a foreign process on the embedded port is left alone and named in the error', async (t) => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'voxa-start-busy-'));
+  const busyPort = await freePort();
+  const server = createServer(() => undefined);
+  await new Promise<void>((resolve) => server.listen(busyPort, '127.0.0.1', resolve));
+  t.teardown(() => {
+    server.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+  // A pid file that points at this test process: alive, but not a nats-server, so it must not be touched.
+  writeFileSync(join(dataDir, 'nats-server.pid'), JSON.stringify({ pid: process.pid }));
+  const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'cli', 'index.ts'), 'start'], {
+    cwd: root,
+    env: {
+      ...process.env,
+      NATS_URL: '',
+      REDIS_URL: '',
+      VOXA_DATA_DIR: dataDir,
+      PORT: String(await freePort()),
+      VOXA_EMBEDDED_NATS_PORT: String(busyPort),
+      VOXA_EMBEDDED_REDIS_PORT: String(await freePort()),
+      VOXA_EMBEDDED_NATS_MONITOR_PORT: String(await freePort()),
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  t.not(code, 0);
+  t.regex(out, new RegExp(`port ${busyPort} is already in use`));
+  t.true(server.listening, 'the process on the port was not touched');
 });
