@@ -28,6 +28,48 @@ return {n, ttl}
 
 const COMMAND = 'voxaRateHit';
 
+/**
+ * KEYS[1] the counter, ARGV[1] hits wanted, ARGV[2] the limit, ARGV[3] window (ms). Grants as many of the
+ * wanted hits as the window still allows (never past the limit) and returns {granted, ttl ms}. Unlike SCRIPT,
+ * refused hits are not counted: a lease that cannot be filled takes nothing.
+ */
+const LEASE_SCRIPT = `
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+local grant = math.min(tonumber(ARGV[1]), tonumber(ARGV[2]) - cur)
+if grant < 0 then grant = 0 end
+if grant > 0 then redis.call('INCRBY', KEYS[1], grant) end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  if grant > 0 or cur > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+  ttl = tonumber(ARGV[3])
+end
+return {grant, ttl}
+`;
+
+const LEASE_COMMAND = 'voxaRateLease';
+
+type RateLeaseCommand = (key: string, want: number, limit: number, windowMs: number) => Promise<[number, number]>;
+
+/** Largest share of a window's allowance one process takes ahead: a sixteenth of the limit, at most 64. */
+export function leaseCap(limit: number): number {
+  return Math.max(1, Math.min(64, Math.floor(limit / 16)));
+}
+
+/**
+ * One process's share of a key's allowance in the current window. `tokens` hits may pass without asking Redis
+ * until `expiresAt`; `size` is how many to take ahead next time (doubles while the key stays busy).
+ */
+interface Lease {
+  tokens: number;
+  expiresAt: number;
+  size: number;
+  inflight: boolean;
+  /** Hits waiting for the request in flight; each learns true (pass), false (limited) or null (fail open). */
+  waiters: Array<(res: { ok: boolean | null; ttl: number }) => void>;
+  limit: number;
+  windowMs: number;
+}
+
 type RateHitCommand = (key: string, hits: number, windowMs: number) => Promise<[number, number]>;
 
 /** Hits on one key waiting for the next flush; each waiter learns [its own count, ttl], or null (fail open). */
@@ -41,6 +83,7 @@ export class RateLimiter {
   private lastWarn = 0;
   private batches = new Map<string, Batch>();
   private flushScheduled = false;
+  private leases = new Map<string, Lease>();
 
   constructor(
     private readonly redis: Redis | null,
@@ -51,6 +94,87 @@ export class RateLimiter {
       // ioredis sends EVALSHA and falls back to EVAL once when the server does not know the script yet.
       redis.defineCommand(COMMAND, { numberOfKeys: 1, lua: SCRIPT });
     }
+    if (redis && typeof (redis as unknown as Record<string, unknown>)[LEASE_COMMAND] !== 'function') {
+      redis.defineCommand(LEASE_COMMAND, { numberOfKeys: 1, lua: LEASE_SCRIPT });
+    }
+  }
+
+  /**
+   * Like hit(), for a hot key such as a user's sends: this process takes a small share of the window's
+   * allowance from Redis ahead of use (see leaseCap) and lets hits pass from it without a round trip,
+   * fetching the next share in the background before this one runs out. Redis still counts every hit that
+   * passes, in every process, so no window ever lets more than `limit` through; the price is that a key used
+   * from several processes at once may be refused up to one share early. Small limits (under 32) lease one
+   * hit at a time, which is exactly hit()'s behaviour. Returns undefined when the hit passed synchronously.
+   */
+  take(key: string, limit: number, windowMs = 60_000): Promise<void> | undefined {
+    if (!this.redis || this.redis.status !== 'ready') {
+      this.warn('redis not ready');
+      return undefined;
+    }
+    const id = `${windowMs}:${key}`;
+    let lease = this.leases.get(id);
+    if (!lease) {
+      lease = { tokens: 0, expiresAt: 0, size: 1, inflight: false, waiters: [], limit, windowMs };
+      if (this.leases.size >= 10_000) this.leases.delete(this.leases.keys().next().value!);
+      this.leases.set(id, lease);
+    }
+    lease.limit = limit;
+    if (Date.now() >= lease.expiresAt) lease.tokens = 0;
+    if (lease.tokens > 0 && lease.waiters.length === 0) {
+      lease.tokens--;
+      // Half used: fetch the next share now, so the hits after this one do not wait for it.
+      if (!lease.inflight && lease.tokens * 2 < lease.size) this.refill(`${this.prefix}rl:${key}`, lease, false);
+      return undefined;
+    }
+    const l = lease;
+    return new Promise<{ ok: boolean | null; ttl: number }>((resolve) => {
+      l.waiters.push(resolve);
+      if (!l.inflight) this.refill(`${this.prefix}rl:${key}`, l, true);
+    }).then(({ ok, ttl }) => {
+      if (ok === false) {
+        const retryAfter = Math.max(1, Math.ceil(ttl / 1000));
+        throw new VoxaError('RATE_LIMITED', `Too many requests; retry in ${retryAfter}s.`, { retryAfter }, { 'Retry-After': String(retryAfter) });
+      }
+    });
+  }
+
+  /** Asks Redis for the waiting hits plus the next share, then serves the waiters in arrival order. */
+  private refill(redisKey: string, lease: Lease, grow: boolean): void {
+    const cap = leaseCap(lease.limit);
+    if (grow) lease.size = Math.min(cap, lease.size * 2);
+    lease.size = Math.min(lease.size, cap);
+    const want = lease.waiters.length + lease.size;
+    lease.inflight = true;
+    const run = (this.redis as unknown as Record<string, RateLeaseCommand>)[LEASE_COMMAND]!;
+    run.call(this.redis, redisKey, want, lease.limit, lease.windowMs).then(
+      ([grantedRaw, ttlRaw]) => {
+        lease.inflight = false;
+        const granted = Number(grantedRaw);
+        const ttl = Number(ttlRaw);
+        const now = Date.now();
+        // Tokens of a window that has ended are void; the new share belongs to the window Redis reported.
+        if (now >= lease.expiresAt) lease.tokens = 0;
+        lease.tokens += granted;
+        lease.expiresAt = now + ttl;
+        while (lease.waiters.length && lease.tokens > 0) {
+          lease.tokens--;
+          lease.waiters.shift()!({ ok: true, ttl });
+        }
+        if (!lease.waiters.length) return;
+        if (granted < want) {
+          // The window is full: everyone still waiting is over the limit.
+          for (const w of lease.waiters.splice(0)) w({ ok: false, ttl });
+        } else {
+          this.refill(redisKey, lease, false);
+        }
+      },
+      (err: unknown) => {
+        lease.inflight = false;
+        this.warn((err as Error).message);
+        for (const w of lease.waiters.splice(0)) w({ ok: null, ttl: 0 });
+      },
+    );
   }
 
   /**
@@ -70,6 +194,7 @@ export class RateLimiter {
 
   /** Forgets the counter (e.g. after a successful login). */
   async reset(key: string): Promise<void> {
+    for (const id of this.leases.keys()) if (id.slice(id.indexOf(':') + 1) === key) this.leases.delete(id);
     if (!this.redis || this.redis.status !== 'ready') return;
     await this.redis.del(`${this.prefix}rl:${key}`).catch(() => undefined);
   }

@@ -231,3 +231,34 @@ test('messages: send, idempotent clientId (sequential and concurrent), seq order
     await api.close();
   }
 });
+
+test('sends are rate-limited per user: over the limit is 429 with Retry-After and nothing is stored', async (t) => {
+  const api = await openApiHub(servers, { sendRateLimitPerMinute: 40 });
+  try {
+    const [a, b] = [await api.register('Fast'), await api.register('Peer')];
+    const id = await direct(api, a, b);
+    const sends = await Promise.all(
+      Array.from({ length: 50 }, (_, i) => api.http.post(`/v1/conversations/${id}/messages`).set(...bearer(a)).send({ text: `m${i}`, clientId: `c${i}` })),
+    );
+    const created = sends.filter((r) => r.status === 201);
+    const limited = sends.filter((r) => r.status === 429);
+    t.is(created.length, 40, 'one process: exactly the limit passes');
+    t.is(limited.length, 10);
+    for (const r of limited) {
+      t.is(r.body.error.code, 'RATE_LIMITED');
+      t.true(Number(r.headers['retry-after']) >= 1);
+    }
+    const history = await api.http.get(`/v1/conversations/${id}/messages?limit=100`).set(...bearer(a));
+    t.is(history.body.messages.length, 40, 'refused sends stored nothing');
+    t.deepEqual(
+      history.body.messages.map((m: { seq: number }) => m.seq),
+      Array.from({ length: 40 }, (_, i) => i + 1),
+      'no seq was consumed by a refused send',
+    );
+    // Another user has an allowance of their own.
+    const other = await api.http.post(`/v1/conversations/${id}/messages`).set(...bearer(b)).send({ text: 'still fine' });
+    t.is(other.status, 201);
+  } finally {
+    await api.close();
+  }
+});

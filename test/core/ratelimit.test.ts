@@ -78,3 +78,51 @@ test('fails open when Redis is unreachable', async (t) => {
   c.disconnect();
   await t.notThrowsAsync(limiter.hit('k', 0));
 });
+
+test('leased hits (take): never more than the limit pass, over several processes too', async (t) => {
+  const prefix = `${uniqueNamespace()}:`;
+  const a = new RateLimiter(await client(), prefix);
+  const b = new RateLimiter(await client(), prefix);
+  const limit = 200; // a share of up to 12 hits is taken ahead
+  const take = (l: RateLimiter) => outcome(Promise.resolve(l.take('send:u', limit)));
+  const results: string[] = [];
+  // Waves of concurrent hits from both "processes", so shares are taken, used and refilled in the background.
+  for (let wave = 0; wave < 30; wave++) {
+    results.push(...(await Promise.all(Array.from({ length: 10 }, (_, i) => take(i % 3 ? a : b)))));
+  }
+  const passed = results.filter((r) => r === 'ok').length;
+  t.true(passed <= limit, `${passed} passed, the limit is ${limit}`);
+  // Early refusal is bounded by the shares the two processes hold unused: at most one share each.
+  t.true(passed >= limit - 2 * 12, `${passed} passed`);
+  t.true(results.slice(-20).every((r) => r === 'RATE_LIMITED'), 'with both shares used up, every hit is refused');
+  const c = await client();
+  t.true(Number(await c.get(`${prefix}rl:send:u`)) <= limit, 'Redis never counted past the limit');
+  const err = await t.throwsAsync(Promise.resolve(a.take('send:u', limit)));
+  t.is((err as VoxaError).code, 'RATE_LIMITED');
+  t.true(Number((err as VoxaError).headers?.['Retry-After']) >= 1);
+});
+
+test('leased hits pass without a round trip once a share is held, and small limits stay exact', async (t) => {
+  const c = await client();
+  const limiter = new RateLimiter(c, `${uniqueNamespace()}:`);
+  // Warm the key up: the share doubles with use.
+  for (let i = 0; i < 20; i++) await limiter.take('send:fast', 10_000);
+  let sync = 0;
+  for (let i = 0; i < 20; i++) {
+    const p = limiter.take('send:fast', 10_000);
+    if (p === undefined) sync++;
+    else await p;
+  }
+  t.true(sync >= 10, `${sync} of 20 hits passed from the held share`);
+
+  // A limit under 32 leases one hit at a time: the same decisions as hit().
+  const exact = await Promise.all(Array.from({ length: 8 }, () => outcome(Promise.resolve(limiter.take('send:slow', 5)))));
+  t.deepEqual(exact, ['ok', 'ok', 'ok', 'ok', 'ok', 'RATE_LIMITED', 'RATE_LIMITED', 'RATE_LIMITED']);
+});
+
+test('leased hits fail open when Redis is unreachable', async (t) => {
+  const c = await client();
+  const limiter = new RateLimiter(c, `${uniqueNamespace()}:`);
+  c.disconnect();
+  t.is(await outcome(Promise.resolve(limiter.take('send:x', 0))), 'ok');
+});
