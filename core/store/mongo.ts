@@ -20,6 +20,7 @@
  *   published. The price in this mode: a crash or a lost race between the seq increment and the message
  *   insert can leave a gap in seq numbers (never a duplicate).
  */
+import { createHash } from 'node:crypto';
 import { MongoClient, MongoServerError, type ClientSession, type Collection, type Db, type Filter, type TransactionOptions, type UpdateFilter } from 'mongodb';
 import type { Conversation, ConversationSummary, Message, UserRecord, Workspace, WorkspaceSettings } from '../domain.js';
 import { VoxaError } from '../errors.js';
@@ -989,6 +990,18 @@ class MongoDocs implements DocumentStore {
 
   async count(collection: string, filter?: Record<string, DocValue>): Promise<number> {
     return this.coll.countDocuments(this.filterOf(collection, filter));
+  }
+
+  /** A partial index over this collection's documents only: {collection, doc.f1…, id}; createIndex is idempotent. */
+  async ensureIndex(collection: string, fields: string[]): Promise<void> {
+    assertCollection(collection);
+    if (!Array.isArray(fields) || fields.length === 0) throw new VoxaError('VALIDATION_FAILED', 'An index needs at least one field.');
+    for (const f of fields) assertFieldName(f);
+    const key: Record<string, 1> = { collection: 1 };
+    for (const f of fields) key[`doc.${f}`] = 1;
+    key.id = 1;
+    const name = `docs_ix_${createHash('sha256').update(`${collection}\0${fields.join('\0')}`).digest('hex').slice(0, 16)}`;
+    await this.coll.createIndex(key, { name, partialFilterExpression: { collection } });
   }
 
   async deleteBefore(collection: string, field: string, before: string, limit = 1000): Promise<number> {

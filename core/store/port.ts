@@ -101,6 +101,12 @@ export interface DocumentStore {
    * call again while it returns `limit`.
    */
   deleteBefore(collection: string, field: string, before: string, limit?: number): Promise<number>;
+  /**
+   * Declares an index for equality look-ups on these top-level fields of one collection (then by id, the
+   * order every find returns), created idempotently: call it at start-up for the filters a feature uses on
+   * collections that grow (audit log, analytics facts). Finds work without it, by scanning the collection.
+   */
+  ensureIndex(collection: string, fields: string[]): Promise<void>;
 }
 
 export interface Store {

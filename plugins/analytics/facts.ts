@@ -58,6 +58,14 @@ export function messageFactId(conversationId: string, seq: number): string {
   return `m:${conversationId}:${seq}`;
 }
 
+/**
+ * The index behind the report's per-day look-up (`{workspaceId, day}`); without it SQLite reads every fact
+ * of every workspace for each day of a report. Idempotent; the plugin calls it at start.
+ */
+export function ensureFactIndexes(docs: DocumentStore): Promise<void> {
+  return docs.ensureIndex(FACTS_COLLECTION, ['workspaceId', 'day']);
+}
+
 /** Stores a fact unless one with this id exists; true when it was new. */
 export function recordFact(docs: DocumentStore, id: string, fact: Fact): Promise<boolean> {
   return docs.insert(FACTS_COLLECTION, id, fact);

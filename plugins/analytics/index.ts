@@ -8,7 +8,7 @@ import { VoxaError } from '../../core/errors.js';
 import { requireRole, validate } from '../../core/http/validate.js';
 import type { Store } from '../../core/store/port.js';
 import { definePlugin, type Plugin } from '../runtime/types.js';
-import { messageFactId, recordFact, utcDay, type Side } from './facts.js';
+import { ensureFactIndexes, messageFactId, recordFact, utcDay, type Side } from './facts.js';
 import { buildReport } from './report.js';
 
 /** Longest range one report may cover, so one request cannot make the store read years of facts. */
@@ -62,6 +62,7 @@ export function createAnalyticsPlugin(): Plugin {
     },
     async start(ctx) {
       store = ctx.hub.store;
+      await ensureFactIndexes(store.docs);
     },
     async handle(event) {
       if (!store) throw new Error('analytics plugin not started');

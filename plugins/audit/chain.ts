@@ -79,6 +79,15 @@ interface Head {
   time: string;
 }
 
+/**
+ * Indexes for the chain's equality look-ups: by event id (every append checks it first, so without the
+ * index each append reads the whole log on SQLite) and by workspace (the admin listing). Idempotent.
+ */
+export async function ensureAuditIndexes(docs: DocumentStore): Promise<void> {
+  await docs.ensureIndex(AUDIT_COLLECTION, ['eventId']);
+  await docs.ensureIndex(AUDIT_COLLECTION, ['workspaceId']);
+}
+
 async function lastEntry(docs: DocumentStore): Promise<AuditEntry | null> {
   const [last] = await docs.find<AuditEntry>(AUDIT_COLLECTION, {}, { desc: true, limit: 1 });
   return last ?? null;

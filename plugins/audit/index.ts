@@ -7,7 +7,7 @@ import type { UserRecord } from '../../core/domain.js';
 import { requireRole, validate } from '../../core/http/validate.js';
 import { definePlugin, type Plugin } from '../runtime/types.js';
 import type { DocumentStore } from '../../core/store/port.js';
-import { appendEntry, listEntries } from './chain.js';
+import { appendEntry, ensureAuditIndexes, listEntries } from './chain.js';
 import { AUDITED_EVENTS, describeEvent } from './describe.js';
 
 /** Accepts a full ISO timestamp or a plain UTC date (YYYY-MM-DD, meaning its midnight). */
@@ -38,6 +38,7 @@ export function createAuditPlugin(): Plugin {
     },
     async start(ctx) {
       docs = ctx.hub.store.docs;
+      await ensureAuditIndexes(docs);
     },
     async handle(event) {
       if (!docs) throw new Error('audit plugin not started');

@@ -651,6 +651,21 @@ for (const backend of backends) {
     await rejectsWithCode(t, s.docs.deleteBefore('expiring', 'at', { $gt: '' } as unknown as string), 'VALIDATION_FAILED');
   });
 
+  it('docs: ensureIndex is idempotent and finds answer the same with the index', async (t, s) => {
+    for (let i = 0; i < 12; i++) await s.docs.put('indexed', `d${String(i).padStart(2, '0')}`, { ws: `w${i % 3}`, day: `d${i % 2}`, n: i });
+    await s.docs.put('other', 'd00', { ws: 'w0', day: 'd0' });
+    const q = () => s.docs.find<{ n: number }>('indexed', { ws: 'w0', day: 'd0' });
+    const before = (await q()).map((d) => d.n);
+    await s.docs.ensureIndex('indexed', ['ws', 'day']);
+    await s.docs.ensureIndex('indexed', ['ws', 'day']);
+    await s.docs.ensureIndex('indexed', ['ws']);
+    t.deepEqual((await q()).map((d) => d.n), before);
+    t.deepEqual(before, [0, 6]);
+    t.deepEqual((await s.docs.find<{ n: number }>('indexed', { ws: 'w1' }, { afterId: 'd01', limit: 2 })).map((d) => d.n), [4, 7]);
+    t.is(await s.docs.count('indexed', { ws: 'w2' }), 4);
+    await rejectsWithCode(t, s.docs.ensureIndex('indexed', ['a.b']), 'VALIDATION_FAILED');
+  });
+
   it('docs: operator objects and unsafe field names are rejected with VALIDATION_FAILED', async (t, s) => {
     await s.docs.put('items', 'd1', { owner: 'x', secret: 's' });
     const asFilter = (v: unknown) => v as Record<string, DocValue>;
