@@ -12,10 +12,22 @@ export interface PutFile {
   mimeType: string;
   /** The id (Drive) or path (Dropbox) a previous put returned: the file is replaced, not duplicated. */
   remoteId?: string;
+  /**
+   * For a new file: an id from `reserveId()`. The create uses it, so when an earlier attempt's create landed
+   * but its answer (or the caller's record of it) was lost, the retry finds that file and replaces it instead
+   * of creating a second copy.
+   */
+  reservedId?: string;
 }
 
 export interface StorageClient {
   put(file: PutFile): Promise<{ remoteId: string }>;
+  /**
+   * Reserves the remote id a new file will be created under (Drive: files.generateIds), for callers to record
+   * before the upload. Absent where files are addressed by a deterministic path (Dropbox): there an upload
+   * retried to the same path overwrites, which is already idempotent.
+   */
+  reserveId?(): Promise<string>;
 }
 
 export type StorageClientFactory = (conn: ResolvedConnection<Record<string, unknown>>, ctx: ConnectorContext) => StorageClient;

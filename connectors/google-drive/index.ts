@@ -4,6 +4,7 @@
  * elsewhere — tests aim the real SDK at a local stand-in; it is passed per call too, because the SDK builds
  * media-upload URLs from the per-call options only.
  */
+import { Readable } from 'node:stream';
 import { drive, type drive_v3 } from '@googleapis/drive';
 import { z } from 'zod';
 import { RateLimitedError } from '../queues.js';
@@ -73,20 +74,41 @@ export class DriveClient implements StorageClient {
     return r.data.user?.emailAddress ?? r.data.user?.displayName ?? 'unknown user';
   }
 
+  async reserveId(): Promise<string> {
+    const r = await this.call('drive generateIds', (o) => this.api.files.generateIds({ count: 1, space: 'drive', type: 'files' }, o));
+    const id = r.data.ids?.[0];
+    if (!id) throw errorForStatus(502, 'drive generateIds returned no id');
+    return id;
+  }
+
   async put(file: PutFile): Promise<{ remoteId: string }> {
-    const media = { mimeType: file.mimeType, body: file.content.toString('utf8') };
+    // A fresh stream per attempt (a 401 retry sends the body again); a stream, not a string, so binary
+    // attachments (PDFs, images) reach Drive byte for byte.
+    const media = (): { mimeType: string; body: Readable } => ({ mimeType: file.mimeType, body: Readable.from([file.content]) });
     if (file.remoteId) {
       try {
-        await this.call('drive update', (o) => this.api.files.update({ fileId: file.remoteId!, media, fields: 'id' }, o));
+        await this.call('drive update', (o) => this.api.files.update({ fileId: file.remoteId!, media: media(), fields: 'id' }, o));
         return { remoteId: file.remoteId };
       } catch (err) {
         // Someone deleted the file in Drive: write a new one rather than failing forever.
         if (!/HTTP 404/.test((err as Error).message)) throw err;
       }
     }
-    const r = await this.call('drive create', (o) =>
-      this.api.files.create({ requestBody: { name: file.name, parents: [this.conn.config.folderId], mimeType: file.mimeType }, media, fields: 'id' }, o),
-    );
+    const reserved = file.remoteId ? undefined : file.reservedId;
+    let r;
+    try {
+      r = await this.call('drive create', (o) =>
+        this.api.files.create(
+          { requestBody: { ...(reserved ? { id: reserved } : {}), name: file.name, parents: [this.conn.config.folderId], mimeType: file.mimeType }, media: media(), fields: 'id' },
+          o,
+        ),
+      );
+    } catch (err) {
+      // 409 on a create with a pre-generated id: an earlier attempt's create landed and only its answer (or our
+      // record of it) was lost. Drive made no second file; bring the existing one up to date instead.
+      if (!reserved || !/HTTP 409/.test((err as Error).message)) throw err;
+      return this.put({ name: file.name, content: file.content, mimeType: file.mimeType, remoteId: reserved });
+    }
     if (!r.data.id) throw errorForStatus(502, 'drive create returned no file id');
     return { remoteId: r.data.id };
   }

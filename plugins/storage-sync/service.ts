@@ -21,7 +21,7 @@ import { ConnectionService } from '../../connectors/connections.js';
 import { dropboxConnector } from '../../connectors/dropbox/index.js';
 import { googleDriveConnector } from '../../connectors/google-drive/index.js';
 import type { ConnectorQueues } from '../../connectors/queues.js';
-import type { StorageClient } from '../../connectors/storage.js';
+import type { PutFile, StorageClient } from '../../connectors/storage.js';
 import { AuthExpiredError, type ConnectionRecord } from '../../connectors/types.js';
 import { PermanentError } from '../runtime/types.js';
 import { renderTranscript, transcriptName } from './render.js';
@@ -33,11 +33,18 @@ const FACTORIES = { 'google-drive': googleDriveConnector.client, dropbox: dropbo
 
 export interface SyncState {
   connectionId: string;
+  /** Empty for a backup. */
   conversationId: string;
-  kind: 'transcript' | 'attachment';
+  kind: 'transcript' | 'attachment' | 'backup';
   remoteId: string;
+  /** SHA-256 of the content written; empty while pending. */
   hash: string;
   syncedAt: string;
+  /**
+   * `remoteId` is an id reserved for a create that may or may not have landed: the next attempt creates under
+   * it (the far end recognises a repeat) rather than making a new file.
+   */
+  pending?: boolean;
 }
 
 /** The `files` collection of core/files (FileRecord documents). */
@@ -138,10 +145,36 @@ export class StorageSync {
     const key = `${rec.id}:${conversationId}`;
     const state = await this.hub.store.docs.get<SyncState>(SYNC_STATE, key);
     if (state?.hash === hash) return 'skipped';
-    const client = await this.client(rec);
-    const { remoteId } = await client.put({ name: r.name, content: Buffer.from(r.content), mimeType: 'text/markdown', ...(state ? { remoteId: state.remoteId } : {}) });
-    await this.hub.store.docs.put<SyncState>(SYNC_STATE, key, { connectionId: rec.id, conversationId, kind: 'transcript', remoteId, hash, syncedAt: new Date().toISOString() });
+    await this.write(rec, key, state, { connectionId: rec.id, conversationId, kind: 'transcript' }, { name: r.name, content: Buffer.from(r.content), mimeType: 'text/markdown' });
     return 'written';
+  }
+
+  /**
+   * Writes the file a sync record stands for and then the record. An existing record's file is replaced in
+   * place. A new file first gets its remote id reserved and recorded as pending where the provider can do that
+   * (Drive), so an upload that landed but whose answer or record save was lost is recognised on the retry
+   * (Drive refuses a second create with the same id) and never stored twice. Dropbox needs no reservation:
+   * paths are deterministic and uploads overwrite.
+   */
+  private async write(
+    rec: ConnectionRecord,
+    key: string,
+    state: SyncState | null | undefined,
+    base: Pick<SyncState, 'connectionId' | 'conversationId' | 'kind'>,
+    file: Pick<PutFile, 'name' | 'content' | 'mimeType'>,
+  ): Promise<void> {
+    const client = await this.client(rec);
+    let target: Pick<PutFile, 'remoteId' | 'reservedId'> = {};
+    if (state && !state.pending) target = { remoteId: state.remoteId };
+    else if (state?.pending) target = { reservedId: state.remoteId };
+    else if (client.reserveId) {
+      const reservedId = await client.reserveId();
+      await this.hub.store.docs.put<SyncState>(SYNC_STATE, key, { ...base, remoteId: reservedId, hash: '', syncedAt: new Date().toISOString(), pending: true });
+      target = { reservedId };
+    }
+    const { remoteId } = await client.put({ ...file, ...target });
+    const hash = createHash('sha256').update(file.content).digest('hex');
+    await this.hub.store.docs.put<SyncState>(SYNC_STATE, key, { ...base, remoteId, hash, syncedAt: new Date().toISOString() });
   }
 
   /**
@@ -151,7 +184,8 @@ export class StorageSync {
    */
   async syncAttachment(rec: ConnectionRecord, conversationId: string, file: { id: string; name: string; contentType: string }): Promise<'written' | 'skipped'> {
     const key = `${rec.id}:file:${file.id}`;
-    if (await this.hub.store.docs.get(SYNC_STATE, key)) return 'skipped';
+    const state = await this.hub.store.docs.get<SyncState>(SYNC_STATE, key);
+    if (state && !state.pending) return 'skipped';
     const record = await this.hub.store.docs.get<FileRecord>(FILES, file.id);
     // Another workspace's file id never reaches this connection's folder.
     if (!record || record.workspaceId !== rec.workspaceId || record.conversationId !== conversationId) {
@@ -161,11 +195,10 @@ export class StorageSync {
     const blob = await (await this.blobs()).get(record.blobKey);
     if (!blob) throw new PermanentError(`attachment ${file.id}: its content is missing from the blob store`);
     const content = await readAll(blob.stream);
-    const client = await this.client(rec);
-    const name = `${conversationId} - ${record.name.replace(/[\\/:*?"<>|]/g, '_')}`;
-    const { remoteId } = await client.put({ name, content, mimeType: record.contentType });
-    const hash = createHash('sha256').update(content).digest('hex');
-    await this.hub.store.docs.put<SyncState>(SYNC_STATE, key, { connectionId: rec.id, conversationId, kind: 'attachment', remoteId, hash, syncedAt: new Date().toISOString() });
+    // The file id keeps the name unique per attachment: two uploads named "report.pdf" stay two files, and a
+    // retried Dropbox upload lands on the same path (overwrite) instead of beside it.
+    const name = `${conversationId} - ${file.id} - ${record.name.replace(/[\\/:*?"<>|]/g, '_')}`;
+    await this.write(rec, key, state, { connectionId: rec.id, conversationId, kind: 'attachment' }, { name, content, mimeType: record.contentType });
     return 'written';
   }
 
@@ -183,8 +216,14 @@ export class StorageSync {
       if (r) parts.push(r.content);
     }
     const day = new Date().toISOString().slice(0, 10);
-    const client = await this.client(rec);
-    await client.put({ name: `backup-${day}.md`, content: Buffer.from(parts.join('\n---\n\n')), mimeType: 'text/markdown' });
+    // One snapshot per day: a retried or repeated backup replaces the day's file rather than adding another.
+    const key = `${rec.id}:backup:${day}`;
+    const state = await this.hub.store.docs.get<SyncState>(SYNC_STATE, key);
+    await this.write(rec, key, state, { connectionId: rec.id, conversationId: '', kind: 'backup' }, {
+      name: `backup-${day}.md`,
+      content: Buffer.from(parts.join('\n---\n\n')),
+      mimeType: 'text/markdown',
+    });
     return { conversations: states.length, written };
   }
 

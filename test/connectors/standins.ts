@@ -12,11 +12,15 @@ export interface Failure {
   body?: unknown;
   /** Never answer (to exercise timeouts). */
   hang?: boolean;
+  /** Do the work, then answer with the failure: the far end committed but the caller never heard (a lost answer). */
+  after?: boolean;
+  /** Only for requests whose "METHOD /path?query" matches; others pass it by. */
+  match?: RegExp;
 }
 
 export interface StandIn {
   url: string;
-  requests: Array<{ method: string; path: string; auth: string | undefined; body: string; headers: IncomingMessage['headers'] }>;
+  requests: Array<{ method: string; path: string; auth: string | undefined; body: string; rawBody: Buffer; headers: IncomingMessage['headers'] }>;
   /** Current valid access token; others get 401. */
   validToken: string;
   /** Refresh tokens the token endpoint accepts, and the access token it hands out next. */
@@ -26,6 +30,8 @@ export interface StandIn {
   codes: Map<string, string>;
   failNext: Failure[];
   files: Map<string, { name: string; parents?: string[]; content: string }>;
+  /** Drive file ids handed out by files.generateIds (a create may use only these). */
+  generatedIds: Set<string>;
   close(): Promise<void>;
 }
 
@@ -55,15 +61,17 @@ export async function startStandIn(): Promise<StandIn> {
     codes: new Map(),
     failNext: [],
     files: new Map(),
+    generatedIds: new Set(),
     close: async () => undefined,
   };
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      const body = Buffer.concat(chunks).toString('utf8');
+      const rawBody = Buffer.concat(chunks);
+      const body = rawBody.toString('utf8');
       const url = new URL(req.url ?? '/', 'http://x');
-      s.requests.push({ method: req.method ?? '', path: url.pathname + url.search, auth: req.headers.authorization, body, headers: req.headers });
+      s.requests.push({ method: req.method ?? '', path: url.pathname + url.search, auth: req.headers.authorization, body, rawBody, headers: req.headers });
 
       // OAuth: the consent page redirects straight back with a code (the "user" always agrees).
       if (url.pathname === '/authorize') {
@@ -96,37 +104,51 @@ export async function startStandIn(): Promise<StandIn> {
         return json(res, 400, { error: 'unsupported_grant_type' });
       }
 
-      const fail = s.failNext.shift();
+      const at = s.failNext.findIndex((f) => !f.match || f.match.test(`${req.method} ${url.pathname}${url.search}`));
+      const fail = at < 0 ? undefined : s.failNext.splice(at, 1)[0];
       if (fail?.hang) return; // never answers
-      if (fail) return json(res, fail.status, fail.body ?? { error: { code: fail.status, message: 'stand-in failure' } }, fail.headers);
+      const failWith = (f: Failure): void => json(res, f.status, f.body ?? { error: { code: f.status, message: 'stand-in failure' } }, f.headers);
+      if (fail && !fail.after) return failWith(fail);
+      // The API's own answer, unless the failure says it is lost on the way back.
+      const reply = (status: number, body: unknown, headers: Record<string, string> = {}): void => (fail ? failWith(fail) : json(res, status, body, headers));
       if (req.headers.authorization !== `Bearer ${s.validToken}`) return json(res, 401, { error: { code: 401, message: 'Invalid Credentials' } });
 
       // Google Drive v3
-      if (url.pathname === '/drive/v3/about') return json(res, 200, { user: { emailAddress: 'marketer@example.com', displayName: 'M' } });
+      if (url.pathname === '/drive/v3/about') return reply(200, { user: { emailAddress: 'marketer@example.com', displayName: 'M' } });
+      if (req.method === 'GET' && url.pathname === '/drive/v3/files/generateIds') {
+        const ids = Array.from({ length: Number(url.searchParams.get('count') ?? 10) }, () => `gen${++counter}`);
+        for (const id of ids) s.generatedIds.add(id);
+        return reply(200, { kind: 'drive#generatedIds', space: url.searchParams.get('space') ?? 'drive', ids });
+      }
       if (req.method === 'POST' && url.pathname === '/upload/drive/v3/files') {
         if (url.searchParams.get('uploadType') !== 'multipart') return json(res, 400, { error: { message: 'uploadType must be multipart' } });
         const [meta, content] = multipartParts(body, String(req.headers['content-type']));
-        const m = JSON.parse(meta ?? '{}') as { name?: string; parents?: string[] };
+        const m = JSON.parse(meta ?? '{}') as { id?: string; name?: string; parents?: string[] };
         if (!m.name || !m.parents?.length) return json(res, 400, { error: { message: 'name and parents required' } });
-        const id = `file${++counter}`;
+        if (m.id !== undefined && !s.generatedIds.has(m.id)) return json(res, 400, { error: { code: 400, message: 'The provided file ID is not usable.' } });
+        // Drive's answer to a second create with a pre-generated id: the first one landed, no duplicate is made.
+        if (m.id !== undefined && s.files.has(m.id)) return json(res, 409, { error: { code: 409, message: 'A file already exists with the provided ID.' } });
+        const id = m.id ?? `file${++counter}`;
         s.files.set(id, { name: m.name, parents: m.parents, content: content ?? '' });
-        return json(res, 200, { id });
+        return reply(200, { id });
       }
       const upd = /^\/upload\/drive\/v3\/files\/([^/]+)$/.exec(url.pathname);
       if (req.method === 'PATCH' && upd) {
         const f = s.files.get(upd[1]!);
         if (!f) return json(res, 404, { error: { code: 404, message: 'File not found' } });
-        f.content = body;
-        return json(res, 200, { id: upd[1] });
+        const ct = String(req.headers['content-type'] ?? '');
+        f.content = ct.startsWith('multipart/') ? (multipartParts(body, ct).at(-1) ?? '') : body;
+        return reply(200, { id: upd[1] });
       }
 
       // Dropbox v2 (the SDK's hosts are mapped to /api and /content)
-      if (url.pathname === '/api/2/users/get_current_account') return json(res, 200, { account_id: 'dbid:1', email: 'marketer@example.com', name: { display_name: 'M' } });
+      if (url.pathname === '/api/2/users/get_current_account') return reply(200, { account_id: 'dbid:1', email: 'marketer@example.com', name: { display_name: 'M' } });
       if (url.pathname === '/content/2/files/upload') {
         const arg = JSON.parse(String(req.headers['dropbox-api-arg'] ?? '{}')) as { path?: string; mode?: { '.tag': string } };
         if (!arg.path?.startsWith('/') || req.headers['content-type'] !== 'application/octet-stream') return json(res, 400, { error_summary: 'bad request shape' });
+        if (arg.mode?.['.tag'] !== 'overwrite' && s.files.has(arg.path)) return json(res, 409, { error_summary: 'path/conflict/file/..', error: { '.tag': 'path' } });
         s.files.set(arg.path, { name: arg.path, content: body });
-        return json(res, 200, { id: `id:${arg.path}`, path_display: arg.path, name: arg.path.split('/').pop() });
+        return reply(200, { id: `id:${arg.path}`, path_display: arg.path, name: arg.path.split('/').pop() });
       }
       json(res, 404, { error: { message: `no route ${req.method} ${url.pathname}` } });
     });

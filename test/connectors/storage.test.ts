@@ -97,7 +97,7 @@ test('drive: transcript created in the folder, unchanged re-render writes nothin
   t.is(await sync.syncTranscript(conn!, w.convId), 'written');
   const patch = w.api.requests.at(-1)!;
   t.is(patch.method, 'PATCH');
-  t.regex(patch.path, /^\/upload\/drive\/v3\/files\/file\d+\?.*uploadType=media/);
+  t.regex(patch.path, /^\/upload\/drive\/v3\/files\/gen\d+\?.*uploadType=media/, 'the file was created under an id from files.generateIds');
   t.is(w.api.files.size, 1, 'the same file was updated, not a second one created');
   const content = [...w.api.files.values()][0]!.content;
   t.regex(content, /\(edited [^)]+\): first idea, revised/);
@@ -161,7 +161,8 @@ test('drive: 429 with Retry-After pauses the connector queue, then the job compl
   queues.work('google-drive', (job) => live.process(job), { concurrency: 1, backoff: () => 100 });
   const [conn] = await sync.connections.allOf('google-drive');
   const limitedBefore = (await metrics.connectorRateLimited.get()).values.find((v) => v.labels.connector === 'google-drive')?.value ?? 0;
-  w.api.failNext.push({ status: 429, headers: { 'retry-after': '1' } }, { status: 502 });
+  const upload = /^POST \/upload\//;
+  w.api.failNext.push({ status: 429, headers: { 'retry-after': '1' }, match: upload }, { status: 502, match: upload });
   const started = Date.now();
   const job = await queues.add('google-drive', 'transcript', { connectionId: conn!.id, conversationId: w.convId });
   await until(async () => (await job.getState()) === 'completed', 60_000, 'job completed');
@@ -311,5 +312,91 @@ test('attachments: file.uploaded uploads the stored bytes beside the transcript,
   t.deepEqual(await drive.process({ name: 'attachment', data: { connectionId: conn!.id, conversationId: w.convId, file: foreign } }), { result: 'skipped' });
   t.deepEqual(await drive.process({ name: 'attachment', data: { connectionId: conn!.id, conversationId: w.convId, file: { id: 'fil_gone', name: 'x.pdf', contentType: 'application/pdf' } } }), { result: 'skipped' });
   t.is([...w.api.files.values()].filter((f) => f.content === 'other team').length, 0);
+  await close(w);
+});
+
+test('attachments: a Drive upload whose answer is lost, or whose sync record fails to save, is retried into the same file, never a second copy', async (t) => {
+  const w = await world();
+  const drive = await driveConnection(w);
+  const [conn] = await drive.connections.allOf('google-drive');
+  const job = (file: { id: string; name: string; contentType: string }): { name: string; data: unknown } => ({
+    name: 'attachment',
+    data: { connectionId: conn!.id, conversationId: w.convId, file },
+  });
+  const copiesOf = (bytes: Buffer): string[] => [...w.api.files.entries()].filter(([, f]) => f.content === bytes.toString()).map(([id]) => id);
+
+  // 1. Drive stores the file but the answer never arrives (a 503 after the commit).
+  const lost = Buffer.from('%PDF-1.4 lost answer');
+  const a = await storedFile(w, lost, { name: 'deck.pdf' });
+  w.api.failNext.push({ status: 503, after: true, match: /^POST \/upload\/drive\/v3\/files\?/ });
+  await t.throwsAsync(drive.process(job(a)), { instanceOf: RetryableError });
+  t.deepEqual(copiesOf(lost).length, 1, 'the first attempt did land');
+  t.deepEqual(await drive.process(job(a)), { result: 'written' }, 'the retry succeeds');
+  t.deepEqual(copiesOf(lost).length, 1, 'exactly one copy in Drive');
+  const creates = w.api.requests.filter((r) => r.method === 'POST' && r.path.startsWith('/upload/drive/v3/files') && r.body.includes('deck.pdf'));
+  t.is(creates.length, 2, 'the retry created again with the same reserved id');
+  t.true(creates.every((r) => r.body.includes(`"id":"${copiesOf(lost)[0]}"`)));
+  t.deepEqual(await drive.process(job(a)), { result: 'skipped' }, 'done once recorded');
+
+  // 2. Drive answers, but saving the sync record fails once (store hiccup, process killed before the write).
+  const unsaved = Buffer.from('%PDF-1.4 unsaved record');
+  const b = await storedFile(w, unsaved, { name: 'deck.pdf' });
+  const docs = w.hub.store.docs;
+  const put = docs.put.bind(docs);
+  let failed = 0;
+  docs.put = (async (collection: string, id: string, doc: unknown) => {
+    const d = doc as { kind?: string; pending?: boolean };
+    if (collection === 'storage_sync_state' && d.kind === 'attachment' && !d.pending && failed === 0) {
+      failed++;
+      throw new Error('store unavailable');
+    }
+    return put(collection, id, doc as never);
+  }) as typeof docs.put;
+  t.teardown(() => {
+    docs.put = put;
+  });
+  await t.throwsAsync(drive.process(job(b)), { message: 'store unavailable' });
+  t.is(failed, 1);
+  t.deepEqual(await drive.process(job(b)), { result: 'written' });
+  t.deepEqual(copiesOf(unsaved).length, 1, 'exactly one copy in Drive');
+  t.deepEqual(await drive.process(job(b)), { result: 'skipped' });
+  // Same name, different attachments: two files, not one overwriting the other.
+  t.not(copiesOf(lost)[0], copiesOf(unsaved)[0]);
+  await close(w);
+});
+
+test('attachments: a retried Dropbox upload lands on the same path (overwrite), exactly one file', async (t) => {
+  const w = await world();
+  const sync = new StorageSync(w.hub, null, 'dropbox');
+  const conn = await sync.connections.create(w.hub.config.defaultWorkspaceId, 'dropbox', {
+    clientId: 'appkey', folderPath: '/Voxa Hub', apiBaseUrl: w.api.url, tokenUrl: `${w.api.url}/token`,
+    accessToken: 'tok1', refreshToken: 'refresh1', expiresAt: new Date(Date.now() + 3600_000).toISOString(),
+  });
+  const bytes = Buffer.from('%PDF-1.4 dropbox retry');
+  const file = await storedFile(w, bytes);
+  const job = { name: 'attachment', data: { connectionId: conn.id, conversationId: w.convId, file } };
+  w.api.failNext.push({ status: 503, after: true, match: /^POST \/content\/2\/files\/upload/ });
+  await t.throwsAsync(sync.process(job), { instanceOf: RetryableError });
+  t.deepEqual(await sync.process(job), { result: 'written' });
+  const copies = [...w.api.files.values()].filter((f) => f.content === bytes.toString());
+  t.is(copies.length, 1, 'one file at the far end');
+  t.is(copies[0]!.name, `/Voxa Hub/${w.convId} - ${file.id} - report.pdf`);
+  const uploads = w.api.requests.filter((r) => r.path === '/content/2/files/upload' && r.body === bytes.toString());
+  t.is(uploads.length, 2);
+  t.true(uploads.every((u) => (JSON.parse(String(u.headers['dropbox-api-arg'])) as { mode: { '.tag': string } }).mode['.tag'] === 'overwrite'));
+  await close(w);
+});
+
+test('drive: a binary attachment reaches Drive byte for byte', async (t) => {
+  const w = await world();
+  const drive = await driveConnection(w);
+  const [conn] = await drive.connections.allOf('google-drive');
+  const bytes = Buffer.from([0x25, 0x50, 0x44, 0x46, 0x00, 0xff, 0xfe, 0x80, 0x0a, 0xc3]);
+  const file = await storedFile(w, bytes);
+  t.deepEqual(await drive.process({ name: 'attachment', data: { connectionId: conn!.id, conversationId: w.convId, file } }), { result: 'written' });
+  const create = w.api.requests.find((r) => r.method === 'POST' && r.path.startsWith('/upload/drive/v3/files') && r.body.includes(file.id))!;
+  t.truthy(create);
+  // The stand-in keeps bodies as UTF-8 text; compare raw bytes of the request instead.
+  t.true(Buffer.from(create.rawBody).includes(bytes), 'the multipart body carries the exact bytes');
   await close(w);
 });
