@@ -14,8 +14,12 @@ import { createStore } from '../core/store/index.js';
 import { flushToolOutbox, trackToolOutbox } from './events.js';
 
 /** Where `voxa start` runs its embedded servers when NATS_URL / REDIS_URL are unset (core/supervisor.ts). */
-export const EMBEDDED_NATS_URL = 'nats://127.0.0.1:4222';
-export const EMBEDDED_REDIS_URL = 'redis://127.0.0.1:6390';
+export function embeddedNatsUrl(config: Pick<Config, 'embeddedNatsPort'>): string {
+  return `nats://127.0.0.1:${config.embeddedNatsPort}`;
+}
+export function embeddedRedisUrl(config: Pick<Config, 'embeddedRedisPort'>): string {
+  return `redis://127.0.0.1:${config.embeddedRedisPort}`;
+}
 
 export class DependencyError extends Error {
   constructor(message: string) {
@@ -45,12 +49,12 @@ export async function openToolContext(config: Config, need: { redis?: boolean; n
     if (nats && !nats.nc.isClosed()) await nats.nc.close();
     // Events this command committed (connection.changed, webhook.changed): published now if NATS answers,
     // else left in the outbox for the running hub's sweeper.
-    if (opened.hub) await flushToolOutbox(opened.hub, config.natsUrl ?? EMBEDDED_NATS_URL).catch(() => 0);
+    if (opened.hub) await flushToolOutbox(opened.hub, config.natsUrl ?? embeddedNatsUrl(config)).catch(() => 0);
     await store.close();
   };
   try {
     if (need.redis) {
-      const url = config.redisUrl ?? EMBEDDED_REDIS_URL;
+      const url = config.redisUrl ?? embeddedRedisUrl(config);
       redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1, enableOfflineQueue: false, retryStrategy: (n) => Math.min(n * 200, 2000) });
       redis.on('error', () => undefined);
       await Promise.race([
@@ -61,7 +65,7 @@ export async function openToolContext(config: Config, need: { redis?: boolean; n
       });
     }
     if (need.nats) {
-      const url = config.natsUrl ?? EMBEDDED_NATS_URL;
+      const url = config.natsUrl ?? embeddedNatsUrl(config);
       try {
         // Fail the first connect fast (a CLI must not hang), then reconnect forever like every NATS connection.
         const nc = await connect({ servers: url.split(','), name: 'voxa-cli', timeout: 5000, maxReconnectAttempts: -1 });

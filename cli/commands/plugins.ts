@@ -13,7 +13,10 @@ export function safeUrl(url: string): string {
   return url.replace(/\/\/[^@/]*@/g, '//***@');
 }
 
-/** Connects to NATS (NATS_URL, default nats://127.0.0.1:4222) in the configured namespace, runs fn, closes. */
+/**
+ * Connects to NATS (NATS_URL, else the nats-server `voxa start` embeds on VOXA_EMBEDDED_NATS_PORT) in the
+ * configured namespace, runs fn, closes.
+ */
 export async function withAdmin<T>(fn: (h: AdminHandles) => Promise<T>): Promise<T> {
   let config;
   try {
@@ -22,7 +25,7 @@ export async function withAdmin<T>(fn: (h: AdminHandles) => Promise<T>): Promise
     if (err instanceof ConfigError) throw new CliError(err.message, EXIT.USAGE, 'INVALID_CONFIG');
     throw err;
   }
-  const url = config.natsUrl ?? 'nats://127.0.0.1:4222';
+  const url = config.natsUrl ?? `nats://127.0.0.1:${config.embeddedNatsPort}`;
   let h: AdminHandles;
   try {
     h = await connectAdmin(url, config.natsNamespace);

@@ -53,8 +53,12 @@ function env(): NodeJS.ProcessEnv {
 }
 
 function voxa(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return voxaWith(env(), ...args);
+}
+
+function voxaWith(childEnv: NodeJS.ProcessEnv, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'cli/index.ts', ...args], { env: env(), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', 'cli/index.ts', ...args], { env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -243,4 +247,12 @@ test.serial('connections retry-failed re-queues the failed jobs of that connecti
   } finally {
     await q.close();
   }
+});
+
+test.serial('without REDIS_URL/NATS_URL the CLI uses the embedded ports VOXA_EMBEDDED_REDIS_PORT/VOXA_EMBEDDED_NATS_PORT, not fixed defaults', async (t) => {
+  const { REDIS_URL: _r, NATS_URL: _n, ...rest } = env();
+  const embedded = { ...rest, VOXA_EMBEDDED_REDIS_PORT: new URL(servers.redis.url).port, VOXA_EMBEDDED_NATS_PORT: new URL(servers.nats.url).port };
+  // retry-failed needs Redis: reaching it turns an unknown connection into "not found" (3), not "unreachable" (4).
+  const r = await voxaWith(embedded, 'connections', 'retry-failed', 'con_nope', '--json');
+  t.is(r.code, 3, r.stderr);
 });

@@ -66,6 +66,29 @@ test('voxa events tail --json prints live events, one JSON line each, filtered b
   await hub.close();
 });
 
+test('without NATS_URL the CLI reaches the embedded nats-server on VOXA_EMBEDDED_NATS_PORT, not a fixed 4222', async (t) => {
+  const hub = await openTestHub(servers);
+  const port = new URL(servers.nats.url).port;
+  const { NATS_URL: _unset, ...rest } = env(hub);
+  const child = spawn(process.execPath, ['--import', 'tsx', 'cli/index.ts', 'events', 'tail', '--json'], { cwd: root, env: { ...rest, VOXA_EMBEDDED_NATS_PORT: port } });
+  const io = { out: '', err: '' };
+  child.stdout.on('data', (d: Buffer) => (io.out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (io.err += d.toString()));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  try {
+    await waitFor(() => io.err.includes('tailing') || io.err.includes('NATS_UNAVAILABLE'), 'the tail to start or fail', 40_000);
+    t.false(io.err.includes('NATS_UNAVAILABLE'), io.err);
+    const ev = messageEvent();
+    await publishEvents(hub, [ev]);
+    await waitFor(() => io.out.includes(ev.id), 'the event printed');
+    t.true(io.out.includes(ev.id));
+  } finally {
+    child.kill('SIGINT');
+  }
+  t.is(await exited, 0);
+  await hub.close();
+});
+
 test('voxa plugins and voxa dlq steer a running runtime', async (t) => {
   const hub = await openTestHub(servers);
   let fixed = false;
