@@ -16,9 +16,11 @@
  *      once (to the sender itself). Server CPU over these is the *per-message* cost: for the hub that is the
  *      whole send path (validation, SQLite, outbox, JetStream publish and its ack), for the references the
  *      parse and one write. It does not grow with the room.
- *   2. The other N−1 members connect; after a settle pause and a forced GC (`--expose-gc`) the server's memory
- *      is read again: idle memory per connection = growth / (N−1), both as V8 heap + external memory (what the
- *      connections hold) and as RSS (noisier: the allocator keeps pages).
+ *   2. The other N−1 members connect, in two halves. Before, between and after, once server and clients are idle
+ *      (see settle()) and after a forced GC (`--expose-gc`), the server's memory is read: idle memory per
+ *      connection = growth over the second half / its connections (the slope: one-time costs such as compiling
+ *      the connect path or growing shared tables fall in the first half, for every case alike), as V8 heap +
+ *      external memory (what the connections hold); the growth over all N−1 and RSS are printed alongside.
  *   3. One warm-up message, then MESSAGES messages at the same pace, each delivered N times.
  * Columns:
  *   p50/p99        send→receive latency over the N × MESSAGES deliveries of step 3.
@@ -27,14 +29,17 @@
  *   fan-out µs/deliv  (step-3 CPU − step-1 CPU) / (step-3 deliveries − step-1 deliveries): the marginal cost of
  *                  one more delivery, the fixed per-message cost removed. This is the column the goals are about
  *                  ("CPU per delivery" of the fan-out), computed the same way for every case.
- *   idle KiB/conn  heap+external growth per idle connection (RSS growth in parentheses).
+ *   idle KiB/conn  heap+external growth per idle connection over the second half (in parentheses: over all N−1,
+ *                  and the RSS slope — noisier: the allocator keeps pages).
  *
  * Goals on the plain-WebSocket path: fan-out CPU/delivery ≤ 1.2× relay/ws, p99 ≤ 1.5× relay/ws in the
  * 1,000-member room, idle memory ≤ 10 KiB per connection; Socket.IO path no worse than plain/sio.
  *
  * Env: BENCH_MEMBERS (default 1000), BENCH_MESSAGES (default 100), BENCH_INTERVAL_MS (default 100),
  * BENCH_CASES (comma-separated case names, default all), BENCH_PROFILE=<dir> (each server writes a CPU profile of
- * step 3 alone — the room's fan-out window — to <dir>/edge-<mode>-<pid>.cpuprofile, for DevTools or speedscope).
+ * step 3 alone — the room's fan-out window — to <dir>/edge-<mode>-<pid>.cpuprofile, for DevTools or speedscope),
+ * BENCH_HEAPSNAP=<dir> (each server writes a heap snapshot after each half of step 2, to diff what an idle
+ * connection holds by type; the snapshots are taken outside the measured CPU and memory readings).
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -111,9 +116,21 @@ async function serve(mode: Mode): Promise<void> {
     } else if (m.cmd === 'stats') {
       // CPU first: the forced GC below is measurement work, not server work.
       const c = process.cpuUsage();
+      // Twice: external memory (Buffers, external strings) is given back by finalizers that the first
+      // collection only schedules.
+      (globalThis as { gc?: () => void }).gc?.();
       (globalThis as { gc?: () => void }).gc?.();
       const mu = process.memoryUsage();
       process.send!({ stats: { cpuUs: c.user + c.system, rss: mu.rss, mem: mu.heapUsed + mu.external } satisfies Stats });
+    } else if (m.cmd === 'cpu') {
+      const c = process.cpuUsage();
+      process.send!({ cpuUs: c.user + c.system });
+    } else if (m.cmd === 'heapsnap') {
+      // Idle-memory diagnosis (BENCH_HEAPSNAP): snapshots between and after the halves of step 2, to diff by type.
+      const { writeHeapSnapshot } = await import('node:v8');
+      (globalThis as { gc?: () => void }).gc?.();
+      const file = writeHeapSnapshot(join(process.env.BENCH_HEAPSNAP!, `edge-${mode}-${process.pid}-${Date.now()}.heapsnapshot`));
+      process.send!({ heapsnap: file });
     } else if (m.cmd === 'exit') {
       // A clean exit, so --cpu-prof writes its profile.
       process.exit(0);
@@ -128,6 +145,10 @@ interface Child {
   proc: ChildProcess;
   port: number;
   stats(): Promise<Stats>;
+  /** Server CPU so far (µs), without the forced GC of stats(). */
+  cpu(): Promise<number>;
+  /** Writes a heap snapshot into BENCH_HEAPSNAP (no-op without it). */
+  heapsnap(): Promise<void>;
   /** Starts/stops the server's CPU profiler (BENCH_PROFILE only). */
   profile(cmd: 'prof-start' | 'prof-stop'): Promise<void>;
   kill(): Promise<void>;
@@ -152,6 +173,18 @@ async function startChild(mode: Mode, env: Record<string, string> = {}): Promise
         proc.once('message', (m: { stats: Stats }) => resolve(m.stats));
         proc.send({ cmd: 'stats' });
       }),
+    cpu: () =>
+      new Promise((resolve) => {
+        proc.once('message', (m: { cpuUs: number }) => resolve(m.cpuUs));
+        proc.send({ cmd: 'cpu' });
+      }),
+    heapsnap: () =>
+      new Promise((resolve) => {
+        if (!process.env.BENCH_HEAPSNAP) return resolve();
+        mkdirSync(process.env.BENCH_HEAPSNAP, { recursive: true });
+        proc.once('message', () => resolve());
+        proc.send({ cmd: 'heapsnap' });
+      }),
     profile: (cmd) =>
       new Promise((resolve) => {
         proc.once('message', () => resolve());
@@ -170,6 +203,29 @@ async function startChild(mode: Mode, env: Record<string, string> = {}): Promise
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * Waits (at least `minMs`, at most 20 s) until both the server and this process — the clients — have been idle
+ * for two 250 ms windows in a row (under 3% of a core each). Memory read while frames are still in flight (the
+ * tail of a connect storm: presence events, ready frames) counts buffers about to be freed, and a fixed pause
+ * is long enough for one server and not for another; every case waits for the same condition.
+ */
+async function settle(child: Child, minMs: number): Promise<void> {
+  await sleep(minMs);
+  const deadline = Date.now() + 20_000;
+  let quiet = 0;
+  let server = await child.cpu();
+  let self = process.cpuUsage();
+  let at = performance.now();
+  while (quiet < 2 && Date.now() < deadline) {
+    await sleep(250);
+    const [server2, self2, at2] = [await child.cpu(), process.cpuUsage(), performance.now()];
+    const wallUs = (at2 - at) * 1000;
+    const busiest = Math.max(server2 - server, self2.user + self2.system - (self.user + self.system)) / wallUs;
+    quiet = busiest < 0.03 ? quiet + 1 : 0;
+    [server, self, at] = [server2, self2, at2];
+  }
+}
+
 interface Row {
   name: string;
   p50: number;
@@ -178,7 +234,10 @@ interface Row {
   cpuUsPerDelivery: number;
   fanoutUsPerDelivery: number;
   sendUsPerMessage: number;
+  /** Heap + external growth per connection over the second half of the room (the slope). */
   idleKiB: number;
+  /** The same over all N−1 connections (one-time costs included). */
+  idleAllKiB: number;
   idleRssKiB: number;
   delivered: number;
   expected: number;
@@ -229,16 +288,26 @@ async function runCase(name: string, child: Child, connect: Connect): Promise<Ro
   // Step 1: the sender alone.
   const sender = await connect(0, onText);
   const alone = await burst(sender, 1);
-  // Step 2: everyone else, idle.
-  await sleep(300);
+  // Step 2: everyone else, idle, in two halves.
+  await settle(child, 300);
   const before = await child.stats();
   const clients = [sender];
-  for (let i = 1; i < MEMBERS; i += 50) {
-    clients.push(...(await Promise.all(Array.from({ length: Math.min(50, MEMBERS - i) }, (_, k) => connect(i + k, onText)))));
-  }
-  await sleep(1500);
+  const connectRange = async (from: number, to: number) => {
+    for (let i = from; i < to; i += 50) {
+      clients.push(...(await Promise.all(Array.from({ length: Math.min(50, to - i) }, (_, k) => connect(i + k, onText)))));
+    }
+  };
+  const half = 1 + Math.floor((MEMBERS - 1) / 2);
+  await connectRange(1, half);
+  await settle(child, 1500);
+  const mid = await child.stats();
+  await child.heapsnap();
+  await connectRange(half, MEMBERS);
+  await settle(child, 1500);
   const idle = await child.stats();
+  await child.heapsnap();
   const others = Math.max(1, MEMBERS - 1);
+  const secondHalf = Math.max(1, MEMBERS - half);
   // Step 3: the room.
   const room = await burst(sender, MEMBERS, true);
   for (const c of clients) c.close();
@@ -251,8 +320,9 @@ async function runCase(name: string, child: Child, connect: Connect): Promise<Ro
     cpuUsPerDelivery: room.cpuUs / Math.max(1, room.delivered),
     fanoutUsPerDelivery: (room.cpuUs - alone.cpuUs) / Math.max(1, room.delivered - alone.delivered),
     sendUsPerMessage: alone.cpuUs / Math.max(1, alone.delivered),
-    idleKiB: (idle.mem - before.mem) / others / 1024,
-    idleRssKiB: (idle.rss - before.rss) / others / 1024,
+    idleKiB: (idle.mem - mid.mem) / secondHalf / 1024,
+    idleAllKiB: (idle.mem - before.mem) / others / 1024,
+    idleRssKiB: (idle.rss - mid.rss) / secondHalf / 1024,
     delivered: room.delivered,
     expected: room.expected,
   };
@@ -386,11 +456,11 @@ async function main(): Promise<void> {
   }
 
   const f = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : 'n/a');
-  console.log('\n| case | p50 ms | p99 ms | deliveries/s | CPU µs/delivery (all) | fan-out CPU µs/delivery | send CPU µs/message | idle KiB/conn heap+ext (RSS) |');
+  console.log('\n| case | p50 ms | p99 ms | deliveries/s | CPU µs/delivery (all) | fan-out CPU µs/delivery | send CPU µs/message | idle KiB/conn heap+ext: slope (all-in; RSS) |');
   console.log('|---|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of rows) {
     console.log(
-      `| ${r.name} | ${f(r.p50)} | ${f(r.p99)} | ${f(r.deliveriesPerSec, 0)} | ${f(r.cpuUsPerDelivery, 2)} | ${f(r.fanoutUsPerDelivery, 2)} | ${f(r.sendUsPerMessage, 0)} | ${f(r.idleKiB, 1)} (${f(r.idleRssKiB, 1)}) |`,
+      `| ${r.name} | ${f(r.p50)} | ${f(r.p99)} | ${f(r.deliveriesPerSec, 0)} | ${f(r.cpuUsPerDelivery, 2)} | ${f(r.fanoutUsPerDelivery, 2)} | ${f(r.sendUsPerMessage, 0)} | ${f(r.idleKiB, 1)} (${f(r.idleAllKiB, 1)}; ${f(r.idleRssKiB, 1)}) |`,
     );
   }
   const get = (n: string) => rows.find((r) => r.name === n);

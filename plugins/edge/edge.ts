@@ -27,7 +27,7 @@ import { newId } from '../../core/ids.js';
 import { initEdgeSeries, metrics } from '../../core/telemetry/metrics.js';
 import { withConsumerSpan, type ConsumedMessage } from '../../core/telemetry/nats.js';
 import { Frame } from './frame.js';
-import { Presence } from './presence.js';
+import { Presence, type PresenceDevice } from './presence.js';
 import { CLIENT_EVENTS, describeZodError, isClientEvent, type ClientEventData, type ClientEventName, type Handshake } from './protocol.js';
 
 export type TransportKind = 'ws' | 'socketio';
@@ -126,56 +126,151 @@ type Out =
   | { kind: 'edit'; seq: number; frame: Frame }
   | { kind: 'plain'; frame: Frame; exceptUser?: string };
 
-/** One session's position in one conversation. */
-interface ConvState {
-  cursor: number;
+/**
+ * One session's position in one conversation. There is one per session and conversation (an agent in 200
+ * conversations has 200), so it is a class of fixed shape and the queue and waiter lists exist only while used.
+ */
+class ConvState {
   /** True while the session reads its backlog (or waits for resume); live events queue meanwhile. */
-  catching: boolean;
-  /** Waiting for the resume hold to end: no catch-up runs yet. */
-  held: boolean;
-  running: boolean;
-  queue: Out[];
-  overflow: boolean;
-  waiters: Array<() => void>;
+  catching = true;
+  running = false;
+  overflow = false;
+  /** Live events waiting behind a catch-up (null when none). */
+  queue: Out[] | null = null;
+  /** Resume acks waiting for the catch-up to finish (null when none). */
+  waiters: Array<() => void> | null = null;
+  constructor(
+    public cursor: number,
+    /** Waiting for the resume hold to end: no catch-up runs yet. */
+    public held: boolean,
+  ) {}
+
+  /** Wakes and forgets whoever waits for this catch-up. */
+  wake(): void {
+    const w = this.waiters;
+    this.waiters = null;
+    if (w) for (const f of w) f();
+  }
 }
 
 const SETTLED: Promise<unknown> = Promise.resolve();
 
 /**
- * A connected, authenticated device. Kept small: an idle connection costs what its fields cost, so what only
- * some sessions need (typing throttle, hold timer) is created on first use.
+ * A session's conversations (conversationId → ConvState), with the first one inline. Most connections of a
+ * support hub (a widget visitor, a customer) are in one conversation, and a Map costs some 180 bytes before its
+ * first entry; a second conversation moves everything into a Map.
  */
-export class Session {
-  readonly id = newId('dev');
-  readonly convs = new Map<string, ConvState>();
-  closed = false;
-  holding = true;
-  holdTimer: NodeJS.Timeout | null = null;
+class ConvIndex {
+  private oneId: string | null = null;
+  private one: ConvState | null = null;
+  private map: Map<string, ConvState> | null = null;
+
+  get size(): number {
+    return this.map ? this.map.size : this.one ? 1 : 0;
+  }
+  get(id: string): ConvState | undefined {
+    if (this.map) return this.map.get(id);
+    return this.oneId === id ? this.one! : undefined;
+  }
+  has(id: string): boolean {
+    return this.get(id) !== undefined;
+  }
+  set(id: string, st: ConvState): void {
+    if (this.map) this.map.set(id, st);
+    else if (!this.one || this.oneId === id) {
+      this.oneId = id;
+      this.one = st;
+    } else {
+      this.map = new Map([
+        [this.oneId!, this.one],
+        [id, st],
+      ]);
+      this.oneId = this.one = null;
+    }
+  }
+  delete(id: string): boolean {
+    if (this.map) return this.map.delete(id);
+    if (this.oneId !== id) return false;
+    this.oneId = this.one = null;
+    return true;
+  }
+  clear(): void {
+    this.oneId = this.one = this.map = null;
+  }
+  keys(): Iterable<string> {
+    return this.map ? this.map.keys() : this.oneId !== null ? [this.oneId] : [];
+  }
+  [Symbol.iterator](): Iterator<[string, ConvState]> {
+    if (this.map) return this.map.entries();
+    return (this.oneId !== null ? [[this.oneId, this.one!] as [string, ConvState]] : [])[Symbol.iterator]();
+  }
+}
+
+/** What a session needs once it sends frames (an idle connection never does): rate limits and ordering. */
+class Activity {
+  /** Token buckets; a new bucket is full, so creating them on the first frame changes nothing. */
   readonly sendBucket: Bucket;
   readonly frameBucket: Bucket;
   /** conversationId → when this connection last forwarded `typing` (created on the first typing frame). */
   typingAt: Map<string, number> | null = null;
   /** Frames are processed one at a time per connection, so a client's sends keep their order. */
-  private chain: Promise<unknown> = SETTLED;
+  chain: Promise<unknown> = SETTLED;
   pending = 0;
+  constructor(opts: EdgeOptions) {
+    this.sendBucket = new Bucket(opts.sendPerSecond, opts.sendBurst);
+    this.frameBucket = new Bucket(opts.framesPerSecond, opts.framesBurst);
+  }
+}
+
+/**
+ * A connected, authenticated device. Kept small: an idle connection costs what its fields cost, so what only
+ * some sessions need (rate limits, typing throttle, the processing chain, the hold timer) is created on first
+ * use. It is also its own presence record (PresenceDevice), so presence keeps no second object per device.
+ */
+export class Session implements PresenceDevice {
+  readonly id = newId('dev');
+  readonly convs = new ConvIndex();
+  closed = false;
+  holding = true;
+  holdTimer: NodeJS.Timeout | null = null;
+  /** Until `ready` is written, frames for this session wait here (null afterwards). */
+  beforeReady: Frame[] | null = null;
+  /** Created on the first frame from the client. */
+  activity: Activity | null = null;
 
   constructor(
     readonly user: UserRecord,
     readonly transport: Transport,
-    opts: EdgeOptions,
     /** When the access token the connection was opened with expires (ms since the epoch); then it is closed. */
     readonly expiresAt = Infinity,
-  ) {
-    this.sendBucket = new Bucket(opts.sendPerSecond, opts.sendBurst);
-    this.frameBucket = new Bucket(opts.framesPerSecond, opts.framesBurst);
+  ) {}
+
+  get workspaceId(): string {
+    return this.user.workspaceId;
+  }
+  get userId(): string {
+    return this.user.id;
+  }
+  get deviceId(): string {
+    return this.id;
   }
 
-  enqueue<T>(fn: () => Promise<T>): Promise<T> {
-    this.pending++;
-    const p = this.chain.then(fn);
-    this.chain = p.then(
-      () => void this.pending--,
-      () => void this.pending--,
+  /** Frames waiting to be processed. */
+  get pending(): number {
+    return this.activity?.pending ?? 0;
+  }
+
+  /** The session's rate limits, ordering and typing throttle (created on the first frame). */
+  active(opts: EdgeOptions): Activity {
+    return (this.activity ??= new Activity(opts));
+  }
+
+  enqueue<T>(a: Activity, fn: () => Promise<T>): Promise<T> {
+    a.pending++;
+    const p = a.chain.then(fn);
+    a.chain = p.then(
+      () => void a.pending--,
+      () => void a.pending--,
     );
     return p;
   }
@@ -225,7 +320,8 @@ export class Edge {
   readonly log: Logger;
   readonly edgeId = randomBytes(6).toString('hex');
   private readonly sessions = new Set<Session>();
-  private readonly byUser = new Map<string, Set<Session>>();
+  /** userId → its local session, or a Set when the user has several devices here (one is the common case). */
+  private readonly byUser = new Map<string, Session | Set<Session>>();
   private readonly feeds = new Map<string, Feed>();
   /** userId → conversations (with local sessions) the user is a member of: who gets someone's presence. */
   private readonly peers = new Map<string, Set<string>>();
@@ -237,6 +333,8 @@ export class Edge {
   private readonly decoder = new TextDecoder();
   private closing = false;
   private readonly seenMembership = new Set<string>();
+  /** Strings shared by many sessions (workspace ids, roles), one copy each. */
+  private readonly interned = new Map<string, string>();
   /** Frames written since the last metrics flush (a labelled inc per frame costs more than the write). */
   private readonly framesOut: Record<TransportKind, number> = { ws: 0, socketio: 0 };
   private readonly metricsTimer: NodeJS.Timeout;
@@ -295,16 +393,41 @@ export class Edge {
     return this.sessions.size;
   }
 
+  private addUserSession(s: Session): void {
+    const cur = this.byUser.get(s.user.id);
+    if (!cur) this.byUser.set(s.user.id, s);
+    else if (cur instanceof Set) cur.add(s);
+    else if (cur !== s) this.byUser.set(s.user.id, new Set([cur, s]));
+  }
+
+  private removeUserSession(s: Session): void {
+    const cur = this.byUser.get(s.user.id);
+    if (cur === s) this.byUser.delete(s.user.id);
+    else if (cur instanceof Set && cur.delete(s)) {
+      if (cur.size === 1) this.byUser.set(s.user.id, cur.values().next().value!);
+      else if (cur.size === 0) this.byUser.delete(s.user.id);
+    }
+  }
+
+  /** The local sessions of a user (a snapshot: safe to close sessions while iterating). */
+  private sessionsOf(userId: string): Session[] {
+    const cur = this.byUser.get(userId);
+    return !cur ? [] : cur instanceof Set ? [...cur] : [cur];
+  }
+
   // ---------------------------------------------------------------------------------------------------------
   // Sessions
 
-  /** Registers an authenticated connection: subscribes, loads its conversations, announces presence. */
+  /**
+   * Registers an authenticated connection: subscribes, loads its conversations, announces presence, writes
+   * `ready` (with the peers online right now) and starts delivery.
+   */
   async open(user: UserRecord, transport: Transport, handshake: Pick<Handshake, 'cursors'> = {}, expiresAt = Infinity): Promise<Session> {
-    const s = new Session(user, transport, this.opts, expiresAt);
+    const s = new Session(this.sessionUser(user), transport, expiresAt);
+    // Nothing reaches the client before `ready`: frames that come meanwhile (presence, membership) wait.
+    s.beforeReady = [];
     this.sessions.add(s);
-    let set = this.byUser.get(user.id);
-    if (!set) this.byUser.set(user.id, (set = new Set()));
-    set.add(s);
+    this.addUserSession(s);
     metrics.edgeConnections.inc({ transport: transport.kind });
     metrics.edgeConnectionsOpened.inc({ transport: transport.kind });
     try {
@@ -316,13 +439,18 @@ export class Edge {
         const { lastMessage: _l, unreadCount: _u, readSeq: _r, ...conv } = c;
         this.attach(s, this.ensureFeed(conv), conv.lastSeq, true);
       }
+      void this.presence.connect(s);
+      // Read after the session is attached: a peer's change from here on reaches it as an event (held in
+      // beforeReady and written after `ready`), so the snapshot plus the events that follow it are complete.
+      const online = await this.presence.onlineAmong(this.peersOf(s));
+      if (s.closed) return s;
+      this.writeReady(s, online);
       if (handshake.cursors) {
         metrics.edgeResumes.inc({ transport: transport.kind });
         this.release(s, handshake.cursors);
       } else {
         s.holdTimer = setTimeout(() => this.release(s, {}), this.opts.resumeHoldMs);
       }
-      void this.presence.connect({ workspaceId: user.workspaceId, userId: user.id, deviceId: s.id });
     } catch (err) {
       this.close(s);
       throw err;
@@ -330,17 +458,63 @@ export class Edge {
     return s;
   }
 
+  /**
+   * The user as a session keeps it: without credential material (password hash, TOTP state — a session has no
+   * use for them, and whatever sits in memory can end up in a heap dump), and with the strings every session of
+   * a workspace shares (workspace id, role) shared rather than one copy per connection.
+   */
+  private sessionUser(user: UserRecord): UserRecord {
+    return { ...user, workspaceId: this.intern(user.workspaceId), role: this.intern(user.role) as UserRecord['role'], passwordHash: null, totp: null };
+  }
+
+  private intern(value: string): string {
+    const known = this.interned.get(value);
+    if (known !== undefined) return known;
+    if (this.interned.size < 10_000) this.interned.set(value, value);
+    return value;
+  }
+
+  /** The users who share a conversation with the session's user (without the user). */
+  private peersOf(s: Session): string[] {
+    const self = s.user.id;
+    if (s.convs.size === 1) {
+      // The common case needs no Set (a big room's connect storm would pay one insert per member per arrival).
+      const [only] = s.convs.keys();
+      const feed = only === undefined ? undefined : this.feeds.get(only);
+      return feed ? feed.conv.members.filter((m) => m !== self) : [];
+    }
+    const peers = new Set<string>();
+    for (const convId of s.convs.keys()) {
+      const feed = this.feeds.get(convId);
+      if (feed) for (const m of feed.conv.members) if (m !== self) peers.add(m);
+    }
+    return [...peers];
+  }
+
+  /**
+   * `ready {ok, userId, deviceId, online?}`: `online` lists the peers online now, absent when presence is
+   * unavailable (Redis down). Then what waited for it is written, in order.
+   */
+  private writeReady(s: Session, online: string[] | null): void {
+    const data = { ok: true, userId: s.user.id, deviceId: s.id, ...(online ? { online } : {}) };
+    const waiting = s.beforeReady ?? [];
+    s.beforeReady = null;
+    if (s.closed) return;
+    s.transport.write(new Frame('ready', data));
+    this.framesOut[s.transport.kind]++;
+    for (const f of waiting) this.write(s, f);
+  }
+
   /** Forgets a connection (its transport is already closed or closing). */
   close(s: Session): void {
     if (s.closed) return;
     s.closed = true;
     if (s.holdTimer) clearTimeout(s.holdTimer);
+    s.beforeReady = null;
     this.sessions.delete(s);
-    const set = this.byUser.get(s.user.id);
-    set?.delete(s);
-    if (set && set.size === 0) this.byUser.delete(s.user.id);
+    this.removeUserSession(s);
     for (const [convId, st] of s.convs) {
-      for (const w of st.waiters) w();
+      st.wake();
       const feed = this.feeds.get(convId);
       if (feed) this.detach(s, feed);
     }
@@ -373,7 +547,7 @@ export class Edge {
   private attach(s: Session, feed: Feed, cursor: number, held: boolean): ConvState {
     let st = s.convs.get(feed.id);
     if (st) return st;
-    st = { cursor, catching: true, held, running: false, queue: [], overflow: false, waiters: [] };
+    st = new ConvState(cursor, held);
     s.convs.set(feed.id, st);
     feed.sessions.add(s);
     feed.kinds[s.transport.kind]++;
@@ -395,7 +569,8 @@ export class Edge {
    */
   async handle(s: Session, type: string, data: unknown): Promise<AckData> {
     metrics.edgeFramesIn.inc({ transport: s.transport.kind });
-    if (!s.frameBucket.take()) return errorAck(new VoxaError('RATE_LIMITED', 'Too many frames on this connection; slow down.'));
+    const a = s.active(this.opts);
+    if (!a.frameBucket.take()) return errorAck(new VoxaError('RATE_LIMITED', 'Too many frames on this connection; slow down.'));
     if (!isClientEvent(type)) {
       return errorAck(new VoxaError('VALIDATION_FAILED', `Unknown event type "${type.slice(0, 64)}".`, { type: 'unknown-event' }));
     }
@@ -404,10 +579,10 @@ export class Edge {
       const { message, details } = describeZodError(parsed.error);
       return errorAck(new VoxaError('VALIDATION_FAILED', message, details));
     }
-    if (s.pending > this.opts.maxPendingFrames) {
+    if (a.pending > this.opts.maxPendingFrames) {
       return errorAck(new VoxaError('RATE_LIMITED', 'Too many frames waiting on this connection; wait for acks.'));
     }
-    return s.enqueue(async () => {
+    return s.enqueue(a, async () => {
       try {
         return await this.dispatch(s, type, parsed.data as ClientEventData<typeof type>);
       } catch (err) {
@@ -422,7 +597,7 @@ export class Edge {
     switch (type) {
       case 'send-message': {
         const d = data as ClientEventData<'send-message'>;
-        if (!s.sendBucket.take()) throw new VoxaError('RATE_LIMITED', 'Too many messages on this connection; slow down.');
+        if (!s.active(this.opts).sendBucket.take()) throw new VoxaError('RATE_LIMITED', 'Too many messages on this connection; slow down.');
         // Exactly the REST call (core/routes/conversations.ts): ChatService checks the attachments.
         const res = await this.hub.chat.sendMessage(s.user, d.conversationId, {
           text: d.text,
@@ -438,11 +613,12 @@ export class Edge {
         const conv = await this.memberConversation(s, d.conversationId);
         const now = Date.now();
         if (type === 'typing') {
-          const last = s.typingAt?.get(conv.id) ?? 0;
+          const a = s.active(this.opts);
+          const last = a.typingAt?.get(conv.id) ?? 0;
           if (now - last < this.opts.typingThrottleMs) return { ok: true, throttled: true };
-          (s.typingAt ??= new Map()).set(conv.id, now);
+          (a.typingAt ??= new Map()).set(conv.id, now);
         } else {
-          s.typingAt?.delete(conv.id);
+          s.activity?.typingAt?.delete(conv.id);
         }
         this.publishEphemeral(
           createEvent(type === 'typing' ? 'typing.started' : 'typing.stopped', {
@@ -513,7 +689,7 @@ export class Edge {
 
   private caughtUp(st: ConvState): Promise<void> {
     if (!st.catching) return Promise.resolve();
-    return new Promise((resolve) => st.waiters.push(resolve));
+    return new Promise((resolve) => (st.waiters ??= []).push(resolve));
   }
 
   // ---------------------------------------------------------------------------------------------------------
@@ -521,6 +697,10 @@ export class Edge {
 
   private write(s: Session, frame: Frame): void {
     if (s.closed) return;
+    if (s.beforeReady) {
+      s.beforeReady.push(frame);
+      return;
+    }
     if (s.transport.buffered() > this.opts.maxBufferedBytes) {
       metrics.edgeSlowClientDisconnects.inc({ transport: s.transport.kind });
       this.log.info({ userId: s.user.id, deviceId: s.id }, 'edge: disconnecting a slow consumer');
@@ -537,16 +717,16 @@ export class Edge {
     const st = s.convs.get(feed.id);
     if (!st) return;
     if (st.catching) {
-      if (st.queue.length >= 1000) {
+      if (st.queue && st.queue.length >= 1000) {
         // The catch-up re-reads from the store until it reaches the feed; the queue only avoids that work.
-        st.queue = [];
+        st.queue = null;
         st.overflow = true;
       }
-      if (!st.overflow) st.queue.push(out);
+      if (!st.overflow) (st.queue ??= []).push(out);
       return;
     }
     if (!this.apply(s, feed, st, out)) {
-      st.queue.push(out);
+      (st.queue ??= []).push(out);
       void this.catchUp(s, feed, st);
     }
   }
@@ -581,7 +761,7 @@ export class Edge {
       st.running = false;
       if (caughtUp) {
         st.catching = false;
-        for (const w of st.waiters.splice(0)) w();
+        st.wake();
       }
     } catch (err) {
       this.log.warn({ err, conversationId: feed.id }, 'edge: catch-up failed; retrying');
@@ -598,13 +778,17 @@ export class Edge {
     let stalls = 0;
     for (;;) {
       if (s.closed || s.convs.get(feed.id) !== st) return false;
-      while (st.queue.length > 0) {
-        if (!this.apply(s, feed, st, st.queue[0]!)) break;
-        st.queue.shift();
+      const q = st.queue;
+      if (q) {
+        while (q.length > 0) {
+          if (!this.apply(s, feed, st, q[0]!)) break;
+          q.shift();
+        }
+        if (q.length === 0 && st.queue === q) st.queue = null;
       }
       // Level with the feed and nothing blocked: from here on live events apply directly. No await between
       // this check and the caller clearing `catching`, so no event can slip in between.
-      if (st.queue.length === 0 && !st.overflow && st.cursor >= feed.last) return true;
+      if (!st.queue && !st.overflow && st.cursor >= feed.last) return true;
       if (!checkedMembership) {
         checkedMembership = true;
         const conv = await this.hub.store.getConversation(feed.id);
@@ -632,7 +816,7 @@ export class Edge {
         // read sees. Retry briefly, then step over the hole rather than stall the conversation forever.
         if (++stalls > 20) {
           this.log.warn({ conversationId: feed.id, cursor: st.cursor }, 'edge: catch-up found no messages for a gap');
-          const head = st.queue[0];
+          const head = st.queue?.[0];
           if (head && head.kind !== 'plain') st.cursor = head.kind === 'msg' ? head.seq - 1 : head.seq;
           else if (st.cursor < feed.last) st.cursor = feed.last;
           stalls = 0;
@@ -735,7 +919,7 @@ export class Edge {
         const out: Out = { kind: 'plain', frame, exceptUser: d.userId };
         if (feed.conv.members.length <= this.opts.receiptsMaxMembers) return this.emit(feed, out);
         for (const userId of feed.senders) {
-          for (const s of this.byUser.get(userId) ?? []) if (s.convs.has(feed.id)) this.offer(s, feed, out);
+          for (const s of this.sessionsOf(userId)) if (s.convs.has(feed.id)) this.offer(s, feed, out);
         }
         return;
       }
@@ -808,7 +992,7 @@ export class Edge {
       for (const m of conv.members) this.indexPeer(m, feed.id, true);
       feed.conv = { ...conv, lastSeq: Math.max(conv.lastSeq, feed.last) };
       for (const userId of removed) {
-        for (const s of [...(this.byUser.get(userId) ?? [])]) this.removeMember(s, feed);
+        for (const s of this.sessionsOf(userId)) this.removeMember(s, feed);
       }
     }
     const info = { conversationId: conv.id, membership: 'member', conversation: conv, added, removed };
@@ -818,8 +1002,8 @@ export class Edge {
     // Local sessions of new members start receiving at once: everything of a new conversation, and from the
     // moment of joining for an existing one.
     for (const userId of added) {
-      const sessions = this.byUser.get(userId);
-      if (!sessions || !conv.members.includes(userId)) continue;
+      const sessions = this.sessionsOf(userId);
+      if (!sessions.length || !conv.members.includes(userId)) continue;
       const f = this.ensureFeed(conv);
       for (const s of sessions) {
         if (s.convs.has(conv.id)) continue;
@@ -834,7 +1018,7 @@ export class Edge {
     const st = s.convs.get(feed.id);
     if (!st) return;
     s.convs.delete(feed.id);
-    for (const w of st.waiters.splice(0)) w();
+    st.wake();
     this.write(s, new Frame('conversation-updated', { conversationId: feed.id, membership: 'removed' }));
     this.detach(s, feed);
   }

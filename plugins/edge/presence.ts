@@ -37,6 +37,19 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
 return redis.call('ZCARD', KEYS[1])
 `;
 
+// Of the user keys given, the (1-based) positions of those with a live device (expiry after ARGV[1]).
+const ONLINE = `
+local out = {}
+local live = '(' .. ARGV[1]
+for i, key in ipairs(KEYS) do
+  if redis.call('ZCOUNT', key, live, '+inf') > 0 then out[#out + 1] = i end
+end
+return out
+`;
+
+/** Users per ONLINE script call: bounds how long one call keeps Redis busy. */
+const ONLINE_BATCH = 500;
+
 export interface PresenceDevice {
   workspaceId: string;
   userId: string;
@@ -160,6 +173,38 @@ export class Presence {
       this.warn((err as Error).message);
     }
     return removed;
+  }
+
+  /**
+   * Which of these users have a live device right now, or null when that cannot be known (Redis down or not
+   * answering within `timeoutMs`): callers tell "nobody is online" from "unknown".
+   */
+  async onlineAmong(userIds: readonly string[], timeoutMs = 2000): Promise<string[] | null> {
+    if (!this.ready()) return null;
+    if (userIds.length === 0) return [];
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<null>((resolve) => {
+      timer = setTimeout(() => resolve(null), timeoutMs);
+      timer.unref();
+    });
+    const read = async (): Promise<string[]> => {
+      const now = String(Date.now());
+      const online: string[] = [];
+      for (let i = 0; i < userIds.length; i += ONLINE_BATCH) {
+        const batch = userIds.slice(i, i + ONLINE_BATCH);
+        const hits = (await this.redis!.eval(ONLINE, batch.length, ...batch.map((u) => this.key(u)), now)) as number[];
+        for (const h of hits) online.push(batch[h - 1]!);
+      }
+      return online;
+    };
+    try {
+      return await Promise.race([read(), late]);
+    } catch (err) {
+      this.warn((err as Error).message);
+      return null;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Live device count of a user (for tests and diagnostics). */

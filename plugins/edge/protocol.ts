@@ -43,8 +43,12 @@ export function isClientEvent(name: string): name is ClientEventName {
   return Object.prototype.hasOwnProperty.call(CLIENT_EVENTS, name);
 }
 
-/** Server → client event names. `error` is sent when a frame cannot be answered with an ack. */
+/**
+ * Server → client event names. `ready` is the first frame of a session (`{ok, userId, deviceId, online?}`);
+ * `error` is sent when a frame cannot be answered with an ack.
+ */
 export const SERVER_EVENTS = [
+  'ready',
   'receive-message',
   'message-updated',
   'message-deleted',

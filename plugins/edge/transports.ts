@@ -8,9 +8,10 @@ import { Server as SocketIOServer, type Socket } from 'socket.io';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import { ERROR_CODES, VoxaError, isVoxaError, type ErrorCode } from '../../core/errors.js';
 import { originAllowed, tokenExpiry, verifyToken } from './auth.js';
+import type { UserRecord } from '../../core/domain.js';
 import { errorAck, type AckData, type Edge, type Session, type Transport } from './edge.js';
 import type { Frame, SioEncoded, SioEncoder } from './frame.js';
-import { CLOSE, HandshakeSchema, WsFrameSchema } from './protocol.js';
+import { CLOSE, HandshakeSchema, WsFrameSchema, type Handshake } from './protocol.js';
 
 export interface TransportHandles {
   close(): Promise<void>;
@@ -21,10 +22,32 @@ export interface TransportHandles {
 
 const SEND_TEXT = { binary: false } as const;
 
+/** The transport of a `ws` connection, kept on the socket under this key for the shared listeners below. */
+const TRANSPORT = Symbol('voxa.transport');
+type TaggedWebSocket = WebSocket & { [TRANSPORT]: WsTransport };
+
+/**
+ * One plain WebSocket connection: its state from the first frame to the close lives here, and the `ws` listeners
+ * are shared functions that find it on the socket — no closures per connection (an idle connection costs what
+ * its objects cost, and tsx's keepNames turns every named per-connection closure into a dictionary object).
+ */
 class WsTransport implements Transport {
-  readonly kind = 'ws' as const;
   alive = true;
-  constructor(readonly socket: WebSocket) {}
+  session: Session | null = null;
+  authing = false;
+  authTimer: NodeJS.Timeout | null = null;
+  constructor(
+    readonly socket: WebSocket,
+    /** Shared by every connection of the server. */
+    private readonly ctx: { edge: Edge; live: Set<WsTransport> },
+  ) {}
+  // A getter (on the prototype) rather than a field: one word less per connection.
+  get kind(): 'ws' {
+    return 'ws';
+  }
+  get edge(): Edge {
+    return this.ctx.edge;
+  }
   write(frame: Frame): void {
     const ws = this.socket;
     if (ws.readyState !== ws.OPEN) return;
@@ -49,6 +72,86 @@ class WsTransport implements Transport {
     // A slow consumer may never read our close frame: do not wait for its handshake.
     if (code === 'SLOW_CONSUMER') setTimeout(() => this.socket.terminate(), 1000).unref();
   }
+
+  /** Dropped once authenticated, so an idle connection does not keep its spent Timeout alive. */
+  stopAuthTimer(): void {
+    if (this.authTimer) clearTimeout(this.authTimer);
+    this.authTimer = null;
+  }
+
+  onClose(): void {
+    this.stopAuthTimer();
+    this.ctx.live.delete(this);
+    if (this.session) this.edge.close(this.session);
+  }
+
+  onMessage(raw: RawData, isBinary: boolean): void {
+    if (isBinary) return this.send({ type: 'error', data: { code: 'VALIDATION_FAILED', message: 'Frames are JSON text.' } });
+    let frame: { type: string; data?: unknown; ackId?: string | number };
+    try {
+      const parsed = WsFrameSchema.safeParse(JSON.parse(raw.toString()));
+      if (!parsed.success) throw new VoxaError('VALIDATION_FAILED', 'A frame is {type, data, ackId?}.');
+      frame = parsed.data;
+    } catch (err) {
+      const e = isVoxaError(err) ? err : new VoxaError('MALFORMED_JSON', 'The frame is not valid JSON.');
+      if (!this.session) return this.kick('UNAUTHENTICATED', 'The first frame must be {"type":"auth","data":{"token":…}}.');
+      return this.send({ type: 'error', data: (errorAck(e) as { error: unknown }).error });
+    }
+    if (!this.session) {
+      if (this.authing) return this.reply(frame, errorAck(new VoxaError('UNAUTHENTICATED', 'Wait for the auth answer.')));
+      const hs = frame.type === 'auth' ? HandshakeSchema.safeParse(frame.data) : null;
+      if (!hs || !hs.success) {
+        this.stopAuthTimer();
+        return this.kick('UNAUTHENTICATED', 'The first frame must be {"type":"auth","data":{"token":…}}.');
+      }
+      this.authing = true;
+      void this.authenticate(hs.data, frame.ackId);
+      return;
+    }
+    if (frame.type === 'auth') return this.reply(frame, errorAck(new VoxaError('CONFLICT', 'Already authenticated.')));
+    void this.edge.handle(this.session, frame.type, frame.data).then((data) => this.reply(frame, data));
+  }
+
+  /** Answers a frame: an ack when it asked for one, else an error frame when it failed. */
+  private reply(frame: { type: string; ackId?: string | number }, data: AckData): void {
+    if (frame.ackId !== undefined) this.send({ type: 'ack', ackId: frame.ackId, data });
+    else if (!data.ok) this.send({ type: 'error', data: { ...data.error, ref: frame.type } });
+  }
+
+  private async authenticate(hs: Handshake, ackId: string | number | undefined): Promise<void> {
+    const ws = this.socket;
+    try {
+      const user = await verifyToken(this.edge.hub, hs.token);
+      if (ws.readyState !== ws.OPEN) return;
+      // The edge writes `ready` (with the peers online now) before it resolves.
+      const s = await this.edge.open(user, this, { cursors: hs.cursors }, tokenExpiry(hs.token));
+      this.stopAuthTimer();
+      if (ws.readyState !== ws.OPEN) return this.edge.close(s);
+      this.session = s;
+      if (ackId !== undefined) this.send({ type: 'ack', ackId, data: { ok: true, userId: user.id, deviceId: s.id } });
+    } catch (err) {
+      this.stopAuthTimer();
+      const e = isVoxaError(err) ? err : new VoxaError('UNAVAILABLE', 'Could not open the session.');
+      if (!isVoxaError(err)) this.edge.log.warn({ err }, 'edge: ws session open failed');
+      this.kick(e.code === 'UNAUTHENTICATED' ? 'UNAUTHENTICATED' : e.code, e.message);
+    } finally {
+      this.authing = false;
+    }
+  }
+}
+
+// Shared by every connection (`this` is the WebSocket).
+function wsOnPong(this: WebSocket): void {
+  (this as TaggedWebSocket)[TRANSPORT].alive = true;
+}
+function wsOnError(): void {
+  // e.g. maxPayload exceeded: ws closes with 1009 itself
+}
+function wsOnClose(this: WebSocket): void {
+  (this as TaggedWebSocket)[TRANSPORT].onClose();
+}
+function wsOnMessage(this: WebSocket, raw: RawData, isBinary: boolean): void {
+  (this as TaggedWebSocket)[TRANSPORT].onMessage(raw, isBinary);
 }
 
 function refuseUpgrade(socket: Duplex, status: number, code: ErrorCode, message: string): void {
@@ -62,84 +165,27 @@ function refuseUpgrade(socket: Duplex, status: number, code: ErrorCode, message:
 export function attachWs(edge: Edge, server: HttpServer, path = '/ws'): TransportHandles {
   const wss = new WebSocketServer({ noServer: true, maxPayload: edge.opts.maxFrameBytes, perMessageDeflate: false, clientTracking: false });
   const live = new Set<WsTransport>();
+  const ctx = { edge, live };
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     const url = req.url ?? '';
     const q = url.indexOf('?');
     if ((q === -1 ? url : url.slice(0, q)) !== path) return; // Socket.IO (or nobody) handles it
     if (!originAllowed(req, edge.hub.config.corsOrigins)) return refuseUpgrade(socket, 403, 'FORBIDDEN', 'This origin may not open a socket.');
-    wss.handleUpgrade(req, socket, head, (ws) => onConnection(ws));
+    wss.handleUpgrade(req, socket, head, onConnection);
   };
 
   const onConnection = (ws: WebSocket): void => {
-    const t = new WsTransport(ws);
+    const t = new WsTransport(ws, ctx);
+    (ws as TaggedWebSocket)[TRANSPORT] = t;
     live.add(t);
-    let session: Session | null = null;
-    let authing = false;
-    let authTimer: NodeJS.Timeout | null = setTimeout(() => {
-      if (!session) t.kick('UNAUTHENTICATED', 'No auth frame in time.');
+    t.authTimer = setTimeout(() => {
+      if (!t.session) t.kick('UNAUTHENTICATED', 'No auth frame in time.');
     }, edge.opts.authTimeoutMs);
-    authTimer.unref();
-    // Dropped once authenticated, so an idle connection does not keep its spent Timeout alive.
-    const stopAuth = (): void => {
-      if (authTimer) clearTimeout(authTimer);
-      authTimer = null;
-    };
-    ws.on('pong', () => (t.alive = true));
-    ws.on('error', () => undefined); // e.g. maxPayload exceeded: ws closes with 1009 itself
-    ws.on('close', () => {
-      stopAuth();
-      live.delete(t);
-      if (session) edge.close(session);
-    });
-    ws.on('message', (raw: RawData, isBinary: boolean) => {
-      if (isBinary) return t.send({ type: 'error', data: { code: 'VALIDATION_FAILED', message: 'Frames are JSON text.' } });
-      let frame: { type: string; data?: unknown; ackId?: string | number };
-      try {
-        const parsed = WsFrameSchema.safeParse(JSON.parse(raw.toString()));
-        if (!parsed.success) throw new VoxaError('VALIDATION_FAILED', 'A frame is {type, data, ackId?}.');
-        frame = parsed.data;
-      } catch (err) {
-        const e = isVoxaError(err) ? err : new VoxaError('MALFORMED_JSON', 'The frame is not valid JSON.');
-        if (!session) return t.kick('UNAUTHENTICATED', 'The first frame must be {"type":"auth","data":{"token":…}}.');
-        return t.send({ type: 'error', data: errorAck(e).ok === false ? (errorAck(e) as { error: unknown }).error : undefined });
-      }
-      const reply = (data: AckData): void => {
-        if (frame.ackId !== undefined) t.send({ type: 'ack', ackId: frame.ackId, data });
-        else if (!data.ok) t.send({ type: 'error', data: { ...data.error, ref: frame.type } });
-      };
-      if (!session) {
-        if (authing) return reply(errorAck(new VoxaError('UNAUTHENTICATED', 'Wait for the auth answer.')));
-        const hs = frame.type === 'auth' ? HandshakeSchema.safeParse(frame.data) : null;
-        if (!hs || !hs.success) {
-          stopAuth();
-          return t.kick('UNAUTHENTICATED', 'The first frame must be {"type":"auth","data":{"token":…}}.');
-        }
-        authing = true;
-        void (async () => {
-          try {
-            const user = await verifyToken(edge.hub, hs.data.token);
-            if (ws.readyState !== ws.OPEN) return;
-            const s = await edge.open(user, t, { cursors: hs.data.cursors }, tokenExpiry(hs.data.token));
-            stopAuth();
-            if (ws.readyState !== ws.OPEN) return edge.close(s);
-            session = s;
-            const ready = { ok: true as const, userId: user.id, deviceId: s.id };
-            t.send({ type: 'ready', data: ready });
-            if (frame.ackId !== undefined) t.send({ type: 'ack', ackId: frame.ackId, data: ready });
-          } catch (err) {
-            stopAuth();
-            const e = isVoxaError(err) ? err : new VoxaError('UNAVAILABLE', 'Could not open the session.');
-            if (!isVoxaError(err)) edge.log.warn({ err }, 'edge: ws session open failed');
-            t.kick(e.code === 'UNAUTHENTICATED' ? 'UNAUTHENTICATED' : e.code, e.message);
-          } finally {
-            authing = false;
-          }
-        })();
-        return;
-      }
-      if (frame.type === 'auth') return reply(errorAck(new VoxaError('CONFLICT', 'Already authenticated.')));
-      void edge.handle(session, frame.type, frame.data).then(reply);
-    });
+    t.authTimer.unref();
+    ws.on('pong', wsOnPong);
+    ws.on('error', wsOnError);
+    ws.on('close', wsOnClose);
+    ws.on('message', wsOnMessage);
   };
 
   server.on('upgrade', onUpgrade);
@@ -174,18 +220,41 @@ interface EngineConn {
   readyState: string;
   upgrading: boolean;
   writeBuffer: unknown[];
-  transport: { name: string; socket?: { bufferedAmount?: number; _socket?: Duplex } };
+  request: unknown;
+  transport: { name: string; socket?: { bufferedAmount?: number; _socket?: Duplex; _receiver?: { _state?: number; _mask?: unknown } } };
 }
 
+/** What the handshake middleware leaves for the connection handler (in `socket.data.handshake`, then cleared). */
+interface VerifiedHandshake {
+  user: UserRecord;
+  cursors: Record<string, number> | undefined;
+  expiresAt: number;
+}
+
+/**
+ * One Socket.IO connection, with its state (the session, frames that came before it) in one object; the
+ * socket's listeners are shared functions that find it in `socket.data.transport`, as for `ws` above.
+ */
 class SioTransport implements Transport {
-  readonly kind = 'socketio' as const;
+  session: Session | null = null;
+  ended = false;
+  /** Frames that arrived before the session was open (null when none). */
+  early: Array<[string, unknown[]]> | null = null;
   constructor(
     readonly socket: Socket,
-    private readonly encode: SioEncoder,
+    /** Shared by every connection of the server. */
+    private readonly ctx: { edge: Edge; encode: SioEncoder },
   ) {}
+  // A getter (on the prototype) rather than a field: one word less per connection.
+  get kind(): 'socketio' {
+    return 'socketio';
+  }
+  get edge(): Edge {
+    return this.ctx.edge;
+  }
   write(frame: Frame): void {
     if (!this.socket.connected) return;
-    const enc: SioEncoded = frame.sioPacket(this.encode);
+    const enc: SioEncoded = frame.sioPacket(this.ctx.encode);
     const conn = this.socket.conn as unknown as EngineConn;
     // On an open WebSocket with nothing queued in engine.io, the pre-computed WebSocket frame goes straight to
     // the TCP connection: one write, none of engine.io's per-packet objects and events. Order is kept because
@@ -211,7 +280,87 @@ class SioTransport implements Transport {
     this.socket.emit('error', { code, message });
     this.socket.disconnect(true);
   }
+
+  /** Starts the session; the edge writes `ready` (with the peers online now) before it resolves. */
+  open(hs: VerifiedHandshake): void {
+    this.edge.open(hs.user, this, { cursors: hs.cursors }, hs.expiresAt).then(
+      (s) => {
+        if (this.ended) return this.edge.close(s);
+        this.session = s;
+        const early = this.early;
+        this.early = null;
+        if (early) for (const [ev, args] of early) this.onFrame(ev, args);
+      },
+      (err: unknown) => {
+        this.edge.log.warn({ err }, 'edge: socket.io session open failed');
+        this.kick('UNAVAILABLE', 'Could not open the session; retry.');
+      },
+    );
+  }
+
+  onEvent(event: string, args: unknown[]): void {
+    if (!this.session) (this.early ??= []).push([event, args]);
+    else this.onFrame(event, args);
+  }
+
+  onDisconnect(): void {
+    this.ended = true;
+    if (this.session) this.edge.close(this.session);
+  }
+
+  private onFrame(event: string, args: unknown[]): void {
+    const last = args[args.length - 1];
+    const ack = typeof last === 'function' ? (last as (d: AckData) => void) : null;
+    const data = args[0];
+    if (args.length > (ack ? 2 : 1)) {
+      const bad = errorAck(new VoxaError('VALIDATION_FAILED', 'One payload per event.'));
+      return ack ? ack(bad) : void this.socket.emit('error', { ...(bad as { error: object }).error, ref: event });
+    }
+    void this.edge.handle(this.session!, event, data).then((res) => {
+      if (ack) ack(res);
+      else if (!res.ok) this.socket.emit('error', { ...res.error, ref: event });
+    });
+  }
 }
+
+// Shared by every connection (`this` is the Socket.IO socket).
+function sioOnAny(this: Socket, event: string, ...args: unknown[]): void {
+  (this.data.transport as SioTransport).onEvent(event, args);
+}
+function sioOnDisconnect(this: Socket): void {
+  (this.data.transport as SioTransport).onDisconnect();
+}
+
+/**
+ * Lets go of what the handshake left in memory for the life of the connection (per idle connection, this is
+ * more than the session layer costs):
+ * - the first HTTP request (headers, raw headers, parser state), held by engine.io's socket and by the close
+ *   forwarder below. Socket.IO documents dropping `rawSocket.request` ("Memory usage"); only `socket.request`
+ *   needs it, which the edge never reads, and `socket.handshake` was built from it already.
+ * - the received-bytes buffer that the WebSocket receiver of engine.io's `ws` (8.21) pins through the last
+ *   frame's mask until the next frame — here the CONNECT packet, which carries the access token. ws 8.23 clears
+ *   the mask itself after unmasking; this does the same, and only between frames (state GET_INFO), when the
+ *   mask is never read again.
+ */
+function releaseHandshake(socket: Socket): void {
+  const conn = socket.conn as unknown as EngineConn;
+  conn.request = null;
+  const receiver = conn.transport.socket?._receiver;
+  if (receiver && receiver._state === 0 && receiver._mask !== undefined) receiver._mask = undefined;
+  // engine.io (6.6) wraps the upgrade in a WebSocketResponse for its HTTP middlewares (`io.engine.use`) and
+  // forwards the TCP socket's 'close' to it for as long as the connection lives, which keeps the whole upgrade
+  // request reachable. The edge has no engine middlewares: the forwarder goes once the connection is set up.
+  // Found by its source text (it has no name); a future engine.io without it just leaves nothing to remove.
+  const tcp = conn.transport.socket?._socket;
+  if (tcp) {
+    for (const w of tcp.rawListeners('close') as Array<{ listener?: unknown }>) {
+      if (typeof w.listener === 'function' && String(w.listener) === RESPONSE_CLOSE_FORWARDER) tcp.removeListener('close', w.listener as () => void);
+    }
+  }
+}
+
+/** engine.io's `socket.once("close", () => this.emit("close"))` in WebSocketResponse, as source text. */
+const RESPONSE_CLOSE_FORWARDER = '() => this.emit("close")';
 
 export function attachSocketIO(edge: Edge, server: HttpServer, path = '/socket.io'): TransportHandles {
   const allow = edge.hub.config.corsOrigins;
@@ -240,70 +389,40 @@ export function attachSocketIO(edge: Edge, server: HttpServer, path = '/socket.i
     return { packets, opts, ...(raw ? { raw } : {}) };
   };
 
+  const ctx = { edge, encode };
+
   nsp.use((socket, next) => {
     // Tokens travel in the handshake's auth payload, never in the query string (URLs end up in logs).
     const hs = HandshakeSchema.safeParse(socket.handshake.auth);
-    const fail = (code: ErrorCode, message: string): void => {
-      const err = new Error(message) as Error & { data: unknown };
-      err.data = { code, message };
-      next(err);
-    };
-    if (!hs.success) return fail('UNAUTHENTICATED', 'Send {auth: {token}} in the handshake.');
+    if (!hs.success) return next(handshakeError('UNAUTHENTICATED', 'Send {auth: {token}} in the handshake.'));
     verifyToken(edge.hub, hs.data.token).then(
       (user) => {
-        socket.data.user = user;
-        socket.data.cursors = hs.data.cursors;
-        socket.data.expiresAt = tokenExpiry(hs.data.token);
-        // Not kept for the life of the connection: nothing needs it again, and a token in memory is a token
-        // that can end up in a heap dump.
-        delete (socket.handshake.auth as { token?: string }).token;
+        socket.data.handshake = { user, cursors: hs.data.cursors, expiresAt: tokenExpiry(hs.data.token) } satisfies VerifiedHandshake;
+        // Not kept for the life of the connection: nothing needs it again, and a token in memory is a token that
+        // can end up in a heap dump. Replaced rather than `delete`d (which would turn the object into a dictionary).
+        socket.handshake.auth = SPENT_AUTH;
         next();
       },
       (err: unknown) => {
         const e = isVoxaError(err) ? err : new VoxaError('UNAUTHENTICATED');
-        fail(e.code, e.message ?? ERROR_CODES[e.code].message);
+        next(handshakeError(e.code, e.message ?? ERROR_CODES[e.code].message));
       },
     );
   });
 
   nsp.on('connection', (socket) => {
-    const t = new SioTransport(socket, encode);
-    let session: Session | null = null;
-    let closed = false;
-    const early: Array<[string, unknown[]]> = [];
-    socket.on('disconnect', () => {
-      closed = true;
-      if (session) edge.close(session);
-    });
-    const onFrame = (event: string, args: unknown[]): void => {
-      const last = args[args.length - 1];
-      const ack = typeof last === 'function' ? (last as (d: AckData) => void) : null;
-      const data = ack ? args[0] : args[0];
-      if (args.length > (ack ? 2 : 1)) {
-        const bad = errorAck(new VoxaError('VALIDATION_FAILED', 'One payload per event.'));
-        return ack ? ack(bad) : void socket.emit('error', { ...(bad as { error: object }).error, ref: event });
-      }
-      void edge.handle(session!, event, data).then((res) => {
-        if (ack) ack(res);
-        else if (!res.ok) socket.emit('error', { ...res.error, ref: event });
-      });
-    };
-    socket.onAny((event: string, ...args: unknown[]) => {
-      if (!session) early.push([event, args]);
-      else onFrame(event, args);
-    });
-    edge.open(socket.data.user, t, { cursors: socket.data.cursors }, socket.data.expiresAt as number).then(
-      (s) => {
-        if (closed) return edge.close(s);
-        session = s;
-        socket.emit('ready', { ok: true, userId: s.user.id, deviceId: s.id });
-        for (const [ev, args] of early.splice(0)) onFrame(ev, args);
-      },
-      (err: unknown) => {
-        edge.log.warn({ err }, 'edge: socket.io session open failed');
-        t.kick('UNAVAILABLE', 'Could not open the session; retry.');
-      },
-    );
+    const hs = socket.data.handshake as VerifiedHandshake;
+    socket.data.handshake = undefined;
+    const t = new SioTransport(socket, ctx);
+    socket.data.transport = t;
+    releaseHandshake(socket);
+    socket.on('disconnect', sioOnDisconnect);
+    socket.onAny(sioOnAny);
+    // socket.io keeps any-listeners in an array grown by push, with room for 17; one listener needs room for one.
+    // (If socket.io renames the field, this does nothing and the listener above still works.)
+    const any = socket as unknown as { _anyListeners?: unknown[] };
+    if (any._anyListeners?.length === 1) any._anyListeners = [any._anyListeners[0]];
+    t.open(hs);
   });
 
   return {
@@ -313,4 +432,14 @@ export function attachSocketIO(edge: Edge, server: HttpServer, path = '/socket.i
       // Not io.close(): that would close the API's http.Server too.
     },
   };
+}
+
+/** What `socket.handshake.auth` becomes once verified (shared: it holds nothing). */
+const SPENT_AUTH: Record<string, never> = Object.freeze({});
+
+/** A refused Socket.IO handshake: the client's `connect_error` carries `err.data = {code, message}`. */
+function handshakeError(code: ErrorCode, message: string): Error {
+  const err = new Error(message) as Error & { data: unknown };
+  err.data = { code, message };
+  return err;
 }
