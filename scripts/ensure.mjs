@@ -23,11 +23,20 @@ const want = hashOf(['package.json', 'package-lock.json']);
 if (!existsSync(stamp) || readFileSync(stamp, 'utf8') !== want) {
   console.error('[voxa] installing npm packages…');
   // `npm ci` installs exactly the lock file; when the lock is out of step with package.json (npm has known
-  // quirks with optional platform packages), fall back to `npm install`.
+  // quirks with optional platform packages), fall back to `npm install`. npm ci's own output is held back: its
+  // refusal is a long usage dump that reads like a failure although the fallback then installs fine. It is
+  // shown only when the fallback fails too.
   let r = existsSync(join(root, 'package-lock.json'))
-    ? spawnSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: root, stdio: 'inherit' })
-    : { status: 1 };
-  if (r.status !== 0) r = spawnSync('npm', ['install', '--no-audit', '--no-fund'], { cwd: root, stdio: 'inherit' });
+    ? spawnSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 })
+    : { status: 1, stdout: '', stderr: '' };
+  const ciOutput = `${r.stdout ?? ''}${r.stderr ?? ''}`;
+  if (r.status === 0) {
+    process.stderr.write(r.stdout ?? '');
+  } else {
+    if (ciOutput) console.error('[voxa] npm ci did not accept the lock file; running npm install instead…');
+    r = spawnSync('npm', ['install', '--no-audit', '--no-fund'], { cwd: root, stdio: 'inherit' });
+    if (r.status !== 0 && ciOutput) console.error(`[voxa] npm ci said:\n${ciOutput.trim()}`);
+  }
   if (r.status !== 0) {
     console.error('[voxa] npm install failed; fix the error above and run the command again.');
     process.exit(r.status ?? 1);
