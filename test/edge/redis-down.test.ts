@@ -1,6 +1,6 @@
 import test from 'ava';
 import { startServers } from '../helpers/hub.js';
-import { eventually, group, makeUser, openEdgeHub, seqsOf, sleep, wsClient } from './support.js';
+import { eventually, group, makeUser, openEdgeHub, seqsOf, sioClient, sleep, wsClient } from './support.js';
 
 // Its own servers: this file stops Redis.
 let servers: Awaited<ReturnType<typeof startServers>>;
@@ -20,10 +20,19 @@ test('with Redis down, chat over sockets goes on and presence degrades without e
     await eventually(() => h.hub.redis!.status !== 'ready', 10_000, 'redis seen down');
     const a = await wsClient(h.url, alice.token);
     const b = await wsClient(h.url, bob.token);
+    const bs = await sioClient(h.url, bob.token);
+    // Who is online cannot be known: `online` is absent from ready (not an empty list that would say "nobody").
+    for (const c of [a, b, bs]) {
+      t.true(c.ready.ok);
+      t.false('online' in c.ready);
+    }
     await sleep(800);
     const ack = await a.request('send-message', { conversationId: conv.id, text: 'no redis, no problem' });
     t.true(ack.ok);
-    await eventually(() => seqsOf(b, conv.id).length === 1, 10_000, 'delivered without redis');
+    await eventually(() => seqsOf(b, conv.id).length === 1 && seqsOf(bs, conv.id).length === 1, 10_000, 'delivered without redis');
+    const back = await bs.request('send-message', { conversationId: conv.id, text: 'over socket.io too' });
+    t.true(back.ok);
+    await eventually(() => seqsOf(a, conv.id).length === 2, 10_000, 'socket.io send delivered');
     t.is(a.of('user-online').length, 0); // presence is what degrades
     // Back up: presence works again for new devices.
     await servers.redis.start();
@@ -31,8 +40,11 @@ test('with Redis down, chat over sockets goes on and presence degrades without e
     await h.edge.edge.presence.tick();
     const b2 = await wsClient(h.url, bob.token);
     t.true((await h.edge.edge.presence.devicesOf(bob.user.id)) >= 1);
+    // The list is back too (Alice's device was re-registered by the heartbeat above).
+    t.deepEqual(b2.ready.online, [alice.user.id]);
     a.close();
     b.close();
+    bs.close();
     b2.close();
   } finally {
     await h.close();

@@ -94,6 +94,8 @@ export interface Received {
 
 /** What both test clients offer. */
 export interface TestClient {
+  /** The `ready` payload: `{ok, userId, deviceId, online?}`. */
+  ready: any; // eslint-disable-line @typescript-eslint/no-explicit-any
   received: Received[];
   of(type: string): any[]; // eslint-disable-line @typescript-eslint/no-explicit-any
   request(type: string, data: unknown): Promise<any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -130,9 +132,10 @@ export async function wsClient(url: string, token: string, opts: { cursors?: Rec
   ws.once('error', (err) => readyReject(err));
   await once(ws, 'open');
   ws.send(JSON.stringify({ type: 'auth', data: { token, ...(opts.cursors ? { cursors: opts.cursors } : {}) } }));
-  await ready;
+  const readyData = await ready;
   return {
     ...rec,
+    ready: readyData,
     ws,
     closed,
     request(type, data) {
@@ -159,12 +162,13 @@ export async function sioClient(url: string, token: string, opts: { cursors?: Re
     if (type !== 'ready') rec.received.push({ type, data });
   });
   const closed = new Promise<{ code?: number; reason?: string }>((resolve) => socket.once('disconnect', (reason) => resolve({ reason })));
-  await new Promise<void>((resolve, reject) => {
-    socket.once('ready', () => resolve());
+  const readyData = await new Promise<unknown>((resolve, reject) => {
+    socket.once('ready', (d: unknown) => resolve(d));
     socket.once('connect_error', (err) => reject(err));
   });
   return {
     ...rec,
+    ready: readyData,
     socket,
     closed,
     request(type, data) {
