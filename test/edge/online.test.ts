@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import test from 'ava';
 import { WebSocket } from 'ws';
 import { startServers } from '../helpers/hub.js';
-import { eventually, group, makeUser, openEdgeHub, sioClient, wsClient } from './support.js';
+import { eventually, group, makeUser, openEdgeHub, sioClient, wsClient, type TestUser } from './support.js';
 
 let servers: Awaited<ReturnType<typeof startServers>>;
 test.before(async () => {
@@ -16,7 +16,7 @@ test.after.always(async () => {
 test('ready lists the peers online right now, on both transports: only users sharing a conversation, never yourself', async (t) => {
   const h = await openEdgeHub(servers);
   try {
-    const [alice, bob, carol, dave, eve] = await Promise.all(['Alice', 'Bob', 'Carol', 'Dave', 'Eve'].map((n) => makeUser(h.hub, n)));
+    const [alice, bob, carol, dave, eve] = (await Promise.all(['Alice', 'Bob', 'Carol', 'Dave', 'Eve'].map((n) => makeUser(h.hub, n)))) as [TestUser, TestUser, TestUser, TestUser, TestUser];
     await group(h.hub, alice, [bob, dave]);
     await group(h.hub, alice, [carol], 'second');
     await group(h.hub, eve, [bob], 'without alice');
