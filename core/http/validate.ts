@@ -34,14 +34,23 @@ function issuesOf(error: z.ZodError, where?: string): FieldIssue[] {
 }
 
 /**
+ * The VALIDATION_FAILED details of a zod error. Exported so the WebSocket edge answers a bad frame with the
+ * same `{fields, issues}` shape as REST answers a bad body.
+ */
+export function validationDetails(error: z.ZodError, where?: string): ValidationDetails {
+  const issues = issuesOf(error, where);
+  return { fields: [...new Set(issues.map((i) => i.path))], issues };
+}
+
+/**
  * Parses `value` with `schema`, or throws VoxaError VALIDATION_FAILED naming the fields. `where` prefixes
  * the paths (`body`, `query`, `params`).
  */
 export function validate<S extends z.ZodType>(schema: S, value: unknown, where?: string): z.output<S> {
   const result = schema.safeParse(value);
   if (result.success) return result.data;
-  const issues = issuesOf(result.error, where);
-  const details: ValidationDetails = { fields: [...new Set(issues.map((i) => i.path))], issues };
+  const details = validationDetails(result.error, where);
+  const issues = details.issues;
   const first = issues[0];
   throw new VoxaError('VALIDATION_FAILED', first ? `${first.path}: ${first.message}` : undefined, details);
 }

@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { MAX_ATTACHMENTS } from '../../core/files/attachments.js';
 import { ID_PATTERN } from '../../core/ids.js';
+import { validationDetails, type ValidationDetails } from '../../core/http/validate.js';
 
 const Id = z.string().regex(ID_PATTERN);
 const Seq = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
@@ -95,8 +96,11 @@ export const CLOSE = {
   GOING_AWAY: 1001,
 } as const;
 
-/** A zod error as a short, safe message (field paths and the first problem). */
-export function describeZodError(err: z.ZodError): { message: string; details: Array<{ path: string; message: string }> } {
-  const details = err.issues.slice(0, 5).map((i) => ({ path: i.path.join('.') || '(root)', message: i.message }));
-  return { message: `Invalid frame: ${details.map((d) => `${d.path}: ${d.message}`).join('; ')}`, details };
+/**
+ * A zod error as a short, safe message and the same `{fields, issues}` details REST gives (docs/errors.md),
+ * with paths under `data` as REST's are under `body`.
+ */
+export function describeZodError(err: z.ZodError): { message: string; details: ValidationDetails } {
+  const details = validationDetails(err, 'data');
+  return { message: `Invalid frame: ${details.issues.slice(0, 5).map((d) => `${d.path}: ${d.message}`).join('; ')}`, details };
 }

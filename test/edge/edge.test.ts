@@ -81,8 +81,13 @@ test('send over both transports: ack with seq, delivery to the other member, ide
     t.is(denied.error.code, 'NOT_A_MEMBER');
     t.is(seqsOf(c, conv.id).length, 0);
     // Validation: extra fields, wrong types, unknown events, malformed JSON.
-    t.is((await b.request('send-message', { conversationId: conv.id, text: 'x', admin: true })).error.code, 'VALIDATION_FAILED');
-    t.is((await b.request('send-message', { conversationId: conv.id, text: { $gt: '' } })).error.code, 'VALIDATION_FAILED');
+    const extra = (await b.request('send-message', { conversationId: conv.id, text: 'x', admin: true })).error;
+    t.is(extra.code, 'VALIDATION_FAILED');
+    // The same details shape as a REST body error (docs/errors.md), paths under `data`.
+    t.deepEqual(extra.details, { fields: ['data.admin'], issues: [{ path: 'data.admin', code: 'unknown_field', message: 'Unknown field.' }] });
+    const operator = (await b.request('send-message', { conversationId: conv.id, text: { $gt: '' } })).error;
+    t.is(operator.code, 'VALIDATION_FAILED');
+    t.deepEqual(operator.details.fields, ['data.text']);
     t.is((await b.request('send-message', { conversationId: conv.id, text: '   ' })).error.code, 'VALIDATION_FAILED');
     t.is((await b.request('no-such-thing', {})).error.code, 'VALIDATION_FAILED');
     t.is((await a.request('send-message', { conversationId: conv.id, text: 'x'.repeat(h.hub.config.maxMessageLength + 1) })).error.code, 'VALIDATION_FAILED');
