@@ -104,6 +104,26 @@ export async function runHub(config: Config, opts: RunOptions): Promise<RunningH
   };
 }
 
+/**
+ * Flushes the last spans, for at most `timeoutMs`. An unreachable collector is logged, not thrown: the hub
+ * itself has stopped cleanly by then, so the exit code stays 0 and the stop is not held up by the OTLP
+ * exporter's own 10 s timeout.
+ */
+async function flushSpans(log: Logger, timeoutMs = 3000): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+    timer.unref();
+  });
+  try {
+    await Promise.race([shutdownTelemetry(), timeout]);
+  } catch (err) {
+    log.warn({ err }, 'could not flush the last spans (is the OTLP collector reachable?)');
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Stops cleanly on SIGINT/SIGTERM; a second signal exits at once. */
 export function stopOnSignals(running: { stop(): Promise<void> }, log: Logger): void {
   let signalled = false;
@@ -116,7 +136,7 @@ export function stopOnSignals(running: { stop(): Promise<void> }, log: Logger): 
     log.info({ signal }, 'stopping');
     running
       .stop()
-      .then(() => shutdownTelemetry()) // flush the last spans
+      .then(() => flushSpans(log))
       .then(() => {
         log.info('stopped');
         process.exit(0);

@@ -122,6 +122,31 @@ test('voxa start runs the hub with embedded NATS and Redis, stops cleanly and ke
   t.is(await stopHub(hub), 0);
 });
 
+test('with tracing on and no collector listening, a stop still ends cleanly with exit code 0', async (t) => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'voxa-start-otel-'));
+  const env = {
+    VOXA_DATA_DIR: dataDir,
+    PORT: String(await freePort()),
+    VOXA_EMBEDDED_NATS_PORT: String(await freePort()),
+    VOXA_EMBEDDED_REDIS_PORT: String(await freePort()),
+    VOXA_EMBEDDED_NATS_MONITOR_PORT: String(await freePort()),
+    VOXA_TRACING: '1',
+    // A free port: nothing answers there, so the last spans cannot be flushed.
+    OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${await freePort()}`,
+  };
+  t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
+  const hub = await startHub(env);
+  // Spans still waiting in the batch processor when the stop comes.
+  const res = await fetch(`${hub.base}/v1/auth/register`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email: 'otel@example.com', password: 'a long password', name: 'Otel' }),
+  });
+  t.is(res.status, 201);
+  t.is(await stopHub(hub), 0, hub.output());
+  t.regex(hub.output(), /"msg":"stopped"/);
+});
+
 test('a wrong config value stops start-up with a message naming the field', async (t) => {
   const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'cli', 'index.ts'), 'start'], {
     cwd: root,
