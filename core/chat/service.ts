@@ -114,7 +114,7 @@ export class ChatService {
 
   async updateGroup(actor: UserRecord, conversationId: string, change: { title?: string; add?: string[]; remove?: string[] }): Promise<Conversation> {
     const conv = await this.getConversationFor(actor, conversationId);
-    if (conv.type !== 'group') throw new VoxaError('CONFLICT', 'Members of a direct conversation cannot change.');
+    if (conv.type !== 'group') throw new VoxaError('CONFLICT', 'A direct conversation cannot be renamed and its members cannot change.');
     const removingOthers = (change.remove ?? []).some((id) => id !== actor.id);
     if (removingOthers && conv.createdBy !== actor.id && actor.role !== 'admin') {
       throw new VoxaError('FORBIDDEN', 'Only the group creator or an admin may remove other members.');

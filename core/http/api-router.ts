@@ -55,6 +55,18 @@ export class ApiRouter {
     this.body = jsonBody(deps.bodyLimitBytes);
   }
 
+  /**
+   * A route without a body schema still reads a JSON body sent to it, and refuses anything but `{}`: a field
+   * the route does not take is an error, never silently ignored. Other content types (file uploads) pass.
+   */
+  private readonly noBody: Middleware = async (ctx, next) => {
+    if (ctx.is('application/json')) {
+      await this.body(ctx, () => Promise.resolve());
+      validate(NO_BODY, (ctx.state as { body?: unknown }).body, 'body');
+    }
+    return next();
+  };
+
   add<P extends z.ZodType | undefined = undefined, Q extends z.ZodType | undefined = undefined, B extends z.ZodType | undefined = undefined>(
     def: RouteDef<P, Q, B>,
   ): this {
@@ -63,6 +75,7 @@ export class ApiRouter {
     if (def.auth) chain.push(this.deps.authenticate);
     if (def.roles?.length) chain.push(requireRole(...def.roles));
     if (def.body) chain.push(this.body);
+    else if (def.method !== 'get') chain.push(this.noBody);
     chain.push(async (ctx) => {
       const c = ctx as ApiContext;
       const input = {
@@ -76,6 +89,9 @@ export class ApiRouter {
     return this;
   }
 }
+
+/** What a route that takes no body accepts: nothing, or an empty object. */
+const NO_BODY = z.strictObject({}).optional();
 
 const ErrorBody = z
   .object({

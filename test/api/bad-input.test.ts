@@ -128,3 +128,28 @@ test('raw bodies: 413 from Content-Length before reading and while reading a chu
     await api.close();
   }
 });
+
+test('a route that takes no body refuses JSON fields sent to it, accepts none or {}', async (t) => {
+  const api = await openApiHub(servers);
+  try {
+    const [a, b] = [await api.register('A'), await api.register('B')];
+    const conv = await api.http.post('/v1/conversations').set(...bearer(a)).send({ type: 'direct', members: [b.id] });
+    const id = conv.body.conversation.id as string;
+    const sent = await api.http.post(`/v1/conversations/${id}/messages`).set(...bearer(a)).send({ text: 'keep me' });
+    const msg = `/v1/conversations/${id}/messages/${sent.body.message.id as string}`;
+
+    const extra = await api.http.delete(msg).set(...bearer(a)).send({ hard: true });
+    t.is(extra.status, 400);
+    t.is(extra.body.error.code, 'VALIDATION_FAILED');
+    t.deepEqual(extra.body.error.details.fields, ['body.hard']);
+    const injected = await api.http.delete(msg).set(...bearer(a)).send({ $ne: null });
+    t.is(injected.status, 400);
+    t.is((await api.hub.store.getMessage(id, sent.body.message.id)).deleted, undefined, 'nothing was deleted');
+
+    const empty = await api.http.delete(msg).set(...bearer(a)).send({});
+    t.is(empty.status, 200);
+    t.true(empty.body.message.deleted);
+  } finally {
+    await api.close();
+  }
+});
