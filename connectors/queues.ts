@@ -46,6 +46,7 @@ export class ConnectorQueues {
   private readonly workers = new Map<string, Worker>();
   private readonly connections: Redis[] = [];
   private sampler: NodeJS.Timeout | null = null;
+  private closing: Promise<void> | null = null;
   readonly prefix: string;
 
   constructor(private readonly hub: Pick<Hub, 'redis' | 'config' | 'log'>) {
@@ -54,6 +55,8 @@ export class ConnectorQueues {
 
   private connection(): Redis {
     if (!this.hub.redis) throw new Error('connector queues need Redis (REDIS_URL)');
+    // A queue opened after close() would hold a connection nobody closes.
+    if (this.closing) throw new Error('connector queues are closed');
     // BullMQ needs maxRetriesPerRequest null (its blocking commands must not be cut off) and an offline queue.
     // Friendly stacks name the caller of a failed command, which plain ioredis errors do not.
     const c = this.hub.redis.duplicate({ maxRetriesPerRequest: null, enableOfflineQueue: true, showFriendlyErrorStack: true });
@@ -158,15 +161,44 @@ export class ConnectorQueues {
     return n;
   }
 
-  async close(): Promise<void> {
+  /**
+   * Closes workers (waiting for the jobs they are running), then queues, then the Redis connections. Safe to
+   * call more than once; after it, `queue()` and `work()` refuse instead of opening new connections.
+   */
+  close(): Promise<void> {
+    this.closing ??= this.doClose();
+    return this.closing;
+  }
+
+  private async doClose(): Promise<void> {
     if (this.sampler) clearInterval(this.sampler);
-    await Promise.all([...this.workers.values()].map((w) => w.close()));
-    await Promise.all([...this.queues.values()].map((q) => q.close()));
-    // QUIT lets replies to commands still in flight (job-state updates BullMQ sends while closing) arrive;
-    // a hard disconnect would reject them as unhandled "Connection is closed" errors.
+    const workers = [...this.workers.values()];
+    const queues = [...this.queues.values()];
+    // Every BullMQ connection starts with a Redis version check (INFO). Closing a Queue or Worker while that is
+    // in flight rejects it with "Connection is closed" after close() has removed the connection's error
+    // listeners, and BullMQ's own handler then rethrows it as an unhandled rejection. So let start-up finish
+    // first. Bounded: with Redis unreachable it never finishes, and closing must not hang on that.
+    await settledWithin([...workers, ...queues].map((x) => x.waitUntilReady()), READY_WAIT_MS);
+    await Promise.all(workers.map((w) => w.close()));
+    await Promise.all(queues.map((q) => q.close()));
+    // The Queue/Worker connections are ours (passed as instances, so BullMQ never closes them): QUIT lets replies
+    // to commands still in flight arrive, where a hard disconnect would reject them.
     await Promise.all(this.connections.map((c) => c.quit().catch(() => c.disconnect())));
     this.connections.length = 0;
     this.workers.clear();
     this.queues.clear();
   }
+}
+
+/** How long close() lets connections finish starting up. */
+const READY_WAIT_MS = 5000;
+
+async function settledWithin(promises: Array<Promise<unknown>>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, ms);
+    timer.unref();
+  });
+  await Promise.race([Promise.allSettled(promises), timeout]);
+  clearTimeout(timer);
 }
