@@ -35,6 +35,8 @@ export interface RouteDef<P extends z.ZodType | undefined = undefined, Q extends
   params?: P;
   query?: Q;
   body?: B;
+  /** The handler reads the request body itself (e.g. a multipart upload); no JSON body handling at all. */
+  ownBody?: boolean;
   /** Status → description and schema (no schema: empty body). */
   responses: Record<number, { description: string; schema?: z.ZodType }>;
   /** Error codes this route can answer with besides the generic ones. */
@@ -75,7 +77,7 @@ export class ApiRouter {
     if (def.auth) chain.push(this.deps.authenticate);
     if (def.roles?.length) chain.push(requireRole(...def.roles));
     if (def.body) chain.push(this.body);
-    else if (def.method !== 'get') chain.push(this.noBody);
+    else if (def.method !== 'get' && !def.ownBody) chain.push(this.noBody);
     chain.push(async (ctx) => {
       const c = ctx as ApiContext;
       const input = {

@@ -44,6 +44,7 @@ export function fileRoutes(api: ApiRouter, files: FileService): void {
   api.add({
     method: 'post',
     path: '/v1/conversations/:id/files',
+    ownBody: true,
     tag: 'files',
     summary:
       'Upload a file into a conversation (multipart/form-data, one part named "file"). The type is decided from the bytes; images get a display copy and a thumbnail without metadata. Attach it to a message with attachments: [id].',
