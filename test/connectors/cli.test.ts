@@ -15,6 +15,7 @@ import { PluginRuntime } from '../../plugins/runtime/runtime.js';
 import type { Hub } from '../../core/hub.js';
 import { openTestHub, startServers, type TestServers } from '../helpers/hub.js';
 import { startReceiver, until, type Receiver } from './receiver.js';
+import { cliEnv } from './cli-proc.js';
 
 let servers: TestServers & { dispose(): Promise<void> };
 let hub: Hub & { close(): Promise<void> };
@@ -38,18 +39,7 @@ test.after.always(async () => {
 });
 
 function env(): NodeJS.ProcessEnv {
-  return {
-    PATH: process.env.PATH,
-    HOME: process.env.HOME,
-    NATS_URL: servers.nats.url,
-    REDIS_URL: servers.redis.url,
-    VOXA_DATA_DIR: hub.config.dataDir,
-    VOXA_NATS_NAMESPACE: hub.config.natsNamespace,
-    VOXA_SECRET_KEY: hub.secrets.encryptionKey.toString('base64'),
-    VOXA_JWT_SECRET: hub.secrets.jwtSecret,
-    VOXA_WEBHOOKS_ALLOW_PRIVATE: '1',
-    LOG_LEVEL: 'warn',
-  };
+  return cliEnv(servers, hub, { VOXA_WEBHOOKS_ALLOW_PRIVATE: '1' });
 }
 
 function voxa(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {

@@ -2,7 +2,7 @@
  * `voxa start` as a user runs it: a real process that spawns its own nats-server and redis-server, serves the
  * API, stops cleanly on SIGTERM (children included) and finds everything again on the next start.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -54,20 +54,25 @@ const portOpen = (port: number) =>
     sock.once('error', () => resolve(false));
   });
 
-async function json(res: Response): Promise<Record<string, unknown>> {
-  return (await res.json()) as Record<string, unknown>;
-}
-
-test('voxa start runs the hub with embedded NATS and Redis, stops cleanly and keeps its data', async (t) => {
-  const dataDir = mkdtempSync(join(tmpdir(), 'voxa-start-'));
-  const env = {
+/** Fresh ports and a temp data dir (removed after the test) for one `voxa start`. */
+async function hubEnv(t: ExecutionContext, prefix: string): Promise<Record<string, string>> {
+  const dataDir = mkdtempSync(join(tmpdir(), prefix));
+  t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
+  return {
     VOXA_DATA_DIR: dataDir,
     PORT: String(await freePort()),
     VOXA_EMBEDDED_NATS_PORT: String(await freePort()),
     VOXA_EMBEDDED_REDIS_PORT: String(await freePort()),
     VOXA_EMBEDDED_NATS_MONITOR_PORT: String(await freePort()),
   };
-  t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
+}
+
+async function json(res: Response): Promise<Record<string, unknown>> {
+  return (await res.json()) as Record<string, unknown>;
+}
+
+test('voxa start runs the hub with embedded NATS and Redis, stops cleanly and keeps its data', async (t) => {
+  const env = await hubEnv(t, 'voxa-start-');
 
   let hub = await startHub(env);
   const ready = await fetch(`${hub.base}/readyz`);
@@ -161,15 +166,7 @@ test('a wrong config value stops start-up with a message naming the field', asyn
 });
 
 test('after the hub is killed with SIGKILL, the next start stops the orphaned NATS and Redis and keeps the data', async (t) => {
-  const dataDir = mkdtempSync(join(tmpdir(), 'voxa-start-kill-'));
-  const env = {
-    VOXA_DATA_DIR: dataDir,
-    PORT: String(await freePort()),
-    VOXA_EMBEDDED_NATS_PORT: String(await freePort()),
-    VOXA_EMBEDDED_REDIS_PORT: String(await freePort()),
-    VOXA_EMBEDDED_NATS_MONITOR_PORT: String(await freePort()),
-  };
-  t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
+  const env = await hubEnv(t, 'voxa-start-kill-');
 
   let hub = await startHub(env);
   const reg = await json(
