@@ -333,6 +333,11 @@ export class Edge {
   private readonly decoder = new TextDecoder();
   private closing = false;
   private readonly seenMembership = new Set<string>();
+  /**
+   * Users with a presence event since a membership change's presence read began (one Set per read in flight,
+   * null when none): for them the event already told the device, and the read's answer may be older.
+   */
+  private presenceReads: Set<Set<string>> | null = null;
   /** Strings shared by many sessions (workspace ids, roles), one copy each. */
   private readonly interned = new Map<string, string>();
   /** Frames written since the last metrics flush (a labelled inc per frame costs more than the write). */
@@ -1011,6 +1016,71 @@ export class Edge {
         this.attach(s, f, ev.type === 'conversation.created' ? 0 : conv.lastSeq, s.holding);
       }
     }
+    if (added.length) this.announceNewPeers(conv, added);
+  }
+
+  /**
+   * After members were added: each local device of the conversation learns which of its new peers are online
+   * now (a newly added member: every other member; an existing one: the added users), except peers it already
+   * shares another conversation with (it heard about those already). Presence events only say what changes, so
+   * without this a peer who was online before the change would look offline until it next comes or goes.
+   * Runs after the membership frames were written, so `user-online` follows `conversation-updated`. Nothing is
+   * kept per session; the work exists only while a change is being announced. Redis down: nothing is sent.
+   */
+  private announceNewPeers(conv: Conversation, added: readonly string[]): void {
+    const feed = this.feeds.get(conv.id);
+    if (!feed || feed.sessions.size === 0) return;
+    const addedSet = new Set(added.filter((u) => conv.members.includes(u)));
+    if (addedSet.size === 0) return;
+    const todo = new Map<Session, string[]>();
+    const wanted = new Set<string>();
+    for (const s of feed.sessions) {
+      const self = s.user.id;
+      const candidates = addedSet.has(self) ? conv.members : addedSet;
+      const fresh: string[] = [];
+      for (const peer of candidates) {
+        if (peer === self || this.sharesElsewhere(s, peer, conv.id)) continue;
+        fresh.push(peer);
+        wanted.add(peer);
+      }
+      if (fresh.length) todo.set(s, fresh);
+    }
+    if (todo.size === 0) return;
+    this.writeNewPeersOnline(conv.id, todo, [...wanted]).catch((err: unknown) => this.log.debug({ err }, 'edge: announcing new peers failed'));
+  }
+
+  /** Whether the session already shares a conversation other than `convId` with `peer`. */
+  private sharesElsewhere(s: Session, peer: string, convId: string): boolean {
+    const convs = this.peers.get(peer);
+    if (!convs) return false;
+    for (const id of convs) if (id !== convId && s.convs.has(id)) return true;
+    return false;
+  }
+
+  private async writeNewPeersOnline(convId: string, todo: Map<Session, string[]>, wanted: string[]): Promise<void> {
+    const changed = new Set<string>();
+    const reads = (this.presenceReads ??= new Set());
+    reads.add(changed);
+    let online: string[] | null;
+    try {
+      // null when Redis is down or slow: presence degrades, nothing is sent.
+      online = await this.presence.onlineAmong(wanted);
+    } finally {
+      reads.delete(changed);
+      if (reads.size === 0 && this.presenceReads === reads) this.presenceReads = null;
+    }
+    if (!online || online.length === 0) return;
+    const frames = new Map<string, Frame>();
+    for (const u of online) if (!changed.has(u)) frames.set(u, new Frame('user-online', { userId: u }));
+    if (frames.size === 0) return;
+    for (const [s, peers] of todo) {
+      // A device that left the conversation (or closed) meanwhile has no use for it.
+      if (s.closed || !s.convs.has(convId)) continue;
+      for (const peer of peers) {
+        const frame = frames.get(peer);
+        if (frame) this.write(s, frame);
+      }
+    }
   }
 
   /** A removed member's sessions stop receiving the conversation at once. */
@@ -1108,6 +1178,7 @@ export class Edge {
   }
 
   private deliverPresence(name: 'user-online' | 'user-offline', userId: string): void {
+    if (this.presenceReads) for (const changed of this.presenceReads) changed.add(userId);
     const convs = this.peers.get(userId);
     if (!convs) return;
     const frame = new Frame(name, { userId });

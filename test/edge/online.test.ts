@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import test from 'ava';
 import { WebSocket } from 'ws';
 import { startServers } from '../helpers/hub.js';
-import { eventually, group, makeUser, openEdgeHub, sioClient, wsClient, type TestUser } from './support.js';
+import { eventually, group, makeUser, openEdgeHub, sioClient, wsClient, type TestClient, type TestUser } from './support.js';
 
 let servers: Awaited<ReturnType<typeof startServers>>;
 test.before(async () => {
@@ -99,6 +99,55 @@ test('a Socket.IO connection keeps neither the upgrade request nor its close for
     t.true(a.socket.connected);
     a.close();
     await eventually(async () => (await h.edge.edge.presence.devicesOf(alice.user.id)) === 0, 10_000, 'device gone');
+  } finally {
+    await h.close();
+  }
+});
+
+test('members added later learn who of their new peers is online (after the membership frame), without duplicates for peers shared already', async (t) => {
+  const h = await openEdgeHub(servers);
+  try {
+    const [alice, bob, carol, dave, eve] = (await Promise.all(['Alice', 'Bob', 'Carol', 'Dave', 'Eve'].map((n) => makeUser(h.hub, n)))) as [TestUser, TestUser, TestUser, TestUser, TestUser];
+    await group(h.hub, alice, [carol], 'old');
+    // Carol shares "old" with Alice; Bob and Dave share nothing with anyone; Eve stays offline.
+    const c = await sioClient(h.url, carol.token, { cursors: {} });
+    const b = await sioClient(h.url, bob.token, { cursors: {} });
+    const d = await wsClient(h.url, dave.token, { cursors: {} });
+    const a = await wsClient(h.url, alice.token, { cursors: {} });
+    t.deepEqual(a.ready.online, [carol.user.id]);
+    t.deepEqual(b.ready.online, []);
+    await eventually(() => c.of('user-online').some((x) => x.userId === alice.user.id), 10_000, 'carol hears alice come online');
+    const onlineAt = (x: { received: Array<{ type: string; data: { userId?: string } }> }) =>
+      x.received.filter((r) => r.type === 'user-online').map((r) => r.data.userId!);
+    const before = { a: onlineAt(a).length, b: onlineAt(b).length, c: onlineAt(c).length };
+    t.deepEqual(onlineAt(b), []);
+
+    // Alice creates a group with Bob and Carol.
+    const conv = await group(h.hub, alice, [bob, carol], 'new');
+    const afterUpdate = (x: TestClient, userId: string) => {
+      const i = x.received.findIndex((r) => r.type === 'conversation-updated' && r.data.conversationId === conv.id);
+      const j = x.received.findIndex((r) => r.type === 'user-online' && r.data.userId === userId);
+      return i >= 0 && j > i;
+    };
+    await eventually(() => afterUpdate(a, bob.user.id), 10_000, 'alice: conversation-updated, then bob online');
+    await eventually(() => afterUpdate(b, alice.user.id) && afterUpdate(b, carol.user.id), 10_000, 'bob: alice and carol online');
+    await eventually(() => afterUpdate(c, bob.user.id), 10_000, 'carol: bob online');
+    // Alice and Carol already shared "old": neither hears about the other again (same batch as the ones above).
+    t.deepEqual(onlineAt(a).slice(before.a), [bob.user.id]);
+    t.deepEqual(onlineAt(c).slice(before.c), [bob.user.id]);
+    t.deepEqual(onlineAt(b).slice(before.b).sort(), [alice.user.id, carol.user.id].sort());
+
+    // Dave (online) and Eve (offline) are added to the group: Dave learns the three are online, they learn
+    // Dave is; nobody hears about Eve.
+    await h.hub.chat.updateGroup(alice.user, conv.id, { add: [dave.user.id, eve.user.id] });
+    await eventually(() => [alice, bob, carol].every((u) => afterUpdate(d, u.user.id)), 10_000, 'dave: the three online');
+    for (const [x, name] of [[a, 'alice'], [b, 'bob'], [c, 'carol']] as const) {
+      await eventually(() => onlineAt(x).includes(dave.user.id), 10_000, `${name}: dave online`);
+    }
+    t.deepEqual(onlineAt(d).sort(), [alice.user.id, bob.user.id, carol.user.id].sort());
+    for (const x of [a, b, c, d]) t.false(onlineAt(x).includes(eve.user.id));
+    t.deepEqual(onlineAt(a).slice(before.a), [bob.user.id, dave.user.id]);
+    for (const x of [a, b, c, d]) x.close();
   } finally {
     await h.close();
   }

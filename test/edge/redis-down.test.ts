@@ -33,7 +33,18 @@ test('with Redis down, chat over sockets goes on and presence degrades without e
     const back = await bs.request('send-message', { conversationId: conv.id, text: 'over socket.io too' });
     t.true(back.ok);
     await eventually(() => seqsOf(a, conv.id).length === 2, 10_000, 'socket.io send delivered');
+    // A group with a new peer while Redis is down: the membership frame arrives, the presence read for the new
+    // peers finds nothing to say, and nothing breaks.
+    const carol = await makeUser(h.hub, 'Carol');
+    const c = await sioClient(h.url, carol.token);
+    const conv2 = await group(h.hub, alice, [carol], 'while down');
+    await eventually(() => [a, c].every((x) => x.of('conversation-updated').some((u) => u.conversationId === conv2.id)), 10_000, 'membership while down');
+    const ack2 = await c.request('send-message', { conversationId: conv2.id, text: 'still chatting' });
+    t.true(ack2.ok);
+    await eventually(() => seqsOf(a, conv2.id).length === 1, 10_000, 'new group delivered without redis');
     t.is(a.of('user-online').length, 0); // presence is what degrades
+    t.is(c.of('user-online').length, 0);
+    c.close();
     // Back up: presence works again for new devices.
     await servers.redis.start();
     await eventually(() => h.hub.redis!.status === 'ready', 15_000, 'redis back');
