@@ -8,7 +8,7 @@ import { createServer } from 'node:http';
 import request from 'supertest';
 import type { ConfigInput } from '../../core/config.js';
 import type { Role } from '../../core/domain.js';
-import { buildApp } from '../../core/http/app.js';
+import { buildApp, type BuildAppOptions } from '../../core/http/app.js';
 import type { Hub } from '../../core/hub.js';
 import { openTestHub, type TestServers } from '../helpers/hub.js';
 import type { EventEnvelope } from '../../core/events/catalog.js';
@@ -31,11 +31,16 @@ export interface ApiHub {
 
 let n = 0;
 
-export async function openApiHub(servers: TestServers, overrides: ConfigInput = {}): Promise<ApiHub> {
+/** `app` is passed to buildApp (e.g. plugin routes); `appFor` builds it from the opened hub instead. */
+export async function openApiHub(
+  servers: TestServers,
+  overrides: ConfigInput = {},
+  app: BuildAppOptions | ((hub: Hub) => Promise<BuildAppOptions>) = {},
+): Promise<ApiHub> {
   const hub = await openTestHub(servers, overrides);
   // The rate limiter fails open until Redis is ready; tests that count hits need it ready from the start.
   if (hub.redis && hub.redis.status !== 'ready') await once(hub.redis, 'ready');
-  const server = createServer(buildApp(hub).callback());
+  const server = createServer(buildApp(hub, typeof app === 'function' ? await app(hub) : app).callback());
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const http = request(server);
   return {
@@ -43,7 +48,7 @@ export async function openApiHub(servers: TestServers, overrides: ConfigInput = 
     server,
     http,
     async register(name, extra = {}) {
-      const email = `${name.toLowerCase()}${n++}@example.test`;
+      const email = `${name.toLowerCase().replace(/[^a-z0-9]/g, '')}${n++}@example.test`;
       const res = await http.post('/v1/auth/register').send({ email, password: 'correct horse battery', name });
       if (res.status !== 201) throw new Error(`register ${name}: ${res.status} ${JSON.stringify(res.body)}`);
       let user = res.body.user as { id: string };
