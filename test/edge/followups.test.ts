@@ -137,18 +137,7 @@ test('presence: the sweeper expires the devices of a dead edge and its users go 
     await group(survivor.hub, watcher, [doomed]);
     const w = await wsClient(survivor.url, watcher.token, { cursors: {} });
 
-    const spawned = await spawnEdge(
-      {
-        ...cfg,
-        natsUrl: servers.nats.url,
-        redisUrl: servers.redis.url,
-        logLevel: 'silent',
-        jwtSecret: survivor.hub.config.jwtSecret,
-        secretKey: survivor.hub.config.secretKey,
-        port: 0,
-      },
-      presence,
-    );
+    const spawned = await spawnEdge(servers, survivor.hub, cfg, presence);
     child = spawned.child;
     const d = await wsClient(spawned.url, doomed.token, { cursors: {} });
     await eventually(() => w.of('user-online').some((x) => x.userId === doomed.user.id), 10_000, 'online');

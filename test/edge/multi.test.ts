@@ -58,15 +58,7 @@ test('two edge processes: clients on each chat with each other, in order, both t
 test('kill -9 of an edge under a stream of sends: clients resume on the survivor, nothing lost, nothing twice', async (t) => {
   const cfg = shared();
   const survivor = await openEdgeHub(servers, cfg);
-  const { child, url } = await spawnEdge({
-    ...cfg,
-    natsUrl: servers.nats.url,
-    redisUrl: servers.redis.url,
-    logLevel: 'silent',
-    jwtSecret: survivor.hub.config.jwtSecret,
-    secretKey: survivor.hub.config.secretKey,
-    port: 0,
-  });
+  const { child, url } = await spawnEdge(servers, survivor.hub, cfg);
   try {
     const [alice, bob, carol] = await Promise.all([makeUser(survivor.hub, 'Alice'), makeUser(survivor.hub, 'Bob'), makeUser(survivor.hub, 'Carol')]);
     const conv = await group(survivor.hub, alice, [bob, carol]);

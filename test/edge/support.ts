@@ -192,7 +192,22 @@ export function seqsOf(c: Pick<TestClient, 'of'>, conversationId: string): numbe
  * Runs an edge + API in a child process (test/edge/fixtures/edge-process.ts), so a test can `kill -9` it.
  * Resolves once it listens; `edgeOptions` reach the edge through VOXA_EDGE_OPTIONS.
  */
-export async function spawnEdge(config: Record<string, unknown>, edgeOptions?: Record<string, unknown>): Promise<{ child: ChildProcess; url: string }> {
+export async function spawnEdge(
+  servers: TestServers,
+  peer: Hub,
+  cfg: ConfigInput,
+  edgeOptions?: Record<string, unknown>,
+): Promise<{ child: ChildProcess; url: string }> {
+  // The same servers and keys as the in-process hub it runs beside, so tokens and sealed data work on both.
+  const config = {
+    ...cfg,
+    natsUrl: servers.nats.url,
+    redisUrl: servers.redis.url,
+    logLevel: 'silent',
+    jwtSecret: peer.config.jwtSecret,
+    secretKey: peer.config.secretKey,
+    port: 0,
+  };
   const child = spawn(process.execPath, ['--import', 'tsx', 'test/edge/fixtures/edge-process.ts'], {
     env: { ...process.env, VOXA_EDGE_FIXTURE: JSON.stringify(config), ...(edgeOptions ? { VOXA_EDGE_OPTIONS: JSON.stringify(edgeOptions) } : {}) },
     stdio: ['ignore', 'pipe', 'pipe'],
