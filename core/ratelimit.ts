@@ -50,6 +50,12 @@ const LEASE_COMMAND = 'voxaRateLease';
 
 type RateLeaseCommand = (key: string, want: number, limit: number, windowMs: number) => Promise<[number, number]>;
 
+/** The RATE_LIMITED error for a window that ends in `ttlMs`, with its Retry-After. */
+function limited(ttlMs: number): VoxaError {
+  const retryAfter = Math.max(1, Math.ceil(ttlMs / 1000));
+  return new VoxaError('RATE_LIMITED', `Too many requests; retry in ${retryAfter}s.`, { retryAfter }, { 'Retry-After': String(retryAfter) });
+}
+
 /** Largest share of a window's allowance one process takes ahead: a sixteenth of the limit, at most 64. */
 export function leaseCap(limit: number): number {
   return Math.max(1, Math.min(64, Math.floor(limit / 16)));
@@ -133,17 +139,14 @@ export class RateLimiter {
       if (!l.inflight) this.refill(`${this.prefix}rl:${key}`, l, true);
     }).then(({ ok, ttl }) => {
       if (ok === false) {
-        const retryAfter = Math.max(1, Math.ceil(ttl / 1000));
-        throw new VoxaError('RATE_LIMITED', `Too many requests; retry in ${retryAfter}s.`, { retryAfter }, { 'Retry-After': String(retryAfter) });
+        throw limited(ttl);
       }
     });
   }
 
   /** Asks Redis for the waiting hits plus the next share, then serves the waiters in arrival order. */
   private refill(redisKey: string, lease: Lease, grow: boolean): void {
-    const cap = leaseCap(lease.limit);
-    if (grow) lease.size = Math.min(cap, lease.size * 2);
-    lease.size = Math.min(lease.size, cap);
+    lease.size = Math.min(leaseCap(lease.limit), grow ? lease.size * 2 : lease.size);
     const want = lease.waiters.length + lease.size;
     lease.inflight = true;
     const run = (this.redis as unknown as Record<string, RateLeaseCommand>)[LEASE_COMMAND]!;
@@ -187,8 +190,7 @@ export class RateLimiter {
     if (!res) return;
     const [count, ttl] = res;
     if (count > limit) {
-      const retryAfter = Math.max(1, Math.ceil(ttl / 1000));
-      throw new VoxaError('RATE_LIMITED', `Too many requests; retry in ${retryAfter}s.`, { retryAfter }, { 'Retry-After': String(retryAfter) });
+      throw limited(ttl);
     }
   }
 

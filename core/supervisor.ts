@@ -100,8 +100,8 @@ export class SupervisedChild {
   ) {}
 
   async start(): Promise<void> {
-    if (await portOpen(this.spec.port)) await this.reclaimOrphan();
-    if (await portOpen(this.spec.port)) {
+    // Reclaim returns whether the port is free afterwards, so a free port is probed only once.
+    if ((await portOpen(this.spec.port)) && !(await this.reclaimOrphan())) {
       throw new Error(
         `port ${this.spec.port} is already in use, so the embedded ${this.spec.name} cannot start. Stop whatever listens there, or point the hub at it with ${this.spec.name === 'nats-server' ? 'NATS_URL' : 'REDIS_URL'}.`,
       );
@@ -117,10 +117,11 @@ export class SupervisedChild {
   /**
    * Stops a child left running by a previous hub that died without stopping it, so its port is free again.
    * SIGTERM first (nats-server and redis-server flush and exit cleanly on it), SIGKILL if it lingers.
+   * True once the port is free; false when there was no orphan of ours or the port stayed taken.
    */
-  private async reclaimOrphan(): Promise<void> {
+  private async reclaimOrphan(): Promise<boolean> {
     const pid = orphanOf(this.spec);
-    if (pid === null) return;
+    if (pid === null) return false;
     this.log.warn({ child: this.spec.name, pid, port: this.spec.port }, 'stopping the embedded service a previous run left behind');
     process.kill(pid, 'SIGTERM');
     if (!(await waitExit(pid, 10_000))) {
@@ -128,7 +129,11 @@ export class SupervisedChild {
       await waitExit(pid, 5_000);
     }
     const deadline = Date.now() + 5_000;
-    while ((await portOpen(this.spec.port)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    while (await portOpen(this.spec.port)) {
+      if (Date.now() > deadline) return false;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return true;
   }
 
   private writePidFile(pid: number | undefined): void {
