@@ -5,13 +5,18 @@
  *      JetStream and acknowledged (the real path, including the per-user send rate limit in Redis).
  *   B  a no-op Koa route on the same server (the ceiling of HTTP + Koa on this machine).
  *   C  a naive handler: authenticate, then `await js.publish()` once per request (nats.js JetStreamClient).
+ *   D  (a reference, no goal) the authenticated, body-parsing route with nothing behind it: what A and C share.
+ *
+ * CPU is reported twice: the server's main thread (the event loop everything but SQLite message writes runs
+ * on), and the whole server process (every thread, the SQLite writer thread, GC and libuv's pool included,
+ * minus the load generator's own thread).
  *
  * Goals: A ≥ 0.4 × B and A ≥ 1.5 × C. The load runs in a worker thread (its own event loop, so the client
  * does not steal the server's), with keep-alive connections and a fixed number of requests in flight.
  * It starts its own nats-server and redis-server, uses a temp data dir, and exits by itself.
  *
  * Options (env): BENCH_SECONDS (default 5), BENCH_CONCURRENCY (default 64), BENCH_WARMUP_SECONDS (default 1),
- * BENCH_CASES (default "BCA": which cases to run, in that order; e.g. BENCH_CASES=A to profile the real path alone).
+ * BENCH_CASES (default "BDCA": which cases to run, in that order; e.g. BENCH_CASES=A to profile the real path alone).
  */
 import { Agent, createServer, request as httpRequest, type Server } from 'node:http';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -41,13 +46,28 @@ interface LoadResult {
   p99: number;
   /** Answered requests including the warm-up (what the server's CPU time is divided by). */
   allRequests: number;
-  /** CPU time of the server's thread per answered request, µs (Linux; NaN elsewhere). */
+  /** CPU time of the server's main thread per answered request, µs (Linux; NaN elsewhere). */
   cpuUsPerRequest: number;
+  /** CPU time of the whole server process per answered request — every thread (SQLite writer, GC, libuv pool) but the load generator's. */
+  processCpuUsPerRequest: number;
+  /** CPU time the load generator's own thread used, µs (Linux; NaN elsewhere). */
+  loadCpuUs: number;
   firstError?: string;
 }
 
 /** Runs one load phase: `concurrency` loops, each sending its next request as soon as the last answered. */
 async function runLoad(spec: LoadSpec): Promise<LoadResult> {
+  // This thread's own CPU time from /proc/thread-self (read on this thread), so the server's can be told apart.
+  const ownCpuUs = () => {
+    try {
+      const f = readFileSync('/proc/thread-self/stat', 'utf8');
+      const v = f.slice(f.lastIndexOf(')') + 2).split(' ');
+      return ((Number(v[11]) + Number(v[12])) * 1e6) / 100;
+    } catch {
+      return NaN;
+    }
+  };
+  const cpuStart = ownCpuUs();
   const agent = new Agent({ keepAlive: true, maxSockets: spec.concurrency });
   const headers: Record<string, string> = { accept: 'application/json' };
   if (spec.token) headers.authorization = `Bearer ${spec.token}`;
@@ -108,6 +128,8 @@ async function runLoad(spec: LoadSpec): Promise<LoadResult> {
     p99: pct(99),
     allRequests: warm + answered,
     cpuUsPerRequest: NaN,
+    processCpuUsPerRequest: NaN,
+    loadCpuUs: ownCpuUs() - cpuStart,
     ...(firstError ? { firstError } : {}),
   };
 }
@@ -117,9 +139,9 @@ async function runLoad(spec: LoadSpec): Promise<LoadResult> {
  * from /proc (Linux). Unlike requests per second it barely moves when other processes compete for the cores,
  * so it shows what a change saves even on a busy machine. NaN where /proc is not available.
  */
-function serverThreadCpuUs(): number {
+function serverThreadCpuUs(file = `/proc/self/task/${process.pid}/stat`): number {
   try {
-    const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8');
+    const stat = readFileSync(file, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     // utime and stime are fields 14 and 15 of stat(5); fields[0] here is field 3.
     return ((Number(fields[11]) + Number(fields[12])) * 1e6) / CLOCK_TICKS;
@@ -132,8 +154,14 @@ const CLOCK_TICKS = 100;
 
 async function measured(spec: LoadSpec): Promise<LoadResult> {
   const before = serverThreadCpuUs();
+  const processBefore = serverThreadCpuUs('/proc/self/stat');
   const r = await inWorker(spec);
-  return { ...r, cpuUsPerRequest: (serverThreadCpuUs() - before) / Math.max(1, r.allRequests) };
+  const n = Math.max(1, r.allRequests);
+  return {
+    ...r,
+    cpuUsPerRequest: (serverThreadCpuUs() - before) / n,
+    processCpuUsPerRequest: (serverThreadCpuUs('/proc/self/stat') - processBefore - r.loadCpuUs) / n,
+  };
 }
 
 function inWorker(spec: LoadSpec): Promise<LoadResult> {
@@ -142,6 +170,7 @@ function inWorker(spec: LoadSpec): Promise<LoadResult> {
     // worker threads on Node 20, so the worker cannot import this .ts file.
     const code = [
       "const { Agent, request: httpRequest } = require('node:http');",
+      "const { readFileSync } = require('node:fs');",
       "const { parentPort, workerData } = require('node:worker_threads');",
       'const __name = (f) => f;',
       `const runLoad = ${runLoad.toString()};`,
@@ -192,6 +221,11 @@ async function main(): Promise<void> {
           name: 'bench',
           // C: the naive way. Authentication comes from the plugin mount (koa-jwt + user load), like A.
           routes: (router) => {
+            // D: the same authenticated, body-parsing route with nothing behind it: what A and C share.
+            router.post('/bench/auth/:id', (ctx) => {
+              ctx.status = 201;
+              ctx.body = { ok: true };
+            });
             router.post('/bench/naive/:id', async (ctx) => {
               const id = `evt_naive_${++naiveSeq}`;
               const h = natsHeaders();
@@ -244,11 +278,24 @@ async function main(): Promise<void> {
     const specs: Record<string, LoadSpec> = {
       A: { ...base, name: 'A  POST /v1/conversations/:id/messages', path: `/v1/conversations/${convId}/messages`, method: 'POST', token, body },
       B: { ...base, name: 'B  no-op Koa route', path: '/bench/noop', method: 'GET' },
+      D: { ...base, name: 'D  auth + body, nothing else', path: `/v1/bench/auth/${convId}`, method: 'POST', token, body },
       C: { ...base, name: 'C  naive: auth + await js.publish', path: `/v1/bench/naive/${convId}`, method: 'POST', token, body },
     };
     const results: Record<string, LoadResult> = {};
-    for (const c of (process.env.BENCH_CASES ?? 'BCA').toUpperCase()) if (specs[c] && !results[c]) results[c] = await measured(specs[c]);
-    const missing: LoadResult = { name: '', requests: 0, errors: 0, seconds: 0, rps: NaN, p50: NaN, p99: NaN, allRequests: 0, cpuUsPerRequest: NaN };
+    for (const c of (process.env.BENCH_CASES ?? 'BDCA').toUpperCase()) if (specs[c] && !results[c]) results[c] = await measured(specs[c]);
+    const missing: LoadResult = {
+      name: '',
+      requests: 0,
+      errors: 0,
+      seconds: 0,
+      rps: NaN,
+      p50: NaN,
+      p99: NaN,
+      allRequests: 0,
+      cpuUsPerRequest: NaN,
+      processCpuUsPerRequest: NaN,
+      loadCpuUs: NaN,
+    };
     const real = results.A ?? { ...missing, name: specs.A!.name };
     const noop = results.B ?? { ...missing, name: specs.B!.name };
     const naive = results.C ?? { ...missing, name: specs.C!.name };
@@ -259,18 +306,21 @@ async function main(): Promise<void> {
     const backlog = await hub.store.outboxCount();
     const info = await hub.bus.jsm.streams.info(hub.bus.streams.events);
 
-    const rows = [real, noop, naive].filter((r) => r.requests > 0 || r.errors > 0);
+    const rows = [real, noop, results.D, naive].filter((r): r is LoadResult => !!r && (r.requests > 0 || r.errors > 0));
     const fmt = (n: number, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : '-');
     const lines = [
       '',
-      `| case | requests/s | p50 ms | p99 ms | requests | errors | server CPU µs/request |`,
-      `| --- | ---: | ---: | ---: | ---: | ---: | ---: |`,
-      ...rows.map((r) => `| ${r.name} | ${fmt(r.rps)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${r.requests} | ${r.errors} | ${fmt(r.cpuUsPerRequest)} |`),
+      `| case | requests/s | p50 ms | p99 ms | requests | errors | main thread CPU µs/request | whole server CPU µs/request |`,
+      `| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |`,
+      ...rows.map(
+        (r) =>
+          `| ${r.name} | ${fmt(r.rps)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${r.requests} | ${r.errors} | ${fmt(r.cpuUsPerRequest)} | ${fmt(r.processCpuUsPerRequest)} |`,
+      ),
       '',
       `A / B = ${(real.rps / noop.rps).toFixed(2)}×  (goal ≥ 0.40×)  ${real.rps / noop.rps >= 0.4 ? 'met' : 'NOT met'}`,
       `A / C = ${(real.rps / naive.rps).toFixed(2)}×  (goal ≥ 1.50×)  ${real.rps / naive.rps >= 1.5 ? 'met' : 'NOT met'}`,
       // Requests per server-CPU-second: what the ratios would be if each case had the server thread's core to itself.
-      `the same ratios from server CPU per request: A / B = ${(noop.cpuUsPerRequest / real.cpuUsPerRequest).toFixed(2)}×, A / C = ${(naive.cpuUsPerRequest / real.cpuUsPerRequest).toFixed(2)}×`,
+      `the same ratios from main-thread CPU per request: A / B = ${(noop.cpuUsPerRequest / real.cpuUsPerRequest).toFixed(2)}×, A / C = ${(naive.cpuUsPerRequest / real.cpuUsPerRequest).toFixed(2)}×`,
       `outbox backlog after the run: ${backlog}; events in the stream: ${info.state.messages}`,
       `node ${process.version}, ${concurrency} in flight, ${seconds}s per case, SQLite store, nats-server + redis-server on loopback`,
     ];
