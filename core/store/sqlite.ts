@@ -9,6 +9,7 @@
  * instead of failing half-way with SQLITE_BUSY on lock upgrade.
  */
 import Database from 'better-sqlite3';
+import { AsyncResource } from 'node:async_hooks';
 import { createHash } from 'node:crypto';
 import { closeSync, fdatasync, openSync } from 'node:fs';
 import type { Conversation, ConversationSummary, Message, UserRecord, Workspace, WorkspaceSettings } from '../domain.js';
@@ -313,7 +314,9 @@ export class SqliteStore implements Store {
    */
   tx<T>(fn: () => T): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.pending.push({ fn, resolve: resolve as (v: unknown) => void, reject });
+      // The unit runs later, in the flush that the first unit of its group scheduled: bound, it runs in its own
+      // caller's async context instead, so the trace context its outbox rows capture is its own request's.
+      this.pending.push({ fn: AsyncResource.bind(fn), resolve: resolve as (v: unknown) => void, reject });
       if (!this.flushScheduled) {
         this.flushScheduled = true;
         setImmediate(() => this.flushWrites());

@@ -117,3 +117,48 @@ test('a message sent over REST is one trace: HTTP → store write → publish �
   t.true(spans.some((s) => s.instrumentationScope.name.includes('instrumentation-koa')), 'koa span');
   t.true(spans.some((s) => s.instrumentationScope.name.includes('instrumentation-ioredis')), 'ioredis span');
 });
+
+test('concurrent sends, committed together in one group, each publish under its own request’s trace', async (t) => {
+  const config = testConfig(servers, { host: '127.0.0.1', port: 0, plugins: '' });
+  const running = await runHub(config, { api: true, embedded: false, plugins: '', name: 'voxa-trace-group-test' });
+  t.teardown(() => running.stop());
+  const base = `http://127.0.0.1:${running.port}`;
+  const post = async (path: string, body: unknown, token?: string) => {
+    const res = await fetch(base + path, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      body: JSON.stringify(body),
+    });
+    return { status: res.status, body: (await res.json()) as Record<string, any> }; // eslint-disable-line @typescript-eslint/no-explicit-any
+  };
+  const a = await post('/v1/auth/register', { email: 'cy.trace@example.test', password: 'correct horse battery', name: 'Cy' });
+  const b = await post('/v1/auth/register', { email: 'di.trace@example.test', password: 'correct horse battery', name: 'Di' });
+  const conv = await post('/v1/conversations', { type: 'direct', members: [b.body.user.id] }, a.body.accessToken);
+  t.is(conv.status, 201);
+
+  exporter.reset();
+  const n = 8;
+  const sent = await Promise.all(
+    Array.from({ length: n }, (_, i) => post(`/v1/conversations/${conv.body.conversation.id}/messages`, { text: `group ${i}` }, a.body.accessToken)),
+  );
+  t.deepEqual(
+    sent.map((s) => s.status),
+    Array(n).fill(201),
+  );
+  const producers = await until(() => {
+    const p = exporter.getFinishedSpans().filter((s) => s.kind === SpanKind.PRODUCER && s.attributes['voxa.event.type'] === 'message.created');
+    return p.length >= n ? p : undefined;
+  }, 'the publishes');
+  const stores = exporter.getFinishedSpans().filter((s) => s.name === 'store.appendMessage');
+  t.is(stores.length, n);
+  // Each store write has exactly one publish as its child, in the store write's own trace.
+  const storeById = new Map(stores.map((s) => [s.spanContext().spanId, s]));
+  const parents = producers.map((p) => storeById.get(parentOf(p) ?? ''));
+  t.true(
+    parents.every((s) => s !== undefined),
+    'every publish is a child of a store write',
+  );
+  t.is(new Set(parents.map((s) => s!.spanContext().spanId)).size, n, 'no two publishes share a store write');
+  for (const [i, p] of producers.entries()) t.is(p.spanContext().traceId, parents[i]!.spanContext().traceId);
+  t.is(new Set(producers.map((p) => p.spanContext().traceId)).size, n, 'one trace per request');
+});
