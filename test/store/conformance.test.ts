@@ -416,6 +416,45 @@ for (const backend of backends) {
     t.is(await s.outboxCount(), 0);
   });
 
+  it('sends made together where one fails: the others are stored in order, the failed one leaves nothing', async (t, s) => {
+    const c = await group(s, ['u1', 'u2']);
+    const before = await s.outboxCount();
+    for (const round of [1, 2]) {
+      // Started in one turn, so a store that group-commits takes them as one group.
+      const sends = [0, 1, 2, 3, 4].map((i) =>
+        i === 2
+          ? s.appendMessage({ id: newId('msg'), conversationId: c.id, senderId: 'u1', text: `bad ${round}`, clientId: `bad${round}`, createdAt: at(2) }, () => {
+              throw new Error('boom');
+            })
+          : send(s, c.id, 'u1', `r${round} m${i}`, { clientId: `r${round}-${i}` }),
+      );
+      const settled = await Promise.allSettled(sends);
+      t.deepEqual(
+        settled.map((r) => r.status),
+        ['fulfilled', 'fulfilled', 'rejected', 'fulfilled', 'fulfilled'],
+      );
+      t.is(((settled[2] as PromiseRejectedResult).reason as Error).message, 'boom');
+    }
+    const { messages } = await s.listMessages(c.id, { limit: 20 });
+    t.deepEqual(
+      messages.map((m) => [m.seq, m.text]),
+      [
+        [1, 'r1 m0'],
+        [2, 'r1 m1'],
+        [3, 'r1 m3'],
+        [4, 'r1 m4'],
+        [5, 'r2 m0'],
+        [6, 'r2 m1'],
+        [7, 'r2 m3'],
+        [8, 'r2 m4'],
+      ],
+    );
+    t.is(await s.outboxCount(), before + 8);
+    t.is((await s.getConversation(c.id))!.lastSeq, 8);
+    // The failed sends' clientIds are still free.
+    t.true((await send(s, c.id, 'u1', 'again', { clientId: 'bad1' })).created);
+  });
+
   it('when building the outbox entries fails, the message is not stored either', async (t, s) => {
     const c = await group(s, ['u1', 'u2']);
     const before = await s.outboxCount();
