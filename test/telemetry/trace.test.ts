@@ -2,7 +2,7 @@
  * One message sent over REST yields ONE trace: the HTTP server span, the store write, the NATS producer span
  * and every plugin's consumer span, all connected by parent links. Spans go to an in-memory exporter.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { SpanKind } from '@opentelemetry/api';
 import { InMemorySpanExporter, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { shutdownTelemetry, startTelemetry } from '../../core/telemetry/tracing.js';
@@ -37,9 +37,10 @@ async function until<T>(fn: () => T | undefined, what: string, timeoutMs = 20_00
   }
 }
 
-test('a message sent over REST is one trace: HTTP → store write → publish → each plugin', async (t) => {
-  const config = testConfig(servers, { host: '127.0.0.1', port: 0, plugins: 'all' });
-  const running = await runHub(config, { api: true, embedded: false, plugins: 'all', name: 'voxa-trace-test' });
+/** A hub with the API (and `plugins`), two registered users and a direct conversation between them. */
+async function hubWithConversation(t: ExecutionContext, name: string, plugins: string, who: [string, string]) {
+  const config = testConfig(servers, { host: '127.0.0.1', port: 0, plugins });
+  const running = await runHub(config, { api: true, embedded: false, plugins, name });
   t.teardown(() => running.stop());
   const base = `http://127.0.0.1:${running.port}`;
   const post = async (path: string, body: unknown, token?: string) => {
@@ -50,10 +51,15 @@ test('a message sent over REST is one trace: HTTP → store write → publish �
     });
     return { status: res.status, body: (await res.json()) as Record<string, any> }; // eslint-disable-line @typescript-eslint/no-explicit-any
   };
-  const a = await post('/v1/auth/register', { email: 'ana.trace@example.test', password: 'correct horse battery', name: 'Ana' });
-  const b = await post('/v1/auth/register', { email: 'ben.trace@example.test', password: 'correct horse battery', name: 'Ben' });
+  const a = await post('/v1/auth/register', { email: `${who[0].toLowerCase()}.trace@example.test`, password: 'correct horse battery', name: who[0] });
+  const b = await post('/v1/auth/register', { email: `${who[1].toLowerCase()}.trace@example.test`, password: 'correct horse battery', name: who[1] });
   const conv = await post('/v1/conversations', { type: 'direct', members: [b.body.user.id] }, a.body.accessToken);
   t.is(conv.status, 201);
+  return { base, post, a, b, conv };
+}
+
+test('a message sent over REST is one trace: HTTP → store write → publish → each plugin', async (t) => {
+  const { base, post, a, b, conv } = await hubWithConversation(t, 'voxa-trace-test', 'all', ['Ana', 'Ben']);
 
   // Ben is online on a plain WebSocket, so the edge has a delivery to make.
   const ben = await wsClient(base, b.body.accessToken);
@@ -119,22 +125,7 @@ test('a message sent over REST is one trace: HTTP → store write → publish �
 });
 
 test('concurrent sends, committed together in one group, each publish under its own request’s trace', async (t) => {
-  const config = testConfig(servers, { host: '127.0.0.1', port: 0, plugins: '' });
-  const running = await runHub(config, { api: true, embedded: false, plugins: '', name: 'voxa-trace-group-test' });
-  t.teardown(() => running.stop());
-  const base = `http://127.0.0.1:${running.port}`;
-  const post = async (path: string, body: unknown, token?: string) => {
-    const res = await fetch(base + path, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
-      body: JSON.stringify(body),
-    });
-    return { status: res.status, body: (await res.json()) as Record<string, any> }; // eslint-disable-line @typescript-eslint/no-explicit-any
-  };
-  const a = await post('/v1/auth/register', { email: 'cy.trace@example.test', password: 'correct horse battery', name: 'Cy' });
-  const b = await post('/v1/auth/register', { email: 'di.trace@example.test', password: 'correct horse battery', name: 'Di' });
-  const conv = await post('/v1/conversations', { type: 'direct', members: [b.body.user.id] }, a.body.accessToken);
-  t.is(conv.status, 201);
+  const { post, a, conv } = await hubWithConversation(t, 'voxa-trace-group-test', '', ['Cy', 'Di']);
 
   exporter.reset();
   const n = 8;
