@@ -1,6 +1,7 @@
 /**
  * One message sent over REST yields ONE trace: the HTTP server span, the store write, the NATS producer span
- * and every plugin's consumer span, all connected by parent links. Spans go to an in-memory exporter.
+ * and every plugin's consumer span, all connected by parent links. Spans go to an in-memory exporter, which
+ * the tests share and reset: they run one at a time.
  */
 import test, { type ExecutionContext } from 'ava';
 import { SpanKind } from '@opentelemetry/api';
@@ -58,7 +59,7 @@ async function hubWithConversation(t: ExecutionContext, name: string, plugins: s
   return { base, post, a, b, conv };
 }
 
-test('a message sent over REST is one trace: HTTP → store write → publish → each plugin', async (t) => {
+test.serial('a message sent over REST is one trace: HTTP → store write → publish → each plugin', async (t) => {
   const { base, post, a, b, conv } = await hubWithConversation(t, 'voxa-trace-test', 'all', ['Ana', 'Ben']);
 
   // Ben is online on a plain WebSocket, so the edge has a delivery to make.
@@ -124,7 +125,7 @@ test('a message sent over REST is one trace: HTTP → store write → publish �
   t.true(spans.some((s) => s.instrumentationScope.name.includes('instrumentation-ioredis')), 'ioredis span');
 });
 
-test('concurrent sends, committed together in one group, each publish under its own request’s trace', async (t) => {
+test.serial('concurrent sends, committed together in one group, each publish under its own request’s trace', async (t) => {
   const { post, a, conv } = await hubWithConversation(t, 'voxa-trace-group-test', '', ['Cy', 'Di']);
 
   exporter.reset();
