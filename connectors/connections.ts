@@ -12,6 +12,7 @@ import type { Actor } from '../core/events/catalog.js';
 import type { Hub } from '../core/hub.js';
 import { newId } from '../core/ids.js';
 import { Keyring } from './crypto.js';
+import { recordOutbox } from '../core/events/outbox-entry.js';
 import { changeEvent, publishCommitted, type ConnectionAction } from './events.js';
 import { getConnector } from './registry.js';
 import type { ConnectionRecord, ConnectionStatus, Connector, ConnectorContext, ResolvedConnection } from './types.js';
@@ -52,9 +53,9 @@ export class ConnectionService {
 
   /** Writes the record and its change event in one atomic unit, then publishes the event. */
   private async commit(rec: ConnectionRecord, action: ConnectionAction): Promise<void> {
-    let entries: ReturnType<typeof changeEvent> = [];
-    await this.hub.store.putDoc(CONNECTIONS, rec.id, rec, () => (entries = changeEvent(this.hub, rec, action, this.actor)));
-    publishCommitted(this.hub, entries);
+    const events = recordOutbox(() => changeEvent(this.hub, rec, action, this.actor));
+    await this.hub.store.putDoc(CONNECTIONS, rec.id, rec, events);
+    publishCommitted(this.hub, events.entries);
   }
 
   private get docs() {
@@ -79,9 +80,9 @@ export class ConnectionService {
       createdAt: now,
       updatedAt: now,
     };
-    let entries: ReturnType<typeof changeEvent> = [];
-    await this.hub.store.insertDoc(CONNECTIONS, id, rec, () => (entries = changeEvent(this.hub, rec, 'added', this.actor)));
-    publishCommitted(this.hub, entries);
+    const events = recordOutbox(() => changeEvent(this.hub, rec, 'added', this.actor));
+    await this.hub.store.insertDoc(CONNECTIONS, id, rec, events);
+    publishCommitted(this.hub, events.entries);
     return viewOf(rec);
   }
 
@@ -155,9 +156,9 @@ export class ConnectionService {
 
   async remove(id: string, workspaceId?: string): Promise<void> {
     await this.getRecord(id, workspaceId);
-    let entries: ReturnType<typeof changeEvent> = [];
-    await this.hub.store.deleteDoc<ConnectionRecord>(CONNECTIONS, id, (was) => (entries = changeEvent(this.hub, was, 'removed', this.actor)));
-    publishCommitted(this.hub, entries);
+    const events = recordOutbox((was: ConnectionRecord) => changeEvent(this.hub, was, 'removed', this.actor));
+    await this.hub.store.deleteDoc<ConnectionRecord>(CONNECTIONS, id, events);
+    publishCommitted(this.hub, events.entries);
   }
 
   /** Re-seals every connection whose secrets are under an older key. Returns how many changed. */

@@ -13,7 +13,7 @@ import { loadConfig, type Config } from '../../core/config.js';
 import { RoleSchema, publicUser, type Role, type UserRecord } from '../../core/domain.js';
 import { isVoxaError } from '../../core/errors.js';
 import { createEvent } from '../../core/events/catalog.js';
-import { toOutbox } from '../../core/events/outbox-entry.js';
+import { recordOutbox, toOutbox } from '../../core/events/outbox-entry.js';
 import { createStore } from '../../core/store/index.js';
 import type { OutboxEntry, Store } from '../../core/store/port.js';
 import { Email } from '../../core/routes/schemas.js';
@@ -152,23 +152,20 @@ export function register(program: Command): void {
         const user = await store.getUserByEmail(email);
         if (!user) throw new CliError(`no user with email ${email}`, EXIT.NOT_FOUND, 'USER_NOT_FOUND');
         if (user.role === role) return { user: listed(user), changed: false, eventPublished: false };
-        let entries: OutboxEntry[] = [];
-        const updated = await store.updateUser(user.id, { role }, (u) => {
-          entries = [
-            toOutbox(
-              createEvent('user.role_changed', {
-                workspaceId: u.workspaceId,
-                userId: u.id,
-                actor: { type: 'system', id: 'cli' },
-                data: { user: publicUser(u), from: user.role, to: role },
-              }),
-              config.natsNamespace,
-            ),
-          ];
-          return entries;
-        });
+        const events = recordOutbox((u: UserRecord) => [
+          toOutbox(
+            createEvent('user.role_changed', {
+              workspaceId: u.workspaceId,
+              userId: u.id,
+              actor: { type: 'system', id: 'cli' },
+              data: { user: publicUser(u), from: user.role, to: role },
+            }),
+            config.natsNamespace,
+          ),
+        ]);
+        const updated = await store.updateUser(user.id, { role }, events);
         if (!updated) throw new CliError(`no user with email ${email}`, EXIT.NOT_FOUND, 'USER_NOT_FOUND');
-        return { user: listed(updated), changed: true, eventPublished: await publishNow(store, config, entries) };
+        return { user: listed(updated), changed: true, eventPublished: await publishNow(store, config, events.entries) };
       });
       output(cmd, result, (r: typeof result) => (r.changed ? `role set: ${renderUser(r.user)}` : `unchanged: ${renderUser(r.user)}`));
     });

@@ -22,7 +22,6 @@ import { VoxaError } from '../errors.js';
 import { createEvent } from '../events/catalog.js';
 import type { Hub } from '../hub.js';
 import { newId } from '../ids.js';
-import type { OutboxEntry } from '../store/port.js';
 import { OIDC_FLOW_TTL_MS, OIDC_USED_STATES_COLLECTION } from './prune.js';
 import type { AuthService, Session } from './service.js';
 
@@ -236,14 +235,11 @@ export class GoogleSignIn {
         passwordHash: NO_PASSWORD,
         disabled: false,
       };
-      let entries: OutboxEntry[] = [];
-      user = await this.hub.store.createUser(rec, (u) => {
-        entries = this.hub.chat.outboxOf([
-          createEvent('user.registered', { workspaceId: u.workspaceId, userId: u.id, actor: { type: 'user', id: u.id }, data: { user: publicUser(u) } }),
-        ]);
-        return entries;
-      });
-      await this.hub.chat.publish(entries);
+      const events = this.hub.chat.eventsFor((u: UserRecord) => [
+        createEvent('user.registered', { workspaceId: u.workspaceId, userId: u.id, actor: { type: 'user', id: u.id }, data: { user: publicUser(u) } }),
+      ]);
+      user = await this.hub.store.createUser(rec, events);
+      await this.hub.chat.publish(events.entries);
     }
     await this.hub.store.docs.put('identities', linkId, { userId: user.id, provider: 'google', linkedAt: new Date().toISOString() });
     return user;

@@ -13,7 +13,7 @@ import { createEvent, type EventData, type EventType } from '../events/catalog.j
 import type { Hub } from '../hub.js';
 import { newId } from '../ids.js';
 import type { OutboxEntry, Store } from '../store/port.js';
-import { toOutbox } from '../events/outbox-entry.js';
+import { recordOutbox, toOutbox } from '../events/outbox-entry.js';
 import { dummyVerify, hashPassword, needsRehash, verifyPassword } from './passwords.js';
 import { hashRefreshToken, newRefreshToken, signAccessToken } from './tokens.js';
 import { TotpService } from './totp.js';
@@ -53,22 +53,11 @@ export async function preRegisterUser(
     passwordHash: null,
     disabled: false,
   };
-  let entries: OutboxEntry[] = [];
-  const created = await store.createUser(user, (u) => {
-    entries = [
-      toOutbox(
-        createEvent('user.registered', {
-          workspaceId: u.workspaceId,
-          userId: u.id,
-          actor: { type: 'system', id: 'cli' },
-          data: { user: publicUser(u) },
-        }),
-        namespace,
-      ),
-    ];
-    return entries;
-  });
-  return { user: created, entries };
+  const events = recordOutbox((u: UserRecord) => [
+    toOutbox(createEvent('user.registered', { workspaceId: u.workspaceId, userId: u.id, actor: { type: 'system', id: 'cli' }, data: { user: publicUser(u) } }), namespace),
+  ]);
+  const created = await store.createUser(user, events);
+  return { user: created, entries: events.entries };
 }
 
 export class AuthService {
@@ -110,13 +99,10 @@ export class AuthService {
 
     if (existing) {
       // An invited (pre-registered) account: registering sets the password and keeps the assigned role.
-      let entries: OutboxEntry[] = [];
-      const updated = await this.hub.store.updateUser(existing.id, { passwordHash, name: input.name }, (u) => {
-        entries = this.userEvents(u, 'user.updated', { user: publicUser(u), changes: ['password', 'name'] });
-        return entries;
-      });
+      const events = recordOutbox((u: UserRecord) => this.userEvents(u, 'user.updated', { user: publicUser(u), changes: ['password', 'name'] }));
+      const updated = await this.hub.store.updateUser(existing.id, { passwordHash, name: input.name }, events);
       if (!updated) throw new VoxaError('CONFLICT', 'The invitation changed; try again.');
-      await this.hub.chat.publish(entries);
+      await this.hub.chat.publish(events.entries);
       return this.issueSession(updated);
     }
 
@@ -130,12 +116,9 @@ export class AuthService {
       passwordHash,
       disabled: false,
     };
-    let entries: OutboxEntry[] = [];
-    const created = await this.hub.store.createUser(user, (u) => {
-      entries = this.userEvents(u, 'user.registered', { user: publicUser(u) });
-      return entries;
-    });
-    await this.hub.chat.publish(entries);
+    const events = recordOutbox((u: UserRecord) => this.userEvents(u, 'user.registered', { user: publicUser(u) }));
+    const created = await this.hub.store.createUser(user, events);
+    await this.hub.chat.publish(events.entries);
     return this.issueSession(created);
   }
 

@@ -24,6 +24,7 @@ import { VoxaError } from '../errors.js';
 import { createEvent } from '../events/catalog.js';
 import type { Hub } from '../hub.js';
 import type { OutboxEntry } from '../store/port.js';
+import { recordOutbox } from '../events/outbox-entry.js';
 import { verifyPassword } from './passwords.js';
 import { RECOVERY_USED_COLLECTION, TOTP_STEPS_COLLECTION } from './prune.js';
 
@@ -193,15 +194,15 @@ export class TotpService {
     const step = matchStep(this.secretOf(user), code, Date.now() / 1000);
     if (step === null || !(await this.claimStep(user.id, step))) throw new VoxaError('INVALID_OTP');
     const recoveryCodes = Array.from({ length: RECOVERY_CODE_COUNT }, newRecoveryCode);
-    let entries: OutboxEntry[] = [];
+    const events = recordOutbox((u: UserRecord) => this.changed(u, 'totp_enabled'));
     const updated = await this.hub.store.updateUser(
       user.id,
       { totp: { secretEnc: user.totp.secretEnc, enabled: true, lastStep: step, recoveryHashes: recoveryCodes.map(hashRecoveryCode) } },
-      (u) => (entries = this.changed(u, 'totp_enabled')),
+      events,
     );
     if (!updated) throw new VoxaError('USER_NOT_FOUND');
     await this.hub.rateLimiter.reset(`otp:${user.id}`);
-    await this.hub.chat.publish(entries);
+    await this.hub.chat.publish(events.entries);
     return { recoveryCodes };
   }
 
@@ -256,10 +257,10 @@ export class TotpService {
     await this.hub.rateLimiter.hit(`otp:pw:${user.id}`, OTP_ATTEMPTS, OTP_WINDOW_MS);
     if (!user.passwordHash || !(await verifyPassword(password, user.passwordHash))) throw new VoxaError('INVALID_CREDENTIALS');
     await this.check(user, code);
-    let entries: OutboxEntry[] = [];
-    await this.hub.store.updateUser(user.id, { totp: null }, (u) => (entries = this.changed(u, 'totp_disabled')));
+    const events = recordOutbox((u: UserRecord) => this.changed(u, 'totp_disabled'));
+    await this.hub.store.updateUser(user.id, { totp: null }, events);
     await this.hub.rateLimiter.reset(`otp:pw:${user.id}`);
-    await this.hub.chat.publish(entries);
+    await this.hub.chat.publish(events.entries);
   }
 
   /** What the account page shows. */

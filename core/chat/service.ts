@@ -9,7 +9,7 @@ import { createEvent, type EventEnvelope } from '../events/catalog.js';
 import { newId } from '../ids.js';
 import type { OutboxEntry } from '../store/port.js';
 import type { HubCore } from '../hub.js';
-import { toOutbox } from '../events/outbox-entry.js';
+import { recordOutbox, toOutbox, type RecordedOutbox } from '../events/outbox-entry.js';
 import { checkAttachments } from '../files/attachments.js';
 
 export type OpenConversationInput =
@@ -38,6 +38,11 @@ export class ChatService {
 
   outboxOf(events: EventEnvelope[]): OutboxEntry[] {
     return events.map((e) => toOutbox(e, this.hub.bus.namespace));
+  }
+
+  /** The outbox builder for a write whose events `build` makes from the stored value; publish its `entries` after. */
+  eventsFor<T>(build: (value: T) => EventEnvelope[]): RecordedOutbox<T> {
+    return recordOutbox((value: T) => this.outboxOf(build(value)));
   }
 
   async getConversationFor(actor: UserRecord, conversationId: string): Promise<Conversation> {
@@ -96,19 +101,16 @@ export class ChatService {
       lastSeq: 0,
       ...(input.type === 'direct' ? { directKey: [actor.id, others[0]!].sort().join(':') } : {}),
     };
-    let entries: OutboxEntry[] = [];
-    const result = await this.hub.store.createConversation(conv, (c) => {
-      entries = this.outboxOf([
-        createEvent('conversation.created', {
-          workspaceId: c.workspaceId,
-          conversationId: c.id,
-          actor: { type: 'user', id: actor.id },
-          data: { conversation: c },
-        }),
-      ]);
-      return entries;
-    });
-    if (result.created) await this.publish(entries);
+    const events = this.eventsFor((c: Conversation) => [
+      createEvent('conversation.created', {
+        workspaceId: c.workspaceId,
+        conversationId: c.id,
+        actor: { type: 'user', id: actor.id },
+        data: { conversation: c },
+      }),
+    ]);
+    const result = await this.hub.store.createConversation(conv, events);
+    if (result.created) await this.publish(events.entries);
     return result;
   }
 
@@ -129,20 +131,17 @@ export class ChatService {
       if (ws?.settings.customersTalkToAgentsOnly) throw new VoxaError('FORBIDDEN', 'Customers in this workspace may only talk with agents.');
     }
     const remove = (change.remove ?? []).filter((id) => conv.members.includes(id));
-    let entries: OutboxEntry[] = [];
-    const updated = await this.hub.store.updateMembers(conversationId, { add, remove, ...(change.title ? { title: change.title } : {}) }, (c) => {
-      entries = this.outboxOf([
-        createEvent('conversation.updated', {
-          workspaceId: c.workspaceId,
-          conversationId: c.id,
-          actor: { type: 'user', id: actor.id },
-          data: { conversation: c, added: add, removed: remove },
-        }),
-      ]);
-      return entries;
-    });
+    const events = this.eventsFor((c: Conversation) => [
+      createEvent('conversation.updated', {
+        workspaceId: c.workspaceId,
+        conversationId: c.id,
+        actor: { type: 'user', id: actor.id },
+        data: { conversation: c, added: add, removed: remove },
+      }),
+    ]);
+    const updated = await this.hub.store.updateMembers(conversationId, { add, remove, ...(change.title ? { title: change.title } : {}) }, events);
     if (!updated) throw new VoxaError('CONVERSATION_NOT_FOUND');
-    await this.publish(entries);
+    await this.publish(events.entries);
     return updated;
   }
 
@@ -162,7 +161,14 @@ export class ChatService {
     // Leased: a fast sender passes from this process's share of the allowance without a Redis round trip.
     const limited = this.hub.rateLimiter.take(`send:${actor.id}`, this.hub.config.sendRateLimitPerMinute);
     if (limited) await limited;
-    let entries: OutboxEntry[] = [];
+    const events = this.eventsFor((m: Message) => [
+      createEvent('message.created', {
+        workspaceId: conv.workspaceId,
+        conversationId,
+        actor: { type: 'user', id: actor.id },
+        data: { message: m },
+      }),
+    ]);
     const result = await this.hub.store.appendMessage(
       {
         id: newId('msg'),
@@ -173,19 +179,9 @@ export class ChatService {
         createdAt: new Date().toISOString(),
         ...(input.attachments?.length ? { attachments: input.attachments } : {}),
       },
-      (m) => {
-        entries = this.outboxOf([
-          createEvent('message.created', {
-            workspaceId: conv.workspaceId,
-            conversationId,
-            actor: { type: 'user', id: actor.id },
-            data: { message: m },
-          }),
-        ]);
-        return entries;
-      },
+      events,
     );
-    if (result.created) await this.publish(entries);
+    if (result.created) await this.publish(events.entries);
     return result;
   }
 
@@ -209,42 +205,36 @@ export class ChatService {
     if (text.length > this.hub.config.maxMessageLength) throw new VoxaError('VALIDATION_FAILED', 'Text is too long.', { field: 'text' });
     const msg = await this.ownMessage(actor, conversationId, messageId, false);
     if (msg.deleted) throw new VoxaError('MESSAGE_DELETED');
-    let entries: OutboxEntry[] = [];
     const conv = await this.hub.store.getConversation(conversationId);
-    const updated = await this.hub.store.editMessage(conversationId, messageId, text, new Date().toISOString(), (m) => {
-      entries = this.outboxOf([
-        createEvent('message.updated', {
-          workspaceId: conv!.workspaceId,
-          conversationId,
-          actor: { type: 'user', id: actor.id },
-          data: { message: m },
-        }),
-      ]);
-      return entries;
-    });
+    const events = this.eventsFor((m: Message) => [
+      createEvent('message.updated', {
+        workspaceId: conv!.workspaceId,
+        conversationId,
+        actor: { type: 'user', id: actor.id },
+        data: { message: m },
+      }),
+    ]);
+    const updated = await this.hub.store.editMessage(conversationId, messageId, text, new Date().toISOString(), events);
     if (!updated) throw new VoxaError('MESSAGE_NOT_FOUND');
     if (updated.deleted) throw new VoxaError('MESSAGE_DELETED');
-    await this.publish(entries);
+    await this.publish(events.entries);
     return updated;
   }
 
   async deleteMessage(actor: UserRecord, conversationId: string, messageId: string): Promise<Message> {
     const msg = await this.ownMessage(actor, conversationId, messageId, true);
     if (msg.deleted) return msg;
-    let entries: OutboxEntry[] = [];
-    const deleted = await this.hub.store.deleteMessage(conversationId, messageId, new Date().toISOString(), (m) => {
-      entries = this.outboxOf([
-        createEvent('message.deleted', {
-          workspaceId: actor.workspaceId,
-          conversationId,
-          actor: { type: 'user', id: actor.id },
-          data: { message: m },
-        }),
-      ]);
-      return entries;
-    });
+    const events = this.eventsFor((m: Message) => [
+      createEvent('message.deleted', {
+        workspaceId: actor.workspaceId,
+        conversationId,
+        actor: { type: 'user', id: actor.id },
+        data: { message: m },
+      }),
+    ]);
+    const deleted = await this.hub.store.deleteMessage(conversationId, messageId, new Date().toISOString(), events);
     if (!deleted) throw new VoxaError('MESSAGE_NOT_FOUND');
-    await this.publish(entries);
+    await this.publish(events.entries);
     return deleted;
   }
 
@@ -252,19 +242,16 @@ export class ChatService {
   async markRead(actor: UserRecord, conversationId: string, seq: number): Promise<{ seq: number; changed: boolean }> {
     const conv = await this.getConversationFor(actor, conversationId);
     const target = Math.min(seq, conv.lastSeq);
-    let entries: OutboxEntry[] = [];
-    const res = await this.hub.store.setReadMarker(conversationId, actor.id, target, (s) => {
-      entries = this.outboxOf([
-        createEvent('message.seen', {
-          workspaceId: conv.workspaceId,
-          conversationId,
-          actor: { type: 'user', id: actor.id },
-          data: { conversationId, userId: actor.id, seq: s },
-        }),
-      ]);
-      return entries;
-    });
-    if (res.changed) await this.publish(entries);
+    const events = this.eventsFor((s: number) => [
+      createEvent('message.seen', {
+        workspaceId: conv.workspaceId,
+        conversationId,
+        actor: { type: 'user', id: actor.id },
+        data: { conversationId, userId: actor.id, seq: s },
+      }),
+    ]);
+    const res = await this.hub.store.setReadMarker(conversationId, actor.id, target, events);
+    if (res.changed) await this.publish(events.entries);
     return res;
   }
 

@@ -23,7 +23,6 @@ import { VoxaError } from '../errors.js';
 import { createEvent } from '../events/catalog.js';
 import type { Hub } from '../hub.js';
 import { newId } from '../ids.js';
-import type { OutboxEntry } from '../store/port.js';
 import type { BlobStore } from './blob.js';
 import { LocalBlobStore } from './local.js';
 import { nameForType, sanitizeName } from './names.js';
@@ -257,19 +256,16 @@ export class FileService {
     } else {
       await this.blobs.putFile(record.blobKey, s.path, { size: s.size, contentType: sniffed.type.mime });
     }
-    let entries: OutboxEntry[] = [];
-    await this.hub.store.insertDoc('files', id, record, (f) => {
-      entries = this.hub.chat.outboxOf([
-        createEvent('file.uploaded', {
-          workspaceId: f.workspaceId,
-          conversationId: f.conversationId,
-          actor: { type: 'user', id: actor.id },
-          data: { file: { id: f.id, name: f.name, size: f.size, contentType: f.contentType, conversationId: f.conversationId } },
-        }),
-      ]);
-      return entries;
-    });
-    await this.hub.chat.publish(entries);
+    const events = this.hub.chat.eventsFor((f: FileRecord) => [
+      createEvent('file.uploaded', {
+        workspaceId: f.workspaceId,
+        conversationId: f.conversationId,
+        actor: { type: 'user', id: actor.id },
+        data: { file: { id: f.id, name: f.name, size: f.size, contentType: f.contentType, conversationId: f.conversationId } },
+      }),
+    ]);
+    await this.hub.store.insertDoc('files', id, record, events);
+    await this.hub.chat.publish(events.entries);
     return record;
   }
 

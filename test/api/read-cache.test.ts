@@ -9,11 +9,10 @@ import test from 'ava';
 import { createServer, type Server } from 'node:http';
 import { once } from 'node:events';
 import request from 'supertest';
-import { publicUser } from '../../core/domain.js';
+import { publicUser, type UserRecord } from '../../core/domain.js';
 import { createEvent } from '../../core/events/catalog.js';
 import { buildApp } from '../../core/http/app.js';
 import { closeHub, openHub, type Hub } from '../../core/hub.js';
-import type { OutboxEntry } from '../../core/store/port.js';
 import { startServers, testConfig, type TestServers } from '../helpers/hub.js';
 import { openApiHub, bearer, eventually, type Session } from './support.js';
 
@@ -104,19 +103,16 @@ test('changes made by another process reach this one through their events', asyn
 
     // hub2 changes Bob's role the way `voxa users role` does: the write and its event in one unit.
     t.is((await http.get('/v1/me').set(...bearer(bob))).body.user.role, 'customer');
-    let entries: OutboxEntry[] = [];
-    await hub2.store.updateUser(bob.id, { role: 'agent' }, (u) => {
-      entries = hub2.chat.outboxOf([
-        createEvent('user.role_changed', {
-          workspaceId: u.workspaceId,
-          userId: u.id,
-          actor: { type: 'system', id: 'test' },
-          data: { user: publicUser(u), from: 'customer', to: 'agent' },
-        }),
-      ]);
-      return entries;
-    });
-    await hub2.chat.publish(entries);
+    const events = hub2.chat.eventsFor((u: UserRecord) => [
+      createEvent('user.role_changed', {
+        workspaceId: u.workspaceId,
+        userId: u.id,
+        actor: { type: 'system', id: 'test' },
+        data: { user: publicUser(u), from: 'customer', to: 'agent' },
+      }),
+    ]);
+    await hub2.store.updateUser(bob.id, { role: 'agent' }, events);
+    await hub2.chat.publish(events.entries);
     const me = await eventually(async () => {
       const r = await http.get('/v1/me').set(...bearer(bob));
       return r.body.user?.role === 'agent' ? r : null;
