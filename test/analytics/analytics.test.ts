@@ -1,7 +1,5 @@
 import test from 'ava';
-import { execFile } from 'node:child_process';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
+import { runCli } from '../helpers/cli.js';
 import type { Conversation, Message } from '../../core/domain.js';
 import { createEvent, type AnyEvent } from '../../core/events/catalog.js';
 import { FACTS_COLLECTION, recordSent, type Fact } from '../../plugins/analytics/facts.js';
@@ -11,7 +9,6 @@ import type { Plugin } from '../../plugins/runtime/types.js';
 import { startServers } from '../helpers/hub.js';
 import { bearer, createUser, openPluginApi, type PluginApi } from '../notifications/support.js';
 
-const run = promisify(execFile);
 let servers: Awaited<ReturnType<typeof startServers>>;
 test.before(async () => {
   servers = await startServers();
@@ -220,17 +217,14 @@ test('voxa analytics --json prints the same report; bad dates exit 2', async (t)
     const env: NodeJS.ProcessEnv = { ...process.env, VOXA_DATA_DIR: api.hub.config.dataDir, LOG_LEVEL: 'silent' };
     delete env.MONGO_URL;
     delete env.VOXA_CONFIG;
-    const cli = ['--import', 'tsx', join(process.cwd(), 'cli/index.ts'), 'analytics'];
-    const out = await run(process.execPath, [...cli, '--from', '2025-03-01', '--to', '2025-03-02', '--workspace', 'w1', '--json'], { env });
+    const out = await runCli(env, ['analytics', '--from', '2025-03-01', '--to', '2025-03-02', '--workspace', 'w1', '--json']);
+    t.is(out.code, 0, out.stderr);
     const report = JSON.parse(out.stdout);
     t.deepEqual(report.days[0], EXPECTED_DAY1);
     t.is(report.days[1].firstResponse.p90Ms, 2_400_000);
-    const err = await run(process.execPath, [...cli, '--from', '2025-03-05', '--to', '2025-03-01'], { env }).then(
-      () => null,
-      (e: { code: number; stderr: string }) => e,
-    );
-    t.is(err?.code, 2);
-    t.regex(err!.stderr, /from/);
+    const err = await runCli(env, ['analytics', '--from', '2025-03-05', '--to', '2025-03-01']);
+    t.is(err.code, 2);
+    t.regex(err.stderr, /from/);
   } finally {
     await api.close();
   }

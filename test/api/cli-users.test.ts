@@ -1,10 +1,8 @@
 import test from 'ava';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
+import { runCli, type CliResult } from '../helpers/cli.js';
 import { startServers, testConfig } from '../helpers/hub.js';
 import { openApiHub, streamEvents, eventually } from './support.js';
 
-const run = promisify(execFile);
 let servers: Awaited<ReturnType<typeof startServers>>;
 test.before(async () => {
   servers = await startServers();
@@ -13,17 +11,8 @@ test.after.always(async () => {
   await servers?.dispose();
 });
 
-async function voxa(env: Record<string, string>, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, ['--import', 'tsx', 'cli/index.ts', ...args], {
-      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', LOG_LEVEL: 'silent', ...env },
-      timeout: 60_000,
-    });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code?: number; stdout?: string; stderr?: string };
-    return { code: typeof e.code === 'number' ? e.code : -1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
-  }
+function voxa(env: Record<string, string>, ...args: string[]): Promise<CliResult> {
+  return runCli({ PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', LOG_LEVEL: 'silent', ...env }, args);
 }
 
 test('voxa users add (store only) queues the event; the hub publishes it; registering keeps the role', async (t) => {

@@ -1,9 +1,8 @@
 import test from 'ava';
-import { execFile } from 'node:child_process';
+import { runCli } from '../helpers/cli.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { createEvent, type AnyEvent } from '../../core/events/catalog.js';
 import type { Hub } from '../../core/hub.js';
 import { createStore } from '../../core/store/index.js';
@@ -12,7 +11,6 @@ import { AUDIT_COLLECTION, appendEntry, auditId, hashEntry, listEntries, verifyC
 import { createAuditPlugin } from '../../plugins/audit/index.js';
 import type { Plugin } from '../../plugins/runtime/types.js';
 
-const run = promisify(execFile);
 const info = { attempt: 1, streamSeq: 1, subject: 'x' };
 
 async function setup(): Promise<{ store: Store; dir: string; plugin: Plugin; close(): Promise<void> }> {
@@ -175,19 +173,17 @@ test('voxa audit verify exits 1 naming the broken entry; list --json prints entr
   const env: NodeJS.ProcessEnv = { ...process.env, VOXA_DATA_DIR: s.dir, LOG_LEVEL: 'silent' };
   delete env.MONGO_URL;
   delete env.VOXA_CONFIG;
-  const cli = ['--import', 'tsx', join(process.cwd(), 'cli/index.ts')];
-  const ok = await run(process.execPath, [...cli, 'audit', 'verify', '--json'], { env });
+  const ok = await runCli(env, ['audit', 'verify', '--json']);
+  t.is(ok.code, 0, ok.stderr);
   t.is(JSON.parse(ok.stdout).ok, true);
-  const listed = await run(process.execPath, [...cli, 'audit', 'list', '--since', '1h', '--workspace', 'w2', '--json'], { env });
+  const listed = await runCli(env, ['audit', 'list', '--since', '1h', '--workspace', 'w2', '--json']);
+  t.is(listed.code, 0, listed.stderr);
   t.deepEqual(JSON.parse(listed.stdout).entries.map((e: AuditEntry) => e.type), ['connection.changed']);
 
   const second = (await s.store.docs.get<AuditEntry>(AUDIT_COLLECTION, auditId(2)))!;
   await s.store.docs.put(AUDIT_COLLECTION, second.id, { ...second, actor: { type: 'user', id: 'someone-else' } });
-  const err = await run(process.execPath, [...cli, 'audit', 'verify'], { env }).then(
-    () => null,
-    (e: { code: number; stdout: string }) => e,
-  );
-  t.is(err?.code, 1);
-  t.regex(err!.stdout, /BROKEN at seq 2 \(aud_000000000002\): edited/);
+  const err = await runCli(env, ['audit', 'verify']);
+  t.is(err.code, 1);
+  t.regex(err.stdout, /BROKEN at seq 2 \(aud_000000000002\): edited/);
   await s.close();
 });

@@ -11,7 +11,8 @@ import test from 'ava';
 import { ConnectionService } from '../../connectors/connections.js';
 import type { Hub } from '../../core/hub.js';
 import { openTestHub, startServers, type TestServers } from '../helpers/hub.js';
-import { cliEnv, runCli, runCliOnTty, startCli, stripAnsi } from './cli-proc.js';
+import { runCli } from '../helpers/cli.js';
+import { cliEnv, runCliOnTty, startCli, stripAnsi } from './cli-proc.js';
 import { until } from './receiver.js';
 import { startStandIn, type StandIn } from './standins.js';
 

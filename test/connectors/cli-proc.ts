@@ -1,14 +1,14 @@
 /**
- * The `voxa` CLI as a subprocess for tests: plain (pipes, no terminal) or on a pseudo-terminal through
+ * The `voxa` CLI for the connector tests: its environment for a test hub, and runs on a pseudo-terminal through
  * pty-run.py (python3's pty module; no native npm modules), with a small expect-style driver for prompts.
  */
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { Hub } from '../../core/hub.js';
 import type { TestServers } from '../helpers/hub.js';
+import { CLI_ARGS, collectCli, type CliResult } from '../helpers/cli.js';
 
 const PTY_RUN = fileURLToPath(new URL('./pty-run.py', import.meta.url));
-const CLI = ['--import', 'tsx', 'cli/index.ts'];
 
 /** The environment a marketer's shell would have for this hub: same servers, namespace, data dir and keys. */
 export function cliEnv(servers: TestServers, hub: Hub, extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
@@ -26,38 +26,6 @@ export function cliEnv(servers: TestServers, hub: Hub, extra: NodeJS.ProcessEnv 
   };
 }
 
-export interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs `voxa …` with pipes (no terminal); a hung command is killed after a minute. */
-export function runCli(env: NodeJS.ProcessEnv, args: string[]): Promise<CliResult> {
-  return finish(spawn(process.execPath, [...CLI, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] }), true);
-}
-
-function finish(child: ChildProcessWithoutNullStreams, closeStdin: boolean, onOut?: (s: string) => void, onErr?: (s: string) => void): Promise<CliResult> {
-  if (closeStdin) child.stdin.end();
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d: Buffer) => {
-    stdout += d.toString();
-    onOut?.(d.toString());
-  });
-  child.stderr.on('data', (d: Buffer) => {
-    stderr += d.toString();
-    onErr?.(d.toString());
-  });
-  const killer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-  return new Promise((resolve) => {
-    child.on('close', (code) => {
-      clearTimeout(killer);
-      resolve({ code: code ?? -1, stdout, stderr });
-    });
-  });
-}
-
 /** A running `voxa …` (pipes) whose stderr can be waited on, e.g. for the consent URL it prints. */
 export interface CliRun {
   readonly stderr: () => string;
@@ -67,11 +35,11 @@ export interface CliRun {
 }
 
 export function startCli(env: NodeJS.ProcessEnv, args: string[]): CliRun {
-  const child = spawn(process.execPath, [...CLI, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...CLI_ARGS, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
   let err = '';
   let exited = false;
   const waiters = new Set<() => void>();
-  const done = finish(child, true, undefined, (s) => {
+  const done = collectCli(child, true, undefined, (s) => {
     err += s;
     waiters.forEach((w) => w());
   });
@@ -124,7 +92,7 @@ export interface TtySession {
  * `process.stdin.isTTY` and raw mode are real.
  */
 export function runCliOnTty(env: NodeJS.ProcessEnv, args: string[], opts: { stdinPipe?: boolean } = {}): TtySession {
-  const child = spawn('python3', [PTY_RUN, ...(opts.stdinPipe ? ['--stdin-pipe'] : []), '--', process.execPath, ...CLI, ...args], {
+  const child = spawn('python3', [PTY_RUN, ...(opts.stdinPipe ? ['--stdin-pipe'] : []), '--', process.execPath, ...CLI_ARGS, ...args], {
     env: { ...env, TERM: 'xterm-256color' },
     stdio: ['pipe', 'pipe', 'pipe'],
   });
@@ -133,7 +101,7 @@ export function runCliOnTty(env: NodeJS.ProcessEnv, args: string[], opts: { stdi
   let mark = 0;
   const waiters = new Set<() => void>();
   const wake = (): void => waiters.forEach((w) => w());
-  const done = finish(
+  const done = collectCli(
     child,
     false,
     (s) => {

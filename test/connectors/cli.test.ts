@@ -2,7 +2,6 @@
  * The marketer's CLI driven as a subprocess against a live hub (real NATS, Redis, SQLite): webhooks add/list/
  * test/deliveries/redeliver, connections list/add/backfill, errors and exit codes, completion.
  */
-import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import test from 'ava';
@@ -15,6 +14,7 @@ import { PluginRuntime } from '../../plugins/runtime/runtime.js';
 import type { Hub } from '../../core/hub.js';
 import { openTestHub, startServers, type TestServers } from '../helpers/hub.js';
 import { startReceiver, until, type Receiver } from './receiver.js';
+import { runCli, type CliResult } from '../helpers/cli.js';
 import { cliEnv } from './cli-proc.js';
 
 let servers: TestServers & { dispose(): Promise<void> };
@@ -42,25 +42,15 @@ function env(): NodeJS.ProcessEnv {
   return cliEnv(servers, hub, { VOXA_WEBHOOKS_ALLOW_PRIVATE: '1' });
 }
 
-function voxa(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+function voxa(...args: string[]): Promise<CliResult> {
   return voxaWith(env(), ...args);
 }
 
-function voxaWith(childEnv: NodeJS.ProcessEnv, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'cli/index.ts', ...args], { env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    // A hung command fails the test instead of stalling the file.
-    const killer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    child.on('close', (code) => {
-      clearTimeout(killer);
-      logs.push(stdout, stderr);
-      resolve({ code: code ?? -1, stdout, stderr });
-    });
-  });
+/** Runs the CLI; everything it printed is kept in `logs` (to prove a secret is shown once). */
+async function voxaWith(childEnv: NodeJS.ProcessEnv, ...args: string[]): Promise<CliResult> {
+  const r = await runCli(childEnv, args);
+  logs.push(r.stdout, r.stderr);
+  return r;
 }
 
 test.serial('webhooks add prints the id and secret once; list, test, deliveries and redeliver work; the secret never shows again', async (t) => {

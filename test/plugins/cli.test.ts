@@ -1,11 +1,12 @@
 /** The `voxa plugins | dlq | events` commands as real subprocesses against a real NATS and a running runtime. */
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
 import type { Hub } from '../../core/hub.js';
+import { CLI_ARGS, runCli, type CliResult } from '../helpers/cli.js';
 import { openTestHub, startServers } from '../helpers/hub.js';
 import { listDeadLetters } from '../../plugins/runtime/dlq.js';
 import { PluginRuntime } from '../../plugins/runtime/runtime.js';
@@ -25,16 +26,12 @@ function env(hub: Hub): NodeJS.ProcessEnv {
   return { PATH: process.env.PATH, HOME: process.env.HOME, NATS_URL: servers.nats.url, VOXA_NATS_NAMESPACE: hub.bus.namespace, LOG_LEVEL: 'silent' };
 }
 
-function voxa(hub: Hub, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, ['--import', 'tsx', 'cli/index.ts', ...args], { cwd: root, env: env(hub), timeout: 30_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-  });
+function voxa(hub: Hub, args: string[]): Promise<CliResult> {
+  return runCli(env(hub), args);
 }
 
 function tail(hub: Hub, args: string[]) {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'cli/index.ts', 'events', 'tail', ...args], { cwd: root, env: env(hub) });
+  const child = spawn(process.execPath, [...CLI_ARGS, 'events', 'tail', ...args], { cwd: root, env: env(hub) });
   const io = { out: '', err: '' };
   child.stdout.on('data', (d: Buffer) => (io.out += d.toString()));
   child.stderr.on('data', (d: Buffer) => (io.err += d.toString()));
@@ -70,7 +67,7 @@ test('without NATS_URL the CLI reaches the embedded nats-server on VOXA_EMBEDDED
   const hub = await openTestHub(servers);
   const port = new URL(servers.nats.url).port;
   const { NATS_URL: _unset, ...rest } = env(hub);
-  const child = spawn(process.execPath, ['--import', 'tsx', 'cli/index.ts', 'events', 'tail', '--json'], { cwd: root, env: { ...rest, VOXA_EMBEDDED_NATS_PORT: port } });
+  const child = spawn(process.execPath, [...CLI_ARGS, 'events', 'tail', '--json'], { cwd: root, env: { ...rest, VOXA_EMBEDDED_NATS_PORT: port } });
   const io = { out: '', err: '' };
   child.stdout.on('data', (d: Buffer) => (io.out += d.toString()));
   child.stderr.on('data', (d: Buffer) => (io.err += d.toString()));
@@ -152,7 +149,7 @@ test('voxa worker runs only the chosen plugins and drains on SIGTERM with exit 0
   t.regex(bad.stderr, /unknown plugin no-such-plugin; available: .*audit/);
 
   const dataDir = mkdtempSync(join(tmpdir(), 'voxa-worker-'));
-  const child = spawn(process.execPath, ['--import', 'tsx', 'cli/index.ts', 'worker', '--plugins', 'audit'], {
+  const child = spawn(process.execPath, [...CLI_ARGS, 'worker', '--plugins', 'audit'], {
     cwd: root,
     env: { ...env(hub), REDIS_URL: servers.redis.url, VOXA_DATA_DIR: dataDir, LOG_LEVEL: 'info' },
   });
