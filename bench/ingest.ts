@@ -57,17 +57,8 @@ interface LoadResult {
 
 /** Runs one load phase: `concurrency` loops, each sending its next request as soon as the last answered. */
 async function runLoad(spec: LoadSpec): Promise<LoadResult> {
-  // This thread's own CPU time from /proc/thread-self (read on this thread), so the server's can be told apart.
-  const ownCpuUs = () => {
-    try {
-      const f = readFileSync('/proc/thread-self/stat', 'utf8');
-      const v = f.slice(f.lastIndexOf(')') + 2).split(' ');
-      return ((Number(v[11]) + Number(v[12])) * 1e6) / 100;
-    } catch {
-      return NaN;
-    }
-  };
-  const cpuStart = ownCpuUs();
+  // This thread's own CPU time (read on this thread), so the server's can be told apart from it.
+  const cpuStart = cpuUsOf('/proc/thread-self/stat');
   const agent = new Agent({ keepAlive: true, maxSockets: spec.concurrency });
   const headers: Record<string, string> = { accept: 'application/json' };
   if (spec.token) headers.authorization = `Bearer ${spec.token}`;
@@ -129,38 +120,41 @@ async function runLoad(spec: LoadSpec): Promise<LoadResult> {
     allRequests: warm + answered,
     cpuUsPerRequest: NaN,
     processCpuUsPerRequest: NaN,
-    loadCpuUs: ownCpuUs() - cpuStart,
+    loadCpuUs: cpuUsOf('/proc/thread-self/stat') - cpuStart,
     ...(firstError ? { firstError } : {}),
   };
 }
 
 /**
- * CPU time (µs) the main thread — the server: HTTP, Koa, SQLite, the NATS and Redis clients — has used so far,
- * from /proc (Linux). Unlike requests per second it barely moves when other processes compete for the cores,
- * so it shows what a change saves even on a busy machine. NaN where /proc is not available.
+ * CPU time (µs) used so far by what a /proc stat file describes: a thread (`/proc/self/task/<tid>/stat`,
+ * `/proc/thread-self/stat`) or the whole process (`/proc/self/stat`). Linux only; NaN elsewhere. Unlike
+ * requests per second it barely moves when other processes compete for the cores, so it shows what a change
+ * saves even on a busy machine. Self-contained: the load worker gets its source too.
  */
-function serverThreadCpuUs(file = `/proc/self/task/${process.pid}/stat`): number {
+function cpuUsOf(file: string): number {
   try {
     const stat = readFileSync(file, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // utime and stime are fields 14 and 15 of stat(5); fields[0] here is field 3.
-    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / CLOCK_TICKS;
+    // utime and stime are fields 14 and 15 of stat(5), in USER_HZ ticks (100 on every Linux Node supports);
+    // fields[0] here is field 3.
+    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / 100;
   } catch {
     return NaN;
   }
 }
-/** USER_HZ: 100 on every Linux build Node supports. */
-const CLOCK_TICKS = 100;
+
+/** The main thread: the server (HTTP, Koa, SQLite, the NATS and Redis clients). */
+const MAIN_THREAD_STAT = `/proc/self/task/${process.pid}/stat`;
 
 async function measured(spec: LoadSpec): Promise<LoadResult> {
-  const before = serverThreadCpuUs();
-  const processBefore = serverThreadCpuUs('/proc/self/stat');
+  const before = cpuUsOf(MAIN_THREAD_STAT);
+  const processBefore = cpuUsOf('/proc/self/stat');
   const r = await inWorker(spec);
   const n = Math.max(1, r.allRequests);
   return {
     ...r,
-    cpuUsPerRequest: (serverThreadCpuUs() - before) / n,
-    processCpuUsPerRequest: (serverThreadCpuUs('/proc/self/stat') - processBefore - r.loadCpuUs) / n,
+    cpuUsPerRequest: (cpuUsOf(MAIN_THREAD_STAT) - before) / n,
+    processCpuUsPerRequest: (cpuUsOf('/proc/self/stat') - processBefore - r.loadCpuUs) / n,
   };
 }
 
@@ -173,6 +167,7 @@ function inWorker(spec: LoadSpec): Promise<LoadResult> {
       "const { readFileSync } = require('node:fs');",
       "const { parentPort, workerData } = require('node:worker_threads');",
       'const __name = (f) => f;',
+      `const cpuUsOf = ${cpuUsOf.toString()};`,
       `const runLoad = ${runLoad.toString()};`,
       'runLoad(workerData).then((r) => parentPort.postMessage(r));',
     ].join('\n');
