@@ -380,22 +380,23 @@ export class SqliteStore implements Store {
    */
   private groupWithoutSavepoints(batch: Array<{ fn: () => unknown }>): UnitResult[] | null {
     const results: UnitResult[] = [];
-    let failure: { error: unknown } | null = null;
+    let unitFailed = false;
     try {
       this.txNow(() => {
         for (const unit of batch) {
           try {
             results.push({ ok: true, value: unit.fn() });
           } catch (error) {
-            failure = { error };
+            unitFailed = true;
             throw error;
           }
         }
       });
       return results;
     } catch (error) {
-      if (!failure) throw error;
-      if (batch.length === 1) return [{ ok: false, error: (failure as { error: unknown }).error }];
+      if (!unitFailed) throw error; // BEGIN or COMMIT failed
+      // The transaction function rethrows the unit's own error once it has rolled back.
+      if (batch.length === 1) return [{ ok: false, error }];
       this.savepointGroups = SAVEPOINT_GROUPS_AFTER_FAILURE;
       return null;
     }
