@@ -4,7 +4,8 @@
  * RateLimitedError (pause the connector queue), RetryableError (retry with backoff, Retry-After honoured),
  * AuthExpiredError (connection marked broken), PermanentError.
  */
-import type { ConnectorContext, ResolvedConnection } from './types.js';
+import type { z } from 'zod';
+import { defineConnector, type Connector, type ConnectorContext, type OAuthSpec, type ResolvedConnection } from './types.js';
 
 export interface PutFile {
   name: string;
@@ -31,3 +32,35 @@ export interface StorageClient {
 }
 
 export type StorageClientFactory = (conn: ResolvedConnection<Record<string, unknown>>, ctx: ConnectorContext) => StorageClient;
+
+/** A storage client that can also name the account it is signed in as (what the connector's test reports). */
+export interface AccountStorageClient extends StorageClient {
+  whoAmI(): Promise<string>;
+}
+
+/**
+ * A file-storage connector: OAuth2 (client secret and tokens sealed; the endpoints overridable through the
+ * `authorizeUrl`/`tokenUrl` config fields), a test that signs in and names the account, and the `client`
+ * factory the sync plugin uses.
+ */
+export function defineStorageConnector<S extends z.ZodObject, C>(
+  def: Pick<Connector<S>, 'id' | 'displayName' | 'description' | 'configSchema' | 'rateLimit'> & { oauth: Omit<OAuthSpec, 'authorizeUrlField' | 'tokenUrlField'> },
+  Client: new (conn: ResolvedConnection<C>, ctx: ConnectorContext) => AccountStorageClient,
+): Connector<S> & { client: StorageClientFactory } {
+  const client = (conn: ResolvedConnection<unknown>, ctx: ConnectorContext) => new Client(conn as ResolvedConnection<C>, ctx);
+  const connector = defineConnector<S>({
+    ...def,
+    authKind: 'oauth2',
+    secretFields: ['clientSecret', 'accessToken', 'refreshToken'],
+    oauthFields: ['accessToken', 'refreshToken', 'expiresAt'],
+    oauth: { ...def.oauth, authorizeUrlField: 'authorizeUrl', tokenUrlField: 'tokenUrl' },
+    async test(conn, ctx) {
+      try {
+        return { ok: true, detail: `signed in to ${def.displayName} as ${await client(conn, ctx).whoAmI()}` };
+      } catch (err) {
+        return { ok: false, detail: (err as Error).message };
+      }
+    },
+  });
+  return Object.assign(connector, { client });
+}

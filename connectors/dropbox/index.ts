@@ -8,8 +8,8 @@ import { Dropbox, DropboxResponseError } from 'dropbox';
 import { z } from 'zod';
 import { RateLimitedError } from '../queues.js';
 import { withAccessToken, type OAuthFields } from '../oauth2.js';
-import type { PutFile, StorageClient } from '../storage.js';
-import { defineConnector, errorForStatus, retryAfterMs, type ConnectorContext, type ResolvedConnection } from '../types.js';
+import { defineStorageConnector, type AccountStorageClient, type PutFile } from '../storage.js';
+import { errorForStatus, retryAfterMs, type ConnectorContext, type ResolvedConnection } from '../types.js';
 
 const AUTHORIZE_URL = 'https://www.dropbox.com/oauth2/authorize';
 const TOKEN_URL = 'https://api.dropboxapi.com/oauth2/token';
@@ -44,7 +44,7 @@ export function mapDropboxError(err: unknown, what: string): Error {
   return errorForStatus(503, `${what}: ${(err as Error).message}`);
 }
 
-export class DropboxClient implements StorageClient {
+export class DropboxClient implements AccountStorageClient {
   constructor(
     private readonly conn: ResolvedConnection<DropboxConfig>,
     private readonly ctx: ConnectorContext,
@@ -81,32 +81,19 @@ export class DropboxClient implements StorageClient {
   }
 }
 
-export const dropboxConnector = Object.assign(
-  defineConnector({
+export const dropboxConnector = defineStorageConnector(
+  {
     id: 'dropbox',
     displayName: 'Dropbox',
     description: 'Keeps a transcript file per conversation (and its attachments) in a Dropbox folder; nightly backup.',
-    authKind: 'oauth2',
     configSchema: DropboxConfigSchema,
-    secretFields: ['clientSecret', 'accessToken', 'refreshToken'],
-    oauthFields: ['accessToken', 'refreshToken', 'expiresAt'],
     oauth: {
       authorizeUrl: AUTHORIZE_URL,
       tokenUrl: TOKEN_URL,
       scopes: ['files.content.write', 'files.content.read', 'account_info.read'],
       extraAuthorizeParams: { token_access_type: 'offline' },
-      authorizeUrlField: 'authorizeUrl',
-      tokenUrlField: 'tokenUrl',
     },
     rateLimit: { max: 5, durationMs: 1000 },
-    async test(conn, ctx) {
-      try {
-        const who = await new DropboxClient(conn as ResolvedConnection<DropboxConfig>, ctx).whoAmI();
-        return { ok: true, detail: `signed in to Dropbox as ${who}` };
-      } catch (err) {
-        return { ok: false, detail: (err as Error).message };
-      }
-    },
-  }),
-  { client: (conn: ResolvedConnection<Record<string, unknown>>, ctx: ConnectorContext): StorageClient => new DropboxClient(conn as unknown as ResolvedConnection<DropboxConfig>, ctx) },
+  },
+  DropboxClient,
 );

@@ -9,8 +9,8 @@ import { drive, type drive_v3 } from '@googleapis/drive';
 import { z } from 'zod';
 import { RateLimitedError } from '../queues.js';
 import { withAccessToken, type OAuthFields } from '../oauth2.js';
-import type { PutFile, StorageClient } from '../storage.js';
-import { defineConnector, errorForStatus, retryAfterMs, type ConnectorContext, type ResolvedConnection } from '../types.js';
+import { defineStorageConnector, type AccountStorageClient, type PutFile } from '../storage.js';
+import { errorForStatus, retryAfterMs, type ConnectorContext, type ResolvedConnection } from '../types.js';
 
 const AUTHORIZE_URL = 'https://accounts.google.com/o/oauth2/v2/auth';
 const TOKEN_URL = 'https://oauth2.googleapis.com/token';
@@ -48,7 +48,7 @@ export function mapDriveError(err: unknown, what: string): Error {
   return errorForStatus(status, what, retryAfter);
 }
 
-export class DriveClient implements StorageClient {
+export class DriveClient implements AccountStorageClient {
   private readonly api: drive_v3.Drive;
   private readonly rootUrl: string;
 
@@ -114,34 +114,21 @@ export class DriveClient implements StorageClient {
   }
 }
 
-export const googleDriveConnector = Object.assign(
-  defineConnector({
+export const googleDriveConnector = defineStorageConnector(
+  {
     id: 'google-drive',
     displayName: 'Google Drive',
     description: 'Keeps a transcript file per conversation (and its attachments) in a Drive folder; nightly backup.',
-    authKind: 'oauth2',
     configSchema: DriveConfigSchema,
-    secretFields: ['clientSecret', 'accessToken', 'refreshToken'],
-    oauthFields: ['accessToken', 'refreshToken', 'expiresAt'],
     oauth: {
       authorizeUrl: AUTHORIZE_URL,
       tokenUrl: TOKEN_URL,
       scopes: ['https://www.googleapis.com/auth/drive.file'],
       // offline + consent: Google returns a refresh token only then.
       extraAuthorizeParams: { access_type: 'offline', prompt: 'consent' },
-      authorizeUrlField: 'authorizeUrl',
-      tokenUrlField: 'tokenUrl',
     },
     // Drive's default per-user quota is generous but bursty writes to one file trip it; stay well below.
     rateLimit: { max: 10, durationMs: 1000 },
-    async test(conn, ctx) {
-      try {
-        const who = await new DriveClient(conn as ResolvedConnection<DriveConfig>, ctx).whoAmI();
-        return { ok: true, detail: `signed in to Google Drive as ${who}` };
-      } catch (err) {
-        return { ok: false, detail: (err as Error).message };
-      }
-    },
-  }),
-  { client: (conn: ResolvedConnection<Record<string, unknown>>, ctx: ConnectorContext): StorageClient => new DriveClient(conn as unknown as ResolvedConnection<DriveConfig>, ctx) },
+  },
+  DriveClient,
 );
