@@ -1,4 +1,5 @@
 import { randomFillSync } from 'node:crypto';
+import { encodeBase32 } from './base32.js';
 
 const ALPHABET = '0123456789abcdefghjkmnpqrstvwxyz'; // Crockford base32, lower case
 
@@ -44,18 +45,8 @@ export function ulid(now = Date.now()): string {
     time = ALPHABET[t % 32] + time;
     t = Math.floor(t / 32);
   }
-  let rand = '';
-  let bits = 0;
-  let acc = 0;
-  for (const byte of lastRandom) {
-    acc = (acc << 8) | byte;
-    bits += 8;
-    while (bits >= 5) {
-      bits -= 5;
-      rand += ALPHABET[(acc >> bits) & 31];
-    }
-  }
-  return time + rand;
+  // 10 random bytes are exactly 16 characters.
+  return time + encodeBase32(lastRandom, ALPHABET);
 }
 
 /** A prefixed id such as `msg_01hx…`: the prefix says what kind of thing it names. */

@@ -27,6 +27,7 @@ import type { OutboxEntry } from '../store/port.js';
 import { recordOutbox } from '../events/outbox-entry.js';
 import { verifyPassword } from './passwords.js';
 import { RECOVERY_USED_COLLECTION, TOTP_STEPS_COLLECTION } from './prune.js';
+import { encodeBase32 } from '../base32.js';
 
 export type TotpAlgorithm = 'sha1' | 'sha256' | 'sha512';
 
@@ -44,20 +45,7 @@ const B32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
 
 /** RFC 4648 base32 without padding (what otpauth:// URIs carry). */
 export function base32Encode(buf: Buffer): string {
-  let out = '';
-  let bits = 0;
-  let acc = 0;
-  for (const byte of buf) {
-    acc = (acc << 8) | byte;
-    bits += 8;
-    while (bits >= 5) {
-      bits -= 5;
-      out += B32[(acc >>> bits) & 31];
-    }
-    acc &= (1 << bits) - 1;
-  }
-  if (bits > 0) out += B32[(acc << (5 - bits)) & 31];
-  return out;
+  return encodeBase32(buf, B32);
 }
 
 /** Decodes base32, ignoring case, spaces and padding. Throws on any other character. */
