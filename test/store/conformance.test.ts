@@ -8,11 +8,12 @@ import test, { type ExecutionContext } from 'ava';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Conversation, Message, UserRecord, Workspace } from '../../core/domain.js';
+import type { Message, UserRecord, Workspace } from '../../core/domain.js';
 import { VoxaError, type ErrorCode } from '../../core/errors.js';
 import { newId, ulid } from '../../core/ids.js';
 import type { DocValue, OutboxEntry, RefreshTokenRecord, Store } from '../../core/store/port.js';
 import { SqliteStore } from '../../core/store/sqlite.js';
+import { at, group, ob, send } from './support.js';
 
 interface Harness {
   store: Store;
@@ -85,17 +86,6 @@ if (mongoUrl) {
 
 // ---------- helpers ----------
 
-const T0 = Date.parse('2030-01-01T00:00:00.000Z');
-/** Deterministic, strictly increasing timestamps so ordering tests never depend on the clock. */
-const at = (i: number): string => new Date(T0 + i * 1000).toISOString();
-
-/** An outbox callback that records its value in the payload, so tests can check what was captured. */
-function ob<T>(tag: string) {
-  return (v: T): OutboxEntry[] => [
-    { eventId: newId('evt'), subject: `test.${tag}`, payload: JSON.stringify(v), headers: { traceparent: '00-abc-def-01', 'Voxa-Event-Type': tag }, createdAt: new Date().toISOString() },
-  ];
-}
-
 const settings = { registration: 'open' as const, customersTalkToAgentsOnly: false, privatePush: false };
 
 async function workspace(s: Store, id = 'ws1'): Promise<Workspace> {
@@ -115,38 +105,6 @@ function userRec(overrides: Partial<UserRecord> = {}): UserRecord {
     disabled: false,
     ...overrides,
   };
-}
-
-async function group(s: Store, members: string[], overrides: Partial<Conversation> = {}): Promise<Conversation> {
-  const conv: Conversation = {
-    id: newId('cnv'),
-    workspaceId: 'ws1',
-    type: 'group',
-    title: 'Group',
-    members,
-    createdBy: members[0]!,
-    createdAt: at(1),
-    updatedAt: at(1),
-    lastSeq: 0,
-    ...overrides,
-  };
-  const res = await s.createConversation(conv, ob('conversation.created'));
-  return res.conversation;
-}
-
-async function send(s: Store, conversationId: string, senderId: string, text: string, opts: { clientId?: string | null; t?: number; attachments?: string[] } = {}) {
-  return s.appendMessage(
-    {
-      id: newId('msg'),
-      conversationId,
-      senderId,
-      text,
-      clientId: opts.clientId ?? null,
-      createdAt: at(opts.t ?? 10),
-      ...(opts.attachments ? { attachments: opts.attachments } : {}),
-    },
-    ob<Message>('message.created'),
-  );
 }
 
 async function rejectsWithCode(t: ExecutionContext, p: Promise<unknown>, code: ErrorCode): Promise<void> {
