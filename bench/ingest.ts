@@ -16,7 +16,10 @@
  * It starts its own nats-server and redis-server, uses a temp data dir, and exits by itself.
  *
  * Options (env): BENCH_SECONDS (default 5), BENCH_CONCURRENCY (default 64), BENCH_WARMUP_SECONDS (default 1),
- * BENCH_CASES (default "BDCA": which cases to run, in that order; e.g. BENCH_CASES=A to profile the real path alone).
+ * BENCH_CASES (default "BDCA": which cases to run, in that order; e.g. BENCH_CASES=A to profile the real path alone),
+ * BENCH_ROUNDS (default 1): run the cases that many times, interleaved (B D C A B D C A …), and report each case's
+ * median round, its range, and the ratios of each round. On a noisy machine one run can move ±25%; rounds that
+ * interleave the cases see the same noise, so their ratios are steadier than their absolute figures.
  */
 import { Agent, createServer, request as httpRequest, type Server } from 'node:http';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -276,8 +279,16 @@ async function main(): Promise<void> {
       D: { ...base, name: 'D  auth + body, nothing else', path: `/v1/bench/auth/${convId}`, method: 'POST', token, body },
       C: { ...base, name: 'C  naive: auth + await js.publish', path: `/v1/bench/naive/${convId}`, method: 'POST', token, body },
     };
+    const rounds = Math.max(1, Math.trunc(Number(process.env.BENCH_ROUNDS ?? 1)) || 1);
+    const order = [...new Set((process.env.BENCH_CASES ?? 'BDCA').toUpperCase())].filter((c) => specs[c]);
+    const runs: Record<string, LoadResult[]> = {};
+    for (let round = 0; round < rounds; round++) {
+      if (rounds > 1) process.stdout.write(`round ${round + 1} of ${rounds}…\n`);
+      for (const c of order) (runs[c] ??= []).push(await measured(specs[c]!));
+    }
+    // Each case's median round by requests/s (the lower middle for an even count).
     const results: Record<string, LoadResult> = {};
-    for (const c of (process.env.BENCH_CASES ?? 'BDCA').toUpperCase()) if (specs[c] && !results[c]) results[c] = await measured(specs[c]);
+    for (const [c, rs] of Object.entries(runs)) results[c] = [...rs].sort((a, b) => a.rps - b.rps)[Math.floor((rs.length - 1) / 2)]!;
     const missing: LoadResult = {
       name: '',
       requests: 0,
@@ -303,21 +314,30 @@ async function main(): Promise<void> {
 
     const rows = [real, noop, results.D, naive].filter((r): r is LoadResult => !!r && (r.requests > 0 || r.errors > 0));
     const fmt = (n: number, d = 0) => (Number.isFinite(n) ? n.toFixed(d) : '-');
+    /** The ratio of two cases' requests/s within each round (same noise), in round order. */
+    const perRound = (a: LoadResult[], b: LoadResult[] | undefined) => (b ? a.map((x, i) => (x.rps / b[i]!.rps).toFixed(2)).join(', ') : '-');
     const lines = [
       '',
-      `| case | requests/s | p50 ms | p99 ms | requests | errors | main thread CPU µs/request | whole server CPU µs/request |`,
-      `| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |`,
-      ...rows.map(
-        (r) =>
-          `| ${r.name} | ${fmt(r.rps)} | ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${r.requests} | ${r.errors} | ${fmt(r.cpuUsPerRequest)} | ${fmt(r.processCpuUsPerRequest)} |`,
-      ),
+      `| case | requests/s${rounds > 1 ? ' (median) | range' : ''} | p50 ms | p99 ms | requests | errors | main thread CPU µs/request | whole server CPU µs/request |`,
+      `| --- | ---: |${rounds > 1 ? ' ---: |' : ''} ---: | ---: | ---: | ---: | ---: | ---: |`,
+      ...rows.map((r) => {
+        const all = Object.values(runs).find((rs) => rs.includes(r))!.map((x) => x.rps);
+        const range = rounds > 1 ? ` ${fmt(Math.min(...all))}–${fmt(Math.max(...all))} |` : '';
+        return `| ${r.name} | ${fmt(r.rps)} |${range} ${fmt(r.p50, 2)} | ${fmt(r.p99, 2)} | ${r.requests} | ${r.errors} | ${fmt(r.cpuUsPerRequest)} | ${fmt(r.processCpuUsPerRequest)} |`;
+      }),
       '',
+      ...(rounds > 1 && runs.A
+        ? [
+            `per round, A / B: ${perRound(runs.A, runs.B)}; A / C: ${perRound(runs.A, runs.C)}`,
+            '',
+          ]
+        : []),
       `A / B = ${(real.rps / noop.rps).toFixed(2)}×  (goal ≥ 0.40×)  ${real.rps / noop.rps >= 0.4 ? 'met' : 'NOT met'}`,
       `A / C = ${(real.rps / naive.rps).toFixed(2)}×  (goal ≥ 1.50×)  ${real.rps / naive.rps >= 1.5 ? 'met' : 'NOT met'}`,
       // Requests per server-CPU-second: what the ratios would be if each case had the server thread's core to itself.
       `the same ratios from main-thread CPU per request: A / B = ${(noop.cpuUsPerRequest / real.cpuUsPerRequest).toFixed(2)}×, A / C = ${(naive.cpuUsPerRequest / real.cpuUsPerRequest).toFixed(2)}×`,
       `outbox backlog after the run: ${backlog}; events in the stream: ${info.state.messages}`,
-      `node ${process.version}, ${concurrency} in flight, ${seconds}s per case, SQLite store, nats-server + redis-server on loopback`,
+      `node ${process.version}, ${concurrency} in flight, ${seconds}s per case, ${rounds} round${rounds > 1 ? 's' : ''}, SQLite store, nats-server + redis-server on loopback`,
     ];
     for (const r of rows) if (r.firstError) lines.push(`first error in "${r.name}": ${r.firstError}`);
     process.stdout.write(lines.join('\n') + '\n');
