@@ -4,6 +4,7 @@
  * plugins without the API. The Koa app itself is built by core/http/app.ts and never listens on its own.
  */
 import { createServer, type Server } from 'node:http';
+import type { Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
@@ -26,8 +27,14 @@ export interface RunningHub {
   runtime: PluginRuntime;
   /** The port the API listens on (useful with port 0). */
   port: number;
+  /** Drains and stops everything: the edge's clients are told to reconnect elsewhere, the children stop last. */
   stop(): Promise<void>;
+  /** For a stop that hangs: ends the embedded children at once (synchronously), so none outlives the process. */
+  killChildren(): void;
 }
+
+/** How long open HTTP connections (and WebSockets that ignore their close frame) get before they are cut. */
+const CONNECTION_GRACE_MS = 2000;
 
 export interface RunOptions {
   /** Serve the API and the edge (false for `voxa worker`). */
@@ -58,25 +65,41 @@ export async function runHub(config: Config, opts: RunOptions): Promise<RunningH
   const plugins = await selectPlugins(opts.plugins ?? config.plugins, { api: opts.api });
   const runtime = new PluginRuntime(hub, plugins);
   let server: Server | null = null;
+  // Every accepted socket, upgraded WebSockets included: server.closeAllConnections() does not reach those.
+  const sockets = new Set<Socket>();
   if (opts.api) {
     const app = buildApp(hub, { pluginRoutes: runtime.routes() });
     server = createServer(app.callback());
     server.keepAliveTimeout = 65_000;
+    server.on('connection', (socket: Socket) => {
+      sockets.add(socket);
+      socket.once('close', () => sockets.delete(socket));
+    });
   }
-  await runtime.start({ httpServer: server ?? undefined });
-  const stopCollectors = startHubCollectors(hub);
+  let stopCollectors = (): void => undefined;
   let port = 0;
   let metricsServer: MetricsServer | null = null;
-  if (server) {
-    await new Promise<void>((resolve, reject) => {
-      server!.once('error', reject);
-      server!.listen(config.port, config.host, () => resolve());
-    });
-    port = (server.address() as { port: number }).port;
-    log.info({ port, plugins: plugins.map((p) => p.manifest.name), store: hub.store.kind }, `Voxa Hub listening on http://localhost:${port}`);
-  } else {
-    metricsServer = await startMetricsServer({ port: config.workerMetricsPort, host: config.host });
-    log.info({ plugins: plugins.map((p) => p.manifest.name), metricsPort: metricsServer.port }, 'Voxa worker running');
+  try {
+    await runtime.start({ httpServer: server ?? undefined });
+    stopCollectors = startHubCollectors(hub);
+    if (server) {
+      await new Promise<void>((resolve, reject) => {
+        server!.once('error', reject);
+        server!.listen(config.port, config.host, () => resolve());
+      });
+      port = (server.address() as { port: number }).port;
+      log.info({ port, plugins: plugins.map((p) => p.manifest.name), store: hub.store.kind }, `Voxa Hub listening on http://localhost:${port}`);
+    } else {
+      metricsServer = await startMetricsServer({ port: config.workerMetricsPort, host: config.host });
+      log.info({ plugins: plugins.map((p) => p.manifest.name), metricsPort: metricsServer.port }, 'Voxa worker running');
+    }
+  } catch (err) {
+    // e.g. the API port is taken: undo everything started so far, the embedded children included.
+    stopCollectors();
+    await runtime.stop().catch(() => undefined);
+    await closeHub(hub).catch(() => undefined);
+    await embedded?.stop();
+    throw err;
   }
 
   let stopping: Promise<void> | null = null;
@@ -88,18 +111,27 @@ export async function runHub(config: Config, opts: RunOptions): Promise<RunningH
     stop() {
       stopping ??= (async () => {
         stopCollectors();
-        if (server) {
-          const closed = new Promise<void>((r) => server!.close(() => r()));
-          server.closeIdleConnections();
-          setTimeout(() => server!.closeAllConnections(), 2000).unref();
-          await closed;
-        }
+        // No new connections; idle keep-alive ones end now, requests in progress finish.
+        const closed = server ? new Promise<void>((r) => server!.close(() => r())) : Promise.resolve();
+        server?.closeIdleConnections();
+        const cut = setTimeout(() => {
+          server?.closeAllConnections();
+          for (const socket of sockets) socket.destroy();
+        }, CONNECTION_GRACE_MS);
+        cut.unref();
+        // The plugins stop before the server is waited for: the edge tells its WebSocket clients to reconnect
+        // elsewhere (close 1001), and until it does, their sockets would hold server.close() open.
         await runtime.stop();
+        await closed;
+        clearTimeout(cut);
         await metricsServer?.close();
         await closeHub(hub);
         await embedded?.stop();
       })();
       return stopping;
+    },
+    killChildren() {
+      embedded?.killNow();
     },
   };
 }
@@ -124,16 +156,30 @@ async function flushSpans(log: Logger, timeoutMs = 3000): Promise<void> {
   }
 }
 
-/** Stops cleanly on SIGINT/SIGTERM; a second signal exits at once. */
-export function stopOnSignals(running: { stop(): Promise<void> }, log: Logger): void {
+/** How long a stop may take before the process ends anyway (its children with it). */
+const STOP_DEADLINE_MS = 30_000;
+
+/**
+ * Stops cleanly on SIGINT/SIGTERM. A second signal, or a stop still running after 30 s, exits at once; the
+ * embedded children are ended first either way, so none outlives the hub.
+ */
+export function stopOnSignals(running: { stop(): Promise<void>; killChildren?(): void }, log: Logger): void {
   let signalled = false;
+  const exitNow = (code: number) => {
+    running.killChildren?.();
+    process.exit(code);
+  };
   const handler = (signal: NodeJS.Signals) => {
     if (signalled) {
       log.warn('second signal: exiting now');
-      process.exit(130);
+      exitNow(130);
     }
     signalled = true;
     log.info({ signal }, 'stopping');
+    setTimeout(() => {
+      log.error({ timeoutMs: STOP_DEADLINE_MS }, 'the stop did not finish in time; exiting now');
+      exitNow(1);
+    }, STOP_DEADLINE_MS).unref();
     running
       .stop()
       .then(() => flushSpans(log))

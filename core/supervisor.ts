@@ -45,16 +45,33 @@ const isAlive = (pid: number): boolean => {
   }
 };
 
+/** The parent pid of a process (Linux /proc), or null. The command name in field 2 may hold spaces and parens. */
+function parentOf(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    return Number.isInteger(ppid) ? ppid : null;
+  } catch {
+    return null;
+  }
+}
+
 /**
- * The pid recorded in `spec.pidFile`, if that process still runs and is ours: its command line (Linux /proc)
- * names the same program and carries the owner mark. Anything else — a stale file, a reused pid, another
- * program on the port, a system without /proc — gives null, and nothing is touched.
+ * What the pid in `spec.pidFile` is now:
+ * - `orphan`: it runs, it is ours (its command line names the same program and carries the owner mark), and
+ *   the hub that started it is gone: safe to stop.
+ * - `owned`: the same, but the hub that started it still runs and is still its parent: another hub on this data
+ *   dir, which must be left alone.
+ * - null: anything else (no file, a stale pid, a reused pid, another program, no /proc); nothing is touched.
  */
-function orphanOf(spec: ChildSpec): number | null {
+function recordedChild(spec: ChildSpec): { pid: number; state: 'orphan' | 'owned'; hub: number | null } | null {
   if (!spec.pidFile) return null;
   let pid: number;
+  let hub: number | null;
   try {
-    pid = Number((JSON.parse(readFileSync(spec.pidFile, 'utf8')) as { pid?: unknown }).pid);
+    const rec = JSON.parse(readFileSync(spec.pidFile, 'utf8')) as { pid?: unknown; hub?: unknown };
+    pid = Number(rec.pid);
+    hub = Number.isInteger(rec.hub) ? (rec.hub as number) : null;
   } catch {
     return null;
   }
@@ -66,7 +83,11 @@ function orphanOf(spec: ChildSpec): number | null {
     return null;
   }
   if (!cmdline.includes(spec.cmd) || (spec.ownerMark && !cmdline.includes(spec.ownerMark))) return null;
-  return pid;
+  const parent = parentOf(pid);
+  // Files written before the hub's pid was recorded: a child whose parent is still alive (and not init) is owned.
+  const owner = hub ?? (parent !== null && parent > 1 ? parent : null);
+  const owned = owner !== null && owner !== process.pid && parent === owner && isAlive(owner);
+  return { pid, state: owned ? 'owned' : 'orphan', hub: owned ? owner : null };
 }
 
 async function waitExit(pid: number, timeoutMs: number): Promise<boolean> {
@@ -102,6 +123,12 @@ export class SupervisedChild {
   async start(): Promise<void> {
     // Reclaim returns whether the port is free afterwards, so a free port is probed only once.
     if ((await portOpen(this.spec.port)) && !(await this.reclaimOrphan())) {
+      const rec = recordedChild(this.spec);
+      if (rec?.state === 'owned') {
+        throw new Error(
+          `another Voxa Hub (pid ${rec.hub}) is running with this data dir, and its ${this.spec.name} (pid ${rec.pid}) holds port ${this.spec.port}. Stop that hub first, or give this one its own ports and VOXA_DATA_DIR.`,
+        );
+      }
       throw new Error(
         `port ${this.spec.port} is already in use, so the embedded ${this.spec.name} cannot start. Stop whatever listens there, or point the hub at it with ${this.spec.name === 'nats-server' ? 'NATS_URL' : 'REDIS_URL'}.`,
       );
@@ -120,8 +147,9 @@ export class SupervisedChild {
    * True once the port is free; false when there was no orphan of ours or the port stayed taken.
    */
   private async reclaimOrphan(): Promise<boolean> {
-    const pid = orphanOf(this.spec);
-    if (pid === null) return false;
+    const rec = recordedChild(this.spec);
+    if (rec?.state !== 'orphan') return false;
+    const pid = rec.pid;
     this.log.warn({ child: this.spec.name, pid, port: this.spec.port }, 'stopping the embedded service a previous run left behind');
     process.kill(pid, 'SIGTERM');
     if (!(await waitExit(pid, 10_000))) {
@@ -139,14 +167,16 @@ export class SupervisedChild {
   private writePidFile(pid: number | undefined): void {
     if (!this.spec.pidFile || pid === undefined) return;
     try {
-      writeFileSync(this.spec.pidFile, `${JSON.stringify({ pid, port: this.spec.port, cmd: this.spec.cmd })}\n`);
+      writeFileSync(this.spec.pidFile, `${JSON.stringify({ pid, hub: process.pid, port: this.spec.port, cmd: this.spec.cmd })}\n`);
     } catch (err) {
       this.log.warn({ err, child: this.spec.name }, 'could not record the embedded service pid');
     }
   }
 
   private async spawnOnce(): Promise<void> {
-    const c = spawn(this.spec.cmd, this.spec.args, { cwd: this.spec.cwd, stdio: ['ignore', 'ignore', 'pipe'] });
+    // detached: a process group of its own, so the terminal's Ctrl-C (sent to the whole foreground group) reaches
+    // only the hub, which drains its plugins while NATS and Redis are still up and stops the children last.
+    const c = spawn(this.spec.cmd, this.spec.args, { cwd: this.spec.cwd, stdio: ['ignore', 'ignore', 'pipe'], detached: true });
     this.child = c;
     this.writePidFile(c.pid);
     let exited = false;
@@ -191,6 +221,14 @@ export class SupervisedChild {
     this.removePidFile();
   }
 
+  /** SIGTERM now, without waiting for the exit: for a hub that must exit at once (its stop hung, or a second signal came). */
+  killNow(): void {
+    this.stopping = true;
+    const c = this.child;
+    if (c && c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
+    this.removePidFile();
+  }
+
   private removePidFile(): void {
     if (this.spec.pidFile) rmSync(this.spec.pidFile, { force: true });
   }
@@ -200,6 +238,8 @@ export interface EmbeddedServices {
   natsUrl?: string;
   redisUrl?: string;
   stop(): Promise<void>;
+  /** Signals the children to stop (SIGTERM) and returns at once, without waiting for them. */
+  killNow(): void;
 }
 
 /**
@@ -227,6 +267,9 @@ export async function startEmbedded(
     redisUrl: opts.redisUrl,
     async stop() {
       await Promise.all(children.map((c) => c.stop()));
+    },
+    killNow() {
+      for (const c of children) c.killNow();
     },
   };
   try {

@@ -4,11 +4,12 @@
  */
 import test, { type ExecutionContext } from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import WebSocket from 'ws';
 import { freePort } from '../helpers/servers.js';
 
 const root = join(import.meta.dirname, '..', '..');
@@ -19,11 +20,13 @@ interface Started {
   output: () => string;
 }
 
-async function startHub(env: Record<string, string>): Promise<Started> {
+/** `detached` makes the hub a process-group leader, so a test can signal its whole group like a terminal's Ctrl-C. */
+async function startHub(env: Record<string, string>, opts: { detached?: boolean } = {}): Promise<Started> {
   const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'cli', 'index.ts'), 'start'], {
     cwd: root,
     env: { ...process.env, NATS_URL: '', REDIS_URL: '', MONGO_URL: '', LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached: opts.detached ?? false,
   });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
@@ -229,4 +232,117 @@ test('a foreign process on the embedded port is left alone and named in the erro
   t.not(code, 0);
   t.regex(out, new RegExp(`port ${busyPort} is already in use`));
   t.true(server.listening, 'the process on the port was not touched');
+});
+
+/**
+ * Teardown for a hub a test may leave running when it fails: SIGKILL the hub, then its children through the pid
+ * files the hub keeps in its data dir (a SIGKILLed hub cannot stop them itself).
+ */
+function killHub(hub: Started, env: Record<string, string>): void {
+  hub.child.kill('SIGKILL');
+  for (const name of ['nats-server', 'redis-server']) {
+    try {
+      process.kill((JSON.parse(readFileSync(join(env.VOXA_DATA_DIR!, `${name}.pid`), 'utf8')) as { pid: number }).pid, 'SIGKILL');
+    } catch {
+      /* stopped already, or never started */
+    }
+  }
+}
+
+/** Runs `voxa start` to its exit (for starts that must fail); returns the exit code and the output. */
+async function runToExit(env: Record<string, string>): Promise<{ code: number | null; out: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'cli', 'index.ts'), 'start'], {
+    cwd: root,
+    env: { ...process.env, NATS_URL: '', REDIS_URL: '', MONGO_URL: '', LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  return { code, out };
+}
+
+async function register(base: string, email: string): Promise<string> {
+  const res = await json(
+    await fetch(`${base}/v1/auth/register`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ email, password: 'a long password', name: email.split('@')[0] }),
+    }),
+  );
+  return res.accessToken as string;
+}
+
+test('a second start on the same data dir and ports fails clearly and leaves the running hub and its children alone', async (t) => {
+  const env = await hubEnv(t, 'voxa-start-twice-');
+  const first = await startHub(env);
+  t.teardown(() => killHub(first, env));
+  const second = await runToExit(env);
+  t.not(second.code, 0);
+  t.regex(second.out, /another Voxa Hub \(pid \d+\) is running with this data dir/);
+  t.notRegex(second.out, /previous run left behind/, 'the first hub\'s children were not taken for orphans');
+  t.notRegex(first.output(), /embedded service exited/, 'the first hub kept its children');
+  t.is((await fetch(`${first.base}/readyz`)).status, 200);
+  t.truthy(await register(first.base, 'still@example.com'));
+  t.is(await stopHub(first), 0);
+});
+
+test('a start whose API port is taken stops the children it had spawned', async (t) => {
+  const busy = await hubEnv(t, 'voxa-start-busy-api-');
+  const first = await startHub(busy);
+  t.teardown(() => killHub(first, busy));
+  // Its own data dir and embedded ports, but the API port of the hub above.
+  const env: Record<string, string> = { ...(await hubEnv(t, 'voxa-start-busy-api2-')), PORT: busy.PORT! };
+  const second = await runToExit(env);
+  t.not(second.code, 0);
+  t.regex(second.out, /EADDRINUSE/);
+  t.false(await portOpen(Number(env.VOXA_EMBEDDED_NATS_PORT)), 'its nats-server was stopped');
+  t.false(await portOpen(Number(env.VOXA_EMBEDDED_REDIS_PORT)), 'its redis-server was stopped');
+  t.is((await fetch(`${first.base}/readyz`)).status, 200);
+  t.is(await stopHub(first), 0);
+});
+
+test('Ctrl-C to the whole process group: the hub drains with NATS and Redis up and stops them itself, none restarted', async (t) => {
+  const env = await hubEnv(t, 'voxa-start-group-');
+  const hub = await startHub(env, { detached: true });
+  t.teardown(() => killHub(hub, env));
+  t.truthy(await register(hub.base, 'group@example.com'));
+  const exited = new Promise<number | null>((resolve) => hub.child.once('exit', resolve));
+  // What a terminal does on Ctrl-C: SIGINT to every process of the foreground group.
+  process.kill(-hub.child.pid!, 'SIGINT');
+  t.is(await exited, 0);
+  t.notRegex(hub.output(), /embedded service exited/, 'the children got no signal of their own');
+  t.regex(hub.output(), /"stopped"/);
+  t.false(await portOpen(Number(env.VOXA_EMBEDDED_NATS_PORT)));
+  t.false(await portOpen(Number(env.VOXA_EMBEDDED_REDIS_PORT)));
+});
+
+test('a stop with WebSocket clients connected tells them to go (1001) and finishes without waiting for them', async (t) => {
+  const env = await hubEnv(t, 'voxa-start-ws-');
+  const hub = await startHub(env);
+  t.teardown(() => killHub(hub, env));
+  const token = await register(hub.base, 'ws@example.com');
+  const ws = new WebSocket(`ws://127.0.0.1:${env.PORT}/ws`);
+  const frames: Array<{ type: string; data?: { code?: string } }> = [];
+  ws.on('message', (d) => frames.push(JSON.parse(d.toString()) as { type: string; data?: { code?: string } }));
+  const closed = new Promise<number>((resolve) => ws.once('close', (code) => resolve(code)));
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', () => resolve());
+    ws.once('error', reject);
+  });
+  ws.send(JSON.stringify({ type: 'auth', data: { token } }));
+  while (!frames.some((f) => f.type === 'ready')) await new Promise((r) => setTimeout(r, 50));
+  // An idle HTTP keep-alive connection too: it must not hold the stop either.
+  const idle = connect(Number(env.PORT), '127.0.0.1');
+  await new Promise((r) => idle.once('connect', r));
+  t.teardown(() => idle.destroy());
+
+  const exited = new Promise<number | null>((resolve) => hub.child.once('exit', resolve));
+  hub.child.kill('SIGTERM');
+  t.is(await closed, 1001, 'the client is told to reconnect elsewhere');
+  t.true(frames.some((f) => f.type === 'error' && f.data?.code === 'UNAVAILABLE'));
+  // The client never closes on its own; without the edge stopping first, the hub would wait for it forever.
+  t.is(await exited, 0);
+  t.regex(hub.output(), /"stopped"/);
 });
