@@ -139,11 +139,18 @@ class ConvState {
   queue: Out[] | null = null;
   /** Resume acks waiting for the catch-up to finish (null when none). */
   waiters: Array<() => void> | null = null;
+  /**
+   * This connection has sent every message in (from, cursor]: a later resume from inside that range sends none
+   * of them again ("once per connection"); one from further back moves `from` back and sends from there.
+   */
+  from: number;
   constructor(
     public cursor: number,
     /** Waiting for the resume hold to end: no catch-up runs yet. */
     public held: boolean,
-  ) {}
+  ) {
+    this.from = cursor;
+  }
 
   /** Wakes and forgets whoever waits for this catch-up. */
   wake(): void {
@@ -542,11 +549,21 @@ export class Edge {
     s.holdTimer = null;
     for (const [convId, st] of s.convs) {
       const c = cursors[convId];
-      if (c !== undefined) st.cursor = c;
+      if (c !== undefined) st.cursor = st.from = this.clampCursor(convId, c);
       st.held = false;
       const feed = this.feeds.get(convId);
       if (feed) void this.catchUp(s, feed, st);
     }
+  }
+
+  /**
+   * A client's cursor, never past the last message this edge knows of. A cursor from the future (a bug, or a
+   * message the event has not brought here yet) would otherwise hide the real messages that take those seqs;
+   * clamped, the worst case is a message sent again, which the client drops by id.
+   */
+  private clampCursor(convId: string, cursor: number): number {
+    const feed = this.feeds.get(convId);
+    return feed ? Math.min(cursor, feed.last) : cursor;
   }
 
   private attach(s: Session, feed: Feed, cursor: number, held: boolean): ConvState {
@@ -671,15 +688,23 @@ export class Edge {
         try {
           const conv = await this.hub.chat.getConversationFor(s.user, convId);
           if (s.closed) break;
-          st = this.attach(s, this.ensureFeed(conv), cursor, s.holding);
+          const feed = this.ensureFeed(conv);
+          st = this.attach(s, feed, Math.min(cursor, feed.last), s.holding);
         } catch (err) {
           skipped.push({ conversationId: convId, code: isVoxaError(err) ? err.code : 'INTERNAL' });
           continue;
         }
       }
-      known[convId] = cursor;
+      const c = this.clampCursor(convId, cursor);
+      known[convId] = c;
       if (!s.holding) {
-        st.cursor = cursor;
+        if (c >= st.from) {
+          // Everything in (from, cursor] already went out on this connection: a repeated resume sends it again
+          // no more; a cursor ahead of ours means the client has those messages (e.g. from REST).
+          st.cursor = Math.max(st.cursor, c);
+        } else {
+          st.cursor = st.from = c;
+        }
         const feed = this.feeds.get(convId);
         if (feed) void this.catchUp(s, feed, st);
       }

@@ -9,7 +9,7 @@ import { withNamespace } from '../../core/events/catalog.js';
 import { newId } from '../../core/ids.js';
 import { startServers } from '../helpers/hub.js';
 import { uniqueNamespace } from '../helpers/servers.js';
-import { eventually, group, makeUser, openEdgeHub, sioClient, spawnEdge, wsClient, type TestUser } from './support.js';
+import { eventually, group, makeUser, openEdgeHub, seqsOf, sioClient, sleep, spawnEdge, wsClient, type TestUser } from './support.js';
 
 let servers: Awaited<ReturnType<typeof startServers>>;
 test.before(async () => {
@@ -176,6 +176,40 @@ test('the resume hold ends at once for clients that say they have nothing to res
     t.true(r.ok);
     await eventually(() => c.of('receive-message').some((m) => m.text === 'one'), 10_000, 'released by resume');
     for (const x of [a, b, c, d]) x.close();
+  } finally {
+    await e.close();
+  }
+});
+
+test('resume: a cursor past the last message is clamped, a repeated resume sends nothing twice, one from further back sends the older ones', async (t) => {
+  const e = await openEdgeHub(servers);
+  try {
+    const [alice, bob] = await Promise.all([makeUser(e.hub, 'Alice'), makeUser(e.hub, 'Bob')]);
+    const conv = await group(e.hub, alice, [bob]);
+    for (let i = 1; i <= 10; i++) await e.hub.chat.sendMessage(alice.user, conv.id, { text: `m${i}` });
+    const b = await wsClient(e.url, bob.token);
+    // A cursor from the future must not hide the messages that will take seqs 11–15.
+    const ahead = await b.request('resume', { cursors: { [conv.id]: 15 } });
+    t.is(ahead.cursors[conv.id], 10, 'the ack names the real position, not the claimed one');
+    for (let i = 11; i <= 13; i++) await e.hub.chat.sendMessage(alice.user, conv.id, { text: `m${i}` });
+    await eventually(() => seqsOf(b, conv.id).length === 3, 10_000, 'live messages after a future cursor');
+    t.deepEqual(seqsOf(b, conv.id), [11, 12, 13]);
+    // The same resume again (a client retrying): everything after 11 already went out on this connection.
+    const again = await b.request('resume', { cursors: { [conv.id]: 11 } });
+    t.is(again.cursors[conv.id], 13);
+    await sleep(100);
+    t.deepEqual(seqsOf(b, conv.id), [11, 12, 13], 'nothing sent twice');
+    // From before anything this connection sent: the older ones come, in order.
+    const back = await b.request('resume', { cursors: { [conv.id]: 3 } });
+    t.is(back.cursors[conv.id], 13);
+    t.deepEqual(seqsOf(b, conv.id), [11, 12, 13, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
+    // Socket.IO, cursor in the handshake past the end: the next message still arrives.
+    const s = await sioClient(e.url, bob.token, { cursors: { [conv.id]: 50 } });
+    await e.hub.chat.sendMessage(alice.user, conv.id, { text: 'm14' });
+    await eventually(() => seqsOf(s, conv.id).includes(14), 10_000, 'live message after a future handshake cursor');
+    t.deepEqual(seqsOf(s, conv.id), [14]);
+    b.close();
+    s.close();
   } finally {
     await e.close();
   }
