@@ -84,6 +84,18 @@ export const HandshakeSchema = z
   .strict();
 export type Handshake = z.infer<typeof HandshakeSchema>;
 
+/**
+ * Why a handshake (Socket.IO `auth`, or the /ws auth frame's data) was refused: without a token string it is
+ * UNAUTHENTICATED; with one, the rest was wrong (bad cursors, an unknown key) and the answer is
+ * VALIDATION_FAILED naming the fields, as for any other frame.
+ */
+export function handshakeRefusal(raw: unknown, err: z.ZodError): { code: 'UNAUTHENTICATED' | 'VALIDATION_FAILED'; message: string; details?: ValidationDetails } {
+  const token = raw !== null && typeof raw === 'object' ? (raw as { token?: unknown }).token : undefined;
+  if (typeof token !== 'string' || token.length === 0) return { code: 'UNAUTHENTICATED', message: 'Send {auth: {token}} in the handshake.' };
+  const details = validationDetails(err, 'auth');
+  return { code: 'VALIDATION_FAILED', message: `Invalid handshake: ${details.issues.slice(0, 5).map((d) => `${d.path}: ${d.message}`).join('; ')}`, details };
+}
+
 /** Close codes of the plain WebSocket transport (4000–4999 are application codes). */
 export const CLOSE = {
   /** Bad, expired or missing token, or no auth frame in time. */

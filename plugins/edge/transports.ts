@@ -11,7 +11,7 @@ import { originAllowed, tokenExpiry, verifyToken } from './auth.js';
 import type { UserRecord } from '../../core/domain.js';
 import { errorAck, type AckData, type Edge, type Session, type Transport } from './edge.js';
 import type { Frame, SioEncoded, SioEncoder } from './frame.js';
-import { CLOSE, HandshakeSchema, WsFrameSchema, type Handshake } from './protocol.js';
+import { CLOSE, handshakeRefusal, HandshakeSchema, WsFrameSchema, type Handshake } from './protocol.js';
 
 export interface TransportHandles {
   close(): Promise<void>;
@@ -100,9 +100,17 @@ class WsTransport implements Transport {
     if (!this.session) {
       if (this.authing) return this.reply(frame, errorAck(new VoxaError('UNAUTHENTICATED', 'Wait for the auth answer.')));
       const hs = frame.type === 'auth' ? HandshakeSchema.safeParse(frame.data) : null;
-      if (!hs || !hs.success) {
+      if (!hs) {
         this.stopAuthTimer();
         return this.kick('UNAUTHENTICATED', 'The first frame must be {"type":"auth","data":{"token":…}}.');
+      }
+      if (!hs.success) {
+        this.stopAuthTimer();
+        const refusal = handshakeRefusal(frame.data, hs.error);
+        if (refusal.code === 'UNAUTHENTICATED') return this.kick('UNAUTHENTICATED', 'The first frame must be {"type":"auth","data":{"token":…}}.');
+        this.send({ type: 'error', data: { code: refusal.code, message: refusal.message, details: refusal.details } });
+        this.socket.close(CLOSE.PROTOCOL, refusal.code);
+        return;
       }
       this.authing = true;
       void this.authenticate(hs.data, frame.ackId);
@@ -157,10 +165,13 @@ function wsOnMessage(this: WebSocket, raw: RawData, isBinary: boolean): void {
 function refuseUpgrade(socket: Duplex, status: number, code: ErrorCode, message: string): void {
   const body = JSON.stringify({ error: { code, message } });
   socket.end(
-    `HTTP/1.1 ${status} ${status === 403 ? 'Forbidden' : 'Bad Request'}\r\nConnection: close\r\nContent-Type: application/json\r\n` +
+    `HTTP/1.1 ${status} ${status === 403 ? 'Forbidden' : status === 404 ? 'Not Found' : 'Bad Request'}\r\nConnection: close\r\nContent-Type: application/json\r\n` +
       `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
   );
 }
+
+/** Where Socket.IO listens (its default); the plain WebSocket upgrade handler leaves that path to it. */
+const SOCKET_IO_PATH = '/socket.io';
 
 export function attachWs(edge: Edge, server: HttpServer, path = '/ws'): TransportHandles {
   const wss = new WebSocketServer({ noServer: true, maxPayload: edge.opts.maxFrameBytes, perMessageDeflate: false, clientTracking: false });
@@ -169,7 +180,12 @@ export function attachWs(edge: Edge, server: HttpServer, path = '/ws'): Transpor
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     const url = req.url ?? '';
     const q = url.indexOf('?');
-    if ((q === -1 ? url : url.slice(0, q)) !== path) return; // Socket.IO (or nobody) handles it
+    const p = q === -1 ? url : url.slice(0, q);
+    if (p !== path) {
+      // Socket.IO handles its own path; anything else would otherwise hang until engine.io drops it, unanswered.
+      if (!p.startsWith(SOCKET_IO_PATH)) refuseUpgrade(socket, 404, 'NOT_FOUND', `No WebSocket at ${p.slice(0, 200)}; use ${path} or Socket.IO at ${SOCKET_IO_PATH}.`);
+      return;
+    }
     if (!originAllowed(req, edge.hub.config.corsOrigins)) return refuseUpgrade(socket, 403, 'FORBIDDEN', 'This origin may not open a socket.');
     wss.handleUpgrade(req, socket, head, onConnection);
   };
@@ -362,7 +378,7 @@ function releaseHandshake(socket: Socket): void {
 /** engine.io's `socket.once("close", () => this.emit("close"))` in WebSocketResponse, as source text. */
 const RESPONSE_CLOSE_FORWARDER = '() => this.emit("close")';
 
-export function attachSocketIO(edge: Edge, server: HttpServer, path = '/socket.io'): TransportHandles {
+export function attachSocketIO(edge: Edge, server: HttpServer, path = SOCKET_IO_PATH): TransportHandles {
   const allow = edge.hub.config.corsOrigins;
   const io = new SocketIOServer(server, {
     path,
@@ -394,7 +410,10 @@ export function attachSocketIO(edge: Edge, server: HttpServer, path = '/socket.i
   nsp.use((socket, next) => {
     // Tokens travel in the handshake's auth payload, never in the query string (URLs end up in logs).
     const hs = HandshakeSchema.safeParse(socket.handshake.auth);
-    if (!hs.success) return next(handshakeError('UNAUTHENTICATED', 'Send {auth: {token}} in the handshake.'));
+    if (!hs.success) {
+      const refusal = handshakeRefusal(socket.handshake.auth, hs.error);
+      return next(handshakeError(refusal.code, refusal.message, refusal.details));
+    }
     verifyToken(edge.hub, hs.data.token).then(
       (user) => {
         socket.data.handshake = { user, cursors: hs.data.cursors, expiresAt: tokenExpiry(hs.data.token) } satisfies VerifiedHandshake;
@@ -438,8 +457,8 @@ export function attachSocketIO(edge: Edge, server: HttpServer, path = '/socket.i
 const SPENT_AUTH: Record<string, never> = Object.freeze({});
 
 /** A refused Socket.IO handshake: the client's `connect_error` carries `err.data = {code, message}`. */
-function handshakeError(code: ErrorCode, message: string): Error {
+function handshakeError(code: ErrorCode, message: string, details?: unknown): Error {
   const err = new Error(message) as Error & { data: unknown };
-  err.data = { code, message };
+  err.data = details === undefined ? { code, message } : { code, message, details };
   return err;
 }

@@ -4,6 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import jwt from 'jsonwebtoken';
+import { io as sioConnect } from 'socket.io-client';
+import { WebSocket } from 'ws';
 import { jwtKey, jwtVerifyOptions } from '../../core/auth/tokens.js';
 import { withNamespace } from '../../core/events/catalog.js';
 import { newId } from '../../core/ids.js';
@@ -210,6 +212,44 @@ test('resume: a cursor past the last message is clamped, a repeated resume sends
     t.deepEqual(seqsOf(s, conv.id), [14]);
     b.close();
     s.close();
+  } finally {
+    await e.close();
+  }
+});
+
+test('handshakes with a token but bad cursors or unknown keys get VALIDATION_FAILED naming the field; unknown upgrade paths get a 404', async (t) => {
+  const e = await openEdgeHub(servers);
+  try {
+    const alice = await makeUser(e.hub, 'Alice');
+    for (const auth of [{ token: alice.token, cursors: { cnv_x: 'x' } }, { token: alice.token, extra: 1 }]) {
+      const sock = sioConnect(e.url, { transports: ['websocket'], auth, reconnection: false, forceNew: true });
+      const err = await new Promise<Error & { data?: { code: string; details?: { fields: string[] } } }>((r) => sock.once('connect_error', r));
+      sock.close();
+      t.is(err.data?.code, 'VALIDATION_FAILED');
+      t.regex(err.message, /Invalid handshake: auth/);
+    }
+    // No token at all is still a missing credential.
+    const none = sioConnect(e.url, { transports: ['websocket'], auth: { cursors: {} }, reconnection: false, forceNew: true });
+    const noneErr = await new Promise<Error & { data?: { code: string } }>((r) => none.once('connect_error', r));
+    none.close();
+    t.is(noneErr.data?.code, 'UNAUTHENTICATED');
+    // The plain WebSocket auth frame: an error frame naming the field, then close 4002.
+    const raw = new WebSocket(e.url.replace('http', 'ws') + '/ws');
+    const frames: Array<{ type: string; data: { code: string; details?: { fields: string[] } } }> = [];
+    raw.on('message', (d) => frames.push(JSON.parse(d.toString()) as (typeof frames)[number]));
+    await new Promise((r) => raw.once('open', r));
+    raw.send(JSON.stringify({ type: 'auth', data: { token: alice.token, cursors: 'all' } }));
+    const code = await new Promise<number>((r) => raw.once('close', (c: number) => r(c)));
+    t.is(code, 4002);
+    t.is(frames[0]?.data.code, 'VALIDATION_FAILED');
+    t.deepEqual(frames[0]?.data.details?.fields, ['auth.cursors']);
+    // An upgrade to a path nobody serves is answered, not left to hang.
+    const lost = new WebSocket(e.url.replace('http', 'ws') + '/wsx');
+    const status = await new Promise<number>((r, reject) => {
+      lost.once('unexpected-response', (_req, res) => r(res.statusCode ?? 0));
+      lost.once('error', reject);
+    });
+    t.is(status, 404);
   } finally {
     await e.close();
   }
