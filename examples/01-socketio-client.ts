@@ -1,36 +1,83 @@
 /**
- * A Socket.IO client for the hub's edge: log in over REST, connect with the token in the handshake, resume
- * from where we were, print what arrives, send a message.
+ * A Socket.IO client for the hub's edge: log in over REST, connect with the token and our cursors in the
+ * handshake, print what arrives, send a message once. It stays connected the way an app should:
+ * - every (re)connect sends the current cursors, so the backlog since the last message we have comes first;
+ * - when the access token expires (or the edge shuts down) the hub disconnects us; we refresh the token
+ *   over REST when that was the reason and connect again;
+ * - the message is sent with one clientId, retried after a reconnect until acknowledged, so it lands once.
  *
  *   VOXA_URL=http://localhost:8080 VOXA_EMAIL=ana@example.com VOXA_PASSWORD='…' \
  *     node --import tsx examples/01-socketio-client.ts [conversationId] [text]
  */
+import { randomUUID } from 'node:crypto';
 import { io } from 'socket.io-client';
 
 const base = process.env.VOXA_URL ?? 'http://localhost:8080';
 const [conversationId, text] = process.argv.slice(2);
 
-const login = await fetch(`${base}/v1/auth/login`, {
-  method: 'POST',
-  headers: { 'content-type': 'application/json' },
-  body: JSON.stringify({ email: process.env.VOXA_EMAIL, password: process.env.VOXA_PASSWORD }),
-});
-if (!login.ok) throw new Error(`login failed: ${login.status} ${await login.text()}`);
-const { accessToken } = (await login.json()) as { accessToken: string };
+async function auth(path: string, body: unknown): Promise<{ accessToken: string; refreshToken: string }> {
+  const res = await fetch(`${base}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  if (!res.ok) throw new Error(`${path} failed: ${res.status} ${await res.text()}`);
+  return (await res.json()) as { accessToken: string; refreshToken: string };
+}
+
+let tokens = await auth('/v1/auth/login', { email: process.env.VOXA_EMAIL, password: process.env.VOXA_PASSWORD });
+/** Refresh tokens rotate: each one works once, and the answer carries the next. */
+const refresh = async () => (tokens = await auth('/v1/auth/refresh', { refreshToken: tokens.refreshToken }));
 
 // The highest seq we have seen per conversation; a real app keeps it in storage across restarts.
 const cursors: Record<string, number> = {};
+const clientId = `example-${randomUUID()}`;
+let sent = !(conversationId && text);
 
-const socket = io(base, { transports: ['websocket'], auth: { token: accessToken } });
-socket.on('connect_error', (err: Error & { data?: unknown }) => console.error('refused:', err.message, err.data));
+// `auth` as a function is asked again on every (re)connect: the current token and cursors each time.
+const socket = io(base, { transports: ['websocket'], auth: (cb) => cb({ token: tokens.accessToken, cursors }) });
+
+let tokenExpired = false;
+let attempt = 0;
+async function reconnect(): Promise<void> {
+  try {
+    if (tokenExpired) await refresh();
+    tokenExpired = false;
+  } catch (err) {
+    console.error('could not refresh the token; log in again:', (err as Error).message);
+    process.exit(1);
+  }
+  const delay = Math.min(30_000, 250 * 2 ** attempt++) * (0.5 + Math.random() / 2);
+  setTimeout(() => socket.connect(), delay);
+}
+
+socket.on('connect_error', (err: Error & { data?: { code?: string } }) => {
+  console.error('refused:', err.message, err.data ?? '');
+  // Refused by the hub itself (not a network error): Socket.IO will not retry on its own.
+  if (err.data?.code === 'UNAUTHENTICATED') {
+    tokenExpired = true;
+    void reconnect();
+  } else if (err.data?.code) {
+    process.exit(1);
+  }
+});
+socket.on('error', (e: { code?: string; message?: string }) => {
+  console.log('error', e);
+  if (e.code === 'UNAUTHENTICATED') tokenExpired = true; // the token expired; a disconnect follows
+});
+socket.on('disconnect', (reason) => {
+  console.log('disconnected:', reason);
+  // The hub ended the session (token expired, edge shutting down): Socket.IO leaves reconnecting to us.
+  if (reason === 'io server disconnect') void reconnect();
+});
 socket.on('ready', async (info: { userId: string }) => {
+  attempt = 0;
   console.log('connected as', info.userId);
-  // After every (re)connect: everything missed since our cursors, in order, then live.
-  const ack = await socket.emitWithAck('resume', { cursors });
-  console.log('resumed', ack);
-  if (conversationId && text) {
-    const sent = await socket.emitWithAck('send-message', { conversationId, text, clientId: `example-${Date.now()}` });
-    console.log(sent.ok ? `sent seq ${sent.message.seq}` : `send failed: ${sent.error.code}`);
+  if (!sent) {
+    const ack = await socket.timeout(10_000).emitWithAck('send-message', { conversationId, text, clientId }).catch(() => null);
+    if (ack?.ok) {
+      sent = true;
+      console.log(`sent seq ${ack.message.seq}`);
+    } else if (ack) {
+      sent = true; // refused for good (not a member, bad input): retrying would not help
+      console.error(`send failed: ${ack.error.code} ${ack.error.message}`);
+    } // no answer: sent again, with the same clientId, after the next connect
   }
 });
 socket.on('receive-message', (m: { conversationId: string; seq: number; senderId: string; text: string }) => {
@@ -38,7 +85,7 @@ socket.on('receive-message', (m: { conversationId: string; seq: number; senderId
   cursors[m.conversationId] = m.seq;
   console.log(`[${m.conversationId} #${m.seq}] ${m.senderId}: ${m.text}`);
 });
-for (const ev of ['typing', 'stop-typing', 'user-online', 'user-offline', 'message-status-update', 'conversation-updated', 'error']) {
+for (const ev of ['typing', 'stop-typing', 'user-online', 'user-offline', 'message-status-update', 'conversation-updated']) {
   socket.on(ev, (data: unknown) => console.log(ev, data));
 }
 process.on('SIGINT', () => {

@@ -1,10 +1,12 @@
 /**
  * A plain WebSocket client for the hub's edge (`/ws`): the token goes in the first frame (never in the URL),
  * frames are `{type, data, ackId?}`, and a frame with `ackId` is answered `{type:"ack", ackId, data}`.
- * Reconnects with backoff and resumes from its cursors, so nothing is lost or seen twice.
+ * Reconnects with backoff and resumes from its cursors, so nothing is lost or seen twice. The message is sent
+ * with one clientId per run, again after a reconnect until it is acknowledged, so it lands exactly once.
  *
  *   VOXA_URL=http://localhost:8080 VOXA_TOKEN=<access token> node --import tsx examples/02-websocket-client.ts [conversationId] [text]
  */
+import { randomUUID } from 'node:crypto';
 import { WebSocket } from 'ws';
 
 const base = process.env.VOXA_URL ?? 'http://localhost:8080';
@@ -14,7 +16,8 @@ const [conversationId, text] = process.argv.slice(2);
 
 const cursors: Record<string, number> = {};
 let attempt = 0;
-let sentOnce = false;
+let sent = !(conversationId && text);
+const clientId = `example-${randomUUID()}`;
 
 function connect(): void {
   const ws = new WebSocket(base.replace(/^http/, 'ws') + '/ws');
@@ -39,10 +42,10 @@ function connect(): void {
       case 'ready':
         attempt = 0;
         console.log('connected as', frame.data.userId);
-        if (conversationId && text && !sentOnce) {
-          sentOnce = true;
-          // clientId makes a retried send idempotent.
-          const ack = await request('send-message', { conversationId, text, clientId: 'example-02' });
+        if (!sent) {
+          // The same clientId on every try: a send retried after a lost ack is not stored twice.
+          const ack = await request('send-message', { conversationId, text, clientId });
+          sent = true; // acknowledged: stored, or refused for good (not a member, bad input)
           console.log(ack.ok ? `sent seq ${ack.message.seq}` : `send failed: ${ack.error.code}`);
         }
         return;
