@@ -49,6 +49,9 @@ export interface OpenHubOptions {
   readCacheTtlMs?: number;
 }
 
+/** How long the hub's Redis client waits for an answer before a command fails (and rate limits fail open). */
+export const REDIS_COMMAND_TIMEOUT_MS = 1500;
+
 /** Connects to everything the config names. Throws (with the dependency named) when one cannot be reached. */
 export async function openHub(config: Config, opts: OpenHubOptions = {}): Promise<Hub> {
   const name = opts.name ?? 'voxa-core';
@@ -65,6 +68,10 @@ export async function openHub(config: Config, opts: OpenHubOptions = {}): Promis
     lazyConnect: false,
     maxRetriesPerRequest: 1,
     enableOfflineQueue: false,
+    // A Redis that stops answering without closing the connection (stopped, swapping, a dead network path)
+    // leaves the client 'ready'; without a timeout every rate-limited request would wait for it forever.
+    // This client serves only quick commands (rate limits, presence, health); BullMQ has its own connections.
+    commandTimeout: REDIS_COMMAND_TIMEOUT_MS,
     retryStrategy: (times) => Math.min(times * 200, 2000), // reconnect forever
   });
   redis.on('error', () => undefined); // state is reported by /readyz; ioredis keeps retrying

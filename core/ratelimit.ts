@@ -28,6 +28,9 @@ return {n, ttl}
 
 const COMMAND = 'voxaRateHit';
 
+/** After a failed Redis call, how long hits pass without asking Redis (see RateLimiter.available). */
+const FAIL_OPEN_PAUSE_MS = 5000;
+
 /**
  * KEYS[1] the counter, ARGV[1] hits wanted, ARGV[2] the limit, ARGV[3] window (ms). Grants as many of the
  * wanted hits as the window still allows (never past the limit) and returns {granted, ttl ms}. Unlike SCRIPT,
@@ -87,6 +90,8 @@ interface Batch {
 
 export class RateLimiter {
   private lastWarn = 0;
+  /** Until when hits pass without asking Redis, after a failed call (epoch ms). */
+  private pausedUntil = 0;
   private batches = new Map<string, Batch>();
   private flushScheduled = false;
   private leases = new Map<string, Lease>();
@@ -114,7 +119,7 @@ export class RateLimiter {
    * hit at a time, which is exactly hit()'s behaviour. Returns undefined when the hit passed synchronously.
    */
   take(key: string, limit: number, windowMs = 60_000): Promise<void> | undefined {
-    if (!this.redis || this.redis.status !== 'ready') {
+    if (!this.available()) {
       this.warn('redis not ready');
       return undefined;
     }
@@ -174,7 +179,7 @@ export class RateLimiter {
       },
       (err: unknown) => {
         lease.inflight = false;
-        this.warn((err as Error).message);
+        this.failed(err);
         for (const w of lease.waiters.splice(0)) w({ ok: null, ttl: 0 });
       },
     );
@@ -185,7 +190,7 @@ export class RateLimiter {
    * current window.
    */
   async hit(key: string, limit: number, windowMs = 60_000): Promise<void> {
-    if (!this.redis || this.redis.status !== 'ready') return this.warn('redis not ready');
+    if (!this.available()) return this.warn('redis not ready');
     const res = await this.count(`${this.prefix}rl:${key}`, windowMs);
     if (!res) return;
     const [count, ttl] = res;
@@ -233,11 +238,25 @@ export class RateLimiter {
           b.waiters.forEach((resolve, i) => resolve([first + i, Number(ttl)]));
         },
         (err: unknown) => {
-          this.warn((err as Error).message);
+          this.failed(err);
           for (const resolve of b.waiters) resolve(null);
         },
       );
     }
+  }
+
+  /**
+   * Redis connected and not known to be stalled. After a command fails (a timeout, typically: the connection
+   * is up but nothing answers), every hit passes without asking for a few seconds, so requests do not each
+   * wait out the timeout; then the next hit tries again.
+   */
+  private available(): boolean {
+    return !!this.redis && this.redis.status === 'ready' && Date.now() >= this.pausedUntil;
+  }
+
+  private failed(err: unknown): void {
+    this.pausedUntil = Date.now() + FAIL_OPEN_PAUSE_MS;
+    this.warn((err as Error).message);
   }
 
   private warn(reason: string): void {

@@ -95,6 +95,39 @@ test.serial('readyz answers 503 naming redis when Redis is down, and recovers', 
   }
 });
 
+test.serial('a Redis that stops answering: register, login and sends still answer (rate limits fail open), readyz names redis', async (t) => {
+  const own = await startServers(); // this test freezes Redis, so it gets its own servers
+  const api = await openApiHub(own);
+  t.teardown(() => own.redis.thaw());
+  try {
+    const ann = await api.register('Ann');
+    const bob = await api.register('Bob');
+    const conv = await api.http.post('/v1/conversations').set(...bearer(ann)).send({ type: 'direct', members: [bob.id] });
+    t.is(conv.status, 201);
+    // The connection stays up, so the client still looks ready; only the answers stop.
+    own.redis.freeze();
+    const sends = await Promise.all(
+      [1, 2, 3].map((i) => api.http.post(`/v1/conversations/${conv.body.conversation.id}/messages`).set(...bearer(ann)).send({ text: `during the stall ${i}` }).timeout(30_000)),
+    );
+    t.deepEqual(sends.map((r) => r.status), [201, 201, 201]);
+    const login = await api.http.post('/v1/auth/login').send({ email: bob.email, password: 'correct horse battery' }).timeout(30_000);
+    t.is(login.status, 200);
+    const carol = await api.http.post('/v1/auth/register').send({ email: 'carol-stall@example.test', password: 'correct horse battery', name: 'Carol' }).timeout(30_000);
+    t.is(carol.status, 201);
+    const ready = await api.http.get('/readyz').timeout(30_000);
+    t.is(ready.status, 503);
+    t.deepEqual(ready.body.failing, ['redis']);
+    own.redis.thaw();
+    await eventually(async () => (await api.http.get('/readyz')).status === 200);
+    const after = await api.http.post(`/v1/conversations/${conv.body.conversation.id}/messages`).set(...bearer(ann)).send({ text: 'after the stall' });
+    t.is(after.status, 201);
+    t.is(after.body.message.seq, 4);
+  } finally {
+    await api.close();
+    await own.dispose();
+  }
+});
+
 test.serial('readyz names nats when the NATS server is down', async (t) => {
   const own = await startServers();
   const api = await openApiHub(own);

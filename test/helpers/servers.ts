@@ -44,6 +44,9 @@ export interface ManagedServer {
   start(): Promise<void>;
   /** SIGTERM (or SIGKILL with hard=true) and wait for exit. */
   stop(hard?: boolean): Promise<void>;
+  /** SIGSTOP: the process keeps its connections open but answers nothing (a hung server); thaw() undoes it. */
+  freeze(): void;
+  thaw(): void;
   /** Stop and delete the data dir. */
   dispose(): Promise<void>;
 }
@@ -78,7 +81,14 @@ function managed(kind: string, port: number, dir: string, url: string, cmd: stri
         c.kill(hard ? 'SIGKILL' : 'SIGTERM');
       });
     },
+    freeze() {
+      child?.kill('SIGSTOP');
+    },
+    thaw() {
+      child?.kill('SIGCONT');
+    },
     async dispose() {
+      srv.thaw(); // a frozen process would never act on the SIGTERM
       await srv.stop();
       rmSync(dir, { recursive: true, force: true });
     },
