@@ -8,7 +8,7 @@ import { connect, type JetStreamClient, type JetStreamManager, type NatsConnecti
 import { destination, pino } from 'pino';
 import type { Config } from '../core/config.js';
 import type { Hub } from '../core/hub.js';
-import { REDACT_PATHS } from '../core/log.js';
+import { REDACT } from '../core/log.js';
 import { ensureSecrets } from '../core/secrets.js';
 import { createStore } from '../core/store/index.js';
 import { flushToolOutbox, trackToolOutbox } from './events.js';
@@ -37,7 +37,7 @@ export interface ToolContext {
 
 export async function openToolContext(config: Config, need: { redis?: boolean; nats?: boolean } = {}): Promise<ToolContext> {
   // Logs go to stderr so --json output on stdout stays parseable.
-  const log = pino({ name: 'voxa-cli', level: config.logLevel === 'info' ? 'warn' : config.logLevel, redact: { paths: REDACT_PATHS, censor: '[redacted]' } }, destination(2));
+  const log = pino({ name: 'voxa-cli', level: config.logLevel === 'info' ? 'warn' : config.logLevel, redact: REDACT }, destination(2));
   const secrets = await ensureSecrets(config);
   const store = await createStore(config);
   await store.init();

@@ -9,7 +9,12 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { parseTrustProxy } from './http/client-ip.js';
 
-type FieldDoc = { env: string; doc: string };
+/**
+ * How a field may be shown outside the process (`voxa config check`, logs): `secret` only as "[set]", `url`
+ * without the credentials in it. Marked here, next to the field, so a new secret field cannot be forgotten.
+ */
+export type Sensitivity = 'secret' | 'url';
+type FieldDoc = { env: string; doc: string; sensitive?: Sensitivity };
 
 const bool = z.union([z.boolean(), z.enum(['1', '0', 'true', 'false', 'yes', 'no'])]).transform((v) =>
   typeof v === 'boolean' ? v : ['1', 'true', 'yes'].includes(v),
@@ -21,16 +26,16 @@ export const CONFIG_DOCS: Record<string, FieldDoc> = {
   port: { env: 'PORT', doc: 'TCP port the API and the WebSocket edge listen on.' },
   host: { env: 'HOST', doc: 'Address the API binds to.' },
   dataDir: { env: 'VOXA_DATA_DIR', doc: 'Directory for the SQLite store, the embedded NATS and Redis data.' },
-  natsUrl: { env: 'NATS_URL', doc: 'External NATS server; when unset, `voxa start` spawns nats-server -c nats.conf.' },
-  redisUrl: { env: 'REDIS_URL', doc: 'External Redis; when unset, `voxa start` spawns redis-server.' },
+  natsUrl: { env: 'NATS_URL', doc: 'External NATS server; when unset, `voxa start` spawns nats-server -c nats.conf.', sensitive: 'url' },
+  redisUrl: { env: 'REDIS_URL', doc: 'External Redis; when unset, `voxa start` spawns redis-server.', sensitive: 'url' },
   workerMetricsPort: { env: 'VOXA_METRICS_PORT', doc: 'Port of the /metrics endpoint of a process without the API (`voxa worker`); 0 picks a free port.' },
   embeddedNatsPort: { env: 'VOXA_EMBEDDED_NATS_PORT', doc: 'Client port of the nats-server that `voxa start` spawns when NATS_URL is unset.' },
   embeddedNatsMonitorPort: { env: 'VOXA_EMBEDDED_NATS_MONITOR_PORT', doc: 'HTTP monitoring port (/varz, /jsz) of the embedded nats-server, on 127.0.0.1.' },
   embeddedRedisPort: { env: 'VOXA_EMBEDDED_REDIS_PORT', doc: 'Port of the redis-server that `voxa start` spawns when REDIS_URL is unset.' },
-  mongoUrl: { env: 'MONGO_URL', doc: 'MongoDB connection string; when set the MongoDB store is used instead of SQLite.' },
+  mongoUrl: { env: 'MONGO_URL', doc: 'MongoDB connection string; when set the MongoDB store is used instead of SQLite.', sensitive: 'url' },
   mongoDb: { env: 'MONGO_DB', doc: 'Database name inside MongoDB.' },
   natsNamespace: { env: 'VOXA_NATS_NAMESPACE', doc: 'Prefix for stream names and subjects, so several hubs (or tests) can share one NATS server.' },
-  jwtSecret: { env: 'VOXA_JWT_SECRET', doc: 'HS256 signing key for access tokens (min 32 chars). Generated and kept under dataDir when unset.' },
+  jwtSecret: { env: 'VOXA_JWT_SECRET', doc: 'HS256 signing key for access tokens (min 32 chars). Generated and kept under dataDir when unset.', sensitive: 'secret' },
   jwtIssuer: { env: 'VOXA_JWT_ISSUER', doc: 'The `iss` claim access tokens carry and that is required on verify.' },
   jwtAudience: { env: 'VOXA_JWT_AUDIENCE', doc: 'The `aud` claim access tokens carry and that is required on verify.' },
   accessTokenTtlSeconds: { env: 'VOXA_ACCESS_TTL', doc: 'Lifetime of an access token in seconds.' },
@@ -49,26 +54,26 @@ export const CONFIG_DOCS: Record<string, FieldDoc> = {
   corsOrigins: { env: 'VOXA_ORIGINS', doc: 'Comma-separated browser origins allowed for CORS and WebSocket handshakes; empty allows same-origin and non-browser clients only.' },
   plugins: { env: 'VOXA_PLUGINS', doc: 'Comma-separated plugins `voxa start` runs in-process; "all" runs every built-in plugin.' },
   logLevel: { env: 'LOG_LEVEL', doc: 'pino log level: fatal, error, warn, info, debug, trace or silent.' },
-  secretKey: { env: 'VOXA_SECRET_KEY', doc: 'Key (base64, 32 bytes) that encrypts connector secrets at rest. Generated and kept under dataDir when unset.' },
-  previousSecretKeys: { env: 'VOXA_PREVIOUS_SECRET_KEYS', doc: 'Comma-separated earlier secret keys (base64) still accepted for decryption while `voxa connections rotate-keys` re-encrypts under secretKey.' },
+  secretKey: { env: 'VOXA_SECRET_KEY', doc: 'Key (base64, 32 bytes) that encrypts connector secrets at rest. Generated and kept under dataDir when unset.', sensitive: 'secret' },
+  previousSecretKeys: { env: 'VOXA_PREVIOUS_SECRET_KEYS', doc: 'Comma-separated earlier secret keys (base64) still accepted for decryption while `voxa connections rotate-keys` re-encrypts under secretKey.', sensitive: 'secret' },
   tracing: { env: 'VOXA_TRACING', doc: 'Start OpenTelemetry tracing (export configured by the standard OTEL_* variables).' },
   webhooksAllowPrivate: { env: 'VOXA_WEBHOOKS_ALLOW_PRIVATE', doc: 'Allow webhook targets on private, loopback and link-local addresses.' },
-  publicUrl: { env: 'VOXA_PUBLIC_URL', doc: 'Base URL users reach the hub at; used in links (emails, OAuth redirects).' },
-  smtpUrl: { env: 'VOXA_SMTP_URL', doc: 'SMTP server for email digests (smtp:// or smtps://, credentials in the URL; never logged). Unset turns email off.' },
+  publicUrl: { env: 'VOXA_PUBLIC_URL', doc: 'Base URL users reach the hub at; used in links (emails, OAuth redirects).', sensitive: 'url' },
+  smtpUrl: { env: 'VOXA_SMTP_URL', doc: 'SMTP server for email digests (smtp:// or smtps://, credentials in the URL; never logged). Unset turns email off.', sensitive: 'secret' },
   emailFrom: { env: 'VOXA_EMAIL_FROM', doc: 'From address of notification emails.' },
   emailDigestDelaySeconds: { env: 'VOXA_EMAIL_DELAY', doc: 'Default wait before an unread-message digest is emailed (users can change theirs); reading in time cancels it.' },
   uploadMaxBytes: { env: 'VOXA_UPLOAD_MAX_BYTES', doc: 'Largest file one upload may be, in bytes (a workspace may set a lower limit); larger uploads are cut off with 413.' },
   blobStore: { env: 'VOXA_BLOB_STORE', doc: 'Where uploaded files live: local (a directory under dataDir) or s3 (an S3-compatible service, see the s3* fields).' },
-  s3Endpoint: { env: 'VOXA_S3_ENDPOINT', doc: 'S3-compatible endpoint URL, e.g. https://s3.eu-central-1.amazonaws.com or http://minio:9000.' },
+  s3Endpoint: { env: 'VOXA_S3_ENDPOINT', doc: 'S3-compatible endpoint URL, e.g. https://s3.eu-central-1.amazonaws.com or http://minio:9000.', sensitive: 'url' },
   s3Region: { env: 'VOXA_S3_REGION', doc: 'Region used in S3 request signatures.' },
   s3Bucket: { env: 'VOXA_S3_BUCKET', doc: 'Bucket uploaded files are stored in.' },
   s3AccessKeyId: { env: 'VOXA_S3_ACCESS_KEY_ID', doc: 'Access key id for the S3 bucket.' },
-  s3SecretAccessKey: { env: 'VOXA_S3_SECRET_ACCESS_KEY', doc: 'Secret access key for the S3 bucket (never logged).' },
+  s3SecretAccessKey: { env: 'VOXA_S3_SECRET_ACCESS_KEY', doc: 'Secret access key for the S3 bucket (never logged).', sensitive: 'secret' },
   s3PathStyle: { env: 'VOXA_S3_PATH_STYLE', doc: 'Use path-style S3 URLs (endpoint/bucket/key), which every S3-compatible service accepts; false uses bucket subdomains.' },
   googleIssuer: { env: 'VOXA_GOOGLE_ISSUER', doc: 'OpenID Connect issuer for "Sign in with Google"; its /.well-known/openid-configuration is read at first use.' },
   googleClientId: { env: 'VOXA_GOOGLE_CLIENT_ID', doc: 'OAuth client id for "Sign in with Google"; unset turns it off (404).' },
-  googleClientSecret: { env: 'VOXA_GOOGLE_CLIENT_SECRET', doc: 'OAuth client secret for "Sign in with Google" (never logged).' },
-  fcmCredentials: { env: 'VOXA_FCM_CREDENTIALS', doc: 'Firebase service account for push: a path to its JSON file or the JSON itself (never logged). Unset turns push off.' },
+  googleClientSecret: { env: 'VOXA_GOOGLE_CLIENT_SECRET', doc: 'OAuth client secret for "Sign in with Google" (never logged).', sensitive: 'secret' },
+  fcmCredentials: { env: 'VOXA_FCM_CREDENTIALS', doc: 'Firebase service account for push: a path to its JSON file or the JSON itself (never logged). Unset turns push off.', sensitive: 'secret' },
 };
 
 export const ConfigSchema = z
@@ -193,12 +198,43 @@ export function parseConfig(raw: unknown): Config {
 }
 
 /** Every field with its env var, default and description: for `voxa config defaults` and the docs. */
-export function describeConfig(): Array<{ field: string; env: string; default: unknown; doc: string }> {
+export function describeConfig(): Array<{ field: string; env: string; default: unknown; doc: string; sensitive?: Sensitivity }> {
   const defaults = ConfigSchema.parse({});
   return Object.entries(CONFIG_DOCS).map(([field, d]) => ({
     field,
     env: d.env,
     default: (defaults as Record<string, unknown>)[field],
     doc: d.doc,
+    ...(d.sensitive ? { sensitive: d.sensitive } : {}),
   }));
+}
+
+/** The fields marked `sensitive`, by kind: for `redactConfig` and the log redaction (core/log.ts). */
+export const SENSITIVE_FIELDS: Record<Sensitivity, string[]> = {
+  secret: Object.entries(CONFIG_DOCS).filter(([, d]) => d.sensitive === 'secret').map(([f]) => f),
+  url: Object.entries(CONFIG_DOCS).filter(([, d]) => d.sensitive === 'url').map(([f]) => f),
+};
+
+/**
+ * A URL (or a comma-separated list, or a MongoDB multi-host string) with the credentials masked: the password
+ * becomes `***`, and a lone user part too, since NATS takes a token in that place (`nats://token@host`).
+ */
+export function maskUrl(value: string): string {
+  return value.replace(/([a-z][a-z0-9+.-]*:\/\/)([^@/\s]*)@/gi, (_m, scheme: string, userinfo: string) => {
+    const colon = userinfo.indexOf(':');
+    return `${scheme}${colon >= 0 ? `${userinfo.slice(0, colon)}:***` : '***'}@`;
+  });
+}
+
+/** The config as it may be printed: secret fields as "[set]" (absent when unset), URLs without credentials. */
+export function redactConfig(config: Config): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...config };
+  for (const field of SENSITIVE_FIELDS.secret) {
+    const v = out[field];
+    out[field] = v === undefined || v === '' || (Array.isArray(v) && v.length === 0) ? undefined : '[set]';
+  }
+  for (const field of SENSITIVE_FIELDS.url) {
+    if (typeof out[field] === 'string') out[field] = maskUrl(out[field]);
+  }
+  return out;
 }

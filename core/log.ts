@@ -4,6 +4,7 @@
  */
 import { trace } from '@opentelemetry/api';
 import { pino, type Logger } from 'pino';
+import { maskUrl, SENSITIVE_FIELDS } from './config.js';
 
 export const REDACT_PATHS = [
   'password',
@@ -20,27 +21,23 @@ export const REDACT_PATHS = [
   '*.authorization',
   'req.headers.authorization',
   'req.headers.cookie',
-  'jwtSecret',
-  'secretKey',
-  '*.jwtSecret',
-  '*.secretKey',
-  'smtpUrl',
-  '*.smtpUrl',
-  'fcmCredentials',
-  '*.fcmCredentials',
-  'previousSecretKeys',
-  '*.previousSecretKeys',
-  's3SecretAccessKey',
-  '*.s3SecretAccessKey',
-  'googleClientSecret',
-  '*.googleClientSecret',
+  // Config fields marked sensitive in core/config.ts, wherever a config object is logged.
+  ...[...SENSITIVE_FIELDS.secret, ...SENSITIVE_FIELDS.url].flatMap((f) => [f, `*.${f}`]),
 ];
+
+const URL_FIELDS = new Set(SENSITIVE_FIELDS.url);
+
+/** pino's `redact` for every logger: URL config fields keep their address and lose their credentials. */
+export const REDACT = {
+  paths: REDACT_PATHS,
+  censor: (value: unknown, path: string[]): unknown => (URL_FIELDS.has(path.at(-1) ?? '') && typeof value === 'string' ? maskUrl(value) : '[redacted]'),
+};
 
 export function createLogger(level: string, name: string): Logger {
   return pino({
     name,
     level,
-    redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    redact: REDACT,
     mixin() {
       const span = trace.getActiveSpan();
       if (!span) return {};

@@ -57,9 +57,12 @@ export function renderConfigDoc(): string {
     'then the JSON file named by `VOXA_CONFIG`, then the environment. `voxa config check` validates them and names',
     'the first bad field.',
     '',
+    'Fields marked **secret** are shown only as `[set]` (by `voxa config check` and in logs); fields marked **URL**',
+    'are shown with the credentials in them masked (`redis://:***@host:6379`).',
+    '',
     '| env | field | default | meaning |',
     '| --- | --- | --- | --- |',
-    ...describeConfig().map((r) => `| \`${r.env}\` | \`${r.field}\` | ${r.default === undefined ? '—' : `\`${JSON.stringify(r.default)}\``} | ${r.doc} |`),
+    ...describeConfig().map((r) => `| \`${r.env}\` | \`${r.field}\` | ${r.default === undefined ? '—' : `\`${JSON.stringify(r.default)}\``} | ${r.doc}${r.sensitive === 'secret' ? ' **secret**' : r.sensitive === 'url' ? ' **URL**' : ''} |`),
     '',
   ].join('\n');
 }

@@ -1,6 +1,6 @@
 /** `voxa config defaults|check`: every setting with its default, env var and meaning; validate a config. */
 import type { Command } from 'commander';
-import { ConfigError, describeConfig, loadConfig } from '../../core/config.js';
+import { ConfigError, describeConfig, loadConfig, redactConfig } from '../../core/config.js';
 import { CliError, EXIT, output } from '../util.js';
 
 export function register(program: Command): void {
@@ -19,9 +19,7 @@ export function register(program: Command): void {
     .addHelpText('after', '\nExamples:\n  $ VOXA_CONFIG=./voxa.json voxa config check\n  $ PORT=abc voxa config check   # exits 2: invalid config field "port"')
     .action((_opts, cmd: Command) => {
       try {
-        const c = loadConfig();
-        const safe = { ...c, jwtSecret: c.jwtSecret ? '[set]' : undefined, secretKey: c.secretKey ? '[set]' : undefined, previousSecretKeys: c.previousSecretKeys.length ? `[${c.previousSecretKeys.length} set]` : [], s3SecretAccessKey: c.s3SecretAccessKey ? '[set]' : undefined, googleClientSecret: c.googleClientSecret ? '[set]' : undefined };
-        output(cmd, { ok: true, config: safe }, () => 'config OK');
+        output(cmd, { ok: true, config: redactConfig(loadConfig()) }, () => 'config OK');
       } catch (err) {
         if (err instanceof ConfigError) throw new CliError(err.message, EXIT.USAGE, 'INVALID_CONFIG');
         throw err;
