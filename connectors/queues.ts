@@ -57,9 +57,9 @@ export class ConnectorQueues {
     if (!this.hub.redis) throw new Error('connector queues need Redis (REDIS_URL)');
     // A queue opened after close() would hold a connection nobody closes.
     if (this.closing) throw new Error('connector queues are closed');
-    // BullMQ needs maxRetriesPerRequest null (its blocking commands must not be cut off) and an offline queue.
-    // Friendly stacks name the caller of a failed command, which plain ioredis errors do not.
-    const c = this.hub.redis.duplicate({ maxRetriesPerRequest: null, enableOfflineQueue: true, showFriendlyErrorStack: true });
+    // BullMQ needs maxRetriesPerRequest null and no command timeout (its blocking commands wait on purpose, and
+    // must not be cut off) and an offline queue. Friendly stacks name the caller of a failed command.
+    const c = this.hub.redis.duplicate({ maxRetriesPerRequest: null, enableOfflineQueue: true, showFriendlyErrorStack: true, commandTimeout: undefined });
     c.on('error', () => undefined); // reported by /readyz through the hub's own connection; ioredis retries
     this.connections.push(c);
     return c;

@@ -121,6 +121,23 @@ test.serial('close waits for the jobs in flight, then closes; nothing rejects un
   t.is(counts.active, 0);
 });
 
+test.serial("the hub client's command timeout does not reach the queues' connections (blocking waits outlast it)", async (t) => {
+  // Like the hub's own client, with a much shorter timeout: every idle blocking wait of a worker outlasts it.
+  const redis = new Redis(redisServer.url, { maxRetriesPerRequest: 1, commandTimeout: 200 });
+  redis.on('error', () => undefined);
+  t.teardown(() => redis.disconnect());
+  const q = queuesOn(redis);
+  t.teardown(() => q.close());
+  const errors: string[] = [];
+  const done: number[] = [];
+  const worker = q.work('dropbox', async (job) => void done.push((job.data as { n: number }).n));
+  worker.on('error', (err) => errors.push(err.message));
+  await new Promise((r) => setTimeout(r, 1500)); // idle: the worker sits in a blocking wait
+  await q.add('dropbox', 'upload', { n: 1 });
+  await until(() => done.length === 1, 30_000, 'the job after an idle spell');
+  t.deepEqual(errors, []);
+});
+
 test.serial('a closed ConnectorQueues refuses new queues and workers; close is idempotent', async (t) => {
   const redis = new Redis(redisServer.url, { maxRetriesPerRequest: 1 });
   redis.on('error', () => undefined);
