@@ -11,6 +11,7 @@ import { ERROR_CODES, type ErrorCode } from '../errors.js';
 import type { AccessClaims } from '../auth/tokens.js';
 import { jsonBody } from './body.js';
 import { requireRole, validate } from './validate.js';
+import { assertQueryWellFormed } from './well-formed.js';
 
 /** What a request carries through the middleware. */
 export interface ApiState {
@@ -80,6 +81,7 @@ export class ApiRouter {
     else if (def.method !== 'get' && !def.ownBody) chain.push(this.noBody);
     chain.push(async (ctx) => {
       const c = ctx as ApiContext;
+      if (def.query) assertQueryWellFormed(c.querystring, c.query);
       const input = {
         params: (def.params ? validate(def.params, { ...c.params }, 'params') : undefined) as Maybe<P>,
         query: (def.query ? validate(def.query, { ...c.query }, 'query') : undefined) as Maybe<Q>,

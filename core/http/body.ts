@@ -3,13 +3,15 @@
  * only application/json (415), at most `limit` bytes (413, judged on Content-Length before reading and while
  * reading), valid UTF-8 JSON (400 MALFORMED_JSON), nesting at most MAX_DEPTH (400 JSON_TOO_DEEP, checked
  * by a linear scan before parsing, so no recursion ever sees a deep document), and no keys that could
- * reach an object prototype (400 VALIDATION_FAILED).
+ * reach an object prototype (400 VALIDATION_FAILED), and no strings with lone UTF-16 surrogates (400
+ * VALIDATION_FAILED, see well-formed.ts).
  *
  * The parsed body goes to `ctx.state.body` (undefined when the request had none).
  */
 import type { Middleware } from 'koa';
 import type { IncomingMessage } from 'node:http';
 import { VoxaError } from '../errors.js';
+import { assertWellFormed } from './well-formed.js';
 
 export const MAX_DEPTH = 32;
 const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
@@ -100,8 +102,11 @@ function forbiddenKey(value: unknown): string | null {
 
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
-/** Parses a JSON body with every check above; exported for the WebSocket edge's text frames too. */
-export function parseJsonText(text: string): unknown {
+/**
+ * Parses a JSON body with every check above; exported for the WebSocket edge's text frames too. `where`
+ * prefixes the field a lone surrogate is reported in (`body.text`).
+ */
+export function parseJsonText(text: string, where = 'body'): unknown {
   if (jsonDepth(text) > MAX_DEPTH) throw new VoxaError('JSON_TOO_DEEP', `JSON may nest at most ${MAX_DEPTH} levels.`, { maxDepth: MAX_DEPTH });
   let value: unknown;
   try {
@@ -114,6 +119,7 @@ export function parseJsonText(text: string): unknown {
     const key = forbiddenKey(value);
     if (key) throw new VoxaError('VALIDATION_FAILED', `The key "${key}" is not allowed.`, { fields: [key], issues: [{ path: key, message: 'forbidden key' }] });
   }
+  assertWellFormed(value, where, text);
   return value;
 }
 

@@ -12,6 +12,7 @@ import type { UserRecord } from '../../core/domain.js';
 import { errorAck, type AckData, type Edge, type Session, type Transport } from './edge.js';
 import type { Frame, SioEncoded, SioEncoder } from './frame.js';
 import { CLOSE, handshakeRefusal, HandshakeSchema, WsFrameSchema, type Handshake } from './protocol.js';
+import { illFormedError, illFormedPath } from '../../core/http/well-formed.js';
 
 export interface TransportHandles {
   close(): Promise<void>;
@@ -88,14 +89,27 @@ class WsTransport implements Transport {
   onMessage(raw: RawData, isBinary: boolean): void {
     if (isBinary) return this.send({ type: 'error', data: { code: 'VALIDATION_FAILED', message: 'Frames are JSON text.' } });
     let frame: { type: string; data?: unknown; ackId?: string | number };
+    let text: string;
     try {
-      const parsed = WsFrameSchema.safeParse(JSON.parse(raw.toString()));
+      text = raw.toString();
+      const parsed = WsFrameSchema.safeParse(JSON.parse(text));
       if (!parsed.success) throw new VoxaError('VALIDATION_FAILED', 'A frame is {type, data, ackId?}.');
       frame = parsed.data;
     } catch (err) {
       const e = isVoxaError(err) ? err : new VoxaError('MALFORMED_JSON', 'The frame is not valid JSON.');
       if (!this.session) return this.kick('UNAUTHENTICATED', 'The first frame must be {"type":"auth","data":{"token":…}}.');
       return this.send({ type: 'error', data: (errorAck(e) as { error: unknown }).error });
+    }
+    // Only a \u escape can put a lone surrogate in a frame (ws already refused invalid UTF-8).
+    const illFormed = text.includes('\\u') ? illFormedPath(frame) : null;
+    if (illFormed !== null) {
+      const e = illFormedError(illFormed);
+      if (this.session) return this.reply(frame, errorAck(e));
+      // Refused like any other bad handshake: an error frame naming the field, then close.
+      this.stopAuthTimer();
+      this.send({ type: 'error', data: (errorAck(e) as { error: unknown }).error });
+      this.socket.close(CLOSE.PROTOCOL, e.code);
+      return;
     }
     if (!this.session) {
       if (this.authing) return this.reply(frame, errorAck(new VoxaError('UNAUTHENTICATED', 'Wait for the auth answer.')));
@@ -330,6 +344,12 @@ class SioTransport implements Transport {
     const data = args[0];
     if (args.length > (ack ? 2 : 1)) {
       const bad = errorAck(new VoxaError('VALIDATION_FAILED', 'One payload per event.'));
+      return ack ? ack(bad) : void this.socket.emit('error', { ...(bad as { error: object }).error, ref: event });
+    }
+    // Socket.IO hands over parsed data only (no raw text to test for \u first); frames are small objects.
+    const illFormed = illFormedPath(data, 'data');
+    if (illFormed !== null) {
+      const bad = errorAck(illFormedError(illFormed));
       return ack ? ack(bad) : void this.socket.emit('error', { ...(bad as { error: object }).error, ref: event });
     }
     void this.edge.handle(this.session!, event, data).then((res) => {
