@@ -270,6 +270,8 @@ export function durableConfig(args: {
   concurrency: number;
   filter?: string | string[];
   startAt?: 'new' | 'all';
+  /** One unacked event at a time for the whole consumer (PluginManifest.ordered). */
+  ordered?: boolean;
 }): Partial<ConsumerConfig> & { durable_name: string } {
   const cfg: Partial<ConsumerConfig> & { durable_name: string } = {
     durable_name: args.name,
@@ -277,8 +279,9 @@ export function durableConfig(args: {
     ack_policy: AckPolicy.Explicit,
     ack_wait: nanos(args.policy.ackWaitMs),
     max_deliver: args.policy.maxDeliveries + 1,
-    // Shared by every process of the plugin; generous so several workers each keep `concurrency` busy.
-    max_ack_pending: Math.max(1000, args.concurrency * 16),
+    // Shared by every process of the plugin; generous so several workers each keep `concurrency` busy. An ordered
+    // plugin gets 1: the server then serialises delivery across processes and puts redeliveries first.
+    max_ack_pending: args.ordered ? 1 : Math.max(1000, args.concurrency * 16),
     deliver_policy: args.startAt === 'all' ? DeliverPolicy.All : DeliverPolicy.New,
   };
   if (Array.isArray(args.filter)) {

@@ -168,6 +168,7 @@ export class PluginRuntime {
       if (!m.events.length) throw new Error(`plugin ${m.name} subscribes to no events`);
       const mode = m.mode ?? 'shared';
       const ephemeral = m.events.filter((t) => !isDurable(t));
+      if (mode === 'broadcast' && m.ordered) throw new Error(`plugin ${m.name}: 'ordered' needs shared mode`);
       if (mode === 'shared' && ephemeral.length) {
         throw new Error(`plugin ${m.name}: ${ephemeral.join(', ')} are ephemeral events, only broadcast-mode plugins can subscribe to them`);
       }
@@ -178,7 +179,8 @@ export class PluginRuntime {
         mode,
         types: new Set(m.events),
         policy: resolvePolicy(m.retry),
-        concurrency: Math.max(1, m.concurrency ?? 8),
+        // More than one slot is pointless when the server hands out one event at a time.
+        concurrency: m.ordered ? 1 : Math.max(1, m.concurrency ?? 8),
         control: { ...DEFAULT_STATE },
         status: 'starting',
         active: 0,
@@ -326,7 +328,7 @@ export class PluginRuntime {
   private async bind(s: Slot, generation: number): Promise<void> {
     const { jsm } = this.hub.bus;
     const m = s.plugin.manifest;
-    await ensureDurable(
+    const ci = await ensureDurable(
       jsm,
       this.names.events,
       durableConfig({
@@ -336,8 +338,13 @@ export class PluginRuntime {
         concurrency: s.concurrency,
         filter: this.filterFor(s),
         startAt: m.startAt,
+        ordered: m.ordered ?? false,
       }),
     );
+    // ensureDurable tolerates a refused update; for an ordered plugin that would silently break its order.
+    if (m.ordered && ci.config.max_ack_pending !== 1) {
+      throw new Error(`consumer ${ci.name} kept max_ack_pending ${ci.config.max_ack_pending}; ordered delivery needs 1`);
+    }
     await ensureDurable(
       jsm,
       this.names.retry,

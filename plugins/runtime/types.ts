@@ -24,8 +24,16 @@ export interface PluginManifest {
   description: string;
   /** Catalog event types the plugin handles. */
   events: EventType[];
-  /** Handler calls in flight at once per process (default 8). */
+  /** Handler calls in flight at once per process (default 8; 1 when `ordered`). */
   concurrency?: number;
+  /**
+   * Handle events strictly one after another in stream order, across every process that runs the plugin and
+   * across redeliveries: the consumer gets max_ack_pending = 1, so JetStream hands out the next event only once
+   * the previous one is acked, and a nak'd or timed-out event comes back before anything later. The price: one
+   * event at a time for the whole plugin, and a failing event holds the rest until it succeeds or is
+   * dead-lettered (events put back by `voxa dlq retry` are outside this order). Shared mode only.
+   */
+  ordered?: boolean;
   retry?: RetryPolicy;
   /** Connector ids the plugin needs (connectors/registry.ts). */
   connectors?: string[];
