@@ -10,6 +10,7 @@ import { loadConfig } from '../../core/config.js';
 import { parseSinceArg, runBackfill, type BackfillSummary, type BackfillTarget } from '../../connectors/backfill.js';
 import { ConnectionError, ConnectionService, parseConfig, type ConnectionView } from '../../connectors/connections.js';
 import { DependencyError, openToolContext, type ToolContext } from '../../connectors/context.js';
+import { checkUrl, SsrfError } from '../../connectors/net.js';
 import { loopbackAuthorize } from '../../connectors/oauth2.js';
 import { ConnectorQueues } from '../../connectors/queues.js';
 import { getConnector } from '../../connectors/registry.js';
@@ -43,6 +44,20 @@ export function toCliError(err: unknown): Error {
   const e = err as Error;
   if (e?.name === 'ConfigError') return new CliError(e.message, EXIT.USAGE, 'INVALID_CONFIG');
   return err as Error;
+}
+
+/**
+ * The check REST applies to a new webhook target (plugins/webhooks/routes.ts): no private, loopback or local
+ * targets unless webhooksAllowPrivate. Delivery checks DNS answers again; this refuses the obvious ones up front.
+ */
+export function checkWebhookUrl(url: string, allowPrivate: boolean, flag = '--url'): void {
+  try {
+    checkUrl(url, allowPrivate);
+  } catch (err) {
+    if (!(err instanceof SsrfError)) throw err;
+    const hint = /not public|is local/.test(err.message) ? ' (set VOXA_WEBHOOKS_ALLOW_PRIVATE=1 to allow private and loopback targets)' : '';
+    throw new CliError(`${flag}: ${err.message}${hint}`, EXIT.USAGE, 'VALIDATION_FAILED');
+  }
 }
 
 export function workspaceOf(cmd: Command): string {
@@ -206,6 +221,7 @@ export function register(program: Command): void {
         throw toCliError(err);
       }
       await withContext({}, async (ctx) => {
+        if (connector.id === 'webhook' && typeof input.url === 'string') checkWebhookUrl(input.url, ctx.hub.config.webhooksAllowPrivate, 'url');
         const svc = new ConnectionService(ctx.hub);
         const view = await svc.create(workspaceOf(cmd), connector.id, input, opts.name);
         let test: { ok: boolean; detail: string } | undefined;

@@ -9,7 +9,7 @@ import { ConnectorQueues } from '../../connectors/queues.js';
 import { generateSecret } from '../../connectors/webhook/signing.js';
 import { WebhookService, type Delivery } from '../../plugins/webhooks/service.js';
 import { CliError, EXIT, isJson, output } from '../util.js';
-import { toCliError, withContext, workspaceOf } from './connections.js';
+import { checkWebhookUrl, toCliError, withContext, workspaceOf } from './connections.js';
 
 const common = (c: Command): Command => c.option('--workspace <id>', 'workspace (default: the configured default workspace)').option('--json', 'machine-readable JSON output');
 
@@ -52,6 +52,7 @@ export function register(program: Command): void {
       if (unknown.length) throw new CliError(`unknown event type${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')}; known: ${EVENT_TYPES.join(', ')}`, EXIT.USAGE, 'VALIDATION_FAILED');
       const secret = generateSecret();
       await withContext({}, async (ctx) => {
+        checkWebhookUrl(opts.url, ctx.hub.config.webhooksAllowPrivate);
         const svc = new ConnectionService(ctx.hub);
         const view = await svc.create(workspaceOf(cmd), 'webhook', { url: opts.url, events, secret, ...(opts.description ? { description: opts.description } : {}) }, opts.description ?? opts.url);
         output(cmd, { id: view.id, secret, url: opts.url, events, status: view.status }, (r: { id: string; secret: string }) =>
