@@ -36,7 +36,11 @@ export const SessionResponse = z.object({ user: UserSchema, accessToken: z.strin
 export const UserResponse = z.object({ user: UserSchema });
 
 // Users
-export const UsersQuery = z.strictObject({ q: z.string().max(100).optional().default(''), limit: Limit });
+export const UsersQuery = z.strictObject({
+  // Literal text: control characters are refused (SQLite's LIKE ends a pattern at NUL, which matched everyone).
+  q: z.string().max(100).regex(/^\P{Cc}*$/u, 'must not contain control characters').optional().default(''),
+  limit: Limit,
+});
 export const UsersResponse = z.object({ users: z.array(UserSchema) });
 
 // Conversations

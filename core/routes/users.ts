@@ -15,9 +15,10 @@ export function userRoutes(api: ApiRouter, hub: Hub): void {
     responses: { 200: { description: 'Matching users, by name.', schema: UsersResponse } },
     async handler(ctx, { query }) {
       const me = ctx.state.user!;
-      const found = await hub.store.searchUsers(me.workspaceId, query.q, query.limit);
-      // Invited accounts that never registered and disabled ones cannot be talked to, so they are not listed.
-      ctx.body = { users: found.filter((u) => !u.disabled && u.passwordHash !== null).map(publicUser) };
+      // Invited accounts that never registered and disabled ones cannot be talked to, so they are not listed;
+      // the store leaves them out before the limit, which otherwise they could use up.
+      const found = await hub.store.searchUsers(me.workspaceId, query.q, query.limit, { activeOnly: true });
+      ctx.body = { users: found.map(publicUser) };
     },
   });
 }

@@ -430,7 +430,7 @@ export class MongoStore implements Store {
     return d ? toUser(d) : null;
   }
 
-  async searchUsers(workspaceId: string, q: string, limit: number): Promise<UserRecord[]> {
+  async searchUsers(workspaceId: string, q: string, limit: number, opts: { activeOnly?: boolean } = {}): Promise<UserRecord[]> {
     // The text is escaped so that it is matched literally, wildcards and regex syntax included.
     const pattern = escapeRegex(str(q, 'q'));
     const n = Math.max(0, int(limit, 'limit'));
@@ -438,6 +438,8 @@ export class MongoStore implements Store {
     const docs = await this.users
       .find({
         workspaceId: str(workspaceId, 'workspaceId'),
+        // $ne: null also leaves out documents without the field; $ne: true those without `disabled`.
+        ...(opts.activeOnly === true ? { passwordHash: { $ne: null }, disabled: { $ne: true } } : {}),
         $or: [{ name: { $regex: pattern, $options: 'i' } }, { email: { $regex: pattern, $options: 'i' } }],
       })
       .collation({ locale: 'en', strength: 2 })

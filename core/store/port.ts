@@ -128,8 +128,12 @@ export interface Store {
   createUser(user: UserRecord, outbox: OutboxFor<UserRecord>): Promise<UserRecord>;
   getUser(id: string): Promise<UserRecord | null>;
   getUserByEmail(email: string): Promise<UserRecord | null>;
-  /** Users of a workspace whose name or email contains q (case-insensitive, literal text), ordered by name. */
-  searchUsers(workspaceId: string, q: string, limit: number): Promise<UserRecord[]>;
+  /**
+   * Users of a workspace whose name or email contains q (case-insensitive, literal text), ordered by name.
+   * With `activeOnly`, invited accounts that never registered (no password) and disabled ones are left out in
+   * the query itself, so `limit` counts only users that are returned.
+   */
+  searchUsers(workspaceId: string, q: string, limit: number, opts?: { activeOnly?: boolean }): Promise<UserRecord[]>;
   updateUser(
     id: string,
     patch: Partial<Pick<UserRecord, 'name' | 'role' | 'passwordHash' | 'disabled' | 'totp'>>,

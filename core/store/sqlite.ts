@@ -648,10 +648,12 @@ export class SqliteStore implements Store {
     return r ? toUser(r) : null;
   }
 
-  async searchUsers(workspaceId: string, q: string, limit: number): Promise<UserRecord[]> {
+  async searchUsers(workspaceId: string, q: string, limit: number, opts: { activeOnly?: boolean } = {}): Promise<UserRecord[]> {
     const pattern = `%${escapeLike(str(q, 'q').toLowerCase())}%`;
+    // A fixed string chosen by a boolean, never built from input.
+    const active = opts.activeOnly === true ? 'AND password_hash IS NOT NULL AND disabled = 0' : '';
     const rows = this.q(
-      `SELECT * FROM users WHERE workspace_id = ?
+      `SELECT * FROM users WHERE workspace_id = ? ${active}
          AND (voxa_lower(name) LIKE ? ESCAPE '\\' OR email LIKE ? ESCAPE '\\')
        ORDER BY voxa_lower(name), name, id LIMIT ?`,
     ).all(str(workspaceId, 'workspaceId'), pattern, pattern, Math.max(0, int(limit, 'limit'))) as Row[];

@@ -246,6 +246,19 @@ for (const backend of backends) {
     t.is((await s.searchUsers('ws1', 'bob', 10))[0]!.passwordHash, 'hash');
   });
 
+  it('searchUsers with activeOnly leaves out invited and disabled users before the limit', async (t, s) => {
+    await workspace(s);
+    await s.createUser(userRec({ id: 'u1', name: 'Aaron', email: 'aaron@example.test', passwordHash: null }), ob('user.created'));
+    await s.createUser(userRec({ id: 'u2', name: 'Abe', email: 'abe@example.test', disabled: true }), ob('user.created'));
+    await s.createUser(userRec({ id: 'u3', name: 'Ada', email: 'ada@example.test' }), ob('user.created'));
+    await s.createUser(userRec({ id: 'u4', name: 'Alan', email: 'alan@example.test' }), ob('user.created'));
+    const names = async (limit: number, activeOnly?: boolean) => (await s.searchUsers('ws1', 'a', limit, activeOnly === undefined ? undefined : { activeOnly })).map((u) => u.name);
+    t.deepEqual(await names(1, true), ['Ada']);
+    t.deepEqual(await names(10, true), ['Ada', 'Alan']);
+    t.deepEqual(await names(10), ['Aaron', 'Abe', 'Ada', 'Alan'], 'everyone without the option (the CLI lists invited users too)');
+    t.deepEqual(await names(10, false), ['Aaron', 'Abe', 'Ada', 'Alan']);
+  });
+
   // Refresh tokens
 
   it('refresh token rotation is a compare-and-set', async (t, s) => {

@@ -1,0 +1,52 @@
+import test from 'ava';
+import { newId } from '../../core/ids.js';
+import { startServers } from '../helpers/hub.js';
+import { bearer, openApiHub } from './support.js';
+
+let servers: Awaited<ReturnType<typeof startServers>>;
+test.before(async () => {
+  servers = await startServers();
+});
+test.after.always(async () => {
+  await servers?.dispose();
+});
+
+test('GET /v1/users: limit counts only listed users (invited and disabled accounts are left out before it)', async (t) => {
+  const api = await openApiHub(servers);
+  try {
+    const me = await api.register('Zed');
+    const ws = api.hub.config.defaultWorkspaceId;
+    const base = { workspaceId: ws, role: 'customer' as const, createdAt: new Date().toISOString(), disabled: false };
+    // First by name: an invited account (no password yet) and a disabled one.
+    await api.hub.store.createUser({ ...base, id: newId('usr'), email: 'invited@example.test', name: 'Aaa invited', passwordHash: null }, () => []);
+    await api.hub.store.createUser({ ...base, id: newId('usr'), email: 'off@example.test', name: 'Aab disabled', passwordHash: 'x', disabled: true }, () => []);
+    const active = await api.register('Aac');
+
+    const one = await api.http.get('/v1/users?limit=1').set(...bearer(me));
+    t.is(one.status, 200);
+    t.deepEqual(one.body.users.map((u: { id: string }) => u.id), [active.id]);
+    const all = await api.http.get('/v1/users').set(...bearer(me));
+    t.deepEqual(all.body.users.map((u: { id: string }) => u.id), [active.id, me.id]);
+  } finally {
+    await api.close();
+  }
+});
+
+test('GET /v1/users: q with control characters is refused (a NUL used to match everyone)', async (t) => {
+  const api = await openApiHub(servers);
+  try {
+    const me = await api.register('Yves');
+    await api.register('Other');
+    for (const q of ['%00', 'a%00', '%0A', '%7F', '%C2%85']) {
+      const res = await api.http.get(`/v1/users?q=${q}`).set(...bearer(me));
+      t.is(res.status, 400, q);
+      t.is(res.body.error.code, 'VALIDATION_FAILED', q);
+      t.deepEqual(res.body.error.details.fields, ['query.q'], q);
+    }
+    const literal = await api.http.get('/v1/users?q=%25').set(...bearer(me));
+    t.is(literal.status, 200);
+    t.deepEqual(literal.body.users, [], '% is literal text');
+  } finally {
+    await api.close();
+  }
+});
