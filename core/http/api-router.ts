@@ -59,14 +59,13 @@ export class ApiRouter {
   }
 
   /**
-   * A route without a body schema still reads a JSON body sent to it, and refuses anything but `{}`: a field
-   * the route does not take is an error, never silently ignored. Other content types (file uploads) pass.
+   * A route without a body schema (GET and HEAD included) still reads a body sent to it and refuses anything
+   * but `{}`: a field the route does not take is an error, never silently ignored, and a body that is not
+   * JSON is a 415 like anywhere else. Routes that read their own body (file uploads) say so with `ownBody`.
    */
   private readonly noBody: Middleware = async (ctx, next) => {
-    if (ctx.is('application/json')) {
-      await this.body(ctx, () => Promise.resolve());
-      validate(NO_BODY, (ctx.state as { body?: unknown }).body, 'body');
-    }
+    await this.body(ctx, () => Promise.resolve());
+    validate(NO_BODY, (ctx.state as { body?: unknown }).body, 'body');
     return next();
   };
 
@@ -78,7 +77,7 @@ export class ApiRouter {
     if (def.auth) chain.push(this.deps.authenticate);
     if (def.roles?.length) chain.push(requireRole(...def.roles));
     if (def.body) chain.push(this.body);
-    else if (def.method !== 'get' && !def.ownBody) chain.push(this.noBody);
+    else if (!def.ownBody) chain.push(this.noBody);
     chain.push(async (ctx) => {
       const c = ctx as ApiContext;
       if (def.query) assertQueryWellFormed(c.querystring, c.query);
@@ -135,7 +134,8 @@ export function buildOpenApi(routes: ApiRouter['routes'], info: { title: string;
         ? { description: res.description, content: { 'application/json': { schema: jsonSchema(res.schema, 'output') } } }
         : { description: res.description };
     }
-    const codes = new Set<ErrorCode>([...COMMON_ERRORS, ...(r.body ? BODY_ERRORS : []), ...(r.auth ? (['UNAUTHENTICATED'] as ErrorCode[]) : []), ...(r.errors ?? [])]);
+    // Routes without a body schema still read (and refuse) a body sent to them, so they share these codes.
+    const codes = new Set<ErrorCode>([...COMMON_ERRORS, ...(r.ownBody ? [] : BODY_ERRORS), ...(r.auth ? (['UNAUTHENTICATED'] as ErrorCode[]) : []), ...(r.errors ?? [])]);
     if (r.roles?.length) codes.add('FORBIDDEN');
     const byStatus = new Map<number, ErrorCode[]>();
     for (const code of codes) {
