@@ -7,6 +7,7 @@ import { Redis } from 'ioredis';
 import { connect, type JetStreamClient, type JetStreamManager, type NatsConnection } from 'nats';
 import { destination, pino } from 'pino';
 import type { Config } from '../core/config.js';
+import type { Actor } from '../core/events/catalog.js';
 import type { Hub } from '../core/hub.js';
 import { REDACT } from '../core/log.js';
 import { ensureSecrets } from '../core/secrets.js';
@@ -17,6 +18,14 @@ import { flushToolOutbox, trackToolOutbox } from './events.js';
 export function embeddedNatsUrl(config: Pick<Config, 'embeddedNatsPort'>): string {
   return `nats://127.0.0.1:${config.embeddedNatsPort}`;
 }
+/** The NATS a tool process talks to: NATS_URL, else the embedded server of `voxa start`. */
+export function toolNatsUrl(config: Pick<Config, 'natsUrl' | 'embeddedNatsPort'>): string {
+  return config.natsUrl ?? embeddedNatsUrl(config);
+}
+
+/** Who events written by the CLI name as their actor (`system:voxa-cli`, see docs/connectors.md). */
+export const CLI_ACTOR = { type: 'system', id: 'voxa-cli' } as const satisfies Actor;
+
 export function embeddedRedisUrl(config: Pick<Config, 'embeddedRedisPort'>): string {
   return `redis://127.0.0.1:${config.embeddedRedisPort}`;
 }
@@ -49,7 +58,7 @@ export async function openToolContext(config: Config, need: { redis?: boolean; n
     if (nats && !nats.nc.isClosed()) await nats.nc.close();
     // Events this command committed (connection.changed, webhook.changed): published now if NATS answers,
     // else left in the outbox for the running hub's sweeper.
-    if (opened.hub) await flushToolOutbox(opened.hub, config.natsUrl ?? embeddedNatsUrl(config)).catch(() => 0);
+    if (opened.hub) await flushToolOutbox(opened.hub, toolNatsUrl(config)).catch(() => 0);
     await store.close();
   };
   try {
@@ -65,7 +74,7 @@ export async function openToolContext(config: Config, need: { redis?: boolean; n
       });
     }
     if (need.nats) {
-      const url = config.natsUrl ?? embeddedNatsUrl(config);
+      const url = toolNatsUrl(config);
       try {
         // Fail the first connect fast (a CLI must not hang), then reconnect forever like every NATS connection.
         const nc = await connect({ servers: url.split(','), name: 'voxa-cli', timeout: 5000, maxReconnectAttempts: -1 });
@@ -78,7 +87,8 @@ export async function openToolContext(config: Config, need: { redis?: boolean; n
     await close();
     throw err;
   }
-  const hub = { config, log, store, secrets, redis, name: 'voxa-cli' } as unknown as Hub;
+  // hub.name is the actor id ConnectionService (and WebhookService's) puts on events.
+  const hub = { config, log, store, secrets, redis, name: CLI_ACTOR.id } as unknown as Hub;
   trackToolOutbox(hub);
   opened.hub = hub;
   return { hub, ...(nats ? { nats } : {}), close };

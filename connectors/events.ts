@@ -55,8 +55,18 @@ export function publishCommitted(hub: Hub, entries: OutboxEntry[]): void {
  */
 export async function flushToolOutbox(hub: Hub, natsUrl: string | undefined, timeoutMs = 1500): Promise<number> {
   const rows = toolRows.get(hub);
-  if (!rows || rows.length === 0 || !natsUrl) return 0;
+  if (!rows || rows.length === 0) return 0;
   toolRows.set(hub, []);
+  return publishOutboxRows(hub.store, natsUrl, rows, timeoutMs);
+}
+
+/**
+ * The one way a short-lived process (the CLI) publishes rows it committed to the outbox: connect to NATS for at
+ * most `timeoutMs`, publish, delete what JetStream acked. Returns how many were published; whatever was not
+ * stays in the outbox for the running hub's sweeper.
+ */
+export async function publishOutboxRows(store: Pick<Hub['store'], 'outboxDelete'>, natsUrl: string | undefined, rows: OutboxEntry[], timeoutMs = 1500): Promise<number> {
+  if (rows.length === 0 || !natsUrl) return 0;
   let nc;
   try {
     nc = await connect({ servers: natsUrl.split(','), name: 'voxa-cli-outbox', timeout: timeoutMs, maxReconnectAttempts: -1 });
@@ -67,7 +77,7 @@ export async function flushToolOutbox(hub: Hub, natsUrl: string | undefined, tim
   try {
     const results = await Promise.allSettled(rows.map((e) => publisher.publish(e.subject, Buffer.from(e.payload), e.headers, e.eventId)));
     const acked = rows.filter((_, i) => results[i]!.status === 'fulfilled').map((e) => e.eventId);
-    if (acked.length) await hub.store.outboxDelete(acked).catch(() => undefined);
+    if (acked.length) await store.outboxDelete(acked).catch(() => undefined);
     return acked.length;
   } finally {
     publisher.close();

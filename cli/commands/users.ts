@@ -1,14 +1,13 @@
 /**
  * `voxa users add | list | set-role`: manage accounts from a terminal, straight against the configured store.
  *
- * The store is the source of truth and every change is written with its event in the store's outbox. When
- * NATS_URL is set the event is published at once; otherwise it waits in the outbox and the running hub's
- * sweeper publishes it. So these commands work before the hub's first start and while it is down.
+ * The store is the source of truth and every change is written with its event in the store's outbox. The event
+ * is published at once when NATS (NATS_URL, else the embedded hub's port) answers within 1.5 s, the same way
+ * as every CLI event (connectors/events.ts); otherwise it waits in the outbox and the running hub's sweeper
+ * publishes it. So these commands work before the hub's first start and while it is down.
  */
 import type { Command } from 'commander';
 import { preRegisterUser, normalizeEmail } from '../../core/auth/service.js';
-import { OutboxRelay } from '../../core/bus/outbox.js';
-import { closeBus, openBus } from '../../core/bus/nats.js';
 import { loadConfig, type Config } from '../../core/config.js';
 import { RoleSchema, publicUser, type Role, type UserRecord } from '../../core/domain.js';
 import { isVoxaError } from '../../core/errors.js';
@@ -16,6 +15,8 @@ import { createEvent } from '../../core/events/catalog.js';
 import { recordOutbox, toOutbox } from '../../core/events/outbox-entry.js';
 import { createStore } from '../../core/store/index.js';
 import type { OutboxEntry, Store } from '../../core/store/port.js';
+import { CLI_ACTOR, toolNatsUrl } from '../../connectors/context.js';
+import { publishOutboxRows } from '../../connectors/events.js';
 import { Email } from '../../core/routes/schemas.js';
 import { CliError, EXIT, output } from '../util.js';
 
@@ -60,31 +61,9 @@ async function withStore<T>(fn: (store: Store, config: Config) => Promise<T>): P
   }
 }
 
-/**
- * Publishes outbox entries now when NATS is configured. Returns whether they were confirmed; when not, they
- * stay in the outbox for the hub's sweeper, which is still a success for the command.
- */
+/** True when every entry was published now; false leaves them to the hub's sweeper, still a success. */
 async function publishNow(store: Store, config: Config, entries: OutboxEntry[]): Promise<boolean> {
-  if (!config.natsUrl || entries.length === 0) return false;
-  let bus;
-  try {
-    bus = await Promise.race([
-      openBus(config.natsUrl, 'voxa-cli', config.natsNamespace),
-      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('NATS connect timed out')), 5000).unref()),
-    ]);
-  } catch {
-    return false;
-  }
-  const relay = new OutboxRelay(store, bus.publisher, { sweepMs: config.outboxSweepMs, graceMs: config.outboxGraceMs });
-  try {
-    await relay.dispatch(entries);
-    await relay.flush();
-    return true;
-  } catch {
-    return false;
-  } finally {
-    await closeBus(bus);
-  }
+  return entries.length > 0 && (await publishOutboxRows(store, toolNatsUrl(config), entries)) === entries.length;
 }
 
 function renderUser(u: ReturnType<typeof publicUser> & { invited?: boolean; disabled?: boolean }): string {
@@ -157,7 +136,7 @@ export function register(program: Command): void {
             createEvent('user.role_changed', {
               workspaceId: u.workspaceId,
               userId: u.id,
-              actor: { type: 'system', id: 'cli' },
+              actor: CLI_ACTOR,
               data: { user: publicUser(u), from: user.role, to: role },
             }),
             config.natsNamespace,

@@ -17,7 +17,8 @@ function voxa(env: Record<string, string>, ...args: string[]): Promise<CliResult
 
 test('voxa users add (store only) queues the event; the hub publishes it; registering keeps the role', async (t) => {
   const cfg = testConfig(servers, { registration: 'invite' });
-  const env = { VOXA_DATA_DIR: cfg.dataDir, VOXA_NATS_NAMESPACE: cfg.natsNamespace, VOXA_REGISTRATION: 'invite' };
+  // No NATS_URL and nothing on the embedded port (1): the event can only wait in the outbox.
+  const env = { VOXA_DATA_DIR: cfg.dataDir, VOXA_NATS_NAMESPACE: cfg.natsNamespace, VOXA_REGISTRATION: 'invite', VOXA_EMBEDDED_NATS_PORT: '1' };
 
   const added = await voxa(env, 'users', 'add', '--email', 'Admin@Example.test', '--role', 'admin', '--name', 'Root', '--json');
   t.is(added.code, 0, added.stderr);
