@@ -40,6 +40,7 @@ export const CONFIG_DOCS: Record<string, FieldDoc> = {
   jwtAudience: { env: 'VOXA_JWT_AUDIENCE', doc: 'The `aud` claim access tokens carry and that is required on verify.' },
   accessTokenTtlSeconds: { env: 'VOXA_ACCESS_TTL', doc: 'Lifetime of an access token in seconds.' },
   refreshTokenTtlSeconds: { env: 'VOXA_REFRESH_TTL', doc: 'Lifetime of a refresh token in seconds.' },
+  refreshReuseGraceSeconds: { env: 'VOXA_REFRESH_REUSE_GRACE', doc: 'Seconds after a refresh token was used during which presenting it again counts as a lost race between two concurrent refreshes (409, the session stays valid) rather than theft (the family is revoked); 0 treats every reuse as theft.' },
   registration: { env: 'VOXA_REGISTRATION', doc: 'Who may register: open, invite (only pre-registered emails) or closed.' },
   defaultWorkspaceId: { env: 'VOXA_DEFAULT_WORKSPACE', doc: 'Id of the workspace created on first start; new registrations join it.' },
   bodyLimitBytes: { env: 'VOXA_BODY_LIMIT', doc: 'Largest accepted JSON request body in bytes; larger bodies get 413.' },
@@ -98,6 +99,7 @@ export const ConfigSchema = z
     jwtAudience: z.string().min(1).default('voxa-api'),
     accessTokenTtlSeconds: int(30, 86400).default(900),
     refreshTokenTtlSeconds: int(60, 365 * 86400).default(30 * 86400),
+    refreshReuseGraceSeconds: int(0, 60).default(5),
     registration: z.enum(['open', 'invite', 'closed']).default('open'),
     defaultWorkspaceId: z
       .string()

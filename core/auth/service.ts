@@ -12,7 +12,7 @@ import { VoxaError } from '../errors.js';
 import { createEvent, type EventData, type EventType } from '../events/catalog.js';
 import type { Hub } from '../hub.js';
 import { newId } from '../ids.js';
-import type { OutboxEntry, Store } from '../store/port.js';
+import type { OutboxEntry, RefreshTokenRecord, Store } from '../store/port.js';
 import { recordOutbox, toOutbox } from '../events/outbox-entry.js';
 import { dummyVerify, hashPassword, needsRehash, verifyPassword } from './passwords.js';
 import { hashRefreshToken, newRefreshToken, signAccessToken } from './tokens.js';
@@ -160,21 +160,43 @@ export class AuthService {
     return this.issueSession(current);
   }
 
-  /** Rotates a refresh token. A token presented twice revokes its whole family (REFRESH_TOKEN_REUSED). */
+  /**
+   * Rotates a refresh token. A token presented again after it was used revokes its whole family
+   * (REFRESH_TOKEN_REUSED), unless it comes within refreshReuseGraceSeconds of its own use (see usedAgain).
+   */
   async refresh(refreshToken: string): Promise<Session> {
     const rec = await this.hub.store.getRefreshTokenByHash(hashRefreshToken(refreshToken));
     if (!rec) throw new VoxaError('INVALID_REFRESH_TOKEN');
     const now = new Date();
-    if (rec.usedAt !== null) return this.reused(rec.userId, rec.familyId, now);
+    if (rec.usedAt !== null) return this.usedAgain(rec, now);
     if (rec.revokedAt !== null || Date.parse(rec.expiresAt) <= now.getTime()) throw new VoxaError('INVALID_REFRESH_TOKEN');
     const user = await this.hub.store.getUser(rec.userId);
     if (!user || user.disabled || user.passwordHash === null) throw new VoxaError('INVALID_REFRESH_TOKEN');
     const next = newRefreshToken(this.hub, user.id, rec.familyId, now);
     // The store marks the old token used and inserts the next one atomically, only if the old one was still
-    // fresh: of two concurrent refreshes with the same token exactly one wins; the other is reuse.
+    // fresh: of two concurrent refreshes with the same token exactly one wins.
     const rotated = await this.hub.store.rotateRefreshToken(rec.id, now.toISOString(), next.record);
-    if (!rotated) return this.reused(rec.userId, rec.familyId, now);
+    if (!rotated) {
+      // Lost the compare-and-set: see what beat us (a concurrent refresh, or a revocation).
+      const after = await this.hub.store.getRefreshTokenByHash(rec.tokenHash);
+      if (!after || after.usedAt === null) throw new VoxaError('INVALID_REFRESH_TOKEN');
+      return this.usedAgain(after, now);
+    }
     return { user: publicUser(user), accessToken: signAccessToken(this.hub, user, rec.familyId), refreshToken: next.token };
+  }
+
+  /**
+   * A used token presented again. Within the grace window after its own use, and with the family still valid,
+   * it is the loser of two concurrent refreshes (two tabs, a retried request): revoking the family would log
+   * out the winner too, so the answer is 409 CONFLICT and nothing changes. Later it can only be a copy, and
+   * the family is revoked. The window is short because a thief racing the owner inside it goes unnoticed.
+   */
+  private usedAgain(rec: RefreshTokenRecord, now: Date): Promise<never> {
+    const sinceUse = now.getTime() - Date.parse(rec.usedAt!);
+    if (rec.revokedAt === null && sinceUse < this.hub.config.refreshReuseGraceSeconds * 1000) {
+      throw new VoxaError('CONFLICT', 'A concurrent refresh used this token a moment ago; use the tokens it returned.', { reason: 'refresh_race' });
+    }
+    return this.reused(rec.userId, rec.familyId, now);
   }
 
   private async reused(userId: string, familyId: string, now: Date): Promise<never> {

@@ -6,7 +6,8 @@
  * can revoke "the current session" without the client sending the refresh token.
  *
  * Refresh tokens are opaque random strings; the store keeps only their SHA-256. Each refresh rotates the
- * token; presenting a used one again means it leaked, and the whole family is revoked.
+ * token; presenting a used one again means it leaked, and the whole family is revoked (unless it comes within
+ * seconds of its own use: then it lost a race with a concurrent refresh, see AuthService.refresh).
  */
 import { createHash, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
 import jwt from 'jsonwebtoken';

@@ -42,7 +42,7 @@ export function authRoutes(api: ApiRouter, auth: AuthService): void {
     auth: false,
     body: RefreshBody,
     responses: { 200: { description: 'A new access and refresh token.', schema: SessionResponse } },
-    errors: ['INVALID_REFRESH_TOKEN', 'REFRESH_TOKEN_REUSED'],
+    errors: ['INVALID_REFRESH_TOKEN', 'REFRESH_TOKEN_REUSED', 'CONFLICT'],
     async handler(ctx, { body }) {
       ctx.body = await auth.refresh(body.refreshToken);
     },

@@ -15,7 +15,8 @@ test.after.always(async () => {
 });
 
 test('register, me, login, refresh rotation, reuse revokes the family, logout', async (t) => {
-  const api = await openApiHub(servers);
+  // No grace window: the reuse below comes right after the rotation (the window has its own test).
+  const api = await openApiHub(servers, { refreshReuseGraceSeconds: 0 });
   try {
     const reg = await api.http.post('/v1/auth/register').send({ email: 'Ana@Example.test', password: 'correct horse battery', name: 'Ana' });
     t.is(reg.status, 201);
@@ -84,6 +85,9 @@ test('register, me, login, refresh rotation, reuse revokes the family, logout', 
       return ['user.registered', 'user.login', 'user.login_failed', 'user.token_reuse', 'user.logout'].every((x) => types.includes(x as never)) ? evs : null;
     });
     for (const e of events) t.is(e.msgId, e.event.id);
+    // Tracing is off in this test process: every event still carries a W3C traceparent of its own (not sampled).
+    for (const e of events) t.regex(e.headers.traceparent ?? '', /^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-00$/, e.event.type);
+    t.is(new Set(events.map((e) => e.headers.traceparent)).size, events.length);
     const failed = events.filter((e) => e.event.type === 'user.login_failed');
     t.is(failed.length, 1, 'no login_failed event for an unknown email');
     t.is(failed[0]!.event.userId, userId);
@@ -93,16 +97,36 @@ test('register, me, login, refresh rotation, reuse revokes the family, logout', 
   }
 });
 
-test('concurrent refreshes with one token: exactly one wins, the other is reuse', async (t) => {
+test('concurrent refreshes with one token: exactly one wins and its pair stays valid; the others get 409', async (t) => {
   const api = await openApiHub(servers);
   try {
     const s = await api.register('Ben');
     const results = await Promise.all([0, 1, 2].map(() => api.http.post('/v1/auth/refresh').send({ refreshToken: s.refreshToken })));
     t.is(results.filter((r) => r.status === 200).length, 1);
-    t.true(results.filter((r) => r.status === 401).every((r) => r.body.error.code === 'REFRESH_TOKEN_REUSED'));
-    // The winner's new token was revoked with the family.
+    const losers = results.filter((r) => r.status !== 200);
+    t.true(losers.every((r) => r.status === 409 && r.body.error.code === 'CONFLICT' && r.body.error.details.reason === 'refresh_race'), JSON.stringify(losers.map((r) => r.body)));
+    // The winner's pair was not revoked by the losers.
     const winner = results.find((r) => r.status === 200)!;
-    t.is((await api.http.post('/v1/auth/refresh').send({ refreshToken: winner.body.refreshToken })).status, 401);
+    t.is((await api.http.get('/v1/me').set('Authorization', `Bearer ${winner.body.accessToken}`)).status, 200);
+    const next = await api.http.post('/v1/auth/refresh').send({ refreshToken: winner.body.refreshToken });
+    t.is(next.status, 200);
+  } finally {
+    await api.close();
+  }
+});
+
+test('a used refresh token presented after the grace window revokes the family', async (t) => {
+  const api = await openApiHub(servers, { refreshReuseGraceSeconds: 1 });
+  try {
+    const s = await api.register('Cleo');
+    const r1 = await api.http.post('/v1/auth/refresh').send({ refreshToken: s.refreshToken });
+    t.is(r1.status, 200);
+    t.is((await api.http.post('/v1/auth/refresh').send({ refreshToken: s.refreshToken })).status, 409, 'inside the window: a lost race');
+    await new Promise((r) => setTimeout(r, 1100));
+    const reuse = await api.http.post('/v1/auth/refresh').send({ refreshToken: s.refreshToken });
+    t.is(reuse.status, 401);
+    t.is(reuse.body.error.code, 'REFRESH_TOKEN_REUSED');
+    t.is((await api.http.post('/v1/auth/refresh').send({ refreshToken: r1.body.refreshToken })).body.error.code, 'INVALID_REFRESH_TOKEN');
   } finally {
     await api.close();
   }
