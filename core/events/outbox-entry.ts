@@ -1,14 +1,14 @@
-import { currentTraceHeaders } from '../telemetry/propagation.js';
+import { eventTraceHeaders } from '../telemetry/propagation.js';
 import type { OutboxEntry, OutboxFor } from '../store/port.js';
 import { subjectOf, type EventEnvelope } from './catalog.js';
 
-/** Turns an event into the outbox row that will publish it, capturing the current trace context. */
+/** Turns an event into the outbox row that will publish it, capturing the current trace context (or minting one). */
 export function toOutbox(event: EventEnvelope, namespace: string): OutboxEntry {
   return {
     eventId: event.id,
     subject: subjectOf(event, namespace),
     payload: JSON.stringify(event),
-    headers: { ...currentTraceHeaders(), 'Voxa-Event-Type': event.type },
+    headers: { ...eventTraceHeaders(), 'Voxa-Event-Type': event.type },
     createdAt: event.time,
   };
 }

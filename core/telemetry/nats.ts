@@ -63,10 +63,15 @@ export async function publishSpan<T>(
     parent,
   );
   const ctx = trace.setSpan(parent, span);
-  // Replace whatever trace context the row carried with the producer span's own.
+  // Replace whatever trace context the row carried with the producer span's own; with tracing off there is
+  // none to inject, and the row's (a minted one) stays.
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(headers)) if (k !== 'traceparent' && k !== 'tracestate') out[k] = v;
   propagation.inject(ctx, out);
+  if (!out.traceparent && headers.traceparent) {
+    out.traceparent = headers.traceparent;
+    if (headers.tracestate) out.tracestate = headers.tracestate;
+  }
   try {
     return await context.with(ctx, () => fn(out));
   } catch (err) {
