@@ -4,13 +4,14 @@
  * `POST /v1/conversations/:id/messages` means.
  */
 import type { Conversation, ConversationSummary, Message, UserRecord } from '../domain.js';
-import { VoxaError } from '../errors.js';
+import { VoxaError, isVoxaError } from '../errors.js';
 import { createEvent, type EventEnvelope } from '../events/catalog.js';
 import { newId } from '../ids.js';
 import type { OutboxEntry } from '../store/port.js';
 import type { HubCore } from '../hub.js';
 import { recordOutbox, toOutbox, type RecordedOutbox } from '../events/outbox-entry.js';
 import { checkAttachments } from '../files/attachments.js';
+import { fieldError } from '../http/validate.js';
 
 export type OpenConversationInput =
   | { type: 'direct'; members: string[] }
@@ -21,6 +22,12 @@ export interface SendInput {
   clientId?: string | null;
   attachments?: string[];
 }
+
+/**
+ * The object a request's fields came in, which prefixes the paths of VALIDATION_FAILED so they match the
+ * transport's schema errors: `body` for REST, `data` for a WebSocket frame.
+ */
+export type InputRoot = 'body' | 'data';
 
 export class ChatService {
   constructor(private readonly hub: HubCore) {}
@@ -68,14 +75,11 @@ export class ChatService {
     return conv;
   }
 
-  async openConversation(actor: UserRecord, input: OpenConversationInput): Promise<{ conversation: Conversation; created: boolean }> {
+  /** `where`: see InputRoot; the edge (no argument) names fields under `data`. */
+  async openConversation(actor: UserRecord, input: OpenConversationInput, where: InputRoot = 'data'): Promise<{ conversation: Conversation; created: boolean }> {
     const others = [...new Set(input.members.filter((m) => m !== actor.id))];
-    if (input.type === 'direct' && others.length !== 1) {
-      throw new VoxaError('VALIDATION_FAILED', 'A direct conversation has exactly one other member.', { field: 'members' });
-    }
-    if (input.type === 'group' && others.length < 1) {
-      throw new VoxaError('VALIDATION_FAILED', 'A group needs at least one other member.', { field: 'members' });
-    }
+    if (input.type === 'direct' && others.length !== 1) throw fieldError(`${where}.members`, 'A direct conversation has exactly one other member.');
+    if (input.type === 'group' && others.length < 1) throw fieldError(`${where}.members`, 'A group needs at least one other member.');
     const users = await Promise.all(others.map((id) => this.hub.store.getUser(id)));
     const missing = others.filter((_, i) => {
       const u = users[i];
@@ -149,15 +153,14 @@ export class ChatService {
     return this.hub.store.listConversations(actor.id, opts);
   }
 
-  async sendMessage(actor: UserRecord, conversationId: string, input: SendInput): Promise<{ message: Message; created: boolean }> {
-    if (input.text.trim().length === 0 && !(input.attachments && input.attachments.length)) {
-      throw new VoxaError('VALIDATION_FAILED', 'A message needs text.', { field: 'text' });
-    }
+  /** `where`: see InputRoot; the edge (no argument) names fields under `data`. */
+  async sendMessage(actor: UserRecord, conversationId: string, input: SendInput, where: InputRoot = 'data'): Promise<{ message: Message; created: boolean }> {
+    if (input.text.trim().length === 0 && !(input.attachments && input.attachments.length)) throw fieldError(`${where}.text`, 'A message needs text.');
     if (input.text.length > this.hub.config.maxMessageLength) {
-      throw new VoxaError('VALIDATION_FAILED', `Text is longer than ${this.hub.config.maxMessageLength} characters.`, { field: 'text' });
+      throw fieldError(`${where}.text`, `Text is longer than ${this.hub.config.maxMessageLength} characters.`, { maxLength: this.hub.config.maxMessageLength });
     }
     const conv = await this.conversationForSend(actor, conversationId);
-    if (input.attachments?.length) await checkAttachments(this.hub.store, conv, input.attachments); // issue 7
+    if (input.attachments?.length) await checkAttachments(this.hub.store, conv, input.attachments).catch((err: unknown) => Promise.reject(attachmentError(err, where)));
     // Leased: a fast sender passes from this process's share of the allowance without a Redis round trip.
     const limited = this.hub.rateLimiter.take(`send:${actor.id}`, this.hub.config.sendRateLimitPerMinute);
     if (limited) await limited;
@@ -200,9 +203,12 @@ export class ChatService {
     return msg;
   }
 
-  async editMessage(actor: UserRecord, conversationId: string, messageId: string, text: string): Promise<Message> {
-    if (text.trim().length === 0) throw new VoxaError('VALIDATION_FAILED', 'A message needs text.', { field: 'text' });
-    if (text.length > this.hub.config.maxMessageLength) throw new VoxaError('VALIDATION_FAILED', 'Text is too long.', { field: 'text' });
+  /** `where`: see InputRoot. */
+  async editMessage(actor: UserRecord, conversationId: string, messageId: string, text: string, where: InputRoot = 'data'): Promise<Message> {
+    if (text.trim().length === 0) throw fieldError(`${where}.text`, 'A message needs text.');
+    if (text.length > this.hub.config.maxMessageLength) {
+      throw fieldError(`${where}.text`, `Text is longer than ${this.hub.config.maxMessageLength} characters.`, { maxLength: this.hub.config.maxMessageLength });
+    }
     const msg = await this.ownMessage(actor, conversationId, messageId, false);
     if (msg.deleted) throw new VoxaError('MESSAGE_DELETED');
     const conv = await this.hub.store.getConversation(conversationId);
@@ -270,4 +276,14 @@ export class ChatService {
     ev.id = `evt_dlv_${conversation.id}_${actor.id}_${seq}`;
     await this.hub.outbox.publishUnstored([toOutbox(ev, this.hub.bus.namespace)]).catch(() => undefined);
   }
+}
+
+/**
+ * checkAttachments (core/files, shared with other callers) reports `{field: 'attachments'}`; here that becomes
+ * the documented `{fields, issues}` shape under the transport's root, keeping its other details (the bad ids).
+ */
+function attachmentError(err: unknown, where: InputRoot): unknown {
+  if (!isVoxaError(err) || err.code !== 'VALIDATION_FAILED') return err;
+  const { field: _field, ...rest } = (err.details ?? {}) as Record<string, unknown>;
+  return fieldError(`${where}.attachments`, err.message ?? 'Invalid attachments.', rest);
 }

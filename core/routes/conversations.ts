@@ -40,7 +40,7 @@ export function conversationRoutes(api: ApiRouter, hub: Hub): void {
     },
     errors: ['USER_NOT_FOUND', 'FORBIDDEN'],
     async handler(ctx, { body }) {
-      const { conversation, created } = await chat.openConversation(ctx.state.user!, body);
+      const { conversation, created } = await chat.openConversation(ctx.state.user!, body, 'body');
       ctx.status = created ? 201 : 200;
       ctx.body = { conversation: conversationOut(conversation) };
     },
@@ -115,7 +115,7 @@ export function conversationRoutes(api: ApiRouter, hub: Hub): void {
     },
     errors: ['CONVERSATION_NOT_FOUND', 'NOT_A_MEMBER', 'RATE_LIMITED'],
     async handler(ctx, { params, body }) {
-      const { message, created } = await chat.sendMessage(ctx.state.user!, params.id, { text: body.text, clientId: body.clientId ?? null, ...(body.attachments ? { attachments: body.attachments } : {}) });
+      const { message, created } = await chat.sendMessage(ctx.state.user!, params.id, { text: body.text, clientId: body.clientId ?? null, ...(body.attachments ? { attachments: body.attachments } : {}) }, 'body');
       if (created) metrics.messagesSent.inc({ transport: 'rest' });
       ctx.status = created ? 201 : 200;
       ctx.body = { message: messageOut(message) };
@@ -153,7 +153,7 @@ export function conversationRoutes(api: ApiRouter, hub: Hub): void {
     responses: { 200: { description: 'The edited message.', schema: MessageResponse } },
     errors: ['CONVERSATION_NOT_FOUND', 'NOT_A_MEMBER', 'MESSAGE_NOT_FOUND', 'FORBIDDEN', 'MESSAGE_DELETED'],
     async handler(ctx, { params, body }) {
-      ctx.body = { message: messageOut(await chat.editMessage(ctx.state.user!, params.id, params.messageId, body.text)) };
+      ctx.body = { message: messageOut(await chat.editMessage(ctx.state.user!, params.id, params.messageId, body.text, 'body')) };
     },
   });
 

@@ -54,3 +54,24 @@ test('frames with lone UTF-16 surrogates are refused with VALIDATION_FAILED nami
     await e.close();
   }
 });
+
+test('the chat rules name fields under data on the edge, in the same {fields, issues} shape', async (t) => {
+  const e = await openEdgeHub(servers, { maxMessageLength: 10 });
+  try {
+    const [alice, bob] = await Promise.all([makeUser(e.hub, 'Alice'), makeUser(e.hub, 'Bob')]);
+    const conv = await group(e.hub, alice, [bob]);
+    const ws = await wsClient(e.url, alice.token, { cursors: {} });
+    try {
+      for (const [text, name] of [['   ', 'blank'], ['x'.repeat(11), 'too long']]) {
+        const res = await ws.request('send-message', { conversationId: conv.id, text });
+        t.is(res.error?.code, 'VALIDATION_FAILED', name);
+        t.deepEqual(res.error.details.fields, ['data.text'], name);
+        t.is(res.error.details.issues[0].path, 'data.text', name);
+      }
+    } finally {
+      ws.close();
+    }
+  } finally {
+    await e.close();
+  }
+});
