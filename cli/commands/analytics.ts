@@ -35,6 +35,7 @@ export function register(program: Command): void {
     .option('--to <date>', 'last UTC day (YYYY-MM-DD); default today')
     .option('--workspace <id>', 'workspace id (default: the configured default workspace)')
     .option('--json', 'machine-readable JSON output')
+    .addHelpText('after', '\nExamples:\n  $ voxa analytics\n  $ voxa analytics --from 2025-01-01 --to 2025-01-31 --workspace default --json')
     .action(async (opts: { from?: string; to?: string; workspace?: string }, cmd: Command) => {
       let range;
       try {

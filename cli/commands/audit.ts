@@ -39,12 +39,16 @@ function renderList(entries: AuditEntry[]): string {
 }
 
 export function register(program: Command): void {
-  const audit = program.command('audit').description('Inspect and verify the tamper-evident audit log.');
+  const audit = program
+    .command('audit')
+    .description('Inspect and verify the tamper-evident audit log.')
+    .addHelpText('after', '\nExamples:\n  $ voxa audit verify\n  $ voxa audit list --since 24h');
 
   audit
     .command('verify')
     .description('Check every entry of the audit chain; exits 1 and names the first broken entry when it was tampered with.')
     .option('--json', 'machine-readable JSON output')
+    .addHelpText('after', '\nExamples:\n  $ voxa audit verify\n  $ voxa audit verify --json')
     .action(async (_opts: unknown, cmd: Command) => {
       const store = await openConfiguredStore();
       try {
@@ -63,6 +67,7 @@ export function register(program: Command): void {
     .option('--workspace <id>', 'only entries of this workspace')
     .option('--limit <n>', 'at most this many entries', '100')
     .option('--json', 'machine-readable JSON output')
+    .addHelpText('after', '\nExamples:\n  $ voxa audit list --since 7d\n  $ voxa audit list --workspace default --since 2025-01-31 --limit 500 --json')
     .action(async (opts: { since?: string; workspace?: string; limit: string }, cmd: Command) => {
       const limit = Number(opts.limit);
       if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) throw new CliError('--limit must be an integer from 1 to 10000', EXIT.USAGE, 'VALIDATION_FAILED');

@@ -162,7 +162,10 @@ async function backfillTarget(ctx: ToolContext, queues: ConnectorQueues, id: str
 }
 
 export function register(program: Command): void {
-  const connections = program.command('connections').description('Configure connections (a connector set up in a workspace): add, list, test, enable, disable, remove, backfill.');
+  const connections = program
+    .command('connections')
+    .description('Configure connections (a connector set up in a workspace): add, list, test, enable, disable, remove, backfill.')
+    .addHelpText('after', '\nExamples:\n  $ voxa connections add google-drive\n  $ voxa connections list --json');
 
   connections
     .command('add <connector>')

@@ -7,7 +7,8 @@ import { CliError, EXIT, output } from '../util.js';
 export function register(program: Command): void {
   const connectors = program
     .command('connectors')
-    .description('List the connectors this hub can connect, and show the configuration each one takes.');
+    .description('List the connectors this hub can connect, and show the configuration each one takes.')
+    .addHelpText('after', '\nExamples:\n  $ voxa connectors list\n  $ voxa connectors spec webhook --json');
 
   connectors
     .command('list')

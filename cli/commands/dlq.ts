@@ -37,6 +37,7 @@ export function register(program: Command): void {
     .option('--plugin <plugin>', 'only this plugin')
     .option('--limit <n>', 'at most n entries', '50')
     .option('--after <seq>', 'start after this dead-letter sequence (paging)')
+    .option('--json', 'machine-readable JSON output')
     .addHelpText('after', '\nExamples:\n  $ voxa dlq list\n  $ voxa dlq list --plugin email --limit 10 --json')
     .action(async (opts: { plugin?: string; limit: string; after?: string }, cmd: Command) => {
       const limit = positiveInt('--limit', opts.limit, 10_000);
@@ -51,6 +52,7 @@ export function register(program: Command): void {
     .description('Redeliver dead letters to the plugin that failed them (only that plugin), then remove them from the DLQ.')
     .option('--all', 'every dead letter (with --plugin: every one of that plugin)')
     .option('--plugin <plugin>', 'only dead letters of this plugin')
+    .option('--json', 'machine-readable JSON output')
     .addHelpText('after', '\nExamples:\n  $ voxa dlq retry 42\n  $ voxa dlq retry --all --plugin webhooks --json')
     .action(async (seqArg: string | undefined, opts: { all?: boolean; plugin?: string }, cmd: Command) => {
       const plugin = pluginName(opts.plugin);

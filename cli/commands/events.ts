@@ -11,12 +11,16 @@ import { CliError, EXIT, isJson } from '../util.js';
 import { withAdmin } from './plugins.js';
 
 export function register(program: Command): void {
-  const events = program.command('events').description('Look at the event stream.');
+  const events = program
+    .command('events')
+    .description('Look at the event stream.')
+    .addHelpText('after', '\nExamples:\n  $ voxa events tail --type message.created');
   events
     .command('tail')
     .description('Print live events, one line each (JSON lines with --json), until Ctrl-C.')
     .option('--type <type>', 'only this event type (see docs/events.md)')
     .option('--workspace <id>', 'only this workspace')
+    .option('--json', 'one JSON line per event')
     .addHelpText('after', '\nExamples:\n  $ voxa events tail\n  $ voxa events tail --type message.created --workspace default\n  $ voxa events tail --json | jq .data')
     .action(async (opts: { type?: string; workspace?: string }, cmd: Command) => {
       if (opts.type && !EVENT_TYPES.includes(opts.type as EventType)) {

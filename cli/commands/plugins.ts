@@ -81,6 +81,7 @@ export function register(program: Command): void {
   plugins
     .command('list')
     .description('Each plugin with its state, consumer lag (pending), ack pending, redeliveries, retries and dead letters.')
+    .option('--json', 'machine-readable JSON output')
     .addHelpText('after', '\nExamples:\n  $ voxa plugins list\n  $ voxa plugins list --json')
     .action(async (_opts, cmd: Command) => {
       const rows = await withAdmin((h) => listPlugins(h, builtinNames()));
@@ -98,6 +99,7 @@ export function register(program: Command): void {
           ? 'Stop a plugin from taking new events in every process (in-flight work finishes); events wait in the stream.'
           : 'Let a paused plugin take events again; it continues where it stopped.',
       )
+      .option('--json', 'machine-readable JSON output')
       .addHelpText('after', `\nExamples:\n  $ voxa plugins ${verb} email\n  $ voxa plugins ${verb} email --json`)
       .action(async (plugin: string, _opts, cmd: Command) => {
         const state = await withAdmin(async (h) => {
@@ -112,6 +114,7 @@ export function register(program: Command): void {
     .command('rewind <plugin>')
     .description('Replay history into one plugin from a time or stream sequence (other plugins are not affected).')
     .requiredOption('--since <time|seq>', 'ISO 8601 time or events-stream sequence to replay from')
+    .option('--json', 'machine-readable JSON output')
     .addHelpText(
       'after',
       '\nA plugin declaring replay "skip-processed" (the default) skips events it already handled; "reprocess" handles\nthem again once (see docs/plugins.md).\n\nExamples:\n  $ voxa plugins rewind analytics --since 2025-01-01T00:00:00Z\n  $ voxa plugins rewind webhooks --since 1200 --json',

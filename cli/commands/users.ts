@@ -76,7 +76,10 @@ function listed(u: UserRecord) {
 }
 
 export function register(program: Command): void {
-  const users = program.command('users').description('Manage accounts: pre-register users, list them, change roles.');
+  const users = program
+    .command('users')
+    .description('Manage accounts: pre-register users, list them, change roles.')
+    .addHelpText('after', '\nExamples:\n  $ voxa users add --email ada@example.com --role admin\n  $ voxa users list\n  $ voxa users set-role --email ada@example.com --role agent');
 
   users
     .command('add')
@@ -86,6 +89,7 @@ export function register(program: Command): void {
     .option('--name <name>', 'display name (default: the part of the email before @)')
     .option('--workspace <id>', 'workspace id (default: the default workspace)')
     .option('--json', 'machine-readable JSON output')
+    .addHelpText('after', '\nExamples:\n  $ voxa users add --email ada@example.com --role admin --name "Ada L."\n  $ voxa users add --email bob@example.com --role agent --workspace support --json')
     .action(async (opts: { email: string; role: string; name?: string; workspace?: string }, cmd: Command) => {
       const email = parseEmail(opts.email);
       const role = parseRole(opts.role);
@@ -109,6 +113,7 @@ export function register(program: Command): void {
     .description('List the users of a workspace.')
     .option('--workspace <id>', 'workspace id (default: the default workspace)')
     .option('--json', 'machine-readable JSON output')
+    .addHelpText('after', '\nExamples:\n  $ voxa users list\n  $ voxa users list --workspace support --json')
     .action(async (opts: { workspace?: string }, cmd: Command) => {
       const list = await withStore(async (store, config) => {
         const workspaceId = opts.workspace ?? config.defaultWorkspaceId;
@@ -124,6 +129,7 @@ export function register(program: Command): void {
     .requiredOption('--email <email>', 'the user')
     .requiredOption('--role <role>', 'admin, agent or customer')
     .option('--json', 'machine-readable JSON output')
+    .addHelpText('after', '\nExamples:\n  $ voxa users set-role --email bob@example.com --role admin\n  $ voxa users set-role --email bob@example.com --role customer --json')
     .action(async (opts: { email: string; role: string }, cmd: Command) => {
       const email = parseEmail(opts.email);
       const role = parseRole(opts.role);

@@ -35,7 +35,10 @@ async function asWebhook(svc: ConnectionService, id: string, ws: string): Promis
 }
 
 export function register(program: Command): void {
-  const webhooks = program.command('webhooks').description('Outgoing webhooks: add endpoints, send test events, read the delivery log, redeliver.');
+  const webhooks = program
+    .command('webhooks')
+    .description('Outgoing webhooks: add endpoints, send test events, read the delivery log, redeliver.')
+    .addHelpText('after', '\nExamples:\n  $ voxa webhooks add --url https://example.com/hooks --events message.created\n  $ voxa webhooks deliveries con_01j…');
 
   common(
     webhooks
