@@ -21,13 +21,17 @@ export function createWebhooksPlugin(opts: WebhookOptions = {}): Plugin & { serv
       name: 'webhooks',
       description: 'Delivers events to webhook subscriptions (Standard Webhooks signatures, ordered, retried for over 24 h).',
       events: EVENT_TYPES.filter(isDurable),
-      // One event at a time: delivery rows are created in stream order, which is the order each subscription sends.
-      concurrency: 1,
+      // Each subscription sends in delivery-row order, so rows must be created in stream order. `concurrency: 1`
+      // only held within one process: a second worker, or a redelivery after a NATS stall, created rows out of
+      // order. An ordered consumer (max_ack_pending 1) makes JetStream itself hand out one event at a time across
+      // all processes, redeliveries first. Cheap enough here: the handler only writes rows, BullMQ does the sending.
+      ordered: true,
       connectors: ['webhook'],
     },
     async start(ctx) {
       queues = new ConnectorQueues(ctx.hub);
       service = new WebhookService(ctx.hub, queues, opts);
+      await service.init();
       service.startWorker();
       // Safety net for a kick lost to a Redis blip between writing a delivery and adding its drain job.
       sweeper = setInterval(() => void service?.sweep().catch(() => undefined), 30_000);

@@ -80,6 +80,26 @@ export interface WebhookOptions {
   jitter?: number;
 }
 
+const ULID_DIGITS = '0123456789abcdefghjkmnpqrstvwxyz';
+
+/**
+ * The next id after `id` (its ulid plus one, in base32). Not ulid(time): that would move this process's id
+ * clock to the other host's time for every kind of id.
+ */
+function successorOf(id: string): string {
+  const chars = id.split('');
+  for (let i = chars.length - 1; i >= 0; i--) {
+    const d = ULID_DIGITS.indexOf(chars[i]!);
+    if (d < 0) break; // reached the prefix: the ulid was all z, which no clock reaches
+    if (d < 31) {
+      chars[i] = ULID_DIGITS[d + 1]!;
+      return chars.join('');
+    }
+    chars[i] = '0';
+  }
+  throw new Error(`no id after ${id}`);
+}
+
 export class WebhookService {
   readonly connections: ConnectionService;
   private readonly schedule: number[];
@@ -124,9 +144,27 @@ export class WebhookService {
     return n;
   }
 
+  /** Indexes for the per-subscription look-ups of every enqueue and drain step (call once at start-up). */
+  async init(): Promise<void> {
+    await this.hub.store.docs.ensureIndex(DELIVERIES, ['subscriptionId']);
+    await this.hub.store.docs.ensureIndex(DELIVERIES, ['subscriptionId', 'status']);
+  }
+
+  /**
+   * A delivery id that sorts after every earlier delivery of the subscription: the drain sends in id order, and
+   * ids are time-ordered only within one process. The plugin creates rows one at a time across processes (its
+   * consumer is ordered), but the previous row may come from another process in the same millisecond, or from a
+   * host whose clock runs ahead.
+   */
+  private async nextDeliveryId(subscriptionId: string): Promise<string> {
+    const id = newId('dlv');
+    const [last] = await this.hub.store.docs.find<Delivery>(DELIVERIES, { subscriptionId }, { limit: 1, desc: true });
+    return !last || last.id < id ? id : successorOf(last.id);
+  }
+
   /** Writes the delivery (unless this (subscription, event) was already enqueued) and kicks the drain job. */
   async enqueue(sub: ConnectionRecord, event: EventEnvelope): Promise<{ created: boolean; deliveryId: string }> {
-    const id = newId('dlv');
+    const id = await this.nextDeliveryId(sub.id);
     const key = `${sub.id}:${event.id}`;
     if (!(await this.hub.store.docs.insert(DELIVERY_KEYS, key, { deliveryId: id }))) {
       const existing = await this.hub.store.docs.get<{ deliveryId: string }>(DELIVERY_KEYS, key);
