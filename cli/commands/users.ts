@@ -99,7 +99,7 @@ export function register(program: Command): void {
       const result = await withStore(async (store, config) => {
         const workspaceId = opts.workspace ?? config.defaultWorkspaceId;
         if (!(await store.getWorkspace(workspaceId))) throw new CliError(`no workspace "${workspaceId}"`, EXIT.NOT_FOUND, 'NOT_FOUND');
-        const { user, entries } = await preRegisterUser(store, config.natsNamespace, { email, role, name: opts.name?.trim(), workspaceId });
+        const { user, entries } = await preRegisterUser(store, config.natsNamespace, { email, role, name: opts.name?.trim(), workspaceId }, CLI_ACTOR);
         const published = await publishNow(store, config, entries);
         return { user: listed(user), eventPublished: published };
       });

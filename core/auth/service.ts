@@ -9,7 +9,7 @@
  */
 import { publicUser, type Role, type User, type UserRecord } from '../domain.js';
 import { VoxaError } from '../errors.js';
-import { createEvent, type EventData, type EventType } from '../events/catalog.js';
+import { createEvent, type Actor, type EventData, type EventType } from '../events/catalog.js';
 import type { Hub } from '../hub.js';
 import { newId } from '../ids.js';
 import type { OutboxEntry, RefreshTokenRecord, Store } from '../store/port.js';
@@ -35,12 +35,13 @@ export function normalizeEmail(email: string): string {
 /**
  * Builds a pre-registered (invited) user and its user.registered outbox entry: no password until the person
  * registers with this email, which then keeps the assigned role. Used by `voxa users add`, which may run
- * without NATS: the entry sits in the outbox until the hub's sweeper publishes it.
+ * without NATS: the entry sits in the outbox until the hub's sweeper publishes it. `actor` is who added them.
  */
 export async function preRegisterUser(
   store: Store,
   namespace: string,
   input: { email: string; role: Role; name?: string | undefined; workspaceId: string },
+  actor: Actor,
 ): Promise<{ user: UserRecord; entries: OutboxEntry[] }> {
   const email = normalizeEmail(input.email);
   const user: UserRecord = {
@@ -54,7 +55,7 @@ export async function preRegisterUser(
     disabled: false,
   };
   const events = recordOutbox((u: UserRecord) => [
-    toOutbox(createEvent('user.registered', { workspaceId: u.workspaceId, userId: u.id, actor: { type: 'system', id: 'cli' }, data: { user: publicUser(u) } }), namespace),
+    toOutbox(createEvent('user.registered', { workspaceId: u.workspaceId, userId: u.id, actor, data: { user: publicUser(u) } }), namespace),
   ]);
   const created = await store.createUser(user, events);
   return { user: created, entries: events.entries };

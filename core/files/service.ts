@@ -20,6 +20,7 @@ import { pipeline } from 'node:stream/promises';
 import sharp from 'sharp';
 import type { Conversation, UserRecord } from '../domain.js';
 import { VoxaError } from '../errors.js';
+import { fieldError } from '../http/validate.js';
 import { createEvent } from '../events/catalog.js';
 import type { Hub } from '../hub.js';
 import { newId } from '../ids.js';
@@ -185,11 +186,11 @@ export class FileService {
           });
         writing.catch(fail);
       });
-      bb.on('error', () => fail(new VoxaError('VALIDATION_FAILED', 'The multipart body is malformed.', { field: 'file' })));
+      bb.on('error', () => fail(fieldError('body.file', 'the multipart body is malformed')));
       bb.on('partsLimit', () => fail(new VoxaError('VALIDATION_FAILED', 'Too many parts in the multipart body.')));
       bb.on('close', () => {
         if (settled) return;
-        if (!writing) return fail(new VoxaError('VALIDATION_FAILED', 'The body has no part named "file".', { field: 'file' }));
+        if (!writing) return fail(fieldError('body.file', 'the body has no part named "file"'));
         writing.then(
           (s) => {
             if (settled) return void rm(s.path, { force: true });

@@ -3,7 +3,7 @@
  * into a query each engine reads as plain text only (no operator of FTS5 or of MongoDB's `$text` syntax can
  * get through), highlighted snippets, and opaque cursors.
  */
-import { VoxaError } from '../errors.js';
+import { fieldError } from '../http/validate.js';
 
 /** At most this many terms are searched; the rest of a long query is ignored. */
 export const MAX_TERMS = 12;
@@ -107,5 +107,5 @@ export function decodeCursor(cursor: string | undefined): number {
   } catch {
     // fall through
   }
-  throw new VoxaError('VALIDATION_FAILED', 'The cursor is not one this API gave out.', { field: 'cursor' });
+  throw fieldError('query.cursor', 'not a cursor this API gave out');
 }

@@ -194,11 +194,12 @@ test('registration modes: closed, invite (pre-registered keeps its role), open',
     t.is(denied.status, 403);
     t.is(denied.body.error.code, 'INVITE_REQUIRED');
 
-    const { user, entries } = await preRegisterUser(invite.hub.store, invite.hub.config.natsNamespace, {
-      email: 'Boss@Example.test',
-      role: 'admin',
-      workspaceId: invite.hub.config.defaultWorkspaceId,
-    });
+    const { user, entries } = await preRegisterUser(
+      invite.hub.store,
+      invite.hub.config.natsNamespace,
+      { email: 'Boss@Example.test', role: 'admin', workspaceId: invite.hub.config.defaultWorkspaceId },
+      { type: 'system', id: 'voxa-cli' },
+    );
     t.is(user.passwordHash, null);
     t.is(entries.length, 1);
     // An invited account cannot sign in before registering.

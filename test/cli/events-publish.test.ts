@@ -59,9 +59,7 @@ test.serial('users add and set-role publish at once on the embedded port, like w
   t.deepEqual(events.webhook!.actor, CLI_ACTOR);
 });
 
-// preRegisterUser (core/auth/service.ts) still writes {type:'system', id:'cli'}; it needs an actor parameter,
-// which is outside the CLI. This flips to passing (and must lose `.failing`) once it takes CLI_ACTOR.
-test.serial.failing('users add names the same actor as every other CLI event', async (t) => {
+test.serial('users add names the same actor as every other CLI event', async (t) => {
   const added = (await voxa('users', 'add', '--email', 'actor@example.test', '--role', 'customer')) as { user: { id: string } };
   const ev = await eventually(async () => (await streamEvents(hub)).map((e) => e.event).find((e) => e.type === 'user.registered' && e.userId === added.user.id));
   t.deepEqual(ev.actor, CLI_ACTOR);
