@@ -359,7 +359,9 @@ export function register(program: Command): void {
             const d = (job.data ?? {}) as { connectionId?: string; subscriptionId?: string };
             return d.connectionId === id || d.subscriptionId === id;
           };
-          const retried = await queues.retryFailed(rec.connector, undefined, ofThis);
+          let retried = await queues.retryFailed(rec.connector, undefined, ofThis);
+          // A webhook held by a failing head waits in a delayed (not failed) drain job: send its head now too.
+          if (rec.connector === 'webhook') retried += await new WebhookService(ctx.hub, queues).retryNow(id);
           // A disabled connection's re-queued jobs would find it off and stop again: say so.
           const note = rec.status !== 'active' ? `connection is ${rec.status}; enable it for the jobs to do anything` : null;
           output(cmd, { id, connector: rec.connector, retried, ...(note ? { note } : {}) }, (r: { retried: number; note?: string }) =>

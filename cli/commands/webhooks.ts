@@ -102,13 +102,17 @@ export function register(program: Command): void {
   common(webhooks.command('redeliver <delivery>').description('Send a logged delivery again now (same webhook-id and body); exits 1 when it fails.'))
     .addHelpText('after', '\nExamples:\n  $ voxa webhooks redeliver dlv_01j…')
     .action(async (deliveryId: string, _opts: unknown, cmd: Command) => {
-      await withContext({}, async (ctx) => {
+      // Redis: a redelivered head restarts its subscription's held drain job at once.
+      await withContext({ redis: true }, async (ctx) => {
         const w = new WebhookService(ctx.hub, new ConnectorQueues(ctx.hub));
         const existing = await w.getDelivery(deliveryId);
         if (!existing || existing.workspaceId !== workspaceOf(cmd)) throw new CliError(`no delivery ${deliveryId}`, EXIT.NOT_FOUND, 'NOT_FOUND');
-        const d = await w.redeliver(deliveryId).catch((err: unknown) => {
-          throw toCliError(err);
-        });
+        const d = await w
+          .redeliver(deliveryId)
+          .catch((err: unknown) => {
+            throw toCliError(err);
+          })
+          .finally(() => w.queues.close());
         output(cmd, { delivery: deliveryView(d) }, (r: { delivery: Omit<Delivery, 'body'> }) => renderDelivery(r.delivery));
         if (d.log.at(-1)?.statusCode === null || (d.log.at(-1)?.statusCode ?? 0) >= 300) process.exitCode = EXIT.FAIL;
       });

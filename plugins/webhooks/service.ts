@@ -201,13 +201,21 @@ export class WebhookService {
     await this.hub.store.docs.put(DELIVERIES, id, d);
   }
 
-  /** Makes sure a drain job exists for the subscription (no-op when one is waiting, delayed or running). */
+  /**
+   * Makes sure a drain job runs when the subscription's head delivery is due: no-op while one is waiting or
+   * running, or is delayed for a head that is still waiting out its retry delay. A delayed job whose head is
+   * already due (the held delivery was sent by a manual redeliver) runs now instead of at the old retry time.
+   */
   async kick(subscriptionId: string): Promise<void> {
     const q = this.queues.queue(CONNECTOR);
     const jobId = `drain-${subscriptionId}`;
     const job = await q.getJob(jobId);
     if (job) {
       const state = await job.getState();
+      if (state === 'delayed') {
+        if (await this.headIsDue(subscriptionId)) await job.promote().catch(() => undefined); // lost a race: it runs anyway
+        return;
+      }
       if (state !== 'completed' && state !== 'failed' && state !== 'unknown') return;
       await job.remove().catch(() => undefined);
     }
@@ -225,6 +233,24 @@ export class WebhookService {
       const subscriptionId = (job.data as { subscriptionId: string }).subscriptionId;
       void this.kickIfPending(subscriptionId).catch(() => undefined);
     });
+  }
+
+  private async headIsDue(subscriptionId: string): Promise<boolean> {
+    const [head] = await this.hub.store.docs.find<Delivery>(DELIVERIES, { subscriptionId, status: 'pending' }, { limit: 1 });
+    return !!head && (!head.nextAttemptAt || Date.parse(head.nextAttemptAt) <= Date.now());
+  }
+
+  /**
+   * Sends the subscription's held head delivery now instead of at its scheduled retry (`voxa connections
+   * retry-failed`). Returns how many drain jobs that re-queued (0 or 1).
+   */
+  async retryNow(subscriptionId: string): Promise<number> {
+    const job = await this.queues.queue(CONNECTOR).getJob(`drain-${subscriptionId}`);
+    if (!job || (await job.getState()) !== 'delayed') return 0;
+    return job.promote().then(
+      () => 1,
+      () => 0, // it started on its own meanwhile
+    );
   }
 
   async kickIfPending(subscriptionId: string): Promise<void> {
@@ -322,6 +348,9 @@ export class WebhookService {
     const r = await deliverOnce(cfg, d.eventId, d.body, { allowPrivate: this.allowPrivate, ...(this.opts.resolver ? { resolver: this.opts.resolver } : {}) });
     const next = await this.record(d, r, true);
     if (r.ok && next.status !== 'succeeded') await this.hub.store.docs.put(DELIVERIES, d.id, { ...next, status: 'succeeded' });
+    // If that was the head holding the queue, the next delivery is due now, not at the head's retry time. Without
+    // Redis here (a CLI run) the running hub's periodic sweep does the same kick.
+    if (r.ok && d.status === 'pending' && this.hub.redis) await this.kickIfPending(d.subscriptionId);
     return (await this.getDelivery(deliveryId))!;
   }
 
