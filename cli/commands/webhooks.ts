@@ -3,10 +3,10 @@
  * signing secret once; afterwards it only exists sealed in the store.
  */
 import type { Command } from 'commander';
-import { EVENT_TYPES } from '../../core/events/catalog.js';
 import { ConnectionService, type ConnectionView } from '../../connectors/connections.js';
 import { ConnectorQueues } from '../../connectors/queues.js';
 import { generateSecret } from '../../connectors/webhook/signing.js';
+import { WEBHOOK_EVENT_TYPES, webhookEventsError } from '../../plugins/webhooks/events.js';
 import { WebhookService, type Delivery } from '../../plugins/webhooks/service.js';
 import { CliError, EXIT, isJson, output } from '../util.js';
 import { checkWebhookUrl, toCliError, withContext, workspaceOf } from './connections.js';
@@ -45,14 +45,14 @@ export function register(program: Command): void {
       .command('add')
       .description('Subscribe an endpoint to events. Prints the id and the signing secret — once.')
       .requiredOption('--url <url>', 'the endpoint (https)')
-      .requiredOption('--events <types>', `comma-separated event types: ${EVENT_TYPES.slice(0, 4).join(', ')}, …`)
+      .requiredOption('--events <types>', `comma-separated event types: ${WEBHOOK_EVENT_TYPES.slice(0, 4).join(', ')}, …`)
       .option('--description <text>', 'a note shown in listings'),
   )
     .addHelpText('after', '\nExamples:\n  $ voxa webhooks add --url https://example.com/hooks --events message.created,message.updated\n  $ voxa webhooks add --url https://crm.example.com/in --events message.created --json')
     .action(async (opts: { url: string; events: string; description?: string }, cmd: Command) => {
       const events = opts.events.split(',').map((s) => s.trim()).filter(Boolean);
-      const unknown = events.filter((e) => !(EVENT_TYPES as string[]).includes(e));
-      if (unknown.length) throw new CliError(`unknown event type${unknown.length > 1 ? 's' : ''} ${unknown.join(', ')}; known: ${EVENT_TYPES.join(', ')}`, EXIT.USAGE, 'VALIDATION_FAILED');
+      const problem = webhookEventsError(events);
+      if (problem) throw new CliError(`--events: ${problem}`, EXIT.USAGE, 'VALIDATION_FAILED');
       const secret = generateSecret();
       await withContext({}, async (ctx) => {
         checkWebhookUrl(opts.url, ctx.hub.config.webhooksAllowPrivate);

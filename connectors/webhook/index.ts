@@ -4,7 +4,7 @@
  * secret sealed like any other); plugins/webhooks delivers to it.
  */
 import { z } from 'zod';
-import { EVENT_TYPES } from '../../core/events/catalog.js';
+import { WebhookEventType } from '../../plugins/webhooks/events.js';
 import { safeRequest, SsrfError, type Resolver } from '../net.js';
 import { defineConnector } from '../types.js';
 import { isValidSecret, signedHeaders } from './signing.js';
@@ -12,7 +12,7 @@ import { isValidSecret, signedHeaders } from './signing.js';
 export const WebhookConfigSchema = z.object({
   url: z.string().url().describe('HTTPS endpoint that receives the events.'),
   events: z
-    .array(z.enum(EVENT_TYPES as [string, ...string[]]))
+    .array(WebhookEventType)
     .min(1)
     .describe('Event types to send, e.g. message.created, message.updated.'),
   secret: z.string().refine(isValidSecret, 'must be whsec_ followed by 24–64 base64 bytes').describe('Signing secret (whsec_…).'),

@@ -4,9 +4,9 @@
  * drain job; the sending, ordering and retry schedule live in the connector's BullMQ queue (service.ts). It also
  * mounts the admin REST routes for connections and webhooks (routes.ts).
  */
-import { EVENT_TYPES, isDurable } from '../../core/events/catalog.js';
 import { ConnectorQueues } from '../../connectors/queues.js';
 import { definePlugin, RetryableError, type Plugin } from '../runtime/types.js';
+import { WEBHOOK_EVENT_TYPES } from './events.js';
 import { connectionRoutes } from './routes.js';
 import { WebhookService, type WebhookOptions } from './service.js';
 
@@ -20,7 +20,7 @@ export function createWebhooksPlugin(opts: WebhookOptions = {}): Plugin & { serv
     manifest: {
       name: 'webhooks',
       description: 'Delivers events to webhook subscriptions (Standard Webhooks signatures, ordered, retried for over 24 h).',
-      events: EVENT_TYPES.filter(isDurable),
+      events: WEBHOOK_EVENT_TYPES,
       // Each subscription sends in delivery-row order, so rows must be created in stream order. `concurrency: 1`
       // only held within one process: a second worker, or a redelivery after a NATS stall, created rows out of
       // order. An ordered consumer (max_ack_pending 1) makes JetStream itself hand out one event at a time across

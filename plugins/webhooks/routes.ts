@@ -11,7 +11,6 @@ import type Router from '@koa/router';
 import { z } from 'zod';
 import type { UserRecord } from '../../core/domain.js';
 import { VoxaError } from '../../core/errors.js';
-import { EVENT_TYPES } from '../../core/events/catalog.js';
 import { requireRole, validate } from '../../core/http/validate.js';
 import { ConnectionError, ConnectionService, type ConnectionView } from '../../connectors/connections.js';
 import { checkUrl, SsrfError } from '../../connectors/net.js';
@@ -19,6 +18,7 @@ import type { ConnectorQueues } from '../../connectors/queues.js';
 import { getConnector } from '../../connectors/registry.js';
 import { generateSecret } from '../../connectors/webhook/signing.js';
 import type { PluginContext } from '../runtime/types.js';
+import { WEBHOOK_EVENT_TYPES, WebhookEventType } from './events.js';
 import { WebhookService, type Delivery, type WebhookOptions } from './service.js';
 
 const Id = z.string().min(1).max(100).regex(/^[A-Za-z0-9_-]+$/, 'an id');
@@ -33,7 +33,7 @@ const PatchConnection = z
 const CreateWebhook = z
   .object({
     url: z.string().url().max(2000),
-    events: z.array(z.enum(EVENT_TYPES as [string, ...string[]])).min(1).max(EVENT_TYPES.length),
+    events: z.array(WebhookEventType).min(1).max(WEBHOOK_EVENT_TYPES.length),
     description: z.string().max(200).optional(),
   })
   .strict();
