@@ -312,8 +312,9 @@ export class FileService {
     return file;
   }
 
-  async open(actor: UserRecord, fileId: string, variant: 'main' | 'thumbnail') {
-    const file = await this.fileFor(actor, fileId);
+  /** The bytes of one variant; `checked` is the record a caller already got from fileFor for this actor. */
+  async open(actor: UserRecord, fileId: string, variant: 'main' | 'thumbnail', checked?: FileRecord) {
+    const file = checked?.id === fileId ? checked : await this.fileFor(actor, fileId);
     if (variant === 'thumbnail' && !file.thumbnail) throw new VoxaError('FILE_NOT_FOUND', 'This file has no thumbnail (it is not an image).');
     const key = variant === 'thumbnail' ? file.thumbnail!.key : file.blobKey;
     const blob = await this.blobs.get(key);

@@ -27,8 +27,19 @@ const FileResponse = z.object({ file: FileOut });
 const FileParams = z.strictObject({ id: Id });
 
 async function send(ctx: ApiContext, files: FileService, variant: 'main' | 'thumbnail', id: string): Promise<void> {
-  const { file, blob, contentType } = await files.open(ctx.state.user!, id, variant);
+  // Membership is checked on every request, revalidations included: that is what makes removal effective.
+  const file = await files.fileFor(ctx.state.user!, id);
+  // A file's bytes never change after upload, so its hash and the variant name the representation.
+  ctx.set('ETag', `"${file.sha256}-${variant}"`);
+  // `no-cache`, not a max-age: a browser may keep the copy but must ask each time, so a member who was removed
+  // gets 404 instead of a cached file. A still-current member's revalidation costs a 304 without the bytes.
+  ctx.set('Cache-Control', 'private, no-cache');
   ctx.status = 200;
+  if (ctx.fresh) {
+    ctx.status = 304;
+    return;
+  }
+  const { blob, contentType } = await files.open(ctx.state.user!, id, variant, file);
   ctx.type = contentType;
   ctx.length = blob.size;
   // Only images render inline; everything else downloads. nosniff (set for every response) stops a browser
@@ -36,7 +47,6 @@ async function send(ctx: ApiContext, files: FileService, variant: 'main' | 'thum
   const name = variant === 'thumbnail' ? `${file.name.replace(/\.[^.]*$/, '')}-thumbnail.webp` : file.name;
   ctx.set('Content-Disposition', contentDisposition(file.disposition === 'image' ? 'inline' : 'attachment', name));
   ctx.set('Content-Security-Policy', "default-src 'none'; sandbox");
-  ctx.set('Cache-Control', 'private, max-age=86400, immutable');
   ctx.body = blob.stream;
 }
 
