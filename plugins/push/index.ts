@@ -9,6 +9,10 @@
  * STALE_CLAIM_MS is taken over and sent again, and that repeat is harmless because pushes collapse per
  * conversation (the device shows the same notification once).
  *
+ * Never pushed at all: a message the recipient has already read (read marker ≥ its seq), and a message older
+ * than MAX_PUSH_AGE_MS. Both matter most for a rewind, where the claims alone would let a device registered
+ * after the message count as one that missed it.
+ *
  * Routes: `POST /v1/devices`, `GET /v1/devices`, `DELETE /v1/devices/:token`,
  * `PUT|DELETE /v1/conversations/:id/mute`.
  */
@@ -30,12 +34,19 @@ import { isMuted, setMuted } from './mutes.js';
 export const SENT_COLLECTION = 'push_sent';
 /** A 'sending' claim older than this is assumed to belong to a crashed process. */
 export const STALE_CLAIM_MS = 120_000;
+/**
+ * Messages older than this are never pushed: a notification an hour late is noise, and it keeps a rewind or a
+ * late `dlq retry` from buzzing phones about history. Longer than the manifest's whole retry schedule (~20 min).
+ */
+export const MAX_PUSH_AGE_MS = 60 * 60_000;
 
 export interface PushPluginOptions {
   /** Test hook: opens every TLS connection of the FCM client (FCM and Google's token endpoint) somewhere else. */
   connect?: (options: RequestOptions) => Duplex;
   /** First retry delay after quota or server errors when FCM gave no Retry-After (doubles per attempt). */
   baseBackoffMs?: number;
+  /** Messages older than this are not pushed (default MAX_PUSH_AGE_MS). */
+  maxAgeMs?: number;
 }
 
 interface SentDoc {
@@ -77,6 +88,7 @@ export function createPushPlugin(opts: PushPluginOptions = {}): Plugin {
   let log: Logger | null = null;
   let fcm: FcmClient | null = null;
   const baseBackoff = opts.baseBackoffMs ?? 10_000;
+  const maxAge = opts.maxAgeMs ?? MAX_PUSH_AGE_MS;
 
   /** Claims (event, device); false when another delivery already sent it or is sending it right now. */
   async function claim(key: string): Promise<'claimed' | 'done' | 'busy'> {
@@ -147,6 +159,8 @@ export function createPushPlugin(opts: PushPluginOptions = {}): Plugin {
       if (!fcm || !hub || event.type !== 'message.created') return;
       const msg = event.data.message;
       if (msg.deleted) return;
+      // Late (a rewind, a retry long after): nobody wants that notification any more.
+      if (Date.now() - Date.parse(msg.createdAt) > maxAge) return;
       // FCM asked us to hold off (429 with Retry-After): do not spend a request before then.
       const wait = fcm.agent.notBefore - Date.now();
       if (wait > 0) throw new RetryableError('FCM asked to retry later', wait);
@@ -158,12 +172,18 @@ export function createPushPlugin(opts: PushPluginOptions = {}): Plugin {
       const privatePush = ws?.settings.privatePush ?? false;
       let retry = false;
       let busy = false;
+      // Read markers of every member in one store read, made only once someone has a device to push to.
+      let readMarkers: Record<string, number> | null = null;
       for (const userId of conv.members) {
         if (userId === msg.senderId) continue;
         if (await isMuted(store.docs, userId, conv.id)) continue;
         if (await hasConnectedSocket(hub.redis, hub.config.natsNamespace, userId)) continue;
         const devices = await devicesOf(store.docs, userId);
         if (devices.length === 0) continue;
+        // Already read (on another device, or before a rewind brought the event back): nothing to notify.
+        // The claim below is per device, so without this a device registered later would count as missed.
+        readMarkers ??= await store.getReadMarkers(conv.id);
+        if ((readMarkers[userId] ?? 0) >= msg.seq) continue;
         const recipient = await store.getUser(userId);
         if (!recipient || recipient.disabled) continue;
         const high = conv.type === 'direct' || mentions(msg.text, recipient);

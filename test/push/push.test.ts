@@ -4,7 +4,7 @@ import type { Conversation, Message } from '../../core/domain.js';
 import { createEvent, type AnyEvent } from '../../core/events/catalog.js';
 import { FACTS_COLLECTION } from '../../plugins/analytics/facts.js';
 import { DEVICES_COLLECTION, deviceId } from '../../plugins/push/devices.js';
-import { createPushPlugin, mentions } from '../../plugins/push/index.js';
+import { createPushPlugin, MAX_PUSH_AGE_MS, mentions } from '../../plugins/push/index.js';
 import { RetryableError, type Plugin } from '../../plugins/runtime/types.js';
 import { startServers } from '../helpers/hub.js';
 import { bearer, eventually, openPluginApi, type PluginApi, type Session } from '../notifications/support.js';
@@ -265,6 +265,54 @@ test('through the plugin runtime: a message sent over the API reaches the recipi
     const [sent] = await eventually(async () => (fcm.delivered(token).length ? fcm.delivered(token) : null));
     t.is(sent?.message.notification?.body, 'via the runtime');
     t.is(fcm.delivered(token).length, 1);
+  } finally {
+    await w.api.close();
+  }
+});
+
+test('a message the recipient has read is not pushed, not even to a device registered after it (rewind)', async (t) => {
+  const w = await world();
+  try {
+    const first = newToken('old');
+    await addDevice(w, w.bob, first);
+    const conv = await openConv(w, { type: 'direct', members: [w.bob.id] });
+    const read = await sendEvent(w, w.alice, conv, 'seen on the laptop');
+    await w.plugin.handle(read, info);
+    t.is(sentTo(first).length, 1);
+    t.is((await w.api.http.post(`/v1/conversations/${conv.id}/read`).set(...bearer(w.bob)).send({ seq: 1 })).status, 200);
+
+    // A new phone, then the event comes again as a skip-processed rewind would bring it: the claim is per
+    // device, so only the read marker stops this one.
+    const later = newToken('new');
+    await addDevice(w, w.bob, later);
+    await w.plugin.handle(read, info);
+    t.is(sentTo(later).length, 0);
+    t.is(sentTo(first).length, 1);
+
+    // Unread messages still reach every device.
+    await w.plugin.handle(await sendEvent(w, w.alice, conv, 'not read yet'), info);
+    t.is(sentTo(later).length, 1);
+    t.is(sentTo(first).length, 2);
+  } finally {
+    await w.api.close();
+  }
+});
+
+test('messages older than the push age bound are not pushed', async (t) => {
+  const w = await world();
+  try {
+    const token = newToken('age');
+    await addDevice(w, w.bob, token);
+    const conv = await openConv(w, { type: 'direct', members: [w.bob.id] });
+    const aged = async (ms: number): Promise<AnyEvent> => {
+      const e = (await sendEvent(w, w.alice, conv, `from ${ms} ms ago`)) as Extract<AnyEvent, { type: 'message.created' }>;
+      e.data.message.createdAt = new Date(Date.now() - ms).toISOString();
+      return e;
+    };
+    await w.plugin.handle(await aged(MAX_PUSH_AGE_MS + 60_000), info);
+    t.is(sentTo(token).length, 0);
+    await w.plugin.handle(await aged(MAX_PUSH_AGE_MS - 60_000), info);
+    t.is(sentTo(token).length, 1);
   } finally {
     await w.api.close();
   }
