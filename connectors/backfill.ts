@@ -3,7 +3,8 @@
  * time or a stream sequence) into that connection alone — not through the plugin's consumer, so other
  * connections and other plugins see nothing. Effects are idempotent per connector: webhook deliveries are
  * keyed by (subscription, event id); storage transcripts are re-rendered from the store and written only when
- * their content hash changed. A backfill over already-synced history therefore writes nothing twice.
+ * their content hash changed; attachments are uploaded once per (connection, file). A backfill over already-synced
+ * history therefore writes nothing twice.
  */
 import { AckPolicy, DeliverPolicy, type JetStreamClient, type JetStreamManager } from 'nats';
 import { EnvelopeSchema, withNamespace, type AnyEvent } from '../core/events/catalog.js';
@@ -17,13 +18,27 @@ export interface BackfillSince {
   seq?: number;
 }
 
+/** Why one event (or one piece of deferred work) failed. */
+export interface BackfillFailure {
+  eventId?: string;
+  conversationId?: string;
+  reason: string;
+}
+
 /** What one connector does with a replayed event. */
 export interface BackfillTarget {
-  /** 'written' when it produced an effect, 'skipped' when the effect already existed, 'ignored' when not relevant. */
-  accept(event: AnyEvent): Promise<'written' | 'skipped' | 'ignored'>;
+  /**
+   * 'written' when it produced an effect, 'skipped' when the effect already existed, 'ignored' when not
+   * relevant, 'deferred' when the event feeds work done once at the end (finish). Throwing counts as failed,
+   * with the error's message as the reason.
+   */
+  accept(event: AnyEvent): Promise<'written' | 'skipped' | 'ignored' | 'deferred'>;
   /** Work deferred to the end (e.g. one transcript render per conversation), with its own counts. */
-  finish?(): Promise<{ written: number; skipped: number; failed: number }>;
+  finish?(): Promise<{ written: number; skipped: number; failed: number; failures?: BackfillFailure[] }>;
 }
+
+/** At most this many failure reasons are kept in a summary (`failed` still counts them all). */
+const MAX_FAILURES = 50;
 
 export interface BackfillSummary {
   connectionId: string;
@@ -32,7 +47,11 @@ export interface BackfillSummary {
   written: number;
   skipped: number;
   ignored: number;
+  /** Events whose effect is deferred work (a transcript render per conversation), counted there. */
+  deferred: number;
   failed: number;
+  /** Why things failed, the first MAX_FAILURES of them. */
+  failures: BackfillFailure[];
   fromSeq: number | null;
   toSeq: number | null;
 }
@@ -80,9 +99,15 @@ export async function runBackfill(
     written: 0,
     skipped: 0,
     ignored: 0,
+    deferred: 0,
     failed: 0,
+    failures: [],
     fromSeq: null,
     toSeq: null,
+  };
+  const fail = (f: BackfillFailure): void => {
+    summary.failed++;
+    if (summary.failures.length < MAX_FAILURES) summary.failures.push(f);
   };
   progress(0, total);
   let read = 0;
@@ -99,13 +124,14 @@ export async function runBackfill(
       summary.toSeq = m.seq;
       const parsed = EnvelopeSchema.safeParse(m.json());
       if (!parsed.success) {
-        summary.failed++;
+        fail({ reason: `stream seq ${m.seq} is not a valid event envelope` });
         continue;
       }
+      const event = parsed.data as AnyEvent;
       try {
-        summary[await target.accept(parsed.data as AnyEvent)]++;
-      } catch {
-        summary.failed++;
+        summary[await target.accept(event)]++;
+      } catch (err) {
+        fail({ eventId: event.id, ...(event.conversationId ? { conversationId: event.conversationId } : {}), reason: (err as Error).message });
       }
     }
     if (got === 0) break; // the stream lost messages (age limit) while we read: stop instead of waiting forever
@@ -115,6 +141,7 @@ export async function runBackfill(
     summary.written += f.written;
     summary.skipped += f.skipped;
     summary.failed += f.failed;
+    summary.failures.push(...(f.failures ?? []).slice(0, MAX_FAILURES - summary.failures.length));
   }
   progress(read, total);
   await nats.jsm.consumers.delete(stream, info.name).catch(() => undefined);

@@ -334,7 +334,11 @@ export function register(program: Command): void {
           const summary = await runBackfill(ctx.nats!, rec, target, since, bar.update);
           bar.stop();
           output(cmd, summary, (s: BackfillSummary) =>
-            `backfill ${s.connectionId}: ${s.events} events read (seq ${s.fromSeq ?? '-'}…${s.toSeq ?? '-'}), ${s.written} written, ${s.skipped} already done, ${s.ignored} not relevant, ${s.failed} failed`,
+            [
+              `backfill ${s.connectionId}: ${s.events} events read (seq ${s.fromSeq ?? '-'}…${s.toSeq ?? '-'}), ${s.deferred} folded into transcripts, ${s.ignored} not relevant; ` +
+                `${s.written} written, ${s.skipped} already done, ${s.failed} failed`,
+              ...s.failures.map((f) => `  failed${f.eventId ? ` ${f.eventId}` : ''}${f.conversationId ? ` (${f.conversationId})` : ''}: ${f.reason}`),
+            ].join('\n'),
           );
           if (summary.failed > 0) process.exitCode = EXIT.FAIL;
         } finally {

@@ -16,7 +16,7 @@ import type { Readable } from 'node:stream';
 import type { BlobStore } from '../../core/files/blob.js';
 import type { FileRecord } from '../../core/files/service.js';
 import type { Hub } from '../../core/hub.js';
-import type { BackfillTarget } from '../../connectors/backfill.js';
+import type { BackfillFailure, BackfillTarget } from '../../connectors/backfill.js';
 import { ConnectionService } from '../../connectors/connections.js';
 import { dropboxConnector } from '../../connectors/dropbox/index.js';
 import { googleDriveConnector } from '../../connectors/google-drive/index.js';
@@ -183,6 +183,11 @@ export class StorageSync {
    * skipped; a document without its blob fails the job (kept, retryable with `connections retry-failed`).
    */
   async syncAttachment(rec: ConnectionRecord, conversationId: string, file: { id: string; name: string; contentType: string }): Promise<'written' | 'skipped'> {
+    return (await this.uploadAttachment(rec, conversationId, file)) === 'written' ? 'written' : 'skipped';
+  }
+
+  /** syncAttachment, telling "already uploaded" apart from "no such file any more" (backfill reports them apart). */
+  private async uploadAttachment(rec: ConnectionRecord, conversationId: string, file: { id: string }): Promise<'written' | 'skipped' | 'gone'> {
     const key = `${rec.id}:file:${file.id}`;
     const state = await this.hub.store.docs.get<SyncState>(SYNC_STATE, key);
     if (state && !state.pending) return 'skipped';
@@ -190,7 +195,7 @@ export class StorageSync {
     // Another workspace's file id never reaches this connection's folder.
     if (!record || record.workspaceId !== rec.workspaceId || record.conversationId !== conversationId) {
       this.hub.log.info({ connectionId: rec.id, fileId: file.id }, 'attachment no longer in the file store; skipped');
-      return 'skipped';
+      return 'gone';
     }
     const blob = await (await this.blobs()).get(record.blobKey);
     if (!blob) throw new PermanentError(`attachment ${file.id}: its content is missing from the blob store`);
@@ -239,29 +244,37 @@ export class StorageSync {
     return conns.length;
   }
 
-  /** Backfill: note the conversations touched, then render each once at the end. */
+  /**
+   * Backfill: attachments are uploaded as their events come (once per connection and file, like live sync);
+   * message and conversation events only note their conversation, whose transcript is rendered once at the end.
+   */
   backfillTarget(rec: ConnectionRecord): BackfillTarget {
     const touched = new Set<string>();
     return {
       accept: async (event) => {
         const c = conversationOf(event);
-        if (!c || event.type === 'file.uploaded') return 'ignored';
+        if (!c) return 'ignored';
+        if (event.type === 'file.uploaded') {
+          const outcome = await this.uploadAttachment(rec, c, (event.data as { file: { id: string } }).file);
+          // A file no longer in the store (or not this workspace's) has nothing left to copy.
+          return outcome === 'gone' ? 'ignored' : outcome;
+        }
         touched.add(c);
-        return 'ignored'; // counted in finish(), once per conversation
+        return 'deferred';
       },
       finish: async () => {
         let written = 0;
         let skipped = 0;
-        let failed = 0;
+        const failures: BackfillFailure[] = [];
         for (const c of touched) {
           try {
             if ((await this.syncTranscript(rec, c)) === 'written') written++;
             else skipped++;
-          } catch {
-            failed++;
+          } catch (err) {
+            failures.push({ conversationId: c, reason: `transcript: ${(err as Error).message}` });
           }
         }
-        return { written, skipped, failed };
+        return { written, skipped, failed: failures.length, failures };
       },
     };
   }
