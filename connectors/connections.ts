@@ -154,6 +154,26 @@ export class ConnectionService {
     return viewOf(next);
   }
 
+  /**
+   * Marks the connection broken (a revoked grant) unless it already is, deciding inside the store write: jobs of
+   * one connection failing together — in this process or another — make one transition and one
+   * `broken` event, not one each. True when this call made the change.
+   */
+  async markBroken(id: string, reason: string): Promise<boolean> {
+    const events = recordOutbox((rec: ConnectionRecord) => changeEvent(this.hub, rec, 'broken', this.actor));
+    const now = new Date().toISOString();
+    const next = await this.hub.store.updateDoc<ConnectionRecord>(
+      CONNECTIONS,
+      id,
+      (cur) => (cur.status === 'broken' ? null : { ...cur, status: 'broken', statusReason: reason, updatedAt: now }),
+      events,
+    );
+    if (!next) return false;
+    publishCommitted(this.hub, events.entries);
+    this.hub.log.warn({ connectionId: id, reason }, 'connection marked broken');
+    return true;
+  }
+
   async remove(id: string, workspaceId?: string): Promise<void> {
     await this.getRecord(id, workspaceId);
     const events = recordOutbox((was: ConnectionRecord) => changeEvent(this.hub, was, 'removed', this.actor));
@@ -195,8 +215,7 @@ export class ConnectionService {
         await this.docs.put(CONNECTIONS, id, await this.merged(id, patch));
       },
       markBroken: async (reason) => {
-        await this.setStatus(id, 'broken', reason);
-        this.hub.log.warn({ connectionId: id, reason }, 'connection marked broken');
+        await this.markBroken(id, reason);
       },
     };
   }

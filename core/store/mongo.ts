@@ -810,6 +810,28 @@ export class MongoStore implements Store {
     });
   }
 
+  async updateDoc<T extends object>(collection: string, id: string, change: (current: T) => T | null, outbox: OutboxFor<T>): Promise<T | null> {
+    assertCollection(collection);
+    assertId(id);
+    const key = JSON.stringify([collection, id]);
+    return this.unit(async (ctx) => {
+      const cur = await this.docsColl.findOne({ collection, id }, { session: ctx.session });
+      if (!cur) return null;
+      const next = change(cur.doc as T);
+      if (next === null) return null;
+      await this.putOutbox(ctx, outbox(next), 'docs', key);
+      // Matching the document as read makes this a compare-and-set without transactions too: a concurrent
+      // change makes it miss, and the next round calls `change` on what that one wrote.
+      const res = await this.docsColl.updateOne(
+        { collection, id, doc: cur.doc },
+        { $set: { doc: next as Record<string, unknown> }, $push: pushOp(ctx.op) } as unknown as UpdateFilter<DocDoc>,
+        { session: ctx.session },
+      );
+      if (res.matchedCount !== 1) throw new Retry();
+      return next;
+    });
+  }
+
   // Read markers
 
   async setReadMarker(conversationId: string, userId: string, seq: number, outbox: OutboxFor<number>): Promise<{ seq: number; changed: boolean }> {

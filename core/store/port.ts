@@ -230,4 +230,13 @@ export interface Store {
    * False, and nothing written, when there was no such document.
    */
   deleteDoc<T extends object>(collection: string, id: string, outbox: OutboxFor<T>): Promise<boolean>;
+
+  /**
+   * Read-modify-write of one document with its outbox entries, atomically: `change` gets the current document
+   * and returns the next one, or null to write nothing (then no event either). For transitions that must
+   * happen once however many callers race (a connection marked broken). Returns the document written, or
+   * null when there was none or `change` declined. `change` must be synchronous and free of side effects: it
+   * may run again when a concurrent write got there first.
+   */
+  updateDoc<T extends object>(collection: string, id: string, change: (current: T) => T | null, outbox: OutboxFor<T>): Promise<T | null>;
 }

@@ -979,6 +979,21 @@ export class SqliteStore implements Store {
     });
   }
 
+  async updateDoc<T extends object>(collection: string, id: string, change: (current: T) => T | null, outbox: OutboxFor<T>): Promise<T | null> {
+    assertCollection(collection);
+    assertId(id);
+    // The read and the write share one transaction, which SQLite serialises: no other writer in between.
+    return this.tx(() => {
+      const row = this.q('SELECT doc FROM docs WHERE collection = ? AND id = ?').get(collection, id) as { doc: string } | undefined;
+      if (!row) return null;
+      const next = change(JSON.parse(row.doc) as T);
+      if (next === null) return null;
+      this.q('UPDATE docs SET doc = ? WHERE collection = ? AND id = ?').run(JSON.stringify(next), collection, id);
+      this.writeOutbox(outbox(next));
+      return next;
+    });
+  }
+
   // Read markers
 
   async setReadMarker(conversationId: string, userId: string, seq: number, outbox: OutboxFor<number>): Promise<{ seq: number; changed: boolean }> {

@@ -112,7 +112,8 @@ export class StorageSync {
       if (job.name === 'attachment') return { result: await this.syncAttachment(rec, data.conversationId!, data.file!) };
       if (job.name === 'backup') return await this.backup(rec);
     } catch (err) {
-      if (err instanceof AuthExpiredError) await this.connections.setStatus(rec.id, 'broken', err.message).catch(() => undefined);
+      // Usually already marked by the token code; markBroken is a no-op then, so still one event.
+      if (err instanceof AuthExpiredError) await this.connections.markBroken(rec.id, err.message).catch(() => undefined);
       throw err;
     }
     throw new PermanentError(`unknown job ${job.name}`);

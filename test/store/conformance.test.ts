@@ -744,6 +744,20 @@ for (const backend of backends) {
     t.is(pending.filter((e) => e.subject === 'test.connection.changed').length, 3);
   });
 
+  it('updateDoc changes a document with its outbox entries only when the change applies, once under a race', async (t, s) => {
+    await s.docs.put('connections', 'con_u', { name: 'u', status: 'active' });
+    const before = await s.outboxCount();
+    type Conn = { name: string; status: string };
+    const toBroken = (cur: Conn): Conn | null => (cur.status === 'broken' ? null : { ...cur, status: 'broken' });
+    // Ten callers race to make the same transition: one writes it (and its event), the others see it done.
+    const results = await Promise.all(Array.from({ length: 10 }, () => s.updateDoc<Conn>('connections', 'con_u', toBroken, ob('connection.changed'))));
+    t.is(results.filter((r) => r !== null).length, 1);
+    t.deepEqual(await s.docs.get('connections', 'con_u'), { name: 'u', status: 'broken' });
+    t.is(await s.outboxCount(), before + 1, 'one event for one change');
+    t.is(await s.updateDoc<Conn>('connections', 'con_missing', toBroken, ob('connection.changed')), null);
+    t.is(await s.outboxCount(), before + 1, 'nothing for a missing document');
+  });
+
   // Search (issue 7)
 
   it('searchMessages: ranked hits with highlights, only in the caller\'s conversations, not deleted', async (t, s) => {
