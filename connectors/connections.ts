@@ -148,9 +148,13 @@ export class ConnectionService {
    * broken); the webhooks plugin passes 'auto_disabled' when it gives up on an endpoint.
    */
   async setStatus(id: string, status: ConnectionStatus, reason: string | null, workspaceId?: string, action?: ConnectionAction): Promise<ConnectionView> {
-    const rec = await this.getRecord(id, workspaceId);
-    const next: ConnectionRecord = { ...rec, status, statusReason: reason, updatedAt: new Date().toISOString() };
-    await this.commit(next, action ?? (status === 'active' ? 'enabled' : status));
+    await this.getRecord(id, workspaceId);
+    const now = new Date().toISOString();
+    // Only the status fields, over the record as it is at the write: a token refresh saved meanwhile stays.
+    const events = recordOutbox((rec: ConnectionRecord) => changeEvent(this.hub, rec, action ?? (status === 'active' ? 'enabled' : status), this.actor));
+    const next = await this.hub.store.updateDoc<ConnectionRecord>(CONNECTIONS, id, (cur) => ({ ...cur, status, statusReason: reason, updatedAt: now }), events);
+    if (!next) throw new ConnectionError(`no connection ${id}`, 'NOT_FOUND');
+    publishCommitted(this.hub, events.entries);
     return viewOf(next);
   }
 
@@ -210,9 +214,17 @@ export class ConnectionService {
   contextFor(id: string): ConnectorContext {
     return {
       hub: this.hub,
-      // A refreshed token is routine, not an admin change: saved without an event.
+      // A refreshed token is routine, not an admin change: saved without an event. Only the config and secret
+      // fields are written over the record as it is at the write: a status change that landed meanwhile (marked
+      // broken by another job, disabled by an admin) must not be undone by a token refresh that read it before.
       saveSecrets: async (patch) => {
-        await this.docs.put(CONNECTIONS, id, await this.merged(id, patch));
+        const next = await this.merged(id, patch);
+        await this.hub.store.updateDoc<ConnectionRecord>(
+          CONNECTIONS,
+          id,
+          (cur) => ({ ...cur, config: next.config, secretFields: next.secretFields, sealed: next.sealed, updatedAt: next.updatedAt }),
+          () => [],
+        );
       },
       markBroken: async (reason) => {
         await this.markBroken(id, reason);

@@ -69,3 +69,24 @@ test('concurrent jobs of a connection whose grant was revoked mark it broken onc
   await eventually(async () => (await hub.store.outboxCount()) === 0 && (await brokenEvents(conn.id)).length > 1);
   t.is((await brokenEvents(conn.id)).length, 2);
 });
+
+test('a token refresh saved after the connection was marked broken or disabled keeps that status', async (t) => {
+  const ws = hub.config.defaultWorkspaceId;
+  const sync = new StorageSync(hub, null, 'dropbox');
+  for (const status of ['broken', 'disabled'] as const) {
+    const conn = await sync.connections.create(ws, 'dropbox', {
+      clientId: 'appkey', folderPath: '/Voxa', apiBaseUrl: api.url, tokenUrl: `${api.url}/token`,
+      accessToken: 'old-access', refreshToken: 'refresh-x', expiresAt: new Date(Date.now() + 3_600_000).toISOString(),
+    });
+    const ctx = sync.connections.contextFor(conn.id);
+    // The refresh read the record, then the status changed, then the refresh saves its new tokens.
+    const saving = ctx.saveSecrets({ accessToken: 'new-access', expiresAt: new Date(Date.now() + 7_200_000).toISOString() });
+    if (status === 'broken') await ctx.markBroken('invalid_grant');
+    else await sync.connections.setStatus(conn.id, 'disabled', 'paused by an admin');
+    await saving;
+    const view = await sync.connections.get(conn.id);
+    t.is(view.status, status, `stays ${status}`);
+    const resolved = await sync.connections.resolve(await sync.connections.getRecord(conn.id));
+    t.is(resolved.config.accessToken, 'new-access', 'the new token was still saved');
+  }
+});
