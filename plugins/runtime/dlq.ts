@@ -10,6 +10,7 @@
  * never re-runs the other plugins that already handled the event.
  */
 import { headers as natsHeaders, type JetStreamClient, type JetStreamManager, type MsgHdrs } from 'nats';
+import { ZodError } from 'zod';
 import { HDR, dlqSubject, retrySubject, runtimeNames } from './control.js';
 
 /** The NATS handles the dead-letter helpers need (a Bus from core/bus/nats.ts fits). */
@@ -57,6 +58,24 @@ export async function publishDeadLetter(h: NatsHandles, d: DeadLetterInput): Pro
   const msgID = `${d.plugin}:${d.eventId ?? `seq${d.streamSeq}`}:${d.retryOf ?? 'live'}`;
   const ack = await h.js.publish(dlqSubject(h.namespace, d.plugin, d.eventType ?? 'malformed'), d.data, { headers: hdrs, msgID });
   return ack.seq;
+}
+
+/** Issues named in a malformed-event reason; the rest are counted (the header holds one short line). */
+const MAX_REASON_ISSUES = 8;
+
+/**
+ * The dead-letter reason for a payload that is not a valid envelope: one readable line such as
+ * `malformed event: id: expected string, received undefined; v: expected 1`, rather than zod's JSON dump,
+ * so `voxa dlq list` can show it in a column.
+ */
+export function malformedReason(err: unknown): string {
+  if (!(err instanceof ZodError)) return `malformed event: ${err instanceof SyntaxError ? 'not JSON' : 'unreadable'} (${err instanceof Error ? err.message : String(err)})`;
+  const parts = err.issues.slice(0, MAX_REASON_ISSUES).map((i) => {
+    const path = i.path.map(String).join('.') || '(root)';
+    return `${path}: ${i.message.replace(/^Invalid input: /, '')}`;
+  });
+  const more = err.issues.length - parts.length;
+  return `malformed event: ${parts.join('; ')}${more > 0 ? `; and ${more} more` : ''}`;
 }
 
 /** One dead letter as `voxa dlq list` shows it. */
@@ -168,3 +187,4 @@ export async function retryDeadLetter(h: NatsHandles, seq: number, opts: { plugi
   await h.jsm.streams.deleteMessage(names.deadLetter, seq, false);
   return dl;
 }
+

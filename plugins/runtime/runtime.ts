@@ -45,7 +45,7 @@ import {
   type ResolvedPolicy,
   type RuntimeNames,
 } from './control.js';
-import { publishDeadLetter } from './dlq.js';
+import { malformedReason, publishDeadLetter } from './dlq.js';
 import { dedupeKey } from './idempotency.js';
 import { PermanentError, RetryableError, type DeliveryInfo, type Plugin, type PluginContext, type PluginRoutes } from './types.js';
 
@@ -440,7 +440,7 @@ export class PluginRuntime {
       event = EnvelopeSchema.parse(JSON.parse(decoder.decode(m.data))) as AnyEvent;
     } catch (err) {
       metrics.pluginFailed.inc({ plugin: s.name, reason: 'malformed' });
-      await this.deadLetter(s, m, { ...base, reason: `malformed event: ${errorMessage(err)}`.slice(0, 300) });
+      await this.deadLetter(s, m, { ...base, reason: malformedReason(err) });
       return;
     }
     if (!s.types.has(event.type)) {
