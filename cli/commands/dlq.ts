@@ -1,7 +1,7 @@
 /** `voxa dlq list | retry`: what plugins gave up on, and putting it back for the plugin that failed. */
 import type { Command } from 'commander';
 import { ensureRuntimeStreams } from '../../plugins/runtime/control.js';
-import { DeadLetterNotFound, listDeadLetters, retryDeadLetter, type DeadLetter } from '../../plugins/runtime/dlq.js';
+import { DeadLetterNotFound, listDeadLetters, retryAllDeadLetters, retryDeadLetter, type DeadLetter } from '../../plugins/runtime/dlq.js';
 import { CliError, EXIT, output } from '../util.js';
 import { withAdmin } from './plugins.js';
 
@@ -50,7 +50,7 @@ export function register(program: Command): void {
   dlq
     .command('retry [seq]')
     .description('Redeliver dead letters to the plugin that failed them (only that plugin), then remove them from the DLQ.')
-    .option('--all', 'every dead letter (with --plugin: every one of that plugin)')
+    .option('--all', 'every dead letter present when the command starts (with --plugin: of that plugin); ones that fail again meanwhile stay in the DLQ')
     .option('--plugin <plugin>', 'only dead letters of this plugin')
     .option('--json', 'machine-readable JSON output')
     .addHelpText('after', '\nExamples:\n  $ voxa dlq retry 42\n  $ voxa dlq retry --all --plugin webhooks --json')
@@ -64,13 +64,7 @@ export function register(program: Command): void {
         const done: DeadLetter[] = [];
         try {
           if (seq) done.push(await retryDeadLetter(h, seq, plugin ? { plugin } : {}));
-          else {
-            for (;;) {
-              const page = await listDeadLetters(h, { limit: 100, ...(plugin ? { plugin } : {}) });
-              if (!page.length) break;
-              for (const d of page) done.push(await retryDeadLetter(h, d.seq));
-            }
-          }
+          else done.push(...(await retryAllDeadLetters(h, plugin ? { plugin } : {})));
         } catch (err) {
           if (err instanceof DeadLetterNotFound) throw new CliError(`${err.message}${plugin ? ` for plugin ${plugin}` : ''}`, EXIT.NOT_FOUND, 'DEAD_LETTER_NOT_FOUND');
           throw err;

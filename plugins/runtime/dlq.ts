@@ -114,10 +114,14 @@ function toDeadLetter(seq: number, subject: string, h: MsgHdrs | undefined, ns: 
 }
 
 /**
- * Dead letters, oldest first, optionally of one plugin, starting after DLQ sequence `after`. Walks the stream
- * with "next message on this subject from seq" reads: no consumer to create or clean up.
+ * Dead letters, oldest first, optionally of one plugin, starting after DLQ sequence `after` and, with `through`,
+ * ending at that sequence. Walks the stream with "next message on this subject from seq" reads: no consumer to
+ * create or clean up.
  */
-export async function listDeadLetters(h: NatsHandles, opts: { plugin?: string; limit?: number; after?: number } = {}): Promise<DeadLetter[]> {
+export async function listDeadLetters(
+  h: NatsHandles,
+  opts: { plugin?: string; limit?: number; after?: number; through?: number } = {},
+): Promise<DeadLetter[]> {
   const names = runtimeNames(h.namespace);
   const limit = Math.max(1, opts.limit ?? 50);
   const filter = dlqSubject(h.namespace, opts.plugin ?? '*', '>');
@@ -133,6 +137,7 @@ export async function listDeadLetters(h: NatsHandles, opts: { plugin?: string; l
       if (/no message found|not found/i.test(String((err as Error).message))) break;
       throw err;
     }
+    if (opts.through !== undefined && m.seq > opts.through) break;
     out.push(toDeadLetter(m.seq, m.subject, m.header, h.namespace, m.time.toISOString()));
     cursor = m.seq + 1;
   }
@@ -188,3 +193,27 @@ export async function retryDeadLetter(h: NatsHandles, seq: number, opts: { plugi
   return dl;
 }
 
+/**
+ * Puts back every dead letter (of one plugin, with `plugin`) that is in the DLQ when the call starts, each
+ * exactly once. An event that fails again while this runs is dead-lettered again under a later sequence; it is
+ * left there rather than retried in a loop (its side effects repeated) until the plugin stops failing.
+ */
+export async function retryAllDeadLetters(h: NatsHandles, opts: { plugin?: string } = {}): Promise<DeadLetter[]> {
+  const names = runtimeNames(h.namespace);
+  const through = (await h.jsm.streams.info(names.deadLetter)).state.last_seq;
+  const done: DeadLetter[] = [];
+  let after = 0;
+  for (;;) {
+    const page = await listDeadLetters(h, { limit: 100, after, through, ...(opts.plugin ? { plugin: opts.plugin } : {}) });
+    if (!page.length) return done;
+    for (const d of page) {
+      try {
+        done.push(await retryDeadLetter(h, d.seq));
+      } catch (err) {
+        // Retried or removed by someone else since it was listed: nothing left to do for it.
+        if (!(err instanceof DeadLetterNotFound)) throw err;
+      }
+    }
+    after = page[page.length - 1]!.seq;
+  }
+}
