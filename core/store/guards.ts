@@ -43,6 +43,16 @@ export function requireInt(v: unknown, field: string): number {
   return Math.trunc(v);
 }
 
+/**
+ * A time that must parse, returned as toISOString writes it: stored times are in that form, so comparing
+ * the strings compares the times (an offset like +02:00 would not sort right).
+ */
+export function requireIsoTime(v: unknown, field: string): string {
+  const ms = typeof v === 'string' ? Date.parse(v) : NaN;
+  if (!Number.isFinite(ms)) throw new VoxaError('VALIDATION_FAILED', `${field} must be an ISO 8601 time.`, { field });
+  return new Date(ms).toISOString();
+}
+
 export function isDocValue(v: unknown): v is DocValue {
   return v === null || typeof v === 'string' || typeof v === 'boolean' || (typeof v === 'number' && Number.isFinite(v));
 }

@@ -25,8 +25,8 @@ import { MongoClient, MongoServerError, type ClientSession, type Collection, typ
 import type { Conversation, ConversationSummary, Message, UserRecord, Workspace, WorkspaceSettings } from '../domain.js';
 import { VoxaError } from '../errors.js';
 import { ulid } from '../ids.js';
-import { assertCollection, assertFieldName, assertId, checkedFilter, escapeRegex, requireInt, requireString } from './guards.js';
-import type { DocValue, DocumentStore, HistoryQuery, NewMessage, OutboxEntry, OutboxFor, RefreshTokenRecord, SearchQuery, SearchResult, Store } from './port.js';
+import { assertCollection, assertFieldName, assertId, checkedFilter, escapeRegex, requireInt, requireIsoTime, requireString } from './guards.js';
+import type { ChangedQuery, DocValue, DocumentStore, HistoryQuery, NewMessage, OutboxEntry, OutboxFor, RefreshTokenRecord, SearchQuery, SearchResult, Store } from './port.js';
 import { decodeCursor, encodeCursor, makeSnippet, mongoTextSearch, searchTerms } from '../search/query.js';
 
 /** How old a pending (standalone-mode) outbox entry must be before the sweeper decides its fate. */
@@ -269,6 +269,10 @@ export class MongoStore implements Store {
         // Full-text search (issue 7). Language 'none': no stemming or stop words, since chats mix languages.
         // The index changes with the document, so edits and deletes are searchable (or gone) at once.
         { key: { text: 'text' }, name: 'text_search', default_language: 'none', language_override: '_no_language_field' },
+        // Edited and deleted messages by seq (listChangedMessages): partial, so they hold the changed messages
+        // only. Two of them because a partial filter cannot say "edited or deleted" on every server version.
+        { key: { conversationId: 1, seq: 1 }, name: 'edited_seq', partialFilterExpression: { editedAt: { $type: 'string' } } },
+        { key: { conversationId: 1, seq: 1 }, name: 'deleted_seq', partialFilterExpression: { deletedAt: { $type: 'string' } } },
       ]),
       this.markers.createIndexes([{ key: { conversationId: 1 }, name: 'conversation' }]),
       this.outbox.createIndexes([
@@ -683,6 +687,22 @@ export class MongoStore implements Store {
     }
     const docs = await this.messages.find(filter).sort({ seq: -1 }).limit(limit + 1).toArray();
     return { messages: docs.slice(0, limit).reverse().map(toMessage), hasMore: docs.length > limit };
+  }
+
+  async listChangedMessages(conversationId: string, q: ChangedQuery): Promise<{ messages: Message[]; hasMore: boolean }> {
+    str(conversationId, 'conversationId');
+    const limit = Math.max(0, int(q.limit, 'limit'));
+    const seq = { $gt: q.afterSeq !== undefined ? int(q.afterSeq, 'afterSeq') : 0, $lte: int(q.upToSeq, 'upToSeq') };
+    const since = requireIsoTime(q.since, 'since');
+    // Each branch names its partial index's condition ($type string) so the planner can use that index.
+    const filter: Filter<MessageDoc> = {
+      $or: [
+        { conversationId, seq, editedAt: { $type: 'string', $gt: since } },
+        { conversationId, seq, deletedAt: { $type: 'string', $gt: since } },
+      ],
+    };
+    const docs = await this.messages.find(filter).sort({ seq: 1 }).limit(limit + 1).toArray();
+    return { messages: docs.slice(0, limit).map(toMessage), hasMore: docs.length > limit };
   }
 
   async getMessage(conversationId: string, messageId: string): Promise<Message | null> {

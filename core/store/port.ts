@@ -47,6 +47,17 @@ export interface HistoryQuery {
   limit: number;
 }
 
+/** Which edited or deleted messages to list (listChangedMessages). */
+export interface ChangedQuery {
+  /** Only messages with seq <= upToSeq. */
+  upToSeq: number;
+  /** Only messages edited or deleted strictly after this time (ISO 8601). */
+  since: string;
+  /** Only messages with seq > afterSeq: the previous page's last seq. */
+  afterSeq?: number;
+  limit: number;
+}
+
 /** Options of a message search (issue 7). */
 export interface SearchQuery {
   /** Only this conversation (the user must still be a member). */
@@ -180,6 +191,12 @@ export interface Store {
   /** Messages in ascending seq. With only `before`, the newest `limit` below it; with `after`, the oldest above it. */
   listMessages(conversationId: string, q: HistoryQuery): Promise<{ messages: Message[]; hasMore: boolean }>;
   getMessage(conversationId: string, messageId: string): Promise<Message | null>;
+  /**
+   * Messages (in their current state, ascending seq) whose editedAt or deletedAt is after `q.since`, within
+   * (afterSeq, upToSeq]: what a resuming client missed about messages it already has. Served by an index over
+   * the changed messages only, so a big conversation with few edits is cheap.
+   */
+  listChangedMessages(conversationId: string, q: ChangedQuery): Promise<{ messages: Message[]; hasMore: boolean }>;
   editMessage(conversationId: string, messageId: string, text: string, editedAt: string, outbox: OutboxFor<Message>): Promise<Message | null>;
   /** Tombstones a message: text becomes '' and deleted true. Deleting twice is a no-op returning the tombstone. */
   deleteMessage(conversationId: string, messageId: string, deletedAt: string, outbox: OutboxFor<Message>): Promise<Message | null>;

@@ -15,8 +15,9 @@ import { createHash } from 'node:crypto';
 import { closeSync, fdatasync, openSync } from 'node:fs';
 import type { Conversation, ConversationSummary, Message, UserRecord, Workspace, WorkspaceSettings } from '../domain.js';
 import { VoxaError } from '../errors.js';
-import { assertCollection, assertFieldName, assertId, checkedFilter, escapeLike, requireInt as int, requireString as str } from './guards.js';
+import { assertCollection, assertFieldName, assertId, checkedFilter, escapeLike, requireInt as int, requireIsoTime, requireString as str } from './guards.js';
 import type {
+  ChangedQuery,
   DocValue,
   DocumentStore,
   HistoryQuery,
@@ -179,6 +180,11 @@ export const MIGRATIONS: string[] = [
     INSERT INTO messages_fts (messages_fts, rowid, text) VALUES ('delete', old.rowid, old.text);
     INSERT INTO messages_fts (rowid, text) VALUES (new.rowid, new.text);
   END;
+  `,
+  // 4: the edited or deleted messages of a conversation by seq (listChangedMessages, for a resuming client).
+  // Partial: it holds only changed messages, so it stays small and costs an append nothing.
+  `
+  CREATE INDEX messages_changed ON messages(conversation_id, seq) WHERE edited_at IS NOT NULL OR deleted_at IS NOT NULL;
   `,
 ];
 
@@ -885,6 +891,21 @@ export class SqliteStore implements Store {
       `SELECT * FROM messages WHERE conversation_id = ? AND (? IS NULL OR seq < ?) ORDER BY seq DESC LIMIT ?`,
     ).all(conversationId, before, before, limit + 1) as Row[];
     return { messages: rows.slice(0, limit).reverse().map(toMessage), hasMore: rows.length > limit };
+  }
+
+  async listChangedMessages(conversationId: string, q: ChangedQuery): Promise<{ messages: Message[]; hasMore: boolean }> {
+    str(conversationId, 'conversationId');
+    const limit = Math.max(0, int(q.limit, 'limit'));
+    const upTo = int(q.upToSeq, 'upToSeq');
+    const after = q.afterSeq !== undefined ? int(q.afterSeq, 'afterSeq') : 0;
+    const since = requireIsoTime(q.since, 'since');
+    // The first OR term repeats the index's condition word for word, which is how SQLite picks a partial index.
+    const rows = this.q(
+      `SELECT * FROM messages WHERE conversation_id = ? AND seq > ? AND seq <= ?
+         AND (edited_at IS NOT NULL OR deleted_at IS NOT NULL) AND (edited_at > ? OR deleted_at > ?)
+       ORDER BY seq ASC LIMIT ?`,
+    ).all(conversationId, after, upTo, since, since, limit + 1) as Row[];
+    return { messages: rows.slice(0, limit).map(toMessage), hasMore: rows.length > limit };
   }
 
   private readMessage(conversationId: string, messageId: string): Message | null {

@@ -510,6 +510,41 @@ for (const backend of backends) {
     t.is(await s.deleteMessage(c.id, 'msg_missing', at(63), ob('message.deleted')), null);
   });
 
+  it('listChangedMessages lists edits and deletes after a time, up to a seq, in seq order and paged', async (t, s) => {
+    const c = await group(s, ['u1', 'u2']);
+    const other = await group(s, ['u1', 'u2']);
+    const ms: Message[] = [];
+    for (let i = 1; i <= 8; i++) ms.push((await send(s, c.id, 'u1', `m${i}`)).message);
+    const o = (await send(s, other.id, 'u1', 'elsewhere')).message;
+    await s.editMessage(c.id, ms[0]!.id, 'old edit', at(20), ob('message.updated'));
+    await s.editMessage(c.id, ms[4]!.id, 'm5 edited', at(40), ob('message.updated'));
+    await s.deleteMessage(c.id, ms[2]!.id, at(41), ob('message.deleted'));
+    await s.editMessage(c.id, ms[5]!.id, 'm6 edited', at(42), ob('message.updated'));
+    await s.editMessage(c.id, ms[6]!.id, 'm7 edited', at(43), ob('message.updated'));
+    await s.editMessage(other.id, o.id, 'other edited', at(44), ob('message.updated'));
+    const list = (q: Parameters<Store['listChangedMessages']>[1]) =>
+      s.listChangedMessages(c.id, q).then((r) => [r.messages.map((m) => m.seq), r.hasMore] as const);
+
+    // Strictly after `since`, only up to `upToSeq`; other conversations never show.
+    t.deepEqual(await list({ since: at(30), upToSeq: 6, limit: 10 }), [[3, 5, 6], false]);
+    t.deepEqual(await list({ since: at(40), upToSeq: 100, limit: 10 }), [[3, 6, 7], false]);
+    t.deepEqual(await list({ since: at(10), upToSeq: 8, limit: 10 }), [[1, 3, 5, 6, 7], false]);
+    t.deepEqual(await list({ since: at(50), upToSeq: 8, limit: 10 }), [[], false]);
+    // Paged by afterSeq.
+    t.deepEqual(await list({ since: at(10), upToSeq: 8, limit: 2 }), [[1, 3], true]);
+    t.deepEqual(await list({ since: at(10), upToSeq: 8, limit: 2, afterSeq: 3 }), [[5, 6], true]);
+    t.deepEqual(await list({ since: at(10), upToSeq: 8, limit: 2, afterSeq: 6 }), [[7], false]);
+    // The messages come in their current state: a tombstone for the deleted one.
+    const { messages } = await s.listChangedMessages(c.id, { since: at(30), upToSeq: 5, limit: 10 });
+    t.deepEqual(messages, [await s.getMessage(c.id, ms[2]!.id), await s.getMessage(c.id, ms[4]!.id)]);
+    t.true(messages[0]!.deleted);
+    t.is(messages[0]!.text, '');
+    // A time with an offset is the same instant as at(40), not compared as text.
+    t.is(Date.parse('2029-12-31T19:00:40.000-05:00'), Date.parse(at(40)));
+    t.deepEqual(await list({ since: '2029-12-31T19:00:40.000-05:00', upToSeq: 8, limit: 10 }), [[3, 6, 7], false]);
+    await t.throwsAsync(s.listChangedMessages(c.id, { since: 'yesterday', upToSeq: 8, limit: 10 }), { instanceOf: VoxaError });
+  });
+
   // Read markers
 
   it('read markers only move forward and write an outbox entry only when they move', async (t, s) => {
