@@ -50,6 +50,7 @@ export const CONFIG_DOCS: Record<string, FieldDoc> = {
   pruneIntervalMs: { env: 'VOXA_PRUNE_INTERVAL_MS', doc: 'How often each hub process deletes expired one-time sign-in records (used TOTP steps, settled recovery codes, used Google sign-in states); 0 turns pruning off.' },
   sendRateLimitPerMinute: { env: 'VOXA_SEND_RATE_LIMIT', doc: 'Messages one user may send per minute (REST and sockets together).' },
   publishAckWaitMs: { env: 'VOXA_PUBLISH_ACK_WAIT_MS', doc: 'How long a send waits for the JetStream ack before answering anyway (the outbox finishes the job).' },
+  stopTimeoutMs: { env: 'VOXA_STOP_TIMEOUT_MS', doc: 'How long a stop (SIGINT/SIGTERM) may take before the process ends anyway, stopping its embedded nats-server and redis-server first.' },
   outboxSweepMs: { env: 'VOXA_OUTBOX_SWEEP_MS', doc: 'How often the outbox sweeper looks for committed events that were not confirmed published.' },
   outboxGraceMs: { env: 'VOXA_OUTBOX_GRACE_MS', doc: 'Age an unconfirmed outbox entry must reach before the sweeper republishes it.' },
   corsOrigins: { env: 'VOXA_ORIGINS', doc: 'Comma-separated browser origins allowed for CORS and WebSocket handshakes; empty allows same-origin and non-browser clients only.' },
@@ -122,6 +123,7 @@ export const ConfigSchema = z
     pruneIntervalMs: int(0, 86_400_000).default(600_000),
     sendRateLimitPerMinute: int(1, 10_000_000).default(600),
     publishAckWaitMs: int(0, 60_000).default(1000),
+    stopTimeoutMs: int(1000, 600_000).default(30_000),
     outboxSweepMs: int(50, 600_000).default(1000),
     outboxGraceMs: int(0, 600_000).default(2000),
     corsOrigins: z

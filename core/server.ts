@@ -29,8 +29,8 @@ export interface RunningHub {
   port: number;
   /** Drains and stops everything: the edge's clients are told to reconnect elsewhere, the children stop last. */
   stop(): Promise<void>;
-  /** For a stop that hangs: ends the embedded children at once (synchronously), so none outlives the process. */
-  killChildren(): void;
+  /** For a stop that hangs: ends the embedded children at once (SIGKILL after a short grace), so none outlives the process. */
+  killChildren(): Promise<void>;
 }
 
 /** How long open HTTP connections (and WebSockets that ignore their close frame) get before they are cut. */
@@ -130,8 +130,8 @@ export async function runHub(config: Config, opts: RunOptions): Promise<RunningH
       })();
       return stopping;
     },
-    killChildren() {
-      embedded?.killNow();
+    async killChildren() {
+      await embedded?.stopNow();
     },
   };
 }
@@ -160,26 +160,29 @@ async function flushSpans(log: Logger, timeoutMs = 3000): Promise<void> {
 const STOP_DEADLINE_MS = 30_000;
 
 /**
- * Stops cleanly on SIGINT/SIGTERM. A second signal, or a stop still running after 30 s, exits at once; the
- * embedded children are ended first either way, so none outlives the hub.
+ * Stops cleanly on SIGINT/SIGTERM. A second signal, or a stop still running after `deadlineMs` (30 s), exits
+ * soon: the embedded children are ended first either way (a few seconds at most), so none outlives the hub.
  */
-export function stopOnSignals(running: { stop(): Promise<void>; killChildren?(): void }, log: Logger): void {
+export function stopOnSignals(running: { stop(): Promise<void>; killChildren?(): Promise<void> }, log: Logger, deadlineMs = STOP_DEADLINE_MS): void {
   let signalled = false;
+  let exiting = false;
   const exitNow = (code: number) => {
-    running.killChildren?.();
-    process.exit(code);
+    if (exiting) return;
+    exiting = true;
+    void (running.killChildren?.() ?? Promise.resolve()).catch(() => undefined).finally(() => process.exit(code));
   };
   const handler = (signal: NodeJS.Signals) => {
     if (signalled) {
       log.warn('second signal: exiting now');
       exitNow(130);
+      return;
     }
     signalled = true;
     log.info({ signal }, 'stopping');
     setTimeout(() => {
-      log.error({ timeoutMs: STOP_DEADLINE_MS }, 'the stop did not finish in time; exiting now');
+      log.error({ timeoutMs: deadlineMs }, 'the stop did not finish in time; exiting now');
       exitNow(1);
-    }, STOP_DEADLINE_MS).unref();
+    }, deadlineMs).unref();
     running
       .stop()
       .then(() => flushSpans(log))

@@ -221,11 +221,22 @@ export class SupervisedChild {
     this.removePidFile();
   }
 
-  /** SIGTERM now, without waiting for the exit: for a hub that must exit at once (its stop hung, or a second signal came). */
-  killNow(): void {
+  /**
+   * For a hub that must exit soon (its stop hung, or a second signal came): SIGTERM, then SIGKILL if the child
+   * has not gone within `graceMs` (a child that hangs may be why the stop hung). The pid file goes only with
+   * the child, so a child that survives even that is still found and stopped by the next start.
+   */
+  async stopNow(graceMs = 2000): Promise<void> {
     this.stopping = true;
     const c = this.child;
-    if (c && c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
+    if (!c || c.exitCode !== null || c.signalCode !== null) return this.removePidFile();
+    const exited = new Promise<boolean>((resolve) => c.once('exit', () => resolve(true)));
+    const within = (ms: number) => Promise.race([exited, new Promise<boolean>((resolve) => setTimeout(() => resolve(false), ms).unref())]);
+    c.kill('SIGTERM');
+    if (!(await within(graceMs))) {
+      c.kill('SIGKILL');
+      if (!(await within(1000))) return;
+    }
     this.removePidFile();
   }
 
@@ -238,8 +249,8 @@ export interface EmbeddedServices {
   natsUrl?: string;
   redisUrl?: string;
   stop(): Promise<void>;
-  /** Signals the children to stop (SIGTERM) and returns at once, without waiting for them. */
-  killNow(): void;
+  /** Stops the children at once: SIGTERM, SIGKILL after a short grace (see SupervisedChild.stopNow). */
+  stopNow(): Promise<void>;
 }
 
 /**
@@ -268,8 +279,8 @@ export async function startEmbedded(
     async stop() {
       await Promise.all(children.map((c) => c.stop()));
     },
-    killNow() {
-      for (const c of children) c.killNow();
+    async stopNow() {
+      await Promise.all(children.map((c) => c.stopNow()));
     },
   };
   try {

@@ -26,6 +26,6 @@ export function register(program: Command): void {
       const running = await runHub(config, { api: true, logger: log }).catch((err: Error) => {
         throw new CliError(err.message, EXIT.UNAVAILABLE, 'START_FAILED');
       });
-      stopOnSignals(running, log);
+      stopOnSignals(running, log, config.stopTimeoutMs);
     });
 }

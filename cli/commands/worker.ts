@@ -46,6 +46,6 @@ export function register(program: Command): void {
       const running = await runHub(config, { api: false, plugins: opts.plugins, logger: log, embedded: false }).catch((err: Error) => {
         throw new CliError(`worker could not start (NATS ${safeUrl(config.natsUrl)}): ${err.message}`, EXIT.UNAVAILABLE, 'START_FAILED');
       });
-      stopOnSignals(running, log);
+      stopOnSignals(running, log, config.stopTimeoutMs);
     });
 }

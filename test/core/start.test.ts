@@ -346,3 +346,36 @@ test('a stop with WebSocket clients connected tells them to go (1001) and finish
   t.is(await exited, 0);
   t.regex(hub.output(), /"stopped"/);
 });
+
+test('a stop that hangs (redis-server frozen) ends after VOXA_STOP_TIMEOUT_MS with its children, and the next start works', async (t) => {
+  const env: Record<string, string> = { ...(await hubEnv(t, 'voxa-start-hang-')), VOXA_STOP_TIMEOUT_MS: '3000' };
+  let hub = await startHub(env);
+  t.teardown(() => killHub(hub, env));
+  const redisPid = (JSON.parse(readFileSync(join(env.VOXA_DATA_DIR!, 'redis-server.pid'), 'utf8')) as { pid: number }).pid;
+  // A frozen child answers nothing and ignores SIGTERM until it is continued: the worst case for a stop.
+  process.kill(redisPid, 'SIGSTOP');
+  t.teardown(() => {
+    try {
+      process.kill(redisPid, 'SIGCONT');
+    } catch {
+      /* gone, as it should be */
+    }
+  });
+  const exited = new Promise<number | null>((resolve) => hub.child.once('exit', resolve));
+  hub.child.kill('SIGTERM');
+  await exited;
+  const alive = (() => {
+    try {
+      process.kill(redisPid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  })();
+  t.false(alive, 'the frozen redis-server did not outlive the hub');
+  t.false(await portOpen(Number(env.VOXA_EMBEDDED_REDIS_PORT)));
+  t.false(await portOpen(Number(env.VOXA_EMBEDDED_NATS_PORT)));
+  hub = await startHub(env);
+  t.is((await fetch(`${hub.base}/readyz`)).status, 200);
+  t.is(await stopHub(hub), 0);
+});
