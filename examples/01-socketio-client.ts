@@ -2,6 +2,8 @@
  * A Socket.IO client for the hub's edge: log in over REST, connect with the token and our cursors in the
  * handshake, print what arrives, send a message once. It stays connected the way an app should:
  * - every (re)connect sends the current cursors, so the backlog since the last message we have comes first;
+ * - after a reconnect it asks for the edits and deletes it missed (`resume` with `changesSince`, the last
+ *   `serverTime` the hub gave us) to messages it already has;
  * - when the access token expires (or the edge shuts down) the hub disconnects us; we refresh the token
  *   over REST when that was the reason and connect again;
  * - the message is sent with one clientId, retried after a reconnect until acknowledged, so it lands once.
@@ -27,6 +29,8 @@ const refresh = async () => (tokens = await auth('/v1/auth/refresh', { refreshTo
 
 // The highest seq we have seen per conversation; a real app keeps it in storage across restarts.
 const cursors: Record<string, number> = {};
+// The hub's time as of which we have every edit and delete (a real app stores it with the cursors).
+let changesSince: string | undefined;
 const clientId = `example-${randomUUID()}`;
 let sent = !(conversationId && text);
 
@@ -66,9 +70,16 @@ socket.on('disconnect', (reason) => {
   // The hub ended the session (token expired, edge shutting down): Socket.IO leaves reconnecting to us.
   if (reason === 'io server disconnect') void reconnect();
 });
-socket.on('ready', async (info: { userId: string }) => {
+socket.on('ready', async (info: { userId: string; serverTime: string }) => {
   attempt = 0;
   console.log('connected as', info.userId);
+  if (changesSince === undefined) changesSince = info.serverTime; // nothing missed yet: start from now
+  else {
+    // Changes to messages we already have; the ack comes once they were written. Only then is the new time
+    // ours: a connection lost before it would otherwise skip them.
+    const ack = await socket.timeout(30_000).emitWithAck('resume', { cursors: { ...cursors }, changesSince }).catch(() => null);
+    if (ack?.ok) changesSince = ack.serverTime;
+  }
   if (!sent) {
     const ack = await socket.timeout(10_000).emitWithAck('send-message', { conversationId, text, clientId }).catch(() => null);
     if (ack?.ok) {
@@ -85,6 +96,12 @@ socket.on('receive-message', (m: { conversationId: string; seq: number; senderId
   cursors[m.conversationId] = m.seq;
   console.log(`[${m.conversationId} #${m.seq}] ${m.senderId}: ${m.text}`);
 });
+// An edit or delete: the message in its new state (a tombstone has deleted:true and no text). Idempotent.
+for (const ev of ['message-updated', 'message-deleted']) {
+  socket.on(ev, (m: { conversationId: string; seq: number; text: string; deleted?: boolean }) =>
+    console.log(`[${m.conversationId} #${m.seq}] ${m.deleted ? '(deleted)' : `edited: ${m.text}`}`),
+  );
+}
 for (const ev of ['typing', 'stop-typing', 'user-online', 'user-offline', 'message-status-update', 'conversation-updated']) {
   socket.on(ev, (data: unknown) => console.log(ev, data));
 }

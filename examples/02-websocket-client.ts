@@ -1,7 +1,8 @@
 /**
  * A plain WebSocket client for the hub's edge (`/ws`): the token goes in the first frame (never in the URL),
  * frames are `{type, data, ackId?}`, and a frame with `ackId` is answered `{type:"ack", ackId, data}`.
- * Reconnects with backoff and resumes from its cursors, so nothing is lost or seen twice. The message is sent
+ * Reconnects with backoff and resumes from its cursors, so nothing is lost or seen twice, and asks for the edits and
+ * deletes it missed to messages it already has (`changesSince`). The message is sent
  * with one clientId per run, again after a reconnect until it is acknowledged, so it lands exactly once.
  *
  *   VOXA_URL=http://localhost:8080 VOXA_TOKEN=<access token> node --import tsx examples/02-websocket-client.ts [conversationId] [text]
@@ -15,6 +16,8 @@ if (!token) throw new Error('set VOXA_TOKEN to an access token (from POST /v1/au
 const [conversationId, text] = process.argv.slice(2);
 
 const cursors: Record<string, number> = {};
+// The hub's time as of which we have every edit and delete (a real app stores it with the cursors).
+let changesSince: string | undefined;
 let attempt = 0;
 let sent = !(conversationId && text);
 const clientId = `example-${randomUUID()}`;
@@ -42,6 +45,12 @@ function connect(): void {
       case 'ready':
         attempt = 0;
         console.log('connected as', frame.data.userId);
+        if (changesSince === undefined) changesSince = frame.data.serverTime as string; // nothing missed yet
+        else {
+          // Changes to messages we already have; the new time is ours only once the ack says they were written.
+          const ack = await request('resume', { cursors: { ...cursors }, changesSince });
+          if (ack.ok) changesSince = ack.serverTime as string;
+        }
         if (!sent) {
           // The same clientId on every try: a send retried after a lost ack is not stored twice.
           const ack = await request('send-message', { conversationId, text, clientId });
@@ -54,6 +63,13 @@ function connect(): void {
         if (m.seq <= (cursors[m.conversationId] ?? 0)) return;
         cursors[m.conversationId] = m.seq;
         console.log(`[${m.conversationId} #${m.seq}] ${m.senderId}: ${m.text}`);
+        return;
+      }
+      case 'message-updated':
+      case 'message-deleted': {
+        // The message in its new state (a tombstone has deleted:true and no text); applying it twice is harmless.
+        const m = frame.data as { conversationId: string; seq: number; text: string; deleted?: boolean };
+        console.log(`[${m.conversationId} #${m.seq}] ${m.deleted ? '(deleted)' : `edited: ${m.text}`}`);
         return;
       }
       default:

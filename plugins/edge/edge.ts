@@ -137,6 +137,11 @@ class ConvState {
   overflow = false;
   /** Live events waiting behind a catch-up (null when none). */
   queue: Out[] | null = null;
+  /**
+   * Set by a resume with `changesSince`: the catch-up first sends the current state of messages at or before
+   * the cursor edited or deleted after this time (ISO), then the backlog.
+   */
+  changesSince: string | null = null;
   /** Resume acks waiting for the catch-up to finish (null when none). */
   waiters: Array<() => void> | null = null;
   /**
@@ -161,6 +166,19 @@ class ConvState {
 }
 
 const SETTLED: Promise<unknown> = Promise.resolve();
+
+/**
+ * A client's `changesSince` is a `serverTime` from some edge process, and edit times come from the clock of
+ * whichever process made the edit: reading this much further back covers skew between them (and an outbox
+ * publish that lagged its store write). Re-sending a state the client already has is harmless.
+ */
+const CHANGES_MARGIN_MS = 5000;
+
+/** The earlier of a pending changes bound and a client's `changesSince` (less the margin), as ISO. */
+function changesBound(pending: string | null, changesSince: string): string {
+  const t = new Date(Date.parse(changesSince) - CHANGES_MARGIN_MS).toISOString();
+  return pending !== null && pending < t ? pending : t;
+}
 
 /**
  * A session's conversations (conversationId → ConvState), with the first one inline. Most connections of a
@@ -434,7 +452,7 @@ export class Edge {
    * Registers an authenticated connection: subscribes, loads its conversations, announces presence, writes
    * `ready` (with the peers online right now) and starts delivery.
    */
-  async open(user: UserRecord, transport: Transport, handshake: Pick<Handshake, 'cursors'> = {}, expiresAt = Infinity): Promise<Session> {
+  async open(user: UserRecord, transport: Transport, handshake: Pick<Handshake, 'cursors' | 'changesSince'> = {}, expiresAt = Infinity): Promise<Session> {
     const s = new Session(this.sessionUser(user), transport, expiresAt);
     // Nothing reaches the client before `ready`: frames that come meanwhile (presence, membership) wait.
     s.beforeReady = [];
@@ -445,6 +463,9 @@ export class Edge {
     try {
       // The subscription must be live before we read where each conversation stands.
       await this.subscribeWorkspace(user.workspaceId);
+      // Taken once live events flow and before any read: a change after it reaches the client live or in this
+      // session's reads, so a later resume with this time as changesSince misses nothing.
+      const serverTime = new Date().toISOString();
       const convs = await this.hub.chat.listConversations(user, { limit: 10_000 });
       if (s.closed) return s;
       for (const c of convs) {
@@ -456,10 +477,10 @@ export class Edge {
       // beforeReady and written after `ready`), so the snapshot plus the events that follow it are complete.
       const online = await this.presence.onlineAmong(this.peersOf(s));
       if (s.closed) return s;
-      this.writeReady(s, online);
+      this.writeReady(s, online, serverTime);
       if (handshake.cursors) {
         metrics.edgeResumes.inc({ transport: transport.kind });
-        this.release(s, handshake.cursors);
+        this.release(s, handshake.cursors, handshake.changesSince);
       } else {
         s.holdTimer = setTimeout(() => this.release(s, {}), this.opts.resumeHoldMs);
       }
@@ -504,11 +525,12 @@ export class Edge {
   }
 
   /**
-   * `ready {ok, userId, deviceId, online?}`: `online` lists the peers online now, absent when presence is
-   * unavailable (Redis down). Then what waited for it is written, in order.
+   * `ready {ok, userId, deviceId, serverTime, online?}`: `online` lists the peers online now, absent when
+   * presence is unavailable (Redis down); `serverTime` is what the client passes back as `changesSince`. Then
+   * what waited for it is written, in order.
    */
-  private writeReady(s: Session, online: string[] | null): void {
-    const data = { ok: true, userId: s.user.id, deviceId: s.id, ...(online ? { online } : {}) };
+  private writeReady(s: Session, online: string[] | null, serverTime: string): void {
+    const data = { ok: true, userId: s.user.id, deviceId: s.id, serverTime, ...(online ? { online } : {}) };
     const waiting = s.beforeReady ?? [];
     s.beforeReady = null;
     if (s.closed) return;
@@ -542,14 +564,17 @@ export class Edge {
   }
 
   /** Ends the hold: applies resume cursors (if any) and starts catching up every conversation. */
-  private release(s: Session, cursors: Record<string, number>): void {
+  private release(s: Session, cursors: Record<string, number>, changesSince?: string): void {
     if (!s.holding || s.closed) return;
     s.holding = false;
     if (s.holdTimer) clearTimeout(s.holdTimer);
     s.holdTimer = null;
     for (const [convId, st] of s.convs) {
       const c = cursors[convId];
-      if (c !== undefined) st.cursor = st.from = this.clampCursor(convId, c);
+      if (c !== undefined) {
+        st.cursor = st.from = this.clampCursor(convId, c);
+        if (changesSince !== undefined) st.changesSince = changesBound(st.changesSince, changesSince);
+      }
       st.held = false;
       const feed = this.feeds.get(convId);
       if (feed) void this.catchUp(s, feed, st);
@@ -659,7 +684,7 @@ export class Edge {
       }
       case 'resume': {
         const d = data as ClientEventData<'resume'>;
-        return this.resume(s, d.cursors);
+        return this.resume(s, d.cursors, d.changesSince);
       }
     }
     return errorAck(new VoxaError('VALIDATION_FAILED', 'Unknown event type.'));
@@ -673,11 +698,14 @@ export class Edge {
   }
 
   /**
-   * Resume: for each named conversation, send every message after the client's cursor, in order, then
-   * continue live. Answers after all of them were written.
+   * Resume: for each named conversation, send the changes since `changesSince` to messages at or before the
+   * client's cursor, then every message after it, in order, then continue live. Answers after all of them
+   * were written, with a `serverTime` for the next resume.
    */
-  private async resume(s: Session, cursors: Record<string, number>): Promise<AckData> {
+  private async resume(s: Session, cursors: Record<string, number>, changesSince?: string): Promise<AckData> {
     metrics.edgeResumes.inc({ transport: s.transport.kind });
+    // The session's subscription is live already, so "now" is before every read this resume makes.
+    const serverTime = new Date().toISOString();
     const skipped: Array<{ conversationId: string; code: string }> = [];
     const waits: Promise<void>[] = [];
     const known: Record<string, number> = {};
@@ -705,16 +733,17 @@ export class Edge {
         } else {
           st.cursor = st.from = c;
         }
+        if (changesSince !== undefined) st.changesSince = changesBound(st.changesSince, changesSince);
         const feed = this.feeds.get(convId);
         if (feed) void this.catchUp(s, feed, st);
       }
       waits.push(this.caughtUp(st));
     }
-    if (s.holding) this.release(s, known);
+    if (s.holding) this.release(s, known, changesSince);
     await Promise.all(waits);
     const positions: Record<string, number> = {};
     for (const id of Object.keys(known)) positions[id] = s.convs.get(id)?.cursor ?? 0;
-    return { ok: true, cursors: positions, ...(skipped.length ? { skipped } : {}) };
+    return { ok: true, cursors: positions, serverTime, ...(skipped.length ? { skipped } : {}) };
   }
 
   private caughtUp(st: ConvState): Promise<void> {
@@ -787,7 +816,9 @@ export class Edge {
     if (st.running || st.held) return;
     st.running = true;
     try {
-      const caughtUp = await this.catchUpLoop(s, feed, st);
+      let caughtUp = await this.catchUpLoop(s, feed, st);
+      // A resume that came while the loop was returning left changes to send: run again before waking anyone.
+      while (caughtUp && st.changesSince !== null) caughtUp = await this.catchUpLoop(s, feed, st);
       st.running = false;
       if (caughtUp) {
         st.catching = false;
@@ -816,6 +847,7 @@ export class Edge {
         }
         if (q.length === 0 && st.queue === q) st.queue = null;
       }
+      if (st.changesSince !== null && !(await this.sendChanges(s, feed, st))) return false;
       // Level with the feed and nothing blocked: from here on live events apply directly. No await between
       // this check and the caller clearing `catching`, so no event can slip in between.
       if (!st.queue && !st.overflow && st.cursor >= feed.last) return true;
@@ -853,6 +885,29 @@ export class Edge {
         } else await new Promise((r) => setTimeout(r, 50));
       }
     }
+  }
+
+  /**
+   * The current state of messages up to the session's cursor that were edited or deleted after
+   * `st.changesSince`, as the live frames, in seq order. Messages after the cursor come in the backlog in their
+   * current state anyway. False when the session went away meanwhile.
+   */
+  private async sendChanges(s: Session, feed: Feed, st: ConvState): Promise<boolean> {
+    const since = st.changesSince!;
+    const upToSeq = st.cursor;
+    let afterSeq = 0;
+    for (;;) {
+      const page = await this.hub.store.listChangedMessages(feed.id, { upToSeq, since, afterSeq, limit: this.opts.pageSize });
+      if (s.closed || s.convs.get(feed.id) !== st) return false;
+      for (const m of page.messages) {
+        this.write(s, new Frame(m.deleted ? 'message-deleted' : 'message-updated', m));
+        afterSeq = m.seq;
+      }
+      if (!page.hasMore) break;
+    }
+    // Cleared only now: a failed read leaves it for the retry, and a resume meanwhile may have set an earlier one.
+    if (st.changesSince === since) st.changesSince = null;
+    return true;
   }
 
   // ---------------------------------------------------------------------------------------------------------

@@ -18,6 +18,12 @@ const Cursors = z
   .record(Id, Seq)
   .refine((c) => Object.keys(c).length <= MAX_RESUME_CURSORS, `at most ${MAX_RESUME_CURSORS} conversations per resume`);
 
+/**
+ * A `serverTime` the edge gave the client earlier (`ready`, a resume ack): resume then also sends the
+ * current state of messages at or before each cursor that were edited or deleted since.
+ */
+const ChangesSince = z.iso.datetime({ offset: true }).max(40);
+
 /** Client → server events and their payload schemas. */
 export const CLIENT_EVENTS = {
   'send-message': z
@@ -33,7 +39,7 @@ export const CLIENT_EVENTS = {
   typing: z.object({ conversationId: Id }).strict(),
   'stop-typing': z.object({ conversationId: Id }).strict(),
   'message-seen': z.object({ conversationId: Id, seq: Seq }).strict(),
-  resume: z.object({ cursors: Cursors }).strict(),
+  resume: z.object({ cursors: Cursors, changesSince: ChangesSince.optional() }).strict(),
 } as const;
 
 export type ClientEventName = keyof typeof CLIENT_EVENTS;
@@ -45,7 +51,7 @@ export function isClientEvent(name: string): name is ClientEventName {
 }
 
 /**
- * Server → client event names. `ready` is the first frame of a session (`{ok, userId, deviceId, online?}`);
+ * Server → client event names. `ready` is the first frame of a session (`{ok, userId, deviceId, serverTime, online?}`);
  * `error` is sent when a frame cannot be answered with an ack.
  */
 export const SERVER_EVENTS = [
@@ -80,6 +86,7 @@ export const HandshakeSchema = z
   .object({
     token: z.string().min(1).max(8192),
     cursors: Cursors.optional(),
+    changesSince: ChangesSince.optional(),
   })
   .strict();
 export type Handshake = z.infer<typeof HandshakeSchema>;

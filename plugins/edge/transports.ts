@@ -146,7 +146,7 @@ class WsTransport implements Transport {
       const user = await verifyToken(this.edge.hub, hs.token);
       if (ws.readyState !== ws.OPEN) return;
       // The edge writes `ready` (with the peers online now) before it resolves.
-      const s = await this.edge.open(user, this, { cursors: hs.cursors }, tokenExpiry(hs.token));
+      const s = await this.edge.open(user, this, { cursors: hs.cursors, changesSince: hs.changesSince }, tokenExpiry(hs.token));
       this.stopAuthTimer();
       if (ws.readyState !== ws.OPEN) return this.edge.close(s);
       this.session = s;
@@ -258,6 +258,7 @@ interface EngineConn {
 interface VerifiedHandshake {
   user: UserRecord;
   cursors: Record<string, number> | undefined;
+  changesSince: string | undefined;
   expiresAt: number;
 }
 
@@ -313,7 +314,7 @@ class SioTransport implements Transport {
 
   /** Starts the session; the edge writes `ready` (with the peers online now) before it resolves. */
   open(hs: VerifiedHandshake): void {
-    this.edge.open(hs.user, this, { cursors: hs.cursors }, hs.expiresAt).then(
+    this.edge.open(hs.user, this, { cursors: hs.cursors, changesSince: hs.changesSince }, hs.expiresAt).then(
       (s) => {
         if (this.ended) return this.edge.close(s);
         this.session = s;
@@ -436,7 +437,7 @@ export function attachSocketIO(edge: Edge, server: HttpServer, path = SOCKET_IO_
     }
     verifyToken(edge.hub, hs.data.token).then(
       (user) => {
-        socket.data.handshake = { user, cursors: hs.data.cursors, expiresAt: tokenExpiry(hs.data.token) } satisfies VerifiedHandshake;
+        socket.data.handshake = { user, cursors: hs.data.cursors, changesSince: hs.data.changesSince, expiresAt: tokenExpiry(hs.data.token) } satisfies VerifiedHandshake;
         // Not kept for the life of the connection: nothing needs it again, and a token in memory is a token that
         // can end up in a heap dump. Replaced rather than `delete`d (which would turn the object into a dictionary).
         socket.handshake.auth = SPENT_AUTH;

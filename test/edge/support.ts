@@ -94,7 +94,7 @@ export interface Received {
 
 /** What both test clients offer. */
 export interface TestClient {
-  /** The `ready` payload: `{ok, userId, deviceId, online?}`. */
+  /** The `ready` payload: `{ok, userId, deviceId, serverTime, online?}`. */
   ready: any; // eslint-disable-line @typescript-eslint/no-explicit-any
   received: Received[];
   of(type: string): any[]; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -109,8 +109,13 @@ function recorder(): Pick<TestClient, 'received' | 'of'> {
   return { received, of: (type) => received.filter((r) => r.type === type).map((r) => r.data) };
 }
 
+/** The optional handshake fields next to the token. */
+function handshakeExtras(opts: { cursors?: Record<string, number>; changesSince?: string }): Record<string, unknown> {
+  return { ...(opts.cursors ? { cursors: opts.cursors } : {}), ...(opts.changesSince ? { changesSince: opts.changesSince } : {}) };
+}
+
 /** A plain WebSocket client: auth frame first, then `{type,data,ackId}` frames. */
-export async function wsClient(url: string, token: string, opts: { cursors?: Record<string, number>; origin?: string } = {}): Promise<TestClient & { ws: WebSocket }> {
+export async function wsClient(url: string, token: string, opts: { cursors?: Record<string, number>; changesSince?: string; origin?: string } = {}): Promise<TestClient & { ws: WebSocket }> {
   const ws = new WebSocket(url.replace(/^http/, 'ws') + '/ws', opts.origin ? { origin: opts.origin } : {});
   const rec = recorder();
   const acks = new Map<number, (d: unknown) => void>();
@@ -131,7 +136,7 @@ export async function wsClient(url: string, token: string, opts: { cursors?: Rec
   ws.once('close', (code, reason) => readyReject(new Error(`closed ${code} ${reason.toString()}`)));
   ws.once('error', (err) => readyReject(err));
   await once(ws, 'open');
-  ws.send(JSON.stringify({ type: 'auth', data: { token, ...(opts.cursors ? { cursors: opts.cursors } : {}) } }));
+  ws.send(JSON.stringify({ type: 'auth', data: { token, ...handshakeExtras(opts) } }));
   const readyData = await ready;
   return {
     ...rec,
@@ -155,8 +160,8 @@ export async function wsClient(url: string, token: string, opts: { cursors?: Rec
 }
 
 /** A Socket.IO client over WebSocket with `auth: {token}`. */
-export async function sioClient(url: string, token: string, opts: { cursors?: Record<string, number> } = {}): Promise<TestClient & { socket: SioSocket }> {
-  const socket = sioConnect(url, { transports: ['websocket'], auth: { token, ...(opts.cursors ? { cursors: opts.cursors } : {}) }, reconnection: false, forceNew: true });
+export async function sioClient(url: string, token: string, opts: { cursors?: Record<string, number>; changesSince?: string } = {}): Promise<TestClient & { socket: SioSocket }> {
+  const socket = sioConnect(url, { transports: ['websocket'], auth: { token, ...handshakeExtras(opts) }, reconnection: false, forceNew: true });
   const rec = recorder();
   socket.onAny((type: string, data: unknown) => {
     if (type !== 'ready') rec.received.push({ type, data });
