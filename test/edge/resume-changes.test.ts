@@ -145,7 +145,9 @@ test('a bad changesSince is VALIDATION_FAILED naming the field, in a resume fram
     t.deepEqual(frames[0]!.data.details!.fields, ['auth.changesSince']);
 
     const socket = sioConnect(e.url, { transports: ['websocket'], auth: { token: bob.token, changesSince: 'soon' }, reconnection: false, forceNew: true });
-    const [err] = (await once(socket, 'connect_error')) as [{ data: { code: string; details: { fields: string[] } } }];
+    const err = await new Promise<{ data: { code: string; details: { fields: string[] } } }>((resolve) =>
+      socket.once('connect_error', (e) => resolve(e as unknown as { data: { code: string; details: { fields: string[] } } })),
+    );
     t.is(err.data.code, 'VALIDATION_FAILED');
     t.deepEqual(err.data.details.fields, ['auth.changesSince']);
     socket.close();
