@@ -9,15 +9,42 @@ import { createServer, connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+/** Whether a listener could take `port` on loopback right now (0: any port; resolves with the port or null). */
+function tryListen(port: number): Promise<number | null> {
+  return new Promise((resolve) => {
     const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
+    srv.once('error', () => resolve(null));
+    srv.listen(port, '127.0.0.1', () => {
+      const got = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(got));
     });
   });
+}
+
+// Ports for test servers come from 20000–31999, below Linux's ephemeral range (32768+): there, the local end of
+// any outgoing connection, or a port the kernel hands another test process for port 0, could take a port
+// between the moment it was found free and the moment the server binds it. Each process starts at a random
+// point and never hands out a port twice, so parallel tests in one file cannot collide, and separate files
+// (separate processes) rarely overlap.
+const PORT_LOW = 20_000;
+const PORT_HIGH = 32_000;
+let nextPort = PORT_LOW + Math.floor(Math.random() * (PORT_HIGH - PORT_LOW));
+const handedOut = new Set<number>();
+
+export async function freePort(): Promise<number> {
+  for (let tries = 0; tries < 500; tries++) {
+    const port = nextPort;
+    nextPort = nextPort + 1 >= PORT_HIGH ? PORT_LOW : nextPort + 1;
+    if (handedOut.has(port)) continue;
+    if ((await tryListen(port)) !== null) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+  const port = await tryListen(0); // the range is crowded: let the kernel choose
+  if (port === null) throw new Error('no free port');
+  handedOut.add(port);
+  return port;
 }
 
 async function waitForPort(port: number, timeoutMs = 15_000): Promise<void> {
