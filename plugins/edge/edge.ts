@@ -165,6 +165,9 @@ class ConvState {
   }
 }
 
+/** Longest a backlog page waits for the connection to drain before the next one is written anyway. */
+const DRAIN_WAIT_MS = 10_000;
+
 const SETTLED: Promise<unknown> = Promise.resolve();
 
 /**
@@ -861,12 +864,15 @@ export class Edge {
         }
       }
       st.overflow = false;
+      if (!(await this.drained(s, feed, st))) return false;
       const before = st.cursor;
       const page = await this.hub.store.listMessages(feed.id, { after: st.cursor, limit: this.opts.pageSize });
       if (s.closed || s.convs.get(feed.id) !== st) return false;
       let fromOthers = 0;
       for (const m of page.messages) {
         if (m.seq <= st.cursor) continue;
+        // Several conversations may be catching up on one connection: check the room before every frame.
+        if (!(await this.drained(s, feed, st))) return false;
         st.cursor = m.seq;
         this.write(s, new Frame('receive-message', m));
         metrics.edgeResumedMessages.inc({ transport: s.transport.kind });
@@ -888,6 +894,25 @@ export class Edge {
   }
 
   /**
+   * Waits, before the next page of a backlog, until the connection has sent most of what it holds. Pages are
+   * read from the store without a real wait, so a long backlog (or several conversations catching up at once)
+   * would otherwise pile up in the send buffer within one turn and cut even a fast client as a slow consumer.
+   * A client that does not drain within DRAIN_WAIT_MS is left to write(), which cuts it if it is past the limit.
+   * Called before every backlog frame, since several conversations may be catching up on one connection.
+   * False when the session went away meanwhile.
+   */
+  private async drained(s: Session, feed: Feed, st: ConvState): Promise<boolean> {
+    const low = this.opts.maxBufferedBytes / 2;
+    if (s.transport.buffered() <= low) return true; // the common case: no timer
+    const deadline = Date.now() + DRAIN_WAIT_MS;
+    while (s.transport.buffered() > low && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 5));
+      if (s.closed || s.convs.get(feed.id) !== st) return false;
+    }
+    return true;
+  }
+
+  /**
    * The current state of messages up to the session's cursor that were edited or deleted after
    * `st.changesSince`, as the live frames, in seq order. Messages after the cursor come in the backlog in their
    * current state anyway. False when the session went away meanwhile.
@@ -897,9 +922,11 @@ export class Edge {
     const upToSeq = st.cursor;
     let afterSeq = 0;
     for (;;) {
+      if (!(await this.drained(s, feed, st))) return false;
       const page = await this.hub.store.listChangedMessages(feed.id, { upToSeq, since, afterSeq, limit: this.opts.pageSize });
       if (s.closed || s.convs.get(feed.id) !== st) return false;
       for (const m of page.messages) {
+        if (!(await this.drained(s, feed, st))) return false;
         this.write(s, new Frame(m.deleted ? 'message-deleted' : 'message-updated', m));
         afterSeq = m.seq;
       }

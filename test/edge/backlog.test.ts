@@ -1,0 +1,47 @@
+/**
+ * A long backlog on resume: a client that reads at a normal pace gets all of it, in order, once, and is not cut
+ * as a slow consumer because the edge wrote pages faster than any socket drains.
+ */
+import test from 'ava';
+import { newId } from '../../core/ids.js';
+import { startServers } from '../helpers/hub.js';
+import { eventually, group, makeUser, openEdgeHub, seqsOf, sioClient, wsClient, type TestClient } from './support.js';
+
+let servers: Awaited<ReturnType<typeof startServers>>;
+test.before(async () => {
+  servers = await startServers();
+});
+test.after.always(async () => {
+  await servers?.dispose();
+});
+
+test('resuming thousands of messages in several conversations at once: all arrive, in order, once, no SLOW_CONSUMER', async (t) => {
+  const e = await openEdgeHub(servers);
+  try {
+    const [alice, bob] = await Promise.all([makeUser(e.hub, 'Alice'), makeUser(e.hub, 'Bob')]);
+    const convs = await Promise.all([1, 2, 3].map((i) => group(e.hub, alice, [bob], `backlog ${i}`)));
+    const perConv = 3000;
+    // Straight into the store, many in flight (group commits): the backlog is what matters, not how it came.
+    // Long enough that one burst of pages is far more than the kernel's socket buffers take.
+    const text = 'a backlog line that is long enough to fill buffers quickly: '.repeat(25);
+    for (const conv of convs) {
+      for (let done = 0; done < perConv; done += 500) {
+        await Promise.all(
+          Array.from({ length: 500 }, () =>
+            e.hub.store.appendMessage({ id: newId('msg'), conversationId: conv.id, senderId: alice.user.id, text, clientId: null, createdAt: new Date().toISOString() }, () => []),
+          ),
+        );
+      }
+    }
+    const cursors = Object.fromEntries(convs.map((c) => [c.id, 0]));
+    const clients: TestClient[] = [await wsClient(e.url, bob.token, { cursors }), await sioClient(e.url, bob.token, { cursors })];
+    for (const c of clients) {
+      await eventually(() => convs.every((conv) => seqsOf(c, conv.id).length >= perConv) || c.of('error').length > 0, 60_000, 'the backlog');
+      t.deepEqual(c.of('error'), [], 'not cut as a slow consumer');
+      for (const conv of convs) t.deepEqual(seqsOf(c, conv.id), Array.from({ length: perConv }, (_, i) => i + 1));
+      c.close();
+    }
+  } finally {
+    await e.close();
+  }
+});
