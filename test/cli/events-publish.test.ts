@@ -3,22 +3,13 @@
  * NATS_URL or the embedded hub's port (VOXA_EMBEDDED_NATS_PORT), and with one actor, system:voxa-cli.
  */
 import test from 'ava';
-import type { Hub } from '../../core/hub.js';
 import { CLI_ACTOR } from '../../connectors/context.js';
 import { streamEvents, eventually } from '../api/support.js';
 import { runCli } from '../helpers/cli.js';
-import { openTestHub, startServers, type TestServers } from '../helpers/hub.js';
+import { hubForFile } from '../helpers/hub.js';
 
-let servers: TestServers & { dispose(): Promise<void> };
-let hub: Hub & { close(): Promise<void> };
-test.before(async () => {
-  servers = await startServers();
-  hub = await openTestHub(servers);
-});
-test.after.always(async () => {
-  await hub?.close();
-  await servers?.dispose();
-});
+const shared = hubForFile();
+
 
 /** A shell next to a `voxa start` that embeds NATS: no NATS_URL, only the embedded port. */
 function embeddedEnv(): NodeJS.ProcessEnv {
@@ -26,10 +17,10 @@ function embeddedEnv(): NodeJS.ProcessEnv {
     PATH: process.env.PATH ?? '',
     HOME: process.env.HOME ?? '',
     LOG_LEVEL: 'silent',
-    VOXA_DATA_DIR: hub.config.dataDir,
-    VOXA_NATS_NAMESPACE: hub.config.natsNamespace,
-    VOXA_SECRET_KEY: hub.secrets.encryptionKey.toString('base64'),
-    VOXA_EMBEDDED_NATS_PORT: String(servers.nats.port),
+    VOXA_DATA_DIR: shared.hub.config.dataDir,
+    VOXA_NATS_NAMESPACE: shared.hub.config.natsNamespace,
+    VOXA_SECRET_KEY: shared.hub.secrets.encryptionKey.toString('base64'),
+    VOXA_EMBEDDED_NATS_PORT: String(shared.servers.nats.port),
   };
 }
 
@@ -47,7 +38,7 @@ test.serial('users add and set-role publish at once on the embedded port, like w
   const hook = (await voxa('webhooks', 'add', '--url', 'https://hooks.example.com/in', '--events', 'message.created')) as { id: string };
 
   const events = await eventually(async () => {
-    const all = (await streamEvents(hub)).map((e) => e.event);
+    const all = (await streamEvents(shared.hub)).map((e) => e.event);
     const found = {
       registered: all.find((e) => e.type === 'user.registered' && e.userId === added.user.id),
       roleChanged: all.find((e) => e.type === 'user.role_changed' && e.userId === added.user.id),
@@ -61,7 +52,7 @@ test.serial('users add and set-role publish at once on the embedded port, like w
 
 test.serial('users add names the same actor as every other CLI event', async (t) => {
   const added = (await voxa('users', 'add', '--email', 'actor@example.test', '--role', 'customer')) as { user: { id: string } };
-  const ev = await eventually(async () => (await streamEvents(hub)).map((e) => e.event).find((e) => e.type === 'user.registered' && e.userId === added.user.id));
+  const ev = await eventually(async () => (await streamEvents(shared.hub)).map((e) => e.event).find((e) => e.type === 'user.registered' && e.userId === added.user.id));
   t.deepEqual(ev.actor, CLI_ACTOR);
 });
 

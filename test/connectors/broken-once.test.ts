@@ -3,30 +3,25 @@
  * `connection.changed … broken` event (and so one audit entry), not one per job or per refresh attempt.
  */
 import test from 'ava';
-import type { Hub } from '../../core/hub.js';
 import { newId } from '../../core/ids.js';
 import { AuthExpiredError } from '../../connectors/types.js';
 import { StorageSync } from '../../plugins/storage-sync/service.js';
 import { eventually, streamEvents } from '../api/support.js';
-import { openTestHub, startServers, type TestServers } from '../helpers/hub.js';
+import { hubForFile } from '../helpers/hub.js';
 import { startStandIn, type StandIn } from './standins.js';
 
-let servers: TestServers & { dispose(): Promise<void> };
-let hub: Hub & { close(): Promise<void> };
+const shared = hubForFile();
+
 let api: StandIn;
 test.before(async () => {
-  servers = await startServers();
-  hub = await openTestHub(servers);
   api = await startStandIn();
 });
 test.after.always(async () => {
   await api?.close();
-  await hub?.close();
-  await servers?.dispose();
 });
 
 async function brokenEvents(connectionId: string): Promise<string[]> {
-  return (await streamEvents(hub))
+  return (await streamEvents(shared.hub))
     .filter((e) => e.event.type === 'connection.changed')
     .filter((e) => {
       const d = e.event.data as { connectionId: string; action: string };
@@ -36,14 +31,14 @@ async function brokenEvents(connectionId: string): Promise<string[]> {
 }
 
 test('concurrent jobs of a connection whose grant was revoked mark it broken once, with one event', async (t) => {
-  const ws = hub.config.defaultWorkspaceId;
+  const ws = shared.hub.config.defaultWorkspaceId;
   const now = new Date().toISOString();
-  const { conversation } = await hub.store.createConversation(
+  const { conversation } = await shared.hub.store.createConversation(
     { id: newId('cnv'), workspaceId: ws, type: 'group', title: 'Q3', members: ['usr_a'], createdBy: 'usr_a', createdAt: now, updatedAt: now, lastSeq: 0 },
     () => [],
   );
   // Two services stand for two processes running this connector's jobs (hub and worker).
-  const [a, b] = [new StorageSync(hub, null, 'dropbox'), new StorageSync(hub, null, 'dropbox')];
+  const [a, b] = [new StorageSync(shared.hub, null, 'dropbox'), new StorageSync(shared.hub, null, 'dropbox')];
   const conn = await a.connections.create(ws, 'dropbox', {
     clientId: 'appkey', folderPath: '/Voxa', apiBaseUrl: api.url, tokenUrl: `${api.url}/token`,
     accessToken: 'tok1', refreshToken: 'refresh1', expiresAt: new Date(Date.now() - 1000).toISOString(),
@@ -60,19 +55,19 @@ test('concurrent jobs of a connection whose grant was revoked mark it broken onc
   t.is(view.status, 'broken');
   t.regex(view.statusReason ?? '', /invalid_grant/);
   t.notRegex(view.statusReason ?? '', /again/, 'the first reason stays');
-  await eventually(async () => (await hub.store.outboxCount()) === 0 && (await brokenEvents(conn.id)).length > 0);
+  await eventually(async () => (await shared.hub.store.outboxCount()) === 0 && (await brokenEvents(conn.id)).length > 0);
   t.is((await brokenEvents(conn.id)).length, 1, 'one broken event for one change');
 
   // Re-enabled and revoked again is a new change: a second event.
   await a.connections.setStatus(conn.id, 'active', null);
   await Promise.allSettled([a.process(job), b.process(job)]);
-  await eventually(async () => (await hub.store.outboxCount()) === 0 && (await brokenEvents(conn.id)).length > 1);
+  await eventually(async () => (await shared.hub.store.outboxCount()) === 0 && (await brokenEvents(conn.id)).length > 1);
   t.is((await brokenEvents(conn.id)).length, 2);
 });
 
 test('a token refresh saved after the connection was marked broken or disabled keeps that status', async (t) => {
-  const ws = hub.config.defaultWorkspaceId;
-  const sync = new StorageSync(hub, null, 'dropbox');
+  const ws = shared.hub.config.defaultWorkspaceId;
+  const sync = new StorageSync(shared.hub, null, 'dropbox');
   for (const status of ['broken', 'disabled'] as const) {
     const conn = await sync.connections.create(ws, 'dropbox', {
       clientId: 'appkey', folderPath: '/Voxa', apiBaseUrl: api.url, tokenUrl: `${api.url}/token`,

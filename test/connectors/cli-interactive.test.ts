@@ -9,24 +9,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import { ConnectionService } from '../../connectors/connections.js';
-import type { Hub } from '../../core/hub.js';
-import { openTestHub, startServers, type TestServers } from '../helpers/hub.js';
+import { hubForFile } from '../helpers/hub.js';
 import { runCli } from '../helpers/cli.js';
 import { cliEnv, runCliOnTty, startCli, stripAnsi } from './cli-proc.js';
 import { until } from './receiver.js';
 import { startStandIn, type StandIn } from './standins.js';
 
-let servers: TestServers & { dispose(): Promise<void> };
-let hub: Hub & { close(): Promise<void> };
+const shared = hubForFile();
 
-test.before(async () => {
-  servers = await startServers();
-  hub = await openTestHub(servers);
-});
-test.after.always(async () => {
-  await hub?.close();
-  await servers?.dispose();
-});
+
 
 interface Listed {
   id: string;
@@ -44,7 +35,7 @@ async function listConnections(env: NodeJS.ProcessEnv): Promise<{ rows: Listed[]
 }
 
 test.serial('connections add on a terminal prompts from the schema, masks the secret and stores the connection', async (t) => {
-  const env = cliEnv(servers, hub);
+  const env = cliEnv(shared.servers, shared.hub);
   const secretB64 = Buffer.alloc(32, 9).toString('base64');
   const secret = `whsec_${secretB64}`;
   const tty = runCliOnTty(env, ['connections', 'add', 'webhook', '--name', 'typed on a terminal']);
@@ -83,13 +74,13 @@ test.serial('connections add on a terminal prompts from the schema, masks the se
   t.deepEqual(mine!.secretFields, ['secret']);
   t.false(raw.includes(secretB64), 'listing never shows the secret');
   // What was typed is what got sealed: the hub opens it to the same value.
-  const resolved = await new ConnectionService(hub).resolve(mine!.id);
+  const resolved = await new ConnectionService(shared.hub).resolve(mine!.id);
   t.is(resolved.config.secret, secret);
   t.false('description' in resolved.config, 'an optional field left empty is not stored');
 });
 
 test.serial('connections add refuses to prompt without a terminal, with a clear error and exit code 2', async (t) => {
-  const env = cliEnv(servers, hub);
+  const env = cliEnv(shared.servers, shared.hub);
   const before = (await listConnections(env)).rows.length;
 
   // No terminal at all (pipes).
@@ -125,7 +116,7 @@ test.serial('google drive: the CLI prints the consent URL, refuses a forged redi
   const api = await startStandIn();
   t.teardown(() => api.close());
   api.nextAccessToken = 'tok-from-code-drive';
-  const env = cliEnv(servers, hub);
+  const env = cliEnv(shared.servers, shared.hub);
   const run = startCli(env, [
     'connections', 'add', 'google-drive', '--no-browser', '--name', 'Marketing Drive', '--test', '--json',
     '--set', 'clientId=cid.apps.example', '--set', 'clientSecret=drive-client-secret',
@@ -174,7 +165,7 @@ test.serial('google drive: the CLI prints the consent URL, refuses a forged redi
   const mine = rows.find((r) => r.id === out.connection.id)!;
   t.is(mine.status, 'active');
   t.is(mine.config.folderId, 'folder1');
-  const resolved = await new ConnectionService(hub).resolve(mine.id);
+  const resolved = await new ConnectionService(shared.hub).resolve(mine.id);
   t.is(resolved.config.accessToken, 'tok-from-code-drive');
   t.is(resolved.config.refreshToken, 'refresh1');
   for (const s of ['tok-from-code-drive', 'refresh1', 'drive-client-secret', verifier]) {
@@ -187,7 +178,7 @@ test.serial('dropbox: the consent URL goes to the browser command in VOXA_BROWSE
   t.teardown(() => api.close());
   api.nextAccessToken = 'tok-from-code-dropbox';
   const log = join(mkdtempSync(join(tmpdir(), 'voxa-browser-')), 'visits.jsonl');
-  const env = cliEnv(servers, hub, { VOXA_BROWSER: `${process.execPath} test/connectors/fake-browser.mjs`, FAKE_BROWSER_LOG: log });
+  const env = cliEnv(shared.servers, shared.hub, { VOXA_BROWSER: `${process.execPath} test/connectors/fake-browser.mjs`, FAKE_BROWSER_LOG: log });
   const done = await runCli(env, [
     'connections', 'add', 'dropbox', '--name', 'Team Dropbox', '--json',
     '--set', 'clientId=appkey', '--set', 'folderPath=/Voxa Hub', '--set', `apiBaseUrl=${api.url}`,
@@ -207,7 +198,7 @@ test.serial('dropbox: the consent URL goes to the browser command in VOXA_BROWSE
   t.is(exchange.get('client_secret'), null, 'a Dropbox PKCE app sends no secret');
 
   const connection = (JSON.parse(done.stdout) as { connection: Listed }).connection;
-  const resolved = await new ConnectionService(hub).resolve(connection.id);
+  const resolved = await new ConnectionService(shared.hub).resolve(connection.id);
   t.is(resolved.config.accessToken, 'tok-from-code-dropbox');
   t.false(done.stdout.includes('tok-from-code-dropbox') || done.stderr.includes('tok-from-code-dropbox'));
 });
@@ -215,7 +206,7 @@ test.serial('dropbox: the consent URL goes to the browser command in VOXA_BROWSE
 test.serial('a consent the user declines fails the command with AUTH_FAILED and stores nothing', async (t) => {
   const api = await startStandIn();
   t.teardown(() => api.close());
-  const env = cliEnv(servers, hub);
+  const env = cliEnv(shared.servers, shared.hub);
   const before = (await listConnections(env)).rows.length;
   const run = startCli(env, [
     'connections', 'add', 'dropbox', '--no-browser', '--json',

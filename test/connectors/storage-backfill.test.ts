@@ -9,27 +9,22 @@ import { join } from 'node:path';
 import test from 'ava';
 import { createEvent, subjectOf, type AnyEvent } from '../../core/events/catalog.js';
 import { createBlobStore } from '../../core/files/service.js';
-import type { Hub } from '../../core/hub.js';
 import { newId } from '../../core/ids.js';
 import { ConnectionService } from '../../connectors/connections.js';
 import { runCli } from '../helpers/cli.js';
-import { openTestHub, startServers, type TestServers } from '../helpers/hub.js';
+import { hubForFile } from '../helpers/hub.js';
 import { cliEnv } from './cli-proc.js';
 import { startStandIn, type StandIn } from './standins.js';
 
-let servers: TestServers & { dispose(): Promise<void> };
-let hub: Hub & { close(): Promise<void> };
+const shared = hubForFile();
+
 let api: StandIn;
 
 test.before(async () => {
-  servers = await startServers();
-  hub = await openTestHub(servers);
   api = await startStandIn();
 });
 test.after.always(async () => {
   await api?.close();
-  await hub?.close();
-  await servers?.dispose();
 });
 
 interface Summary {
@@ -43,46 +38,46 @@ interface Summary {
 }
 
 async function publish(e: AnyEvent): Promise<void> {
-  await hub.bus.publisher.publish(subjectOf(e, hub.bus.namespace), Buffer.from(JSON.stringify(e)), {}, e.id);
+  await shared.hub.bus.publisher.publish(subjectOf(e, shared.hub.bus.namespace), Buffer.from(JSON.stringify(e)), {}, e.id);
 }
 
 /** A file as core/files keeps it (document + blob), and the file.uploaded event it would have published. */
 async function upload(convId: string, userId: string, name: string, bytes: Buffer): Promise<{ id: string; blobKey: string; path: string }> {
-  const ws = hub.config.defaultWorkspaceId;
+  const ws = shared.hub.config.defaultWorkspaceId;
   const id = newId('fil');
   const blobKey = `${ws}/${id}/main`;
   const path = join(mkdtempSync(join(tmpdir(), 'voxa-blob-')), 'f');
   writeFileSync(path, bytes);
-  await createBlobStore(hub).putFile(blobKey, path, { size: bytes.length, contentType: 'text/plain' });
+  await createBlobStore(shared.hub).putFile(blobKey, path, { size: bytes.length, contentType: 'text/plain' });
   const file = { id, workspaceId: ws, conversationId: convId, uploaderId: userId, name, contentType: 'text/plain', size: bytes.length, sha256: '', disposition: 'attachment', blobKey, createdAt: new Date().toISOString() };
-  await hub.store.docs.put('files', id, file);
+  await shared.hub.store.docs.put('files', id, file);
   await publish(createEvent('file.uploaded', { workspaceId: ws, conversationId: convId, actor: { type: 'user', id: userId }, data: { file: { id, name, size: bytes.length, contentType: 'text/plain', conversationId: convId } } }));
   return { id, blobKey, path };
 }
 
 test('backfill into a new Dropbox connection uploads the attachments once; a missing blob fails with its reason and exit 1', async (t) => {
-  const ws = hub.config.defaultWorkspaceId;
+  const ws = shared.hub.config.defaultWorkspaceId;
   const now = new Date().toISOString();
   const user = { id: newId('usr'), workspaceId: ws, email: 'ada@example.com', name: 'Ada', role: 'agent' as const, createdAt: now, passwordHash: 'x', disabled: false };
-  await hub.store.createUser(user, () => []);
-  const { conversation } = await hub.store.createConversation(
+  await shared.hub.store.createUser(user, () => []);
+  const { conversation } = await shared.hub.store.createConversation(
     { id: newId('cnv'), workspaceId: ws, type: 'group', title: 'Launch', members: [user.id], createdBy: user.id, createdAt: now, updatedAt: now, lastSeq: 0 },
     () => [],
   );
   for (const text of ['hello', 'see the files']) {
-    const { message } = await hub.store.appendMessage({ id: newId('msg'), conversationId: conversation.id, senderId: user.id, text, clientId: null, createdAt: now }, () => []);
+    const { message } = await shared.hub.store.appendMessage({ id: newId('msg'), conversationId: conversation.id, senderId: user.id, text, clientId: null, createdAt: now }, () => []);
     await publish(createEvent('message.created', { workspaceId: ws, conversationId: conversation.id, actor: { type: 'user', id: user.id }, data: { message } }));
   }
   const files: Array<{ id: string; blobKey: string; path: string }> = [];
   for (const n of [1, 2, 3, 4]) files.push(await upload(conversation.id, user.id, `notes-${n}.txt`, Buffer.from(`attachment number ${n}`)));
   // The fourth file's bytes are gone from the blob store (its document is still there).
-  await createBlobStore(hub).delete(files[3]!.blobKey);
+  await createBlobStore(shared.hub).delete(files[3]!.blobKey);
 
-  const conn = await new ConnectionService(hub).create(ws, 'dropbox', {
+  const conn = await new ConnectionService(shared.hub).create(ws, 'dropbox', {
     clientId: 'appkey', folderPath: '/Second', apiBaseUrl: api.url, tokenUrl: `${api.url}/token`,
     accessToken: 'tok1', refreshToken: 'refresh1', expiresAt: new Date(Date.now() + 3600_000).toISOString(),
   }, 'box2');
-  const env = cliEnv(servers, hub);
+  const env = cliEnv(shared.servers, shared.hub);
 
   const first = await runCli(env, ['connections', 'backfill', conn.id, '--since', '1', '--json']);
   t.is(first.code, 1, 'something failed, so exit 1 — with --json too');
@@ -110,7 +105,7 @@ test('backfill into a new Dropbox connection uploads the attachments once; a mis
   t.is(api.requests.filter((r) => r.path === '/content/2/files/upload').length, uploads, 'nothing uploaded again');
 
   // With the blob back, the rest goes through and the command succeeds.
-  await createBlobStore(hub).putFile(files[3]!.blobKey, files[3]!.path, { size: 20, contentType: 'text/plain' });
+  await createBlobStore(shared.hub).putFile(files[3]!.blobKey, files[3]!.path, { size: 20, contentType: 'text/plain' });
   const third = await runCli(env, ['connections', 'backfill', conn.id, '--since', '1', '--json']);
   t.is(third.code, 0, third.stderr);
   t.like(JSON.parse(third.stdout) as Summary, { written: 1, skipped: 4, failed: 0, failures: [] });

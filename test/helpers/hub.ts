@@ -2,6 +2,7 @@
  * A whole hub for tests: real nats-server and redis-server (one each per test file, shared by its tests), and
  * per test a fresh SQLite store in a temp dir and a unique NATS namespace.
  */
+import test from 'ava';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -56,4 +57,31 @@ export async function openTestHub(servers: TestServers, overrides: ConfigInput =
       rmSync(config.dataDir, { recursive: true, force: true });
     },
   });
+}
+
+/**
+ * Servers and one hub shared by every test of a file: registers the file's before/after hooks (call it at the
+ * top level of the test file). Read `.hub` and `.servers` inside tests, where `before` has run.
+ */
+export function hubForFile(overrides: ConfigInput = {}): { readonly servers: TestServers & { dispose(): Promise<void> }; readonly hub: Hub & { close(): Promise<void> } } {
+  let servers: (TestServers & { dispose(): Promise<void> }) | undefined;
+  let hub: (Hub & { close(): Promise<void> }) | undefined;
+  test.before(async () => {
+    servers = await startServers();
+    hub = await openTestHub(servers, overrides);
+  });
+  test.after.always(async () => {
+    await hub?.close();
+    await servers?.dispose();
+  });
+  return {
+    get servers() {
+      if (!servers) throw new Error('hubForFile: the servers exist only once the before hook ran');
+      return servers;
+    },
+    get hub() {
+      if (!hub) throw new Error('hubForFile: the hub exists only once the before hook ran');
+      return hub;
+    },
+  };
 }
