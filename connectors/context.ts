@@ -6,7 +6,7 @@
 import { Redis } from 'ioredis';
 import { connect, type JetStreamClient, type JetStreamManager, type NatsConnection } from 'nats';
 import { destination, pino } from 'pino';
-import type { Config } from '../core/config.js';
+import { maskUrl, type Config } from '../core/config.js';
 import type { Actor } from '../core/events/catalog.js';
 import type { Hub } from '../core/hub.js';
 import { REDACT } from '../core/log.js';
@@ -70,7 +70,7 @@ export async function openToolContext(config: Config, need: { redis?: boolean; n
         redis.connect(),
         new Promise((_, rej) => setTimeout(() => rej(new Error('timeout')), 5000)),
       ]).catch((err: Error) => {
-        throw new DependencyError(`Redis at ${redactUrl(url)} is unreachable (${err.message}); is the hub running? set REDIS_URL`);
+        throw new DependencyError(`Redis at ${maskUrl(url)} is unreachable (${err.message}); is the hub running? set REDIS_URL`);
       });
     }
     if (need.nats) {
@@ -80,7 +80,7 @@ export async function openToolContext(config: Config, need: { redis?: boolean; n
         const nc = await connect({ servers: url.split(','), name: 'voxa-cli', timeout: 5000, maxReconnectAttempts: -1 });
         nats = { nc, js: nc.jetstream(), jsm: await nc.jetstreamManager(), namespace: config.natsNamespace };
       } catch (err) {
-        throw new DependencyError(`NATS at ${redactUrl(url)} is unreachable (${(err as Error).message}); is the hub running? set NATS_URL`);
+        throw new DependencyError(`NATS at ${maskUrl(url)} is unreachable (${(err as Error).message}); is the hub running? set NATS_URL`);
       }
     }
   } catch (err) {
@@ -92,15 +92,4 @@ export async function openToolContext(config: Config, need: { redis?: boolean; n
   trackToolOutbox(hub);
   opened.hub = hub;
   return { hub, ...(nats ? { nats } : {}), close };
-}
-
-/** A URL without its password, for error messages. */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '(unparseable url)';
-  }
 }

@@ -3,15 +3,12 @@
  * control KV bucket and the consumers), so they reach every process that runs the plugin.
  */
 import type { Command } from 'commander';
-import { ConfigError, loadConfig } from '../../core/config.js';
+import { ConfigError, loadConfig, maskUrl } from '../../core/config.js';
 import { BUILTIN_PLUGINS } from '../../plugins/index.js';
 import { connectAdmin, listPlugins, PluginNotFoundError, rewindPlugin, setPaused, type AdminHandles, type PluginReport } from '../../plugins/runtime/admin.js';
 import { CliError, EXIT, output } from '../util.js';
 
 /** NATS URL without credentials, for messages. */
-export function safeUrl(url: string): string {
-  return url.replace(/\/\/[^@/]*@/g, '//***@');
-}
 
 /**
  * Connects to NATS (NATS_URL, else the nats-server `voxa start` embeds on VOXA_EMBEDDED_NATS_PORT) in the
@@ -30,7 +27,7 @@ export async function withAdmin<T>(fn: (h: AdminHandles) => Promise<T>): Promise
   try {
     h = await connectAdmin(url, config.natsNamespace);
   } catch (err) {
-    throw new CliError(`cannot reach NATS at ${safeUrl(url)} (set NATS_URL): ${(err as Error).message}`, EXIT.UNAVAILABLE, 'NATS_UNAVAILABLE');
+    throw new CliError(`cannot reach NATS at ${maskUrl(url)} (set NATS_URL): ${(err as Error).message}`, EXIT.UNAVAILABLE, 'NATS_UNAVAILABLE');
   }
   try {
     return await fn(h);

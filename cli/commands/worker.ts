@@ -3,11 +3,10 @@
  * the same plugin share its consumer; SIGINT/SIGTERM drain in-flight work and exit 0.
  */
 import type { Command } from 'commander';
-import { ConfigError, loadConfig } from '../../core/config.js';
+import { ConfigError, loadConfig, maskUrl } from '../../core/config.js';
 import { createLogger } from '../../core/log.js';
 import { pluginNames, UnknownPluginError } from '../../plugins/index.js';
 import { CliError, EXIT } from '../util.js';
-import { safeUrl } from './plugins.js';
 
 export function register(program: Command): void {
   program
@@ -44,7 +43,7 @@ export function register(program: Command): void {
       const log = createLogger(config.logLevel, 'voxa-worker');
       // A worker never spawns its own nats-server/redis-server: it joins the ones the hub uses.
       const running = await runHub(config, { api: false, plugins: opts.plugins, logger: log, embedded: false }).catch((err: Error) => {
-        throw new CliError(`worker could not start (NATS ${safeUrl(config.natsUrl)}): ${err.message}`, EXIT.UNAVAILABLE, 'START_FAILED');
+        throw new CliError(`worker could not start (NATS ${maskUrl(config.natsUrl)}): ${err.message}`, EXIT.UNAVAILABLE, 'START_FAILED');
       });
       stopOnSignals(running, log, config.stopTimeoutMs);
     });

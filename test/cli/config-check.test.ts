@@ -69,3 +69,19 @@ test('a logged config goes through the same masking', (t) => {
   t.is(logged.smtpUrl, '[redacted]');
   t.deepEqual(redactConfig(config).natsUrl, logged.natsUrl);
 });
+
+test('commands that cannot reach NATS or Redis name the URL without its credentials (a NATS token in the user part too)', async (t) => {
+  const env = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', LOG_LEVEL: 'silent', VOXA_SECRET_KEY: Buffer.alloc(32, 3).toString('base64') };
+  const cases: Array<[Record<string, string>, string[], string]> = [
+    [{ NATS_URL: 'nats://tok3n-s3cret@127.0.0.1:1' }, ['plugins', 'list'], 'tok3n-s3cret'],
+    [{ NATS_URL: 'nats://natsuser:natspw123@127.0.0.1:1' }, ['events', 'tail', '--json'], 'natspw123'],
+    [{ REDIS_URL: 'redis://:redispw123@127.0.0.1:1', NATS_URL: 'nats://127.0.0.1:1' }, ['webhooks', 'redeliver', 'dlv_x'], 'redispw123'],
+    [{ REDIS_URL: 'redis://r3dis-t0ken@127.0.0.1:1', NATS_URL: 'nats://127.0.0.1:1' }, ['webhooks', 'redeliver', 'dlv_x'], 'r3dis-t0ken'],
+  ];
+  for (const [extra, args, secret] of cases) {
+    const r = await runCli({ ...env, ...extra }, args);
+    t.not(r.code, 0, args.join(' '));
+    t.regex(r.stderr + r.stdout, /127\.0\.0\.1:1/, `${args.join(' ')} names where it tried`);
+    t.false((r.stderr + r.stdout).includes(secret), `${args.join(' ')} printed ${secret}`);
+  }
+});
