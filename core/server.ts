@@ -158,13 +158,16 @@ async function flushSpans(log: Logger, timeoutMs = 3000): Promise<void> {
 
 /** How long a stop may take before the process ends anyway (its children with it). */
 const STOP_DEADLINE_MS = 30_000;
+/** A repeat of the stop signal within this long is the same request delivered twice, not a second one. */
+const REPEAT_SIGNAL_MS = 1000;
 
 /**
- * Stops cleanly on SIGINT/SIGTERM. A second signal, or a stop still running after `deadlineMs` (30 s), exits
- * soon: the embedded children are ended first either way (a few seconds at most), so none outlives the hub.
+ * Stops cleanly on SIGINT/SIGTERM. A second signal (a second later or more), or a stop still running after
+ * `deadlineMs` (30 s), exits soon: the embedded children are ended first either way (a few seconds at most),
+ * so none outlives the hub.
  */
 export function stopOnSignals(running: { stop(): Promise<void>; killChildren?(): Promise<void> }, log: Logger, deadlineMs = STOP_DEADLINE_MS): void {
-  let signalled = false;
+  let signalledAt = 0;
   let exiting = false;
   const exitNow = (code: number) => {
     if (exiting) return;
@@ -172,12 +175,15 @@ export function stopOnSignals(running: { stop(): Promise<void>; killChildren?():
     void (running.killChildren?.() ?? Promise.resolve()).catch(() => undefined).finally(() => process.exit(code));
   };
   const handler = (signal: NodeJS.Signals) => {
-    if (signalled) {
+    if (signalledAt) {
+      // One Ctrl-C under `npm start` arrives twice: the terminal signals the whole foreground group, and npm
+      // passes it on to its child as well. Only a signal that comes later is somebody asking again.
+      if (Date.now() - signalledAt < REPEAT_SIGNAL_MS) return;
       log.warn('second signal: exiting now');
       exitNow(130);
       return;
     }
-    signalled = true;
+    signalledAt = Date.now();
     log.info({ signal }, 'stopping');
     setTimeout(() => {
       log.error({ timeoutMs: deadlineMs }, 'the stop did not finish in time; exiting now');

@@ -379,3 +379,20 @@ test('a stop that hangs (redis-server frozen) ends after VOXA_STOP_TIMEOUT_MS wi
   t.is((await fetch(`${hub.base}/readyz`)).status, 200);
   t.is(await stopHub(hub), 0);
 });
+
+test('one Ctrl-C delivered twice at once (terminal group + npm passing it on) is one clean stop, not "exit now"', async (t) => {
+  const env = await hubEnv(t, 'voxa-start-twice-sig-');
+  const hub = await startHub(env);
+  t.teardown(() => killHub(hub, env));
+  const exited = new Promise<number | null>((resolve) => hub.child.once('exit', resolve));
+  hub.child.kill('SIGINT');
+  // The second copy lands once the first is being handled (two pending SIGINTs would merge into one).
+  while (!/"stopping"/.test(hub.output())) await new Promise((r) => setTimeout(r, 5));
+  hub.child.kill('SIGINT');
+  t.is(await exited, 0);
+  t.notRegex(hub.output(), /second signal/);
+  t.regex(hub.output(), /plugin runtime stopped/, 'the plugins drained');
+  t.regex(hub.output(), /"stopped"/);
+  t.false(await portOpen(Number(env.VOXA_EMBEDDED_NATS_PORT)));
+  t.false(await portOpen(Number(env.VOXA_EMBEDDED_REDIS_PORT)));
+});
