@@ -15,6 +15,7 @@ import { runCli } from '../helpers/cli.js';
 import { hubForFile } from '../helpers/hub.js';
 import { cliEnv } from './cli-proc.js';
 import { startStandIn, type StandIn } from './standins.js';
+import type { BackfillSummary } from '../../connectors/backfill.js';
 
 const shared = hubForFile();
 
@@ -26,16 +27,6 @@ test.before(async () => {
 test.after.always(async () => {
   await api?.close();
 });
-
-interface Summary {
-  events: number;
-  written: number;
-  skipped: number;
-  ignored: number;
-  deferred: number;
-  failed: number;
-  failures: Array<{ eventId?: string; reason: string }>;
-}
 
 async function publish(e: AnyEvent): Promise<void> {
   await shared.hub.bus.publisher.publish(subjectOf(e, shared.hub.bus.namespace), Buffer.from(JSON.stringify(e)), {}, e.id);
@@ -81,7 +72,7 @@ test('backfill into a new Dropbox connection uploads the attachments once; a mis
 
   const first = await runCli(env, ['connections', 'backfill', conn.id, '--since', '1', '--json']);
   t.is(first.code, 1, 'something failed, so exit 1 — with --json too');
-  const s1 = JSON.parse(first.stdout) as Summary;
+  const s1 = JSON.parse(first.stdout) as BackfillSummary;
   t.is(s1.written, 4, 'three attachments and one transcript');
   t.is(s1.deferred, 2, 'the two messages fed the transcript; they are not "not relevant"');
   t.is(s1.failed, 1);
@@ -108,5 +99,5 @@ test('backfill into a new Dropbox connection uploads the attachments once; a mis
   await createBlobStore(shared.hub).putFile(files[3]!.blobKey, files[3]!.path, { size: 20, contentType: 'text/plain' });
   const third = await runCli(env, ['connections', 'backfill', conn.id, '--since', '1', '--json']);
   t.is(third.code, 0, third.stderr);
-  t.like(JSON.parse(third.stdout) as Summary, { written: 1, skipped: 4, failed: 0, failures: [] });
+  t.like(JSON.parse(third.stdout) as BackfillSummary, { written: 1, skipped: 4, failed: 0, failures: [] });
 });
