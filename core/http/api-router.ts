@@ -80,7 +80,7 @@ export class ApiRouter {
     else if (!def.ownBody) chain.push(this.noBody);
     chain.push(async (ctx) => {
       const c = ctx as ApiContext;
-      if (def.query) assertQueryWellFormed(c.querystring, c.query);
+      if (def.query) assertQueryWellFormed(c.querystring);
       const input = {
         params: (def.params ? validate(def.params, { ...c.params }, 'params') : undefined) as Maybe<P>,
         query: (def.query ? validate(def.query, { ...c.query }, 'query') : undefined) as Maybe<Q>,

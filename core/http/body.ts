@@ -102,11 +102,8 @@ function forbiddenKey(value: unknown): string | null {
 
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
-/**
- * Parses a JSON body with every check above; exported for the WebSocket edge's text frames too. `where`
- * prefixes the field a lone surrogate is reported in (`body.text`).
- */
-export function parseJsonText(text: string, where = 'body'): unknown {
+/** Parses a JSON body with every check above; exported for the WebSocket edge's text frames too. */
+export function parseJsonText(text: string): unknown {
   if (jsonDepth(text) > MAX_DEPTH) throw new VoxaError('JSON_TOO_DEEP', `JSON may nest at most ${MAX_DEPTH} levels.`, { maxDepth: MAX_DEPTH });
   let value: unknown;
   try {
@@ -119,7 +116,7 @@ export function parseJsonText(text: string, where = 'body'): unknown {
     const key = forbiddenKey(value);
     if (key) throw new VoxaError('VALIDATION_FAILED', `The key "${key}" is not allowed.`, { fields: [key], issues: [{ path: key, message: 'forbidden key' }] });
   }
-  assertWellFormed(value, where, text);
+  assertWellFormed(value, text, 'body');
   return value;
 }
 

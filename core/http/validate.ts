@@ -58,10 +58,10 @@ export function validate<S extends z.ZodType>(schema: S, value: unknown, where?:
 /**
  * A VALIDATION_FAILED for one field, found by a rule beyond the schema (blank text, a direct conversation with
  * yourself), in the same `{fields, issues}` shape as schema errors. `path` is the full dotted path
- * (`body.text`, or `data.text` for a WebSocket frame); `extra` adds code-specific details.
+ * (`body.text`, or `data.text` for a WebSocket frame); `extra` adds code-specific details; `code` is the issue's.
  */
-export function fieldError(path: string, message: string, extra: Record<string, unknown> = {}): VoxaError {
-  const details: ValidationDetails & Record<string, unknown> = { ...extra, fields: [path], issues: [{ path, code: 'custom', message }] };
+export function fieldError(path: string, message: string, extra: Record<string, unknown> = {}, code = 'custom'): VoxaError {
+  const details: ValidationDetails & Record<string, unknown> = { ...extra, fields: [path], issues: [{ path, code, message }] };
   return new VoxaError('VALIDATION_FAILED', `${path}: ${message}`, details);
 }
 

@@ -5,8 +5,8 @@
  * WebSocket frames) refuses them with VALIDATION_FAILED naming the field, using the walk below.
  */
 import querystring from 'node:querystring';
-import { VoxaError } from '../errors.js';
-import type { ValidationDetails } from './validate.js';
+import type { VoxaError } from '../errors.js';
+import { fieldError } from './validate.js';
 
 declare global {
   interface String {
@@ -51,19 +51,21 @@ function join(path: string, key: string): string {
 
 /** The error for a field holding a lone surrogate, in the documented `{fields, issues}` shape. */
 export function illFormedError(path: string): VoxaError {
-  const message = 'must be valid Unicode text (no lone UTF-16 surrogates, no invalid UTF-8)';
-  const details: ValidationDetails = { fields: [path], issues: [{ path, code: 'invalid_string', message }] };
-  return new VoxaError('VALIDATION_FAILED', `${path}: ${message}`, details);
+  return fieldError(path, 'must be valid Unicode text (no lone UTF-16 surrogates, no invalid UTF-8)', {}, 'invalid_string');
 }
 
 /**
- * Throws VALIDATION_FAILED when a parsed JSON value holds a lone surrogate. With the raw text, the walk only
- * runs when that text contains a `\u` escape: decoded UTF-8 never holds a lone surrogate (invalid UTF-8 is
- * refused or replaced before parsing), so an escape is the only way one can get in.
+ * illFormedPath for a value parsed from JSON `rawText`: the walk only runs when that text contains a `\u`
+ * escape, since decoded UTF-8 never holds a lone surrogate (invalid UTF-8 is refused or replaced before
+ * parsing), so an escape is the only way one can get in.
  */
-export function assertWellFormed(value: unknown, where?: string, rawText?: string): void {
-  if (rawText !== undefined && !rawText.includes('\\u')) return;
-  const path = illFormedPath(value, where);
+export function illFormedPathOfJson(value: unknown, rawText: string, where?: string): string | null {
+  return rawText.includes('\\u') ? illFormedPath(value, where) : null;
+}
+
+/** Throws VALIDATION_FAILED when a value parsed from JSON `rawText` holds a lone surrogate. */
+export function assertWellFormed(value: unknown, rawText: string, where?: string): void {
+  const path = illFormedPathOfJson(value, rawText, where);
   if (path !== null) throw illFormedError(path);
 }
 
@@ -73,10 +75,11 @@ const unescapeBuffer = (querystring as unknown as { unescapeBuffer(s: string): B
 
 /**
  * Throws VALIDATION_FAILED (`query.<name>`) for a query string whose percent-escapes are not UTF-8, such as
- * an encoded surrogate (`%ED%A0%80`): Node's querystring would silently turn them into U+FFFD. Then walks
- * the parsed values like a body. Only strings with a `%` can hold such escapes.
+ * an encoded surrogate (`%ED%A0%80`): Koa's parser (URLSearchParams) would silently turn them into U+FFFD.
+ * Only strings with a `%` can hold such escapes, and the parsed values cannot hold a lone surrogate otherwise
+ * (the raw query is one byte per character), so there is nothing left to walk.
  */
-export function assertQueryWellFormed(rawQuery: string, parsed: unknown): void {
+export function assertQueryWellFormed(rawQuery: string): void {
   if (rawQuery.includes('%')) {
     for (const part of rawQuery.split('&')) {
       const eq = part.indexOf('=');
@@ -90,5 +93,4 @@ export function assertQueryWellFormed(rawQuery: string, parsed: unknown): void {
       }
     }
   }
-  assertWellFormed(parsed, 'query');
 }

@@ -12,7 +12,7 @@ import type { UserRecord } from '../../core/domain.js';
 import { errorAck, type AckData, type Edge, type Session, type Transport } from './edge.js';
 import type { Frame, SioEncoded, SioEncoder } from './frame.js';
 import { CLOSE, handshakeRefusal, HandshakeSchema, WsFrameSchema, type Handshake } from './protocol.js';
-import { illFormedError, illFormedPath } from '../../core/http/well-formed.js';
+import { illFormedError, illFormedPath, illFormedPathOfJson } from '../../core/http/well-formed.js';
 
 export interface TransportHandles {
   close(): Promise<void>;
@@ -100,8 +100,8 @@ class WsTransport implements Transport {
       if (!this.session) return this.kick('UNAUTHENTICATED', 'The first frame must be {"type":"auth","data":{"token":…}}.');
       return this.send({ type: 'error', data: (errorAck(e) as { error: unknown }).error });
     }
-    // Only a \u escape can put a lone surrogate in a frame (ws already refused invalid UTF-8).
-    const illFormed = text.includes('\\u') ? illFormedPath(frame) : null;
+    // ws already refused invalid UTF-8, so only a \u escape can put a lone surrogate in a frame.
+    const illFormed = illFormedPathOfJson(frame, text);
     if (illFormed !== null) {
       const e = illFormedError(illFormed);
       if (this.session) return this.reply(frame, errorAck(e));
