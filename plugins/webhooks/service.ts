@@ -172,6 +172,8 @@ export class WebhookService {
       if (existing && !(await this.hub.store.docs.get(DELIVERIES, existing.deliveryId))) {
         await this.writeDelivery(existing.deliveryId, sub, event);
         await this.kick(sub.id);
+        // Its id is older than rows written since, so it can sort before a held head: then it is due now.
+        if (await this.headIsDue(sub.id)) await this.retryNow(sub.id);
       }
       return { created: false, deliveryId: existing?.deliveryId ?? '' };
     }
@@ -202,9 +204,9 @@ export class WebhookService {
   }
 
   /**
-   * Makes sure a drain job runs when the subscription's head delivery is due: no-op while one is waiting or
-   * running, or is delayed for a head that is still waiting out its retry delay. A delayed job whose head is
-   * already due (the held delivery was sent by a manual redeliver) runs now instead of at the old retry time.
+   * Makes sure a drain job exists for the subscription (no-op when one is waiting, delayed or running). A delayed
+   * job is left to its retry time: a new delivery sits behind the head it waits for. The head becomes due early
+   * only through a manual redeliver (or a row repaired by enqueue); those promote the job with retryNow().
    */
   async kick(subscriptionId: string): Promise<void> {
     const q = this.queues.queue(CONNECTOR);
@@ -212,10 +214,6 @@ export class WebhookService {
     const job = await q.getJob(jobId);
     if (job) {
       const state = await job.getState();
-      if (state === 'delayed') {
-        if (await this.headIsDue(subscriptionId)) await job.promote().catch(() => undefined); // lost a race: it runs anyway
-        return;
-      }
       if (state !== 'completed' && state !== 'failed' && state !== 'unknown') return;
       await job.remove().catch(() => undefined);
     }
@@ -348,9 +346,9 @@ export class WebhookService {
     const r = await deliverOnce(cfg, d.eventId, d.body, { allowPrivate: this.allowPrivate, ...(this.opts.resolver ? { resolver: this.opts.resolver } : {}) });
     const next = await this.record(d, r, true);
     if (r.ok && next.status !== 'succeeded') await this.hub.store.docs.put(DELIVERIES, d.id, { ...next, status: 'succeeded' });
-    // If that was the head holding the queue, the next delivery is due now, not at the head's retry time. Without
-    // Redis here (a CLI run) the running hub's periodic sweep does the same kick.
-    if (r.ok && d.status === 'pending' && this.hub.redis) await this.kickIfPending(d.subscriptionId);
+    // If that was the head holding the queue, the next delivery is due now, not at the head's retry time: run the
+    // delayed drain job now. The hub and `voxa webhooks redeliver` both have Redis (the CLI fails without it).
+    if (r.ok && d.status === 'pending' && this.hub.redis && (await this.headIsDue(d.subscriptionId))) await this.retryNow(d.subscriptionId);
     return (await this.getDelivery(deliveryId))!;
   }
 
