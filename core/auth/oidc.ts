@@ -152,7 +152,7 @@ export class GoogleSignIn {
     // the second factor: such accounts sign in with password and code.
     if (user.totp?.enabled) throw failed('two_factor_account', 'This account uses two-factor sign-in; sign in with your password and code.');
     void this.hub.outbox
-      .dispatch(this.hub.chat.outboxOf([createEvent('user.login', { workspaceId: user.workspaceId, userId: user.id, actor: { type: 'user', id: user.id }, data: { ip, method: 'google' } })]))
+      .dispatch(this.hub.chat.outboxOf([createEvent('user.login', { workspaceId: user.workspaceId, userId: user.id, actor: { type: 'user', id: user.id }, data: { ip, method: 'google' } })]), { stored: false })
       .catch(() => undefined);
     return this.auth.issueSession(user);
   }

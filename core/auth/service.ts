@@ -231,6 +231,6 @@ export class AuthService {
 
   /** Best-effort audit event, published without a store write and without delaying the response. */
   private audit<T extends EventType>(u: UserRecord, type: T, data: EventData<T>): void {
-    void this.hub.outbox.dispatch(this.userEvents(u, type, data)).catch(() => undefined);
+    void this.hub.outbox.dispatch(this.userEvents(u, type, data), { stored: false }).catch(() => undefined);
   }
 }

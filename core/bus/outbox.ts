@@ -36,21 +36,14 @@ export class OutboxRelay {
 
   /**
    * Publishes freshly committed entries. Resolves when all were acked, or rejects with the first failure; in
-   * both cases nothing is lost: an unacked entry stays in the outbox for the sweeper.
+   * both cases nothing is lost: an unacked entry stays in the outbox for the sweeper. With `stored: false` the
+   * entries were never written to the outbox (best-effort events: receipts, login audit), so there is no row
+   * to delete afterwards and a failure is simply the caller's to ignore.
    */
-  async dispatch(entries: OutboxEntry[]): Promise<PublishAck[]> {
-    if (!this.publisher.isConnected) throw new Error('NATS is not connected; left to the outbox sweeper');
-    const acks = await Promise.all(entries.map((e) => this.publishOne(e)));
-    return acks;
-  }
-
-  /**
-   * Publishes events that were never written to the outbox (receipts: at-most-once is acceptable, and a
-   * deterministic event id dedupes repeats). Same spans and metrics, but no outbox row to delete afterwards.
-   */
-  async publishUnstored(entries: OutboxEntry[]): Promise<PublishAck[]> {
-    if (!this.publisher.isConnected) throw new Error('NATS is not connected');
-    return Promise.all(entries.map((e) => this.publishOne(e, false)));
+  async dispatch(entries: OutboxEntry[], opts: { stored?: boolean } = {}): Promise<PublishAck[]> {
+    if (!this.publisher.isConnected) throw new Error('NATS is not connected; a stored entry is left to the outbox sweeper');
+    const stored = opts.stored ?? true;
+    return Promise.all(entries.map((e) => this.publishOne(e, stored)));
   }
 
   private async publishOne(e: OutboxEntry, stored = true): Promise<PublishAck> {
