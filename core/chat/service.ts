@@ -4,7 +4,7 @@
  * `POST /v1/conversations/:id/messages` means.
  */
 import type { Conversation, ConversationSummary, Message, UserRecord } from '../domain.js';
-import { VoxaError, isVoxaError } from '../errors.js';
+import { VoxaError } from '../errors.js';
 import { createEvent, type EventEnvelope } from '../events/catalog.js';
 import { newId } from '../ids.js';
 import type { OutboxEntry } from '../store/port.js';
@@ -155,12 +155,9 @@ export class ChatService {
 
   /** `where`: see InputRoot; the edge (no argument) names fields under `data`. */
   async sendMessage(actor: UserRecord, conversationId: string, input: SendInput, where: InputRoot = 'data'): Promise<{ message: Message; created: boolean }> {
-    if (input.text.trim().length === 0 && !(input.attachments && input.attachments.length)) throw fieldError(`${where}.text`, 'A message needs text.');
-    if (input.text.length > this.hub.config.maxMessageLength) {
-      throw fieldError(`${where}.text`, `Text is longer than ${this.hub.config.maxMessageLength} characters.`, { maxLength: this.hub.config.maxMessageLength });
-    }
+    this.checkText(input.text, where, !!input.attachments?.length);
     const conv = await this.conversationForSend(actor, conversationId);
-    if (input.attachments?.length) await checkAttachments(this.hub.store, conv, input.attachments).catch((err: unknown) => Promise.reject(attachmentError(err, where)));
+    if (input.attachments?.length) await checkAttachments(this.hub.store, conv, input.attachments, `${where}.attachments`);
     // Leased: a fast sender passes from this process's share of the allowance without a Redis round trip.
     const limited = this.hub.rateLimiter.take(`send:${actor.id}`, this.hub.config.sendRateLimitPerMinute);
     if (limited) await limited;
@@ -193,6 +190,13 @@ export class ChatService {
     return this.hub.store.listMessages(conversationId, q);
   }
 
+  /** A message's text: not blank (unless attachments carry the message), not over the length limit. */
+  private checkText(text: string, where: InputRoot, hasAttachments = false): void {
+    if (text.trim().length === 0 && !hasAttachments) throw fieldError(`${where}.text`, 'A message needs text.');
+    const max = this.hub.config.maxMessageLength;
+    if (text.length > max) throw fieldError(`${where}.text`, `Text is longer than ${max} characters.`, { maxLength: max });
+  }
+
   private async ownMessage(actor: UserRecord, conversationId: string, messageId: string, allowAdmin: boolean): Promise<Message> {
     await this.getConversationFor(actor, conversationId);
     const msg = await this.hub.store.getMessage(conversationId, messageId);
@@ -205,16 +209,13 @@ export class ChatService {
 
   /** `where`: see InputRoot. */
   async editMessage(actor: UserRecord, conversationId: string, messageId: string, text: string, where: InputRoot = 'data'): Promise<Message> {
-    if (text.trim().length === 0) throw fieldError(`${where}.text`, 'A message needs text.');
-    if (text.length > this.hub.config.maxMessageLength) {
-      throw fieldError(`${where}.text`, `Text is longer than ${this.hub.config.maxMessageLength} characters.`, { maxLength: this.hub.config.maxMessageLength });
-    }
+    this.checkText(text, where);
     const msg = await this.ownMessage(actor, conversationId, messageId, false);
     if (msg.deleted) throw new VoxaError('MESSAGE_DELETED');
-    const conv = await this.hub.store.getConversation(conversationId);
     const events = this.eventsFor((m: Message) => [
       createEvent('message.updated', {
-        workspaceId: conv!.workspaceId,
+        // ownMessage found the conversation in the actor's workspace.
+        workspaceId: actor.workspaceId,
         conversationId,
         actor: { type: 'user', id: actor.id },
         data: { message: m },
@@ -274,16 +275,6 @@ export class ChatService {
       data: { conversationId: conversation.id, userId: actor.id, seq, ...(transport ? { transport } : {}) },
     });
     ev.id = `evt_dlv_${conversation.id}_${actor.id}_${seq}`;
-    await this.hub.outbox.publishUnstored([toOutbox(ev, this.hub.bus.namespace)]).catch(() => undefined);
+    await this.hub.outbox.dispatch([toOutbox(ev, this.hub.bus.namespace)], { stored: false }).catch(() => undefined);
   }
-}
-
-/**
- * checkAttachments (core/files, shared with other callers) reports `{field: 'attachments'}`; here that becomes
- * the documented `{fields, issues}` shape under the transport's root, keeping its other details (the bad ids).
- */
-function attachmentError(err: unknown, where: InputRoot): unknown {
-  if (!isVoxaError(err) || err.code !== 'VALIDATION_FAILED') return err;
-  const { field: _field, ...rest } = (err.details ?? {}) as Record<string, unknown>;
-  return fieldError(`${where}.attachments`, err.message ?? 'Invalid attachments.', rest);
 }
