@@ -864,7 +864,7 @@ export class Edge {
         }
       }
       st.overflow = false;
-      if (!(await this.drained(s, feed, st))) return false;
+      if (this.needsDrain(s) && !(await this.drained(s, feed, st))) return false;
       const before = st.cursor;
       const page = await this.hub.store.listMessages(feed.id, { after: st.cursor, limit: this.opts.pageSize });
       if (s.closed || s.convs.get(feed.id) !== st) return false;
@@ -872,7 +872,7 @@ export class Edge {
       for (const m of page.messages) {
         if (m.seq <= st.cursor) continue;
         // Several conversations may be catching up on one connection: check the room before every frame.
-        if (!(await this.drained(s, feed, st))) return false;
+        if (this.needsDrain(s) && !(await this.drained(s, feed, st))) return false;
         st.cursor = m.seq;
         this.write(s, new Frame('receive-message', m));
         metrics.edgeResumedMessages.inc({ transport: s.transport.kind });
@@ -893,13 +893,19 @@ export class Edge {
     }
   }
 
+  /** Whether the connection holds more than half its send budget: a backlog then waits in drained first. */
+  private needsDrain(s: Session): boolean {
+    return s.transport.buffered() > this.opts.maxBufferedBytes / 2;
+  }
+
   /**
    * Waits, before the next page of a backlog, until the connection has sent most of what it holds. Pages are
    * read from the store without a real wait, so a long backlog (or several conversations catching up at once)
    * would otherwise pile up in the send buffer within one turn and cut even a fast client as a slow consumer.
    * A client that does not drain within DRAIN_WAIT_MS is left to write(), which cuts it if it is past the limit.
-   * Called before every backlog frame, since several conversations may be catching up on one connection.
-   * False when the session went away meanwhile.
+   * Checked before every backlog frame, since several conversations may be catching up on one connection; the
+   * callers ask needsDrain first, so a frame with room to spare costs no promise. False when the session went
+   * away meanwhile.
    */
   private async drained(s: Session, feed: Feed, st: ConvState): Promise<boolean> {
     const low = this.opts.maxBufferedBytes / 2;
@@ -922,11 +928,11 @@ export class Edge {
     const upToSeq = st.cursor;
     let afterSeq = 0;
     for (;;) {
-      if (!(await this.drained(s, feed, st))) return false;
+      if (this.needsDrain(s) && !(await this.drained(s, feed, st))) return false;
       const page = await this.hub.store.listChangedMessages(feed.id, { upToSeq, since, afterSeq, limit: this.opts.pageSize });
       if (s.closed || s.convs.get(feed.id) !== st) return false;
       for (const m of page.messages) {
-        if (!(await this.drained(s, feed, st))) return false;
+        if (this.needsDrain(s) && !(await this.drained(s, feed, st))) return false;
         this.write(s, new Frame(m.deleted ? 'message-deleted' : 'message-updated', m));
         afterSeq = m.seq;
       }
