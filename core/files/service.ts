@@ -312,9 +312,8 @@ export class FileService {
     return file;
   }
 
-  /** The bytes of one variant; `checked` is the record a caller already got from fileFor for this actor. */
-  async open(actor: UserRecord, fileId: string, variant: 'main' | 'thumbnail', checked?: FileRecord) {
-    const file = checked?.id === fileId ? checked : await this.fileFor(actor, fileId);
+  /** The bytes of one variant of a file the caller got from fileFor (which checked the actor may read it). */
+  async open(file: FileRecord, variant: 'main' | 'thumbnail') {
     if (variant === 'thumbnail' && !file.thumbnail) throw new VoxaError('FILE_NOT_FOUND', 'This file has no thumbnail (it is not an image).');
     const key = variant === 'thumbnail' ? file.thumbnail!.key : file.blobKey;
     const blob = await this.blobs.get(key);

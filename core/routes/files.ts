@@ -39,7 +39,7 @@ async function send(ctx: ApiContext, files: FileService, variant: 'main' | 'thum
     ctx.status = 304;
     return;
   }
-  const { blob, contentType } = await files.open(ctx.state.user!, id, variant, file);
+  const { blob, contentType } = await files.open(file, variant);
   ctx.type = contentType;
   ctx.length = blob.size;
   // Only images render inline; everything else downloads. nosniff (set for every response) stops a browser
