@@ -1,24 +1,11 @@
-import { randomFillSync } from 'node:crypto';
 import { encodeBase32 } from './base32.js';
+import { randomView } from './random.js';
 
 const ALPHABET = '0123456789abcdefghjkmnpqrstvwxyz'; // Crockford base32, lower case
 
 let lastTime = 0;
-let lastRandom: Uint8Array = new Uint8Array(10);
-
-/** Randomness is drawn from the OS 64 ids at a time: one call per 64 new milliseconds, not one per id. */
-const pool = new Uint8Array(640);
-let poolAt = pool.length;
-function freshRandom(): Uint8Array {
-  if (poolAt === pool.length) {
-    randomFillSync(pool);
-    poolAt = 0;
-  }
-  // A copy: the same-millisecond increment below must not write into the pool.
-  const r = pool.slice(poolAt, poolAt + 10);
-  poolAt += 10;
-  return r;
-}
+/** Our own copy: the same-millisecond increment below must not write into the shared random pool. */
+const lastRandom = new Uint8Array(10);
 
 /**
  * Time-ordered unique id (a ULID in lower case): 10 chars of milliseconds then 16 of randomness,
@@ -37,7 +24,7 @@ export function ulid(now = Date.now()): string {
     now = lastTime;
   } else {
     lastTime = now;
-    lastRandom = freshRandom();
+    lastRandom.set(randomView(10));
   }
   let time = '';
   let t = now;
