@@ -63,6 +63,20 @@ export function checkUrl(raw: string, allowPrivate: boolean, isAllowed: (ip: str
   return url;
 }
 
+/**
+ * Why a new webhook target is refused up front (checkUrl's reason), or null when it passes. No private, loopback
+ * or local targets unless `allowPrivate`; delivery checks the DNS answers again on every send.
+ */
+export function webhookTargetProblem(url: string, allowPrivate: boolean): string | null {
+  try {
+    checkUrl(url, allowPrivate);
+    return null;
+  } catch (err) {
+    if (!(err instanceof SsrfError)) throw err;
+    return err.message;
+  }
+}
+
 /** A socket `lookup` that resolves through `resolve` and refuses the connection if any answer is not public. */
 export function guardedLookup(resolve: Resolver, allowPrivate: boolean, isAllowed: (ip: string) => boolean = isPublicAddress): LookupFunction {
   return ((hostname: string, options: { all?: boolean; family?: number }, callback: (...args: unknown[]) => void) => {

@@ -10,7 +10,7 @@ import { loadConfig } from '../../core/config.js';
 import { parseSinceArg, runBackfill, type BackfillSummary, type BackfillTarget } from '../../connectors/backfill.js';
 import { ConnectionError, ConnectionService, parseConfig, type ConnectionView } from '../../connectors/connections.js';
 import { DependencyError, openToolContext, type ToolContext } from '../../connectors/context.js';
-import { checkUrl, SsrfError } from '../../connectors/net.js';
+import { webhookTargetProblem } from '../../connectors/net.js';
 import { loopbackAuthorize } from '../../connectors/oauth2.js';
 import { ConnectorQueues } from '../../connectors/queues.js';
 import { getConnector } from '../../connectors/registry.js';
@@ -47,17 +47,14 @@ export function toCliError(err: unknown): Error {
 }
 
 /**
- * The check REST applies to a new webhook target (plugins/webhooks/routes.ts): no private, loopback or local
- * targets unless webhooksAllowPrivate. Delivery checks DNS answers again; this refuses the obvious ones up front.
+ * The check REST applies to a new webhook target (webhookTargetProblem, as in plugins/webhooks/routes.ts), as a
+ * usage error naming the flag, with a hint when the target is private or local.
  */
 export function checkWebhookUrl(url: string, allowPrivate: boolean, flag = '--url'): void {
-  try {
-    checkUrl(url, allowPrivate);
-  } catch (err) {
-    if (!(err instanceof SsrfError)) throw err;
-    const hint = /not public|is local/.test(err.message) ? ' (set VOXA_WEBHOOKS_ALLOW_PRIVATE=1 to allow private and loopback targets)' : '';
-    throw new CliError(`${flag}: ${err.message}${hint}`, EXIT.USAGE, 'VALIDATION_FAILED');
-  }
+  const problem = webhookTargetProblem(url, allowPrivate);
+  if (!problem) return;
+  const hint = /not public|is local/.test(problem) ? ' (set VOXA_WEBHOOKS_ALLOW_PRIVATE=1 to allow private and loopback targets)' : '';
+  throw new CliError(`${flag}: ${problem}${hint}`, EXIT.USAGE, 'VALIDATION_FAILED');
 }
 
 export function workspaceOf(cmd: Command): string {

@@ -13,7 +13,7 @@ import type { UserRecord } from '../../core/domain.js';
 import { VoxaError } from '../../core/errors.js';
 import { requireRole, validate } from '../../core/http/validate.js';
 import { ConnectionError, ConnectionService, type ConnectionView } from '../../connectors/connections.js';
-import { checkUrl, SsrfError } from '../../connectors/net.js';
+import { webhookTargetProblem } from '../../connectors/net.js';
 import type { ConnectorQueues } from '../../connectors/queues.js';
 import { getConnector } from '../../connectors/registry.js';
 import { generateSecret } from '../../connectors/webhook/signing.js';
@@ -163,13 +163,9 @@ export function connectionRoutes(router: Router, ctx: PluginContext, queues: () 
   router.post('/webhooks', admin, async (k) => {
     const user = k.state.user as UserRecord;
     const body = validate(CreateWebhook, k.state.body, 'body');
-    try {
-      // Refuse obviously private targets now; names are checked again against their DNS answers on every send.
-      checkUrl(body.url, hub.config.webhooksAllowPrivate);
-    } catch (err) {
-      if (!(err instanceof SsrfError)) throw err;
-      throw new VoxaError('VALIDATION_FAILED', `body.url: ${err.message}`, { fields: ['body.url'], issues: [{ path: 'body.url', code: 'refused_target', message: err.message }] });
-    }
+    // Refuse obviously private targets now; names are checked again against their DNS answers on every send.
+    const problem = webhookTargetProblem(body.url, hub.config.webhooksAllowPrivate);
+    if (problem) throw new VoxaError('VALIDATION_FAILED', `body.url: ${problem}`, { fields: ['body.url'], issues: [{ path: 'body.url', code: 'refused_target', message: problem }] });
     const secret = generateSecret();
     const webhook = await run(() =>
       service(user).create(user.workspaceId, 'webhook', { url: body.url, events: body.events, secret, ...(body.description ? { description: body.description } : {}) }, body.description ?? body.url),
