@@ -574,13 +574,8 @@ export class Edge {
     s.holdTimer = null;
     for (const [convId, st] of s.convs) {
       const c = cursors[convId];
-      if (c !== undefined) {
-        st.cursor = st.from = this.clampCursor(convId, c);
-        if (changesSince !== undefined) st.changesSince = changesBound(st.changesSince, changesSince);
-      }
-      st.held = false;
       const feed = this.feeds.get(convId);
-      if (feed) void this.catchUp(s, feed, st);
+      this.resumeAt(s, st, feed, c === undefined ? undefined : this.clampCursor(feed, c), changesSince);
     }
   }
 
@@ -589,9 +584,25 @@ export class Edge {
    * message the event has not brought here yet) would otherwise hide the real messages that take those seqs;
    * clamped, the worst case is a message sent again, which the client drops by id.
    */
-  private clampCursor(convId: string, cursor: number): number {
-    const feed = this.feeds.get(convId);
+  private clampCursor(feed: Feed | undefined, cursor: number): number {
     return feed ? Math.min(cursor, feed.last) : cursor;
+  }
+
+  /**
+   * Puts one conversation of a session at a client's clamped cursor `c` (none: where it is), folds in the
+   * client's `changesSince` and starts the catch-up. Everything in (from, cursor] already went out on this
+   * connection: a cursor inside that range sends none of it again, and one ahead of ours means the client has
+   * those messages (e.g. from REST); one from further back moves `from` back and sends from there. While held
+   * nothing went out, so the client's cursor is taken as it is.
+   */
+  private resumeAt(s: Session, st: ConvState, feed: Feed | undefined, c: number | undefined, changesSince: string | undefined): void {
+    if (c !== undefined) {
+      if (st.held || c < st.from) st.cursor = st.from = c;
+      else st.cursor = Math.max(st.cursor, c);
+      if (changesSince !== undefined) st.changesSince = changesBound(st.changesSince, changesSince);
+    }
+    st.held = false;
+    if (feed) void this.catchUp(s, feed, st);
   }
 
   private attach(s: Session, feed: Feed, cursor: number, held: boolean): ConvState {
@@ -714,32 +725,24 @@ export class Edge {
     const known: Record<string, number> = {};
     for (const [convId, cursor] of Object.entries(cursors)) {
       let st = s.convs.get(convId);
-      if (!st) {
+      let feed: Feed | undefined;
+      if (st) feed = this.feeds.get(convId);
+      else {
         // Not known locally (e.g. joined a moment ago): check membership the REST way.
         try {
           const conv = await this.hub.chat.getConversationFor(s.user, convId);
           if (s.closed) break;
-          const feed = this.ensureFeed(conv);
-          st = this.attach(s, feed, Math.min(cursor, feed.last), s.holding);
+          feed = this.ensureFeed(conv);
         } catch (err) {
           skipped.push({ conversationId: convId, code: isVoxaError(err) ? err.code : 'INTERNAL' });
           continue;
         }
       }
-      const c = this.clampCursor(convId, cursor);
+      const c = this.clampCursor(feed, cursor);
+      st ??= this.attach(s, feed!, c, s.holding);
       known[convId] = c;
-      if (!s.holding) {
-        if (c >= st.from) {
-          // Everything in (from, cursor] already went out on this connection: a repeated resume sends it again
-          // no more; a cursor ahead of ours means the client has those messages (e.g. from REST).
-          st.cursor = Math.max(st.cursor, c);
-        } else {
-          st.cursor = st.from = c;
-        }
-        if (changesSince !== undefined) st.changesSince = changesBound(st.changesSince, changesSince);
-        const feed = this.feeds.get(convId);
-        if (feed) void this.catchUp(s, feed, st);
-      }
+      // While the session is held, release() below applies the cursors.
+      if (!s.holding) this.resumeAt(s, st, feed, c, changesSince);
       waits.push(this.caughtUp(st));
     }
     if (s.holding) this.release(s, known, changesSince);
