@@ -18,6 +18,13 @@ export function assertFieldName(name: string): void {
   }
 }
 
+/** An index declaration: a valid collection and at least one plain top-level field. */
+export function assertIndex(collection: string, fields: string[]): void {
+  assertCollection(collection);
+  if (!Array.isArray(fields) || fields.length === 0) throw new VoxaError('VALIDATION_FAILED', 'An index needs at least one field.');
+  for (const f of fields) assertFieldName(f);
+}
+
 export function assertCollection(name: string): void {
   if (typeof name !== 'string' || !COLLECTION_NAME.test(name)) {
     throw new VoxaError('VALIDATION_FAILED', 'Invalid document collection name.', { collection: String(name) });

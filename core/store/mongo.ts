@@ -25,7 +25,7 @@ import { MongoClient, MongoServerError, type ClientSession, type Collection, typ
 import type { Conversation, ConversationSummary, Message, UserRecord, Workspace, WorkspaceSettings } from '../domain.js';
 import { VoxaError } from '../errors.js';
 import { ulid } from '../ids.js';
-import { assertCollection, assertFieldName, assertId, checkedFilter, escapeRegex, requireInt, requireIsoTime, requireString } from './guards.js';
+import { assertCollection, assertFieldName, assertId, assertIndex, checkedFilter, escapeRegex, requireInt, requireIsoTime, requireString } from './guards.js';
 import type { ChangedQuery, DocValue, DocumentStore, HistoryQuery, NewMessage, OutboxEntry, OutboxFor, RefreshTokenRecord, SearchQuery, SearchResult, Store } from './port.js';
 import { decodeCursor, encodeCursor, makeSnippet, mongoTextSearch, searchTerms } from '../search/query.js';
 
@@ -1038,9 +1038,7 @@ class MongoDocs implements DocumentStore {
 
   /** A partial index over this collection's documents only: {collection, doc.f1…, id}; createIndex is idempotent. */
   async ensureIndex(collection: string, fields: string[]): Promise<void> {
-    assertCollection(collection);
-    if (!Array.isArray(fields) || fields.length === 0) throw new VoxaError('VALIDATION_FAILED', 'An index needs at least one field.');
-    for (const f of fields) assertFieldName(f);
+    assertIndex(collection, fields);
     const key: Record<string, 1> = { collection: 1 };
     for (const f of fields) key[`doc.${f}`] = 1;
     key.id = 1;
