@@ -15,7 +15,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, fdatasync, openSync } from 'node:fs';
 import type { Conversation, ConversationSummary, Message, UserRecord, Workspace, WorkspaceSettings } from '../domain.js';
 import { VoxaError } from '../errors.js';
-import { assertCollection, assertFieldName, assertId, checkedFilter, escapeLike, requireInt as int, requireIsoTime, requireString as str } from './guards.js';
+import { assertCollection, assertFieldName, assertId, assertIndex, checkedFilter, escapeLike, requireInt as int, requireIsoTime, requireString as str } from './guards.js';
 import type {
   ChangedQuery,
   DocValue,
@@ -324,10 +324,11 @@ export class SqliteStore implements Store {
   private walFd: number | null = null;
   private syncWaiters: Array<(err: Error | null) => void> = [];
   private syncing = false;
-  private readonly indexTimer: NodeJS.Timeout;
+  private readonly searchIndexIntervalMs: number;
+  /** Started by init(), once the search-index tables exist. */
+  private indexTimer: NodeJS.Timeout | null = null;
   /** A background indexing pass is queued or running. */
   private indexing = false;
-  private initialized = false;
 
   constructor(
     readonly path: string,
@@ -343,8 +344,7 @@ export class SqliteStore implements Store {
     this.docs = new SqliteDocs(this);
     this.runTx = this.db.transaction((fn: () => unknown) => fn());
     this.deferSync = opts.synchronous !== 'NORMAL' && this.db.pragma('journal_mode', { simple: true }) === 'wal';
-    this.indexTimer = setInterval(() => this.indexInBackground(), opts.searchIndexIntervalMs ?? 100);
-    this.indexTimer.unref();
+    this.searchIndexIntervalMs = opts.searchIndexIntervalMs ?? 100;
   }
 
   /** A cached prepared statement. */
@@ -501,7 +501,7 @@ export class SqliteStore implements Store {
 
   /** Messages stored but not yet in the search index (0 before init). */
   unindexedMessages(): number {
-    if (!this.db.open || !this.initialized) return 0;
+    if (!this.db.open || !this.indexTimer) return 0;
     const r = this.q(
       'SELECT (SELECT count(*) FROM messages WHERE rowid > p.indexed_rowid) AS n FROM fts_progress p WHERE p.id = 1',
     ).get() as { n: number } | undefined;
@@ -535,7 +535,7 @@ export class SqliteStore implements Store {
 
   /** The timer's pass: one batch through the group commit, then another at once while a backlog is left. */
   private indexInBackground(): void {
-    if (this.indexing || !this.initialized || !this.db.open || !this.indexBehind()) return;
+    if (this.indexing || !this.db.open || !this.indexBehind()) return;
     this.indexing = true;
     this.tx(() => this.indexMessages(INDEX_BATCH)).then(
       (n) => {
@@ -572,7 +572,10 @@ export class SqliteStore implements Store {
         this.db.prepare('INSERT INTO schema_version (version) VALUES (?)').run(i + 1);
       }
     });
-    this.initialized = true;
+    if (!this.indexTimer) {
+      this.indexTimer = setInterval(() => this.indexInBackground(), this.searchIndexIntervalMs);
+      this.indexTimer.unref();
+    }
   }
 
   async ping(): Promise<void> {
@@ -580,7 +583,7 @@ export class SqliteStore implements Store {
   }
 
   async close(): Promise<void> {
-    clearInterval(this.indexTimer);
+    if (this.indexTimer) clearInterval(this.indexTimer);
     // Let queued writes commit first: their callers are waiting on them.
     while (this.pending.length || this.flushScheduled || this.syncing) await new Promise((r) => setImmediate(r));
     if (this.walFd !== null) {
@@ -1185,9 +1188,7 @@ class SqliteDocs implements DocumentStore {
    * are left implicit. Named after a hash of its definition, so asking again is a no-op (IF NOT EXISTS).
    */
   async ensureIndex(collection: string, fields: string[]): Promise<void> {
-    assertCollection(collection);
-    if (!Array.isArray(fields) || fields.length === 0) throw new VoxaError('VALIDATION_FAILED', 'An index needs at least one field.');
-    for (const f of fields) assertFieldName(f);
+    assertIndex(collection, fields);
     const cols = fields.map((f) => `json_extract(doc, '$.${f}')`).join(', ');
     const name = `docs_ix_${createHash('sha256').update(`v1\0${collection}\0${fields.join('\0')}`).digest('hex').slice(0, 16)}`;
     this.s.q(`CREATE INDEX IF NOT EXISTS ${name} ON docs(${cols}) WHERE collection = '${collection}'`).run();
