@@ -3,12 +3,11 @@
  * control KV bucket and the consumers), so they reach every process that runs the plugin.
  */
 import type { Command } from 'commander';
+import { toolNatsUrl } from '../../connectors/context.js';
 import { ConfigError, loadConfig, maskUrl } from '../../core/config.js';
 import { BUILTIN_PLUGINS } from '../../plugins/index.js';
 import { connectAdmin, listPlugins, PluginNotFoundError, rewindPlugin, setPaused, type AdminHandles, type PluginReport } from '../../plugins/runtime/admin.js';
 import { CliError, EXIT, output } from '../util.js';
-
-/** NATS URL without credentials, for messages. */
 
 /**
  * Connects to NATS (NATS_URL, else the nats-server `voxa start` embeds on VOXA_EMBEDDED_NATS_PORT) in the
@@ -22,7 +21,7 @@ export async function withAdmin<T>(fn: (h: AdminHandles) => Promise<T>): Promise
     if (err instanceof ConfigError) throw new CliError(err.message, EXIT.USAGE, 'INVALID_CONFIG');
     throw err;
   }
-  const url = config.natsUrl ?? `nats://127.0.0.1:${config.embeddedNatsPort}`;
+  const url = toolNatsUrl(config);
   let h: AdminHandles;
   try {
     h = await connectAdmin(url, config.natsNamespace);

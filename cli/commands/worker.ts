@@ -3,6 +3,7 @@
  * the same plugin share its consumer; SIGINT/SIGTERM drain in-flight work and exit 0.
  */
 import type { Command } from 'commander';
+import { embeddedRedisUrl, toolNatsUrl } from '../../connectors/context.js';
 import { ConfigError, loadConfig, maskUrl } from '../../core/config.js';
 import { createLogger } from '../../core/log.js';
 import { pluginNames, UnknownPluginError } from '../../plugins/index.js';
@@ -34,8 +35,8 @@ export function register(program: Command): void {
       // Without URLs a worker joins the services `voxa start` embeds on this machine.
       config = {
         ...config,
-        natsUrl: config.natsUrl ?? `nats://127.0.0.1:${config.embeddedNatsPort}`,
-        redisUrl: config.redisUrl ?? `redis://127.0.0.1:${config.embeddedRedisPort}`,
+        natsUrl: toolNatsUrl(config),
+        redisUrl: config.redisUrl ?? embeddedRedisUrl(config),
       };
       const { startTelemetry } = await import('../../core/telemetry/tracing.js');
       await startTelemetry({ serviceName: 'voxa-worker' });
