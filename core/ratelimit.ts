@@ -94,6 +94,7 @@ export class RateLimiter {
   private pausedUntil = 0;
   private batches = new Map<string, Batch>();
   private flushScheduled = false;
+  /** Each key's lease (a key has one counter in Redis, whatever its window). */
   private leases = new Map<string, Lease>();
 
   constructor(
@@ -123,12 +124,13 @@ export class RateLimiter {
       this.warn('redis not ready');
       return undefined;
     }
-    const id = `${windowMs}:${key}`;
-    let lease = this.leases.get(id);
-    if (!lease) {
+    let lease = this.leases.get(key);
+    // A key has one counter in Redis; a different window for it starts a fresh lease (one in flight finishes
+    // on the old object, serving the hits that wait on it).
+    if (!lease || lease.windowMs !== windowMs) {
       lease = { tokens: 0, expiresAt: 0, size: 1, inflight: false, waiters: [], limit, windowMs };
-      if (this.leases.size >= 10_000) this.leases.delete(this.leases.keys().next().value!);
-      this.leases.set(id, lease);
+      if (!this.leases.has(key) && this.leases.size >= 10_000) this.leases.delete(this.leases.keys().next().value!);
+      this.leases.set(key, lease);
     }
     lease.limit = limit;
     if (Date.now() >= lease.expiresAt) lease.tokens = 0;
@@ -201,7 +203,7 @@ export class RateLimiter {
 
   /** Forgets the counter (e.g. after a successful login). */
   async reset(key: string): Promise<void> {
-    for (const id of this.leases.keys()) if (id.slice(id.indexOf(':') + 1) === key) this.leases.delete(id);
+    this.leases.delete(key);
     if (!this.redis || this.redis.status !== 'ready') return;
     await this.redis.del(`${this.prefix}rl:${key}`).catch(() => undefined);
   }
