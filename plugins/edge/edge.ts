@@ -536,9 +536,7 @@ export class Edge {
     const data = { ok: true, userId: s.user.id, deviceId: s.id, serverTime, ...(online ? { online } : {}) };
     const waiting = s.beforeReady ?? [];
     s.beforeReady = null;
-    if (s.closed) return;
-    s.transport.write(new Frame('ready', data));
-    this.framesOut[s.transport.kind]++;
+    this.write(s, new Frame('ready', data));
     for (const f of waiting) this.write(s, f);
   }
 
