@@ -65,7 +65,7 @@ export async function runHub(config: Config, opts: RunOptions): Promise<RunningH
   const plugins = await selectPlugins(opts.plugins ?? config.plugins, { api: opts.api });
   const runtime = new PluginRuntime(hub, plugins);
   let server: Server | null = null;
-  // Every accepted socket, upgraded WebSockets included: server.closeAllConnections() does not reach those.
+  // Every accepted socket, upgraded WebSockets included (server.closeAllConnections() does not reach those).
   const sockets = new Set<Socket>();
   if (opts.api) {
     const app = buildApp(hub, { pluginRoutes: runtime.routes() });
@@ -79,6 +79,32 @@ export async function runHub(config: Config, opts: RunOptions): Promise<RunningH
   let stopCollectors = (): void => undefined;
   let port = 0;
   let metricsServer: MetricsServer | null = null;
+  let stopping: Promise<void> | null = null;
+  // Also what undoes a start that failed part-way: each step copes with what never started.
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      try {
+        stopCollectors();
+        // No new connections; idle keep-alive ones end now, requests in progress finish.
+        const closed = server ? new Promise<void>((r) => server!.close(() => r())) : Promise.resolve();
+        server?.closeIdleConnections();
+        const cut = setTimeout(() => {
+          for (const socket of sockets) socket.destroy();
+        }, CONNECTION_GRACE_MS);
+        cut.unref();
+        // The plugins stop before the server is waited for: the edge tells its WebSocket clients to reconnect
+        // elsewhere (close 1001), and until it does, their sockets would hold server.close() open.
+        await runtime.stop();
+        await closed;
+        clearTimeout(cut);
+        await metricsServer?.close();
+        await closeHub(hub);
+      } finally {
+        await embedded?.stop();
+      }
+    })();
+    return stopping;
+  };
   try {
     await runtime.start({ httpServer: server ?? undefined });
     stopCollectors = startHubCollectors(hub);
@@ -95,41 +121,16 @@ export async function runHub(config: Config, opts: RunOptions): Promise<RunningH
     }
   } catch (err) {
     // e.g. the API port is taken: undo everything started so far, the embedded children included.
-    stopCollectors();
-    await runtime.stop().catch(() => undefined);
-    await closeHub(hub).catch(() => undefined);
-    await embedded?.stop();
+    await stop().catch(() => undefined);
     throw err;
   }
 
-  let stopping: Promise<void> | null = null;
   return {
     hub,
     server,
     runtime,
     port,
-    stop() {
-      stopping ??= (async () => {
-        stopCollectors();
-        // No new connections; idle keep-alive ones end now, requests in progress finish.
-        const closed = server ? new Promise<void>((r) => server!.close(() => r())) : Promise.resolve();
-        server?.closeIdleConnections();
-        const cut = setTimeout(() => {
-          server?.closeAllConnections();
-          for (const socket of sockets) socket.destroy();
-        }, CONNECTION_GRACE_MS);
-        cut.unref();
-        // The plugins stop before the server is waited for: the edge tells its WebSocket clients to reconnect
-        // elsewhere (close 1001), and until it does, their sockets would hold server.close() open.
-        await runtime.stop();
-        await closed;
-        clearTimeout(cut);
-        await metricsServer?.close();
-        await closeHub(hub);
-        await embedded?.stop();
-      })();
-      return stopping;
-    },
+    stop,
     async killChildren() {
       await embedded?.stopNow();
     },
