@@ -144,17 +144,27 @@ export class ConnectionService {
   }
 
   /**
+   * Writes `change` of the record as it is at the write, with its `action` event, in one store write, then
+   * publishes the event. Null, and nothing written, when there is no such record or `change` declines.
+   */
+  private async transition(id: string, action: ConnectionAction, change: (cur: ConnectionRecord) => ConnectionRecord | null): Promise<ConnectionRecord | null> {
+    const events = recordOutbox((rec: ConnectionRecord) => changeEvent(this.hub, rec, action, this.actor));
+    const next = await this.hub.store.updateDoc<ConnectionRecord>(CONNECTIONS, id, change, events);
+    if (next) publishCommitted(this.hub, events.entries);
+    return next;
+  }
+
+  /**
    * Changes the status. `action` defaults from the status (active → enabled, disabled → disabled, broken →
    * broken); the webhooks plugin passes 'auto_disabled' when it gives up on an endpoint.
    */
   async setStatus(id: string, status: ConnectionStatus, reason: string | null, workspaceId?: string, action?: ConnectionAction): Promise<ConnectionView> {
-    await this.getRecord(id, workspaceId);
     const now = new Date().toISOString();
     // Only the status fields, over the record as it is at the write: a token refresh saved meanwhile stays.
-    const events = recordOutbox((rec: ConnectionRecord) => changeEvent(this.hub, rec, action ?? (status === 'active' ? 'enabled' : status), this.actor));
-    const next = await this.hub.store.updateDoc<ConnectionRecord>(CONNECTIONS, id, (cur) => ({ ...cur, status, statusReason: reason, updatedAt: now }), events);
+    const next = await this.transition(id, action ?? (status === 'active' ? 'enabled' : status), (cur) =>
+      workspaceId !== undefined && cur.workspaceId !== workspaceId ? null : { ...cur, status, statusReason: reason, updatedAt: now },
+    );
     if (!next) throw new ConnectionError(`no connection ${id}`, 'NOT_FOUND');
-    publishCommitted(this.hub, events.entries);
     return viewOf(next);
   }
 
@@ -164,16 +174,9 @@ export class ConnectionService {
    * `broken` event, not one each. True when this call made the change.
    */
   async markBroken(id: string, reason: string): Promise<boolean> {
-    const events = recordOutbox((rec: ConnectionRecord) => changeEvent(this.hub, rec, 'broken', this.actor));
     const now = new Date().toISOString();
-    const next = await this.hub.store.updateDoc<ConnectionRecord>(
-      CONNECTIONS,
-      id,
-      (cur) => (cur.status === 'broken' ? null : { ...cur, status: 'broken', statusReason: reason, updatedAt: now }),
-      events,
-    );
+    const next = await this.transition(id, 'broken', (cur) => (cur.status === 'broken' ? null : { ...cur, status: 'broken', statusReason: reason, updatedAt: now }));
     if (!next) return false;
-    publishCommitted(this.hub, events.entries);
     this.hub.log.warn({ connectionId: id, reason }, 'connection marked broken');
     return true;
   }
