@@ -96,8 +96,8 @@ class WsTransport implements Transport {
       if (!parsed.success) throw new VoxaError('VALIDATION_FAILED', 'A frame is {type, data, ackId?}.');
       frame = parsed.data;
     } catch (err) {
+      if (!this.session) return this.refuseHandshake();
       const e = isVoxaError(err) ? err : new VoxaError('MALFORMED_JSON', 'The frame is not valid JSON.');
-      if (!this.session) return this.kick('UNAUTHENTICATED', 'The first frame must be {"type":"auth","data":{"token":…}}.');
       return this.send({ type: 'error', data: (errorAck(e) as { error: unknown }).error });
     }
     // ws already refused invalid UTF-8, so only a \u escape can put a lone surrogate in a frame.
@@ -106,32 +106,31 @@ class WsTransport implements Transport {
       const e = illFormedError(illFormed);
       if (this.session) return this.reply(frame, errorAck(e));
       // Refused like any other bad handshake: an error frame naming the field, then close.
-      this.stopAuthTimer();
-      this.send({ type: 'error', data: (errorAck(e) as { error: unknown }).error });
-      this.socket.close(CLOSE.PROTOCOL, e.code);
-      return;
+      return this.refuseHandshake(e);
     }
     if (!this.session) {
       if (this.authing) return this.reply(frame, errorAck(new VoxaError('UNAUTHENTICATED', 'Wait for the auth answer.')));
       const hs = frame.type === 'auth' ? HandshakeSchema.safeParse(frame.data) : null;
-      if (!hs) {
-        this.stopAuthTimer();
-        return this.kick('UNAUTHENTICATED', 'The first frame must be {"type":"auth","data":{"token":…}}.');
-      }
-      if (!hs.success) {
-        this.stopAuthTimer();
-        const refusal = handshakeRefusal(frame.data, hs.error);
-        if (refusal.code === 'UNAUTHENTICATED') return this.kick('UNAUTHENTICATED', 'The first frame must be {"type":"auth","data":{"token":…}}.');
-        this.send({ type: 'error', data: { code: refusal.code, message: refusal.message, details: refusal.details } });
-        this.socket.close(CLOSE.PROTOCOL, refusal.code);
-        return;
-      }
+      if (!hs) return this.refuseHandshake();
+      if (!hs.success) return this.refuseHandshake(handshakeRefusal(frame.data, hs.error));
       this.authing = true;
       void this.authenticate(hs.data, frame.ackId);
       return;
     }
     if (frame.type === 'auth') return this.reply(frame, errorAck(new VoxaError('CONFLICT', 'Already authenticated.')));
     void this.edge.handle(this.session, frame.type, frame.data).then((data) => this.reply(frame, data));
+  }
+
+  /**
+   * Refuses the sign-in: with no auth frame, or one without a token (`refusal` absent or UNAUTHENTICATED), the
+   * connection is kicked as UNAUTHENTICATED; otherwise an error frame names what was wrong, then close 4002.
+   */
+  private refuseHandshake(refusal?: { code: ErrorCode; message: string; details?: unknown }): void {
+    this.stopAuthTimer();
+    if (!refusal || refusal.code === 'UNAUTHENTICATED') return this.kick('UNAUTHENTICATED', 'The first frame must be {"type":"auth","data":{"token":…}}.');
+    const { code, message, details } = refusal;
+    this.send({ type: 'error', data: { code, message, ...(details === undefined ? {} : { details }) } });
+    this.socket.close(CLOSE.PROTOCOL, code);
   }
 
   /** Answers a frame: an ack when it asked for one, else an error frame when it failed. */
@@ -343,20 +342,17 @@ class SioTransport implements Transport {
     const last = args[args.length - 1];
     const ack = typeof last === 'function' ? (last as (d: AckData) => void) : null;
     const data = args[0];
-    if (args.length > (ack ? 2 : 1)) {
-      const bad = errorAck(new VoxaError('VALIDATION_FAILED', 'One payload per event.'));
-      return ack ? ack(bad) : void this.socket.emit('error', { ...(bad as { error: object }).error, ref: event });
-    }
+    if (args.length > (ack ? 2 : 1)) return this.answer(event, ack, errorAck(new VoxaError('VALIDATION_FAILED', 'One payload per event.')));
     // Socket.IO hands over parsed data only (no raw text to test for \u first); frames are small objects.
     const illFormed = illFormedPath(data, 'data');
-    if (illFormed !== null) {
-      const bad = errorAck(illFormedError(illFormed));
-      return ack ? ack(bad) : void this.socket.emit('error', { ...(bad as { error: object }).error, ref: event });
-    }
-    void this.edge.handle(this.session!, event, data).then((res) => {
-      if (ack) ack(res);
-      else if (!res.ok) this.socket.emit('error', { ...res.error, ref: event });
-    });
+    if (illFormed !== null) return this.answer(event, ack, errorAck(illFormedError(illFormed)));
+    void this.edge.handle(this.session!, event, data).then((res) => this.answer(event, ack, res));
+  }
+
+  /** Answers an event: the ack when the client asked for one, else an `error` event (with `ref`) when it failed. */
+  private answer(event: string, ack: ((d: AckData) => void) | null, res: AckData): void {
+    if (ack) ack(res);
+    else if (!res.ok) this.socket.emit('error', { ...res.error, ref: event });
   }
 }
 
