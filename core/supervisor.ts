@@ -121,9 +121,10 @@ export class SupervisedChild {
   ) {}
 
   async start(): Promise<void> {
-    // Reclaim returns whether the port is free afterwards, so a free port is probed only once.
-    if ((await portOpen(this.spec.port)) && !(await this.reclaimOrphan())) {
+    if (await portOpen(this.spec.port)) {
       const rec = recordedChild(this.spec);
+      // Reclaim returns whether the port is free afterwards.
+      if (rec?.state === 'orphan' && (await this.reclaimOrphan(rec.pid))) return this.firstSpawn();
       if (rec?.state === 'owned') {
         throw new Error(
           `another Voxa Hub (pid ${rec.hub}) is running with this data dir, and its ${this.spec.name} (pid ${rec.pid}) holds port ${this.spec.port}. Stop that hub first, or give this one its own ports and VOXA_DATA_DIR.`,
@@ -133,6 +134,10 @@ export class SupervisedChild {
         `port ${this.spec.port} is already in use, so the embedded ${this.spec.name} cannot start. Stop whatever listens there, or point the hub at it with ${this.spec.name === 'nats-server' ? 'NATS_URL' : 'REDIS_URL'}.`,
       );
     }
+    return this.firstSpawn();
+  }
+
+  private async firstSpawn(): Promise<void> {
     try {
       await this.spawnOnce();
     } catch (err) {
@@ -144,12 +149,9 @@ export class SupervisedChild {
   /**
    * Stops a child left running by a previous hub that died without stopping it, so its port is free again.
    * SIGTERM first (nats-server and redis-server flush and exit cleanly on it), SIGKILL if it lingers.
-   * True once the port is free; false when there was no orphan of ours or the port stayed taken.
+   * `pid` is the orphan recordedChild found. True once the port is free; false when it stayed taken.
    */
-  private async reclaimOrphan(): Promise<boolean> {
-    const rec = recordedChild(this.spec);
-    if (rec?.state !== 'orphan') return false;
-    const pid = rec.pid;
+  private async reclaimOrphan(pid: number): Promise<boolean> {
     this.log.warn({ child: this.spec.name, pid, port: this.spec.port }, 'stopping the embedded service a previous run left behind');
     process.kill(pid, 'SIGTERM');
     if (!(await waitExit(pid, 10_000))) {
@@ -204,38 +206,34 @@ export class SupervisedChild {
     this.log.info({ child: this.spec.name, port: this.spec.port, pid: c.pid }, 'embedded service running');
   }
 
-  async stop(timeoutMs = 10_000): Promise<void> {
-    this.stopping = true;
-    const c = this.child;
-    if (!c || c.exitCode !== null) return this.removePidFile();
-    await new Promise<void>((res) => {
-      const t = setTimeout(() => {
-        c.kill('SIGKILL');
-      }, timeoutMs);
-      c.once('exit', () => {
-        clearTimeout(t);
-        res();
-      });
-      c.kill('SIGTERM');
-    });
-    this.removePidFile();
+  /** SIGTERM (nats-server and redis-server flush and exit on it), SIGKILL after `timeoutMs`; waits for the exit. */
+  stop(timeoutMs = 10_000): Promise<void> {
+    return this.terminate(timeoutMs);
   }
 
   /**
-   * For a hub that must exit soon (its stop hung, or a second signal came): SIGTERM, then SIGKILL if the child
-   * has not gone within `graceMs` (a child that hangs may be why the stop hung). The pid file goes only with
-   * the child, so a child that survives even that is still found and stopped by the next start.
+   * For a hub that must exit soon (its stop hung, or a second signal came): the same, with a short grace and
+   * at most a second after SIGKILL (a child that hangs may be why the stop hung).
    */
-  async stopNow(graceMs = 2000): Promise<void> {
+  stopNow(graceMs = 2000): Promise<void> {
+    return this.terminate(graceMs, 1000);
+  }
+
+  /**
+   * SIGTERM, SIGKILL when the child has not exited within `graceMs`, then waits up to `afterKillMs` more. The
+   * pid file goes only with the child, so one that survives even that is found and stopped by the next start.
+   */
+  private async terminate(graceMs: number, afterKillMs = Infinity): Promise<void> {
     this.stopping = true;
     const c = this.child;
     if (!c || c.exitCode !== null || c.signalCode !== null) return this.removePidFile();
     const exited = new Promise<boolean>((resolve) => c.once('exit', () => resolve(true)));
-    const within = (ms: number) => Promise.race([exited, new Promise<boolean>((resolve) => setTimeout(() => resolve(false), ms).unref())]);
+    const within = (ms: number) =>
+      ms === Infinity ? exited : Promise.race([exited, new Promise<boolean>((resolve) => setTimeout(() => resolve(false), ms).unref())]);
     c.kill('SIGTERM');
     if (!(await within(graceMs))) {
       c.kill('SIGKILL');
-      if (!(await within(1000))) return;
+      if (!(await within(afterKillMs))) return;
     }
     this.removePidFile();
   }
