@@ -33,8 +33,8 @@ export interface BackfillTarget {
    * with the error's message as the reason.
    */
   accept(event: AnyEvent): Promise<'written' | 'skipped' | 'ignored' | 'deferred'>;
-  /** Work deferred to the end (e.g. one transcript render per conversation), with its own counts. */
-  finish?(): Promise<{ written: number; skipped: number; failed: number; failures?: BackfillFailure[] }>;
+  /** Work deferred to the end (e.g. one transcript render per conversation), with its own counts and failures. */
+  finish?(): Promise<{ written: number; skipped: number; failures: BackfillFailure[] }>;
 }
 
 /** At most this many failure reasons are kept in a summary (`failed` still counts them all). */
@@ -140,8 +140,7 @@ export async function runBackfill(
     const f = await target.finish();
     summary.written += f.written;
     summary.skipped += f.skipped;
-    summary.failed += f.failed;
-    summary.failures.push(...(f.failures ?? []).slice(0, MAX_FAILURES - summary.failures.length));
+    for (const failure of f.failures) fail(failure);
   }
   progress(read, total);
   await nats.jsm.consumers.delete(stream, info.name).catch(() => undefined);

@@ -275,7 +275,7 @@ export class StorageSync {
             failures.push({ conversationId: c, reason: `transcript: ${(err as Error).message}` });
           }
         }
-        return { written, skipped, failed: failures.length, failures };
+        return { written, skipped, failures };
       },
     };
   }
