@@ -91,6 +91,11 @@ export const HandshakeSchema = z
   .strict();
 export type Handshake = z.infer<typeof HandshakeSchema>;
 
+/** The first five issues as `path: message`, joined with `; ` (for a refusal's message). */
+function issueSummary(details: ValidationDetails): string {
+  return details.issues.slice(0, 5).map((d) => `${d.path}: ${d.message}`).join('; ');
+}
+
 /**
  * Why a handshake (Socket.IO `auth`, or the /ws auth frame's data) was refused: without a token string it is
  * UNAUTHENTICATED; with one, the rest was wrong (bad cursors, an unknown key) and the answer is
@@ -100,7 +105,7 @@ export function handshakeRefusal(raw: unknown, err: z.ZodError): { code: 'UNAUTH
   const token = raw !== null && typeof raw === 'object' ? (raw as { token?: unknown }).token : undefined;
   if (typeof token !== 'string' || token.length === 0) return { code: 'UNAUTHENTICATED', message: 'Send {auth: {token}} in the handshake.' };
   const details = validationDetails(err, 'auth');
-  return { code: 'VALIDATION_FAILED', message: `Invalid handshake: ${details.issues.slice(0, 5).map((d) => `${d.path}: ${d.message}`).join('; ')}`, details };
+  return { code: 'VALIDATION_FAILED', message: `Invalid handshake: ${issueSummary(details)}`, details };
 }
 
 /** Close codes of the plain WebSocket transport (4000–4999 are application codes). */
@@ -121,5 +126,5 @@ export const CLOSE = {
  */
 export function describeZodError(err: z.ZodError): { message: string; details: ValidationDetails } {
   const details = validationDetails(err, 'data');
-  return { message: `Invalid frame: ${details.issues.slice(0, 5).map((d) => `${d.path}: ${d.message}`).join('; ')}`, details };
+  return { message: `Invalid frame: ${issueSummary(details)}`, details };
 }
