@@ -9,7 +9,7 @@
  * retry stream) and deletes it from the DLQ. Only that plugin's runtime consumes that subject, so a retry
  * never re-runs the other plugins that already handled the event.
  */
-import { headers as natsHeaders, type JetStreamClient, type JetStreamManager, type MsgHdrs } from 'nats';
+import { headers as natsHeaders, type JetStreamClient, type JetStreamManager, type MsgHdrs, type StoredMsg } from 'nats';
 import { ZodError } from 'zod';
 import { HDR, dlqSubject, retrySubject, runtimeNames } from './control.js';
 
@@ -114,32 +114,41 @@ function toDeadLetter(seq: number, subject: string, h: MsgHdrs | undefined, ns: 
 }
 
 /**
- * Dead letters, oldest first, optionally of one plugin, starting after DLQ sequence `after` and, with `through`,
- * ending at that sequence. Walks the stream with "next message on this subject from seq" reads: no consumer to
- * create or clean up.
+ * Stored dead letters on `filter`, oldest first, from DLQ sequence `from` on and, with `through`, ending at that
+ * sequence. One "next message on this subject from seq" read each: no consumer to create or clean up.
  */
-export async function listDeadLetters(
-  h: NatsHandles,
-  opts: { plugin?: string; limit?: number; after?: number; through?: number } = {},
-): Promise<DeadLetter[]> {
+async function* walkDeadLetters(h: NatsHandles, filter: string, from: number, through?: number): AsyncGenerator<StoredMsg> {
   const names = runtimeNames(h.namespace);
-  const limit = Math.max(1, opts.limit ?? 50);
-  const filter = dlqSubject(h.namespace, opts.plugin ?? '*', '>');
-  const out: DeadLetter[] = [];
-  let cursor = (opts.after ?? 0) + 1;
-  while (out.length < limit) {
-    let m;
+  let cursor = from;
+  for (;;) {
+    let m: StoredMsg;
     try {
       // next_by_subj is part of the server's MSG.GET API (2.9+) but missing from nats.js's typing of it.
       const query = { seq: cursor, next_by_subj: filter } as unknown as { seq: number };
       m = await h.jsm.streams.getMessage(names.deadLetter, query);
     } catch (err) {
-      if (/no message found|not found/i.test(String((err as Error).message))) break;
+      if (/no message found|not found/i.test(String((err as Error).message))) return;
       throw err;
     }
-    if (opts.through !== undefined && m.seq > opts.through) break;
-    out.push(toDeadLetter(m.seq, m.subject, m.header, h.namespace, m.time.toISOString()));
+    if (through !== undefined && m.seq > through) return;
+    yield m;
     cursor = m.seq + 1;
+  }
+}
+
+/**
+ * Dead letters, oldest first, optionally of one plugin, starting after DLQ sequence `after` and, with `through`,
+ * ending at that sequence.
+ */
+export async function listDeadLetters(
+  h: NatsHandles,
+  opts: { plugin?: string; limit?: number; after?: number; through?: number } = {},
+): Promise<DeadLetter[]> {
+  const limit = Math.max(1, opts.limit ?? 50);
+  const out: DeadLetter[] = [];
+  for await (const m of walkDeadLetters(h, dlqSubject(h.namespace, opts.plugin ?? '*', '>'), (opts.after ?? 0) + 1, opts.through)) {
+    out.push(toDeadLetter(m.seq, m.subject, m.header, h.namespace, m.time.toISOString()));
+    if (out.length >= limit) break;
   }
   return out;
 }
@@ -164,33 +173,38 @@ export class DeadLetterNotFound extends Error {
   }
 }
 
-/**
- * Puts one dead letter back for its plugin only, then removes it from the DLQ. `plugin`, when given, must
- * match (a guard against retrying the wrong entry).
- */
-export async function retryDeadLetter(h: NatsHandles, seq: number, opts: { plugin?: string } = {}): Promise<DeadLetter> {
+/** Republishes a stored dead letter for its plugin only, then removes it from the DLQ. */
+async function putBack(h: NatsHandles, stored: StoredMsg): Promise<DeadLetter> {
   const names = runtimeNames(h.namespace);
-  let stored;
-  try {
-    stored = await h.jsm.streams.getMessage(names.deadLetter, { seq });
-  } catch {
-    throw new DeadLetterNotFound(seq);
-  }
-  const dl = toDeadLetter(seq, stored.subject, stored.header, h.namespace, stored.time.toISOString());
-  if (opts.plugin && dl.plugin !== opts.plugin) throw new DeadLetterNotFound(seq);
+  const dl = toDeadLetter(stored.seq, stored.subject, stored.header, h.namespace, stored.time.toISOString());
   const hdrs = natsHeaders();
   for (const k of [...TRACE_HEADERS, HDR.originalSubject, HDR.streamSeq, HDR.eventId, HDR.eventType]) {
     const v = stored.header?.get(k);
     if (v) hdrs.set(k, v);
   }
-  hdrs.set(HDR.retryOf, String(seq));
+  hdrs.set(HDR.retryOf, String(stored.seq));
   // Msg id keyed by the DLQ seq: running the same retry twice within the dedupe window enqueues it once.
   await h.js.publish(retrySubject(h.namespace, dl.plugin, dl.type ?? 'malformed'), stored.data, {
     headers: hdrs,
-    msgID: `retry:${names.deadLetter}:${seq}`,
+    msgID: `retry:${names.deadLetter}:${stored.seq}`,
   });
-  await h.jsm.streams.deleteMessage(names.deadLetter, seq, false);
+  await h.jsm.streams.deleteMessage(names.deadLetter, stored.seq, false);
   return dl;
+}
+
+/**
+ * Puts one dead letter back for its plugin only, then removes it from the DLQ. `plugin`, when given, must
+ * match (a guard against retrying the wrong entry).
+ */
+export async function retryDeadLetter(h: NatsHandles, seq: number, opts: { plugin?: string } = {}): Promise<DeadLetter> {
+  let stored;
+  try {
+    stored = await h.jsm.streams.getMessage(runtimeNames(h.namespace).deadLetter, { seq });
+  } catch {
+    throw new DeadLetterNotFound(seq);
+  }
+  if (opts.plugin && toDeadLetter(seq, stored.subject, stored.header, h.namespace).plugin !== opts.plugin) throw new DeadLetterNotFound(seq);
+  return putBack(h, stored);
 }
 
 /**
@@ -199,21 +213,8 @@ export async function retryDeadLetter(h: NatsHandles, seq: number, opts: { plugi
  * left there rather than retried in a loop (its side effects repeated) until the plugin stops failing.
  */
 export async function retryAllDeadLetters(h: NatsHandles, opts: { plugin?: string } = {}): Promise<DeadLetter[]> {
-  const names = runtimeNames(h.namespace);
-  const through = (await h.jsm.streams.info(names.deadLetter)).state.last_seq;
+  const through = (await h.jsm.streams.info(runtimeNames(h.namespace).deadLetter)).state.last_seq;
   const done: DeadLetter[] = [];
-  let after = 0;
-  for (;;) {
-    const page = await listDeadLetters(h, { limit: 100, after, through, ...(opts.plugin ? { plugin: opts.plugin } : {}) });
-    if (!page.length) return done;
-    for (const d of page) {
-      try {
-        done.push(await retryDeadLetter(h, d.seq));
-      } catch (err) {
-        // Retried or removed by someone else since it was listed: nothing left to do for it.
-        if (!(err instanceof DeadLetterNotFound)) throw err;
-      }
-    }
-    after = page[page.length - 1]!.seq;
-  }
+  for await (const stored of walkDeadLetters(h, dlqSubject(h.namespace, opts.plugin ?? '*', '>'), 1, through)) done.push(await putBack(h, stored));
+  return done;
 }
