@@ -18,6 +18,7 @@ import { selectPlugins } from '../plugins/index.js';
 import { startHubCollectors } from './telemetry/collectors.js';
 import { shutdownTelemetry } from './telemetry/tracing.js';
 import { startMetricsServer, type MetricsServer } from './telemetry/metrics-server.js';
+import { withTimeout } from './timeout.js';
 
 export const PROJECT_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -143,18 +144,9 @@ export async function runHub(config: Config, opts: RunOptions): Promise<RunningH
  * exporter's own 10 s timeout.
  */
 async function flushSpans(log: Logger, timeoutMs = 3000): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
-    timer.unref();
-  });
-  try {
-    await Promise.race([shutdownTelemetry(), timeout]);
-  } catch (err) {
-    log.warn({ err }, 'could not flush the last spans (is the OTLP collector reachable?)');
-  } finally {
-    clearTimeout(timer);
-  }
+  await withTimeout(shutdownTelemetry(), timeoutMs, 'the span exporter').catch((err: unknown) =>
+    log.warn({ err }, 'could not flush the last spans (is the OTLP collector reachable?)'),
+  );
 }
 
 /** How long a stop may take before the process ends anyway (its children with it). */

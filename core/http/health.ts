@@ -9,18 +9,9 @@ import type { Hub } from '../hub.js';
 import type { ApiRouter } from './api-router.js';
 import { registry, metrics } from '../telemetry/metrics.js';
 import { z } from 'zod';
+import { withTimeout } from '../timeout.js';
 
 export const READY_TIMEOUT_MS = 1000;
-
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    p,
-    new Promise<T>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
 
 export interface ReadyReport {
   status: 'ok' | 'unavailable';

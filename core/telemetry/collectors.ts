@@ -6,6 +6,7 @@
  */
 import type { Hub } from '../hub.js';
 import { metrics } from './metrics.js';
+import { withTimeout } from '../timeout.js';
 
 export interface CollectorOptions {
   /** How often to sample (default 5 s; Prometheus usually scrapes every 15 s). */
@@ -20,16 +21,6 @@ export interface Collectors {
   sample(): Promise<void>;
 }
 
-function within<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error('probe timed out')), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
-}
-
 /** Starts sampling the hub's state into the gauges. Call once per process after openHub; call the result to stop. */
 export function startHubCollectors(hub: Hub, opts: CollectorOptions = {}): Collectors {
   const timeout = opts.probeTimeoutMs ?? 2000;
@@ -40,11 +31,11 @@ export function startHubCollectors(hub: Hub, opts: CollectorOptions = {}): Colle
     metrics.dependencyUp.set({ dependency: 'nats' }, natsUp ? 1 : 0);
     if (hub.redis) metrics.dependencyUp.set({ dependency: 'redis' }, hub.redis.status === 'ready' ? 1 : 0);
 
-    const storeProbe = within(hub.store.ping(), timeout).then(
+    const storeProbe = withTimeout(hub.store.ping(), timeout, 'store ping').then(
       () => metrics.dependencyUp.set({ dependency: 'store' }, 1),
       () => metrics.dependencyUp.set({ dependency: 'store' }, 0),
     );
-    const backlog = within(hub.store.outboxCount(), timeout).then(
+    const backlog = withTimeout(hub.store.outboxCount(), timeout, 'outbox count').then(
       (n) => metrics.outboxBacklog.set(n),
       // Keep the last value: an unknown backlog is not an empty one, and voxa_dependency_up says why.
       () => undefined,
