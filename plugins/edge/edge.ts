@@ -243,10 +243,22 @@ class Activity {
   typingAt: Map<string, number> | null = null;
   /** Frames are processed one at a time per connection, so a client's sends keep their order. */
   chain: Promise<unknown> = SETTLED;
+  /** Frames waiting to be processed. */
   pending = 0;
   constructor(opts: EdgeOptions) {
     this.sendBucket = new Bucket(opts.sendPerSecond, opts.sendBurst);
     this.frameBucket = new Bucket(opts.framesPerSecond, opts.framesBurst);
+  }
+
+  /** Runs `fn` once the frames before it are done (one at a time, in order of arrival). */
+  enqueue<T>(fn: () => Promise<T>): Promise<T> {
+    this.pending++;
+    const p = this.chain.then(fn);
+    this.chain = p.then(
+      () => void this.pending--,
+      () => void this.pending--,
+    );
+    return p;
   }
 }
 
@@ -283,24 +295,9 @@ export class Session implements PresenceDevice {
     return this.id;
   }
 
-  /** Frames waiting to be processed. */
-  get pending(): number {
-    return this.activity?.pending ?? 0;
-  }
-
   /** The session's rate limits, ordering and typing throttle (created on the first frame). */
   active(opts: EdgeOptions): Activity {
     return (this.activity ??= new Activity(opts));
-  }
-
-  enqueue<T>(a: Activity, fn: () => Promise<T>): Promise<T> {
-    a.pending++;
-    const p = a.chain.then(fn);
-    a.chain = p.then(
-      () => void a.pending--,
-      () => void a.pending--,
-    );
-    return p;
   }
 }
 
@@ -641,7 +638,7 @@ export class Edge {
     if (a.pending > this.opts.maxPendingFrames) {
       return errorAck(new VoxaError('RATE_LIMITED', 'Too many frames waiting on this connection; wait for acks.'));
     }
-    return s.enqueue(a, async () => {
+    return a.enqueue(async () => {
       try {
         return await this.dispatch(s, type, parsed.data as ClientEventData<typeof type>);
       } catch (err) {
