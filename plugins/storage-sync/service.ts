@@ -109,7 +109,10 @@ export class StorageSync {
     if (!rec || rec.status !== 'active') return { skipped: 'connection not active' };
     try {
       if (job.name === 'transcript') return { result: await this.syncTranscript(rec, data.conversationId!) };
-      if (job.name === 'attachment') return { result: await this.syncAttachment(rec, data.conversationId!, data.file!) };
+      if (job.name === 'attachment') {
+        const outcome = await this.uploadAttachment(rec, data.conversationId!, data.file!);
+        return { result: outcome === 'gone' ? 'skipped' : outcome };
+      }
       if (job.name === 'backup') return await this.backup(rec);
     } catch (err) {
       // Usually already marked by the token code; markBroken is a no-op then, so still one event.
@@ -146,7 +149,7 @@ export class StorageSync {
     const key = `${rec.id}:${conversationId}`;
     const state = await this.hub.store.docs.get<SyncState>(SYNC_STATE, key);
     if (state?.hash === hash) return 'skipped';
-    await this.write(rec, key, state, { connectionId: rec.id, conversationId, kind: 'transcript' }, { name: r.name, content: Buffer.from(r.content), mimeType: 'text/markdown' });
+    await this.write(rec, key, state, { connectionId: rec.id, conversationId, kind: 'transcript' }, { name: r.name, content: Buffer.from(r.content), mimeType: 'text/markdown' }, hash);
     return 'written';
   }
 
@@ -155,7 +158,7 @@ export class StorageSync {
    * place. A new file first gets its remote id reserved and recorded as pending where the provider can do that
    * (Drive), so an upload that landed but whose answer or record save was lost is recognised on the retry
    * (Drive refuses a second create with the same id) and never stored twice. Dropbox needs no reservation:
-   * paths are deterministic and uploads overwrite.
+   * paths are deterministic and uploads overwrite. `hash` is the content's, when the caller has it already.
    */
   private async write(
     rec: ConnectionRecord,
@@ -163,6 +166,7 @@ export class StorageSync {
     state: SyncState | null | undefined,
     base: Pick<SyncState, 'connectionId' | 'conversationId' | 'kind'>,
     file: Pick<PutFile, 'name' | 'content' | 'mimeType'>,
+    hash = createHash('sha256').update(file.content).digest('hex'),
   ): Promise<void> {
     const client = await this.client(rec);
     let target: Pick<PutFile, 'remoteId' | 'reservedId'> = {};
@@ -174,20 +178,15 @@ export class StorageSync {
       target = { reservedId };
     }
     const { remoteId } = await client.put({ ...file, ...target });
-    const hash = createHash('sha256').update(file.content).digest('hex');
     await this.hub.store.docs.put<SyncState>(SYNC_STATE, key, { ...base, remoteId, hash, syncedAt: new Date().toISOString() });
   }
 
   /**
    * Uploads an attachment beside the transcript, once per (connection, file): the bytes come from the hub's
    * blob store (core/files), found through the file's `files` document. A file that was removed meanwhile is
-   * skipped; a document without its blob fails the job (kept, retryable with `connections retry-failed`).
+   * 'gone' (the job reports it as skipped, backfill as ignored); a document without its blob fails the job (kept,
+   * retryable with `connections retry-failed`).
    */
-  async syncAttachment(rec: ConnectionRecord, conversationId: string, file: { id: string; name: string; contentType: string }): Promise<'written' | 'skipped'> {
-    return (await this.uploadAttachment(rec, conversationId, file)) === 'written' ? 'written' : 'skipped';
-  }
-
-  /** syncAttachment, telling "already uploaded" apart from "no such file any more" (backfill reports them apart). */
   private async uploadAttachment(rec: ConnectionRecord, conversationId: string, file: { id: string }): Promise<'written' | 'skipped' | 'gone'> {
     const key = `${rec.id}:file:${file.id}`;
     const state = await this.hub.store.docs.get<SyncState>(SYNC_STATE, key);
