@@ -8,6 +8,7 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
+import { withTimeout } from './timeout.js';
 
 export interface ChildSpec {
   name: string;
@@ -228,8 +229,7 @@ export class SupervisedChild {
     const c = this.child;
     if (!c || c.exitCode !== null || c.signalCode !== null) return this.removePidFile();
     const exited = new Promise<boolean>((resolve) => c.once('exit', () => resolve(true)));
-    const within = (ms: number) =>
-      ms === Infinity ? exited : Promise.race([exited, new Promise<boolean>((resolve) => setTimeout(() => resolve(false), ms).unref())]);
+    const within = (ms: number) => (ms === Infinity ? exited : withTimeout(exited, ms, this.spec.name).catch(() => false));
     c.kill('SIGTERM');
     if (!(await within(graceMs))) {
       c.kill('SIGKILL');
