@@ -170,6 +170,8 @@ const DRAIN_WAIT_MS = 10_000;
 
 const SETTLED: Promise<unknown> = Promise.resolve();
 
+const NO_SESSIONS: readonly Session[] = [];
+
 /**
  * A client's `changesSince` is a `serverTime` from some edge process, and edit times come from the clock of
  * whichever process made the edit: reading this much further back covers skew between them (and an outbox
@@ -439,10 +441,13 @@ export class Edge {
     }
   }
 
-  /** The local sessions of a user (a snapshot: safe to close sessions while iterating). */
-  private sessionsOf(userId: string): Session[] {
+  /**
+   * The local sessions of a user, not copied: a loop may close the session it is at (a Set iteration goes on
+   * with the rest), but one that takes sessions away otherwise iterates a copy.
+   */
+  private sessionsOf(userId: string): Iterable<Session> {
     const cur = this.byUser.get(userId);
-    return !cur ? [] : cur instanceof Set ? [...cur] : [cur];
+    return !cur ? NO_SESSIONS : cur instanceof Set ? cur : [cur];
   }
 
   // ---------------------------------------------------------------------------------------------------------
@@ -1108,7 +1113,7 @@ export class Edge {
       for (const m of conv.members) this.indexPeer(m, feed.id, true);
       feed.conv = { ...conv, lastSeq: Math.max(conv.lastSeq, feed.last) };
       for (const userId of removed) {
-        for (const s of this.sessionsOf(userId)) this.removeMember(s, feed);
+        for (const s of [...this.sessionsOf(userId)]) this.removeMember(s, feed);
       }
     }
     const info = { conversationId: conv.id, membership: 'member', conversation: conv, added, removed };
@@ -1118,10 +1123,9 @@ export class Edge {
     // Local sessions of new members start receiving at once: everything of a new conversation, and from the
     // moment of joining for an existing one.
     for (const userId of added) {
-      const sessions = this.sessionsOf(userId);
-      if (!sessions.length || !conv.members.includes(userId)) continue;
+      if (!this.byUser.has(userId) || !conv.members.includes(userId)) continue;
       const f = this.ensureFeed(conv);
-      for (const s of sessions) {
+      for (const s of this.sessionsOf(userId)) {
         if (s.convs.has(conv.id)) continue;
         this.write(s, frame);
         this.attach(s, f, ev.type === 'conversation.created' ? 0 : conv.lastSeq, s.holding);
