@@ -8,17 +8,11 @@ import { AuthExpiredError } from '../../connectors/types.js';
 import { StorageSync } from '../../plugins/storage-sync/service.js';
 import { eventually, streamEvents } from '../api/support.js';
 import { hubForFile } from '../helpers/hub.js';
-import { startStandIn, type StandIn } from './standins.js';
+import { standInForFile } from './standins.js';
 
 const shared = hubForFile();
 
-let api: StandIn;
-test.before(async () => {
-  api = await startStandIn();
-});
-test.after.always(async () => {
-  await api?.close();
-});
+const fake = standInForFile();
 
 async function brokenEvents(connectionId: string): Promise<string[]> {
   return (await streamEvents(shared.hub))
@@ -40,10 +34,10 @@ test('concurrent jobs of a connection whose grant was revoked mark it broken onc
   // Two services stand for two processes running this connector's jobs (hub and worker).
   const [a, b] = [new StorageSync(shared.hub, null, 'dropbox'), new StorageSync(shared.hub, null, 'dropbox')];
   const conn = await a.connections.create(ws, 'dropbox', {
-    clientId: 'appkey', folderPath: '/Voxa', apiBaseUrl: api.url, tokenUrl: `${api.url}/token`,
+    clientId: 'appkey', folderPath: '/Voxa', apiBaseUrl: fake.api.url, tokenUrl: `${fake.api.url}/token`,
     accessToken: 'tok1', refreshToken: 'refresh1', expiresAt: new Date(Date.now() - 1000).toISOString(),
   });
-  api.refreshTokens.clear(); // invalid_grant from now on
+  fake.api.refreshTokens.clear(); // invalid_grant from now on
 
   const job = { name: 'transcript', data: { connectionId: conn.id, conversationId: conversation.id } };
   const outcomes = await Promise.allSettled([a.process(job), a.process(job), b.process(job), b.process(job)]);
@@ -70,7 +64,7 @@ test('a token refresh saved after the connection was marked broken or disabled k
   const sync = new StorageSync(shared.hub, null, 'dropbox');
   for (const status of ['broken', 'disabled'] as const) {
     const conn = await sync.connections.create(ws, 'dropbox', {
-      clientId: 'appkey', folderPath: '/Voxa', apiBaseUrl: api.url, tokenUrl: `${api.url}/token`,
+      clientId: 'appkey', folderPath: '/Voxa', apiBaseUrl: fake.api.url, tokenUrl: `${fake.api.url}/token`,
       accessToken: 'old-access', refreshToken: 'refresh-x', expiresAt: new Date(Date.now() + 3_600_000).toISOString(),
     });
     const ctx = sync.connections.contextFor(conn.id);

@@ -3,6 +3,7 @@
  * pointed at them. They check request shapes (paths, auth headers, multipart bodies, Dropbox-API-Arg) and
  * fail on demand: queue a failure with `failNext`.
  */
+import test from 'ava';
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 
@@ -161,4 +162,24 @@ export async function startStandIn(): Promise<StandIn> {
       server.close(() => r());
     });
   return s;
+}
+
+/**
+ * One stand-in shared by every test of a file: registers the file's before/after hooks (call it at the top
+ * level). Read `.api` inside tests, where `before` has run.
+ */
+export function standInForFile(): { readonly api: StandIn } {
+  let api: StandIn | undefined;
+  test.before(async () => {
+    api = await startStandIn();
+  });
+  test.after.always(async () => {
+    await api?.close();
+  });
+  return {
+    get api() {
+      if (!api) throw new Error('standInForFile: the stand-in exists only once the before hook ran');
+      return api;
+    },
+  };
 }

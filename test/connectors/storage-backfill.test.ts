@@ -14,19 +14,12 @@ import { ConnectionService } from '../../connectors/connections.js';
 import { runCli } from '../helpers/cli.js';
 import { hubForFile } from '../helpers/hub.js';
 import { cliEnv } from './cli-proc.js';
-import { startStandIn, type StandIn } from './standins.js';
+import { standInForFile } from './standins.js';
 import type { BackfillSummary } from '../../connectors/backfill.js';
 
 const shared = hubForFile();
 
-let api: StandIn;
-
-test.before(async () => {
-  api = await startStandIn();
-});
-test.after.always(async () => {
-  await api?.close();
-});
+const fake = standInForFile();
 
 async function publish(e: AnyEvent): Promise<void> {
   await shared.hub.bus.publisher.publish(subjectOf(e, shared.hub.bus.namespace), Buffer.from(JSON.stringify(e)), {}, e.id);
@@ -65,7 +58,7 @@ test('backfill into a new Dropbox connection uploads the attachments once; a mis
   await createBlobStore(shared.hub).delete(files[3]!.blobKey);
 
   const conn = await new ConnectionService(shared.hub).create(ws, 'dropbox', {
-    clientId: 'appkey', folderPath: '/Second', apiBaseUrl: api.url, tokenUrl: `${api.url}/token`,
+    clientId: 'appkey', folderPath: '/Second', apiBaseUrl: fake.api.url, tokenUrl: `${fake.api.url}/token`,
     accessToken: 'tok1', refreshToken: 'refresh1', expiresAt: new Date(Date.now() + 3600_000).toISOString(),
   }, 'box2');
   const env = cliEnv(shared.servers, shared.hub);
@@ -78,7 +71,7 @@ test('backfill into a new Dropbox connection uploads the attachments once; a mis
   t.is(s1.failed, 1);
   t.truthy(s1.failures[0]!.eventId, 'the failure names its event');
   t.regex(s1.failures[0]!.reason, new RegExp(`${files[3]!.id}.*missing from the blob store`));
-  const inSecond = [...api.files.values()].filter((f) => f.name.startsWith('/Second/'));
+  const inSecond = [...fake.api.files.values()].filter((f) => f.name.startsWith('/Second/'));
   for (const f of files.slice(0, 3)) {
     const copy = inSecond.find((x) => x.name.includes(f.id));
     t.truthy(copy, `${f.id} reached /Second`);
@@ -88,12 +81,12 @@ test('backfill into a new Dropbox connection uploads the attachments once; a mis
   t.is(inSecond.length, 4);
 
   // Again, as text: nothing uploaded twice, the failure named with its reason, still exit 1.
-  const uploads = api.requests.filter((r) => r.path === '/content/2/files/upload').length;
+  const uploads = fake.api.requests.filter((r) => r.path === '/content/2/files/upload').length;
   const second = await runCli(env, ['connections', 'backfill', conn.id, '--since', '1']);
   t.is(second.code, 1);
   t.regex(second.stdout, /0 written, 4 already done, 1 failed/);
   t.regex(second.stdout, new RegExp(`failed .*: attachment ${files[3]!.id}: its content is missing from the blob store`));
-  t.is(api.requests.filter((r) => r.path === '/content/2/files/upload').length, uploads, 'nothing uploaded again');
+  t.is(fake.api.requests.filter((r) => r.path === '/content/2/files/upload').length, uploads, 'nothing uploaded again');
 
   // With the blob back, the rest goes through and the command succeeds.
   await createBlobStore(shared.hub).putFile(files[3]!.blobKey, files[3]!.path, { size: 20, contentType: 'text/plain' });
