@@ -346,9 +346,13 @@ export class WebhookService {
     const r = await deliverOnce(cfg, d.eventId, d.body, { allowPrivate: this.allowPrivate, ...(this.opts.resolver ? { resolver: this.opts.resolver } : {}) });
     const next = await this.record(d, r, true);
     if (r.ok && next.status !== 'succeeded') await this.hub.store.docs.put(DELIVERIES, d.id, { ...next, status: 'succeeded' });
-    // If that was the head holding the queue, the next delivery is due now, not at the head's retry time: run the
-    // delayed drain job now. The hub and `voxa webhooks redeliver` both have Redis (the CLI fails without it).
-    if (r.ok && d.status === 'pending' && this.hub.redis && (await this.headIsDue(d.subscriptionId))) await this.retryNow(d.subscriptionId);
+    // If that was the head holding the queue, the next delivery is due now, not at the head's retry time: make
+    // sure a drain job exists, and run a delayed one now. The hub and `voxa webhooks redeliver` both have Redis
+    // (the CLI fails without it).
+    if (r.ok && d.status === 'pending' && this.hub.redis) {
+      await this.kickIfPending(d.subscriptionId);
+      if (await this.headIsDue(d.subscriptionId)) await this.retryNow(d.subscriptionId);
+    }
     return (await this.getDelivery(deliveryId))!;
   }
 
