@@ -823,8 +823,9 @@ export class Edge {
     st.running = true;
     try {
       let caughtUp = await this.catchUpLoop(s, feed, st);
-      // A resume that came while the loop was returning left changes to send: run again before waking anyone.
-      while (caughtUp && st.changesSince !== null) caughtUp = await this.catchUpLoop(s, feed, st);
+      // The loop's answer reaches us a microtask later, and meanwhile a live event may have been queued behind
+      // the catch-up (it is still on) or a resume may have left changes to send: run again until level.
+      while (caughtUp && (st.changesSince !== null || !this.isLevel(feed, st))) caughtUp = await this.catchUpLoop(s, feed, st);
       st.running = false;
       if (caughtUp) {
         st.catching = false;
@@ -837,6 +838,11 @@ export class Edge {
         if (!s.closed && s.convs.get(feed.id) === st) void this.catchUp(s, feed, st);
       }, 500).unref();
     }
+  }
+
+  /** Nothing queued or blocked, and every message up to the feed's last sent. */
+  private isLevel(feed: Feed, st: ConvState): boolean {
+    return !st.queue && !st.overflow && st.cursor >= feed.last;
   }
 
   /** True once the session is level with the feed; false when the session went away meanwhile. */
@@ -854,9 +860,9 @@ export class Edge {
         if (q.length === 0 && st.queue === q) st.queue = null;
       }
       if (st.changesSince !== null && !(await this.sendChanges(s, feed, st))) return false;
-      // Level with the feed and nothing blocked: from here on live events apply directly. No await between
-      // this check and the caller clearing `catching`, so no event can slip in between.
-      if (!st.queue && !st.overflow && st.cursor >= feed.last) return true;
+      // Level with the feed and nothing blocked: the caller checks again when it gets this answer (an await
+      // later) and only then lets live events apply directly.
+      if (this.isLevel(feed, st)) return true;
       if (!checkedMembership) {
         checkedMembership = true;
         const conv = await this.hub.store.getConversation(feed.id);

@@ -45,3 +45,37 @@ test('resuming thousands of messages in several conversations at once: all arriv
     await e.close();
   }
 });
+
+test('a live message that arrives while a catch-up is handing back its answer is delivered, not left queued', async (t) => {
+  const e = await openEdgeHub(servers);
+  try {
+    const [alice, bob] = await Promise.all([makeUser(e.hub, 'Alice'), makeUser(e.hub, 'Bob')]);
+    const conv = await group(e.hub, alice, [bob], 'race');
+    for (let i = 1; i <= 3; i++) await e.hub.chat.sendMessage(alice.user, conv.id, { text: `m${i}` });
+    // The race, made certain: right after the catch-up loop decides it is level, and before the caller gets that
+    // answer, a live message for the conversation reaches the edge (the catch-up is still on, so it is queued).
+    type Internals = { catchUpLoop(s: unknown, feed: { id: string }, st: unknown): Promise<boolean>; emitMessage(feed: unknown, m: unknown): void };
+    const edge = e.edge.edge as unknown as Internals;
+    const loop = edge.catchUpLoop.bind(edge);
+    let inject = true;
+    edge.catchUpLoop = async (s, feed, st) => {
+      const level = await loop(s, feed, st);
+      if (level && inject && feed.id === conv.id) {
+        inject = false;
+        const { message } = await e.hub.store.appendMessage(
+          { id: newId('msg'), conversationId: conv.id, senderId: alice.user.id, text: 'during the hand-back', clientId: null, createdAt: new Date().toISOString() },
+          () => [],
+        );
+        edge.emitMessage(feed, message);
+      }
+      return level;
+    };
+    const b = await wsClient(e.url, bob.token, { cursors: { [conv.id]: 0 } });
+    await eventually(() => seqsOf(b, conv.id).length === 4, 10_000, 'the message that came during the hand-back');
+    t.false(inject, 'the race was staged');
+    t.deepEqual(seqsOf(b, conv.id), [1, 2, 3, 4]);
+    b.close();
+  } finally {
+    await e.close();
+  }
+});
