@@ -1134,7 +1134,8 @@ export class Edge {
       for (const s of this.sessionsOf(userId)) {
         if (s.convs.has(conv.id)) continue;
         this.write(s, frame);
-        this.attach(s, f, ev.type === 'conversation.created' ? 0 : conv.lastSeq, s.holding);
+        // The write may have cut a slow session: a closed one must not be attached to the feed (it would stay).
+        if (!s.closed) this.attach(s, f, ev.type === 'conversation.created' ? 0 : conv.lastSeq, s.holding);
       }
     }
     if (added.length) this.announceNewPeers(conv, added);
