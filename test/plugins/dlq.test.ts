@@ -8,7 +8,7 @@ import { runtimeNames } from '../../plugins/runtime/control.js';
 import { listDeadLetters, retryAllDeadLetters, type NatsHandles } from '../../plugins/runtime/dlq.js';
 import { PluginRuntime } from '../../plugins/runtime/runtime.js';
 import { definePlugin, PermanentError } from '../../plugins/runtime/types.js';
-import { messageEvent, publishEvents, waitFor } from './helpers.js';
+import { FAST, messageEvent, publishEvents, waitFor } from './helpers.js';
 
 let servers: Awaited<ReturnType<typeof startServers>>;
 test.before(async () => {
@@ -17,8 +17,6 @@ test.before(async () => {
 test.after.always(async () => {
   await servers?.dispose();
 });
-
-const FAST = { fetchExpiresMs: 1000, metricsIntervalMs: 500 };
 
 async function lastDlqSeq(hub: Hub): Promise<number> {
   return (await hub.bus.jsm.streams.info(runtimeNames(hub.bus.namespace).deadLetter)).state.last_seq;

@@ -4,6 +4,9 @@ import { createEvent, subjectOf, type AnyEvent } from '../../core/events/catalog
 import { closeHub, openHub, type Hub } from '../../core/hub.js';
 import { testConfig, type TestServers } from '../helpers/hub.js';
 
+/** Runtime options for tests: short fetch expiry and metric interval, so stops and metrics come quickly. */
+export const FAST = { fetchExpiresMs: 1000, metricsIntervalMs: 500 };
+
 /** Polls `cond` until it holds; fails with `what` after `timeoutMs`. */
 export async function waitFor(cond: () => boolean | Promise<boolean>, what: string, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -8,7 +8,7 @@ import { openTestHub, startServers } from '../helpers/hub.js';
 import { consumerName, runtimeNames } from '../../plugins/runtime/control.js';
 import { PluginRuntime } from '../../plugins/runtime/runtime.js';
 import { definePlugin, RetryableError, type DeliveryInfo, type Plugin, type PluginManifest } from '../../plugins/runtime/types.js';
-import { messageEvent, openSibling, publishEvents, sleep, waitFor } from './helpers.js';
+import { FAST, messageEvent, openSibling, publishEvents, sleep, waitFor } from './helpers.js';
 
 let servers: Awaited<ReturnType<typeof startServers>>;
 test.before(async () => {
@@ -44,7 +44,6 @@ function orderedPlugin(
   });
 }
 
-const FAST = { fetchExpiresMs: 1000, metricsIntervalMs: 500 };
 const jitter = (): Promise<void> => sleep(Math.floor(Math.random() * 4));
 
 test('two processes of an ordered plugin handle events one at a time in stream order', async (t) => {

@@ -8,7 +8,7 @@ import { listDeadLetters, retryDeadLetter } from '../../plugins/runtime/dlq.js';
 import { onceByEventId } from '../../plugins/runtime/idempotency.js';
 import { PluginRuntime } from '../../plugins/runtime/runtime.js';
 import { definePlugin, PermanentError, RetryableError, type DeliveryInfo, type Plugin, type PluginManifest } from '../../plugins/runtime/types.js';
-import { messageEvent, openSibling, publishEvents, seenEvent, sleep, waitFor } from './helpers.js';
+import { FAST, messageEvent, openSibling, publishEvents, seenEvent, sleep, waitFor } from './helpers.js';
 
 let servers: Awaited<ReturnType<typeof startServers>>;
 test.before(async () => {
@@ -35,8 +35,6 @@ function recorder(
   });
   return Object.assign(p, { calls });
 }
-
-const FAST = { fetchExpiresMs: 1000, metricsIntervalMs: 500 };
 
 async function processedCount(plugin: string): Promise<number> {
   const m = await metrics.pluginProcessed.get();

@@ -10,7 +10,7 @@ import { PluginRuntime } from '../../plugins/runtime/runtime.js';
 import { createWebhooksPlugin } from '../../plugins/webhooks/index.js';
 import { DELIVERIES, WebhookService, type Delivery } from '../../plugins/webhooks/service.js';
 import { openTestHub, startServers, testConfig } from '../helpers/hub.js';
-import { messageEvent, publishEvents, waitFor } from '../plugins/helpers.js';
+import { FAST, messageEvent, publishEvents, waitFor } from '../plugins/helpers.js';
 import { startReceiver } from '../connectors/receiver.js';
 
 let servers: Awaited<ReturnType<typeof startServers>>;
@@ -20,8 +20,6 @@ test.before(async () => {
 test.after.always(async () => {
   await servers?.dispose();
 });
-
-const FAST = { fetchExpiresMs: 1000, metricsIntervalMs: 500 };
 
 test('hub and worker both running the webhooks plugin deliver in stream order', async (t) => {
   const hub = await openTestHub(servers, { webhooksAllowPrivate: true });
