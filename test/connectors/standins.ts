@@ -1,7 +1,8 @@
 /**
  * Local stand-ins for the Google Drive and Dropbox HTTP APIs and an OAuth2 token endpoint. The real SDKs are
  * pointed at them. They check request shapes (paths, auth headers, multipart bodies, Dropbox-API-Arg) and
- * fail on demand: queue a failure with `failNext`.
+ * fail on demand: queue a failure with `failNext`. `park` holds a request at the far end until the test lets it
+ * go, to keep a race open for as long as the test needs.
  */
 import test from 'ava';
 import { createHash } from 'node:crypto';
@@ -19,6 +20,14 @@ export interface Failure {
   match?: RegExp;
 }
 
+/** A request held by `park`: it has arrived but the stand-in has not read or acted on it yet. */
+export interface Parked {
+  /** Resolves once a matching request has arrived and is being held. */
+  readonly arrived: Promise<void>;
+  /** Lets the held request go on: the stand-in then records it, does its work and answers as usual. */
+  release(): void;
+}
+
 export interface StandIn {
   url: string;
   requests: Array<{ method: string; path: string; auth: string | undefined; body: string; rawBody: Buffer; headers: IncomingMessage['headers'] }>;
@@ -30,6 +39,11 @@ export interface StandIn {
   /** Authorization codes issued by /authorize with their PKCE challenge. */
   codes: Map<string, string>;
   failNext: Failure[];
+  /**
+   * Holds the next request whose "METHOD /path?query" matches (any request without `match`) until
+   * `release()`; a `failNext` entry is picked for it only then.
+   */
+  park(match?: RegExp): Parked;
   files: Map<string, { name: string; parents?: string[]; content: string }>;
   /** Drive file ids handed out by files.generateIds (a create may use only these). */
   generatedIds: Set<string>;
@@ -53,6 +67,7 @@ function multipartParts(body: string, contentType: string): string[] {
 
 export async function startStandIn(): Promise<StandIn> {
   let counter = 0;
+  const parks: Array<{ match?: RegExp; hold: Promise<void>; arrive(): void }> = [];
   const s: StandIn = {
     url: '',
     requests: [],
@@ -61,11 +76,19 @@ export async function startStandIn(): Promise<StandIn> {
     nextAccessToken: 'tok2',
     codes: new Map(),
     failNext: [],
+    park(match) {
+      let arrive!: () => void;
+      let release!: () => void;
+      const arrived = new Promise<void>((r) => (arrive = r));
+      const hold = new Promise<void>((r) => (release = r));
+      parks.push({ match, hold, arrive });
+      return { arrived, release };
+    },
     files: new Map(),
     generatedIds: new Set(),
     close: async () => undefined,
   };
-  const server: Server = createServer((req, res) => {
+  const answer = (req: IncomingMessage, res: ServerResponse): void => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
@@ -153,6 +176,13 @@ export async function startStandIn(): Promise<StandIn> {
       }
       json(res, 404, { error: { message: `no route ${req.method} ${url.pathname}` } });
     });
+  };
+  const server: Server = createServer((req, res) => {
+    const at = parks.findIndex((p) => !p.match || p.match.test(`${req.method} ${req.url ?? '/'}`));
+    if (at < 0) return answer(req, res);
+    const park = parks.splice(at, 1)[0]!;
+    park.arrive();
+    void park.hold.then(() => answer(req, res));
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   s.url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
