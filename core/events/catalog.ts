@@ -99,6 +99,16 @@ export const EnvelopeSchema = z.object({
   v: z.literal(1),
 });
 
+/**
+ * Checks an event's `data` against its type's schema (the envelope leaves it `unknown`): the problems, or
+ * undefined when it fits. It only checks. Callers keep the data as published, because a zod object drops keys it
+ * does not know, and fields a newer producer added are not an error; missing fields and wrong types are.
+ */
+export function checkEventData(event: { type: EventType; data: unknown }): z.ZodError | undefined {
+  const r = EVENTS[event.type].data.safeParse(event.data);
+  return r.success ? undefined : r.error;
+}
+
 export function createEvent<T extends EventType>(
   type: T,
   fields: { workspaceId: string; conversationId?: string; userId?: string; actor: Actor; data: EventData<T>; time?: string },

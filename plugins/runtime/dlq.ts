@@ -64,18 +64,24 @@ export async function publishDeadLetter(h: NatsHandles, d: DeadLetterInput): Pro
 const MAX_REASON_ISSUES = 8;
 
 /**
- * The dead-letter reason for a payload that is not a valid envelope: one readable line such as
- * `malformed event: id: expected string, received undefined; v: expected 1`, rather than zod's JSON dump,
- * so `voxa dlq list` can show it in a column.
+ * The dead-letter reason for a payload that is not a valid event: one readable line rather than zod's JSON
+ * dump, so `voxa dlq list` can show it in a column. Without `eventType` the envelope was wrong
+ * (`malformed event: id: expected string, received undefined; v: expected 1`); with it the envelope was fine
+ * and that type's `data` was not, its paths relative to `data`
+ * (`malformed message.created data: message.seq: expected number, received string`).
  */
-export function malformedReason(err: unknown): string {
-  if (!(err instanceof ZodError)) return `malformed event: ${err instanceof SyntaxError ? 'not JSON' : 'unreadable'} (${err instanceof Error ? err.message : String(err)})`;
+export function malformedReason(err: unknown, eventType?: string): string {
+  const what = eventType ? `malformed ${eventType} data` : 'malformed event';
+  if (!(err instanceof ZodError)) return `${what}: ${err instanceof SyntaxError ? 'not JSON' : 'unreadable'} (${err instanceof Error ? err.message : String(err)})`;
   const parts = err.issues.slice(0, MAX_REASON_ISSUES).map((i) => {
-    const path = i.path.map(String).join('.') || '(root)';
-    return `${path}: ${i.message.replace(/^Invalid input: /, '')}`;
+    const message = i.message.replace(/^Invalid input: /, '');
+    const path = i.path.map(String).join('.');
+    // `data` itself of the wrong kind reads best without a path ("… data: expected object, received null").
+    if (!path) return eventType ? message : `(root): ${message}`;
+    return `${path}: ${message}`;
   });
   const more = err.issues.length - parts.length;
-  return `malformed event: ${parts.join('; ')}${more > 0 ? `; and ${more} more` : ''}`;
+  return `${what}: ${parts.join('; ')}${more > 0 ? `; and ${more} more` : ''}`;
 }
 
 /** One dead letter as `voxa dlq list` shows it. */

@@ -5,13 +5,16 @@
  * that runs the plugin. Each process pulls only as many events as it has free handler slots, so work
  * spreads over processes by who is free, and a dead process's unacked events go to the others after
  * ack_wait. Outcomes: success → ack; RetryableError (or any unknown error) → nak with the backoff delay;
- * PermanentError, or a failure on the last allowed delivery → dead letter, then term.
+ * PermanentError, or a failure on the last allowed delivery → dead letter, then term. A payload that is not a
+ * catalog event (its envelope, or its `data` for the event's type) → dead letter at once, the handler never
+ * called; extra fields in `data` are not an error and reach the handler as published.
  *
  * Broadcast mode: every process sees every event, through an ordered (ephemeral, flow-controlled) consumer
  * starting at new messages. Why not a plain core subscription: the ordered consumer is deduplicated by the
  * stream (an outbox republish is not seen twice), survives a NATS reconnect without a gap (it resumes from
  * the last stream sequence it saw) and delivers in stream order; its cost is one server-side consumer per
- * process, which the server removes by itself when the process disappears. No retries, no dead letters.
+ * process, which the server removes by itself when the process disappears. No retries, no dead letters: a
+ * malformed event is logged and skipped.
  *
  * Control: a KV bucket holds per-plugin {paused, generation}; the runtime watches it (see control.ts).
  */
@@ -19,7 +22,7 @@ import type { Server as HttpServer } from 'node:http';
 import { SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import { DeliverPolicy, type ConsumerMessages, type JsMsg, type KV, type QueuedIterator, type KvEntry } from 'nats';
 import type { Logger } from 'pino';
-import { EnvelopeSchema, filterSubjectOf, isDurable, type AnyEvent, type EventType } from '../../core/events/catalog.js';
+import { EnvelopeSchema, checkEventData, filterSubjectOf, isDurable, type AnyEvent, type EventType } from '../../core/events/catalog.js';
 import type { Hub } from '../../core/hub.js';
 import { initPluginSeries, metrics } from '../../core/telemetry/metrics.js';
 import { contextFromHeaders } from '../../core/telemetry/propagation.js';
@@ -448,6 +451,15 @@ export class PluginRuntime {
       return;
     }
     const ids = { eventId: event.id, eventType: event.type };
+    // Only now `data`, and only for our types: a hand-published or buggy event would otherwise reach the
+    // handler and fail somewhere deep (or, worse, not fail). It can never become valid, so no retries. The
+    // handler still gets `data` as published, extra fields included (checkEventData only checks).
+    const invalid = checkEventData(event);
+    if (invalid) {
+      metrics.pluginFailed.inc({ plugin: s.name, reason: 'malformed' });
+      await this.deadLetter(s, m, { ...base, ...ids, reason: malformedReason(invalid, event.type) });
+      return;
+    }
     if (attempt > s.policy.maxDeliveries) {
       await this.deadLetter(s, m, {
         ...base,
@@ -613,10 +625,17 @@ export class PluginRuntime {
       event = EnvelopeSchema.parse(JSON.parse(decoder.decode(m.data))) as AnyEvent;
     } catch (err) {
       metrics.pluginFailed.inc({ plugin: s.name, reason: 'malformed' });
-      s.log.warn({ subject: m.subject, err: errorMessage(err) }, 'malformed event skipped');
+      s.log.warn({ subject: m.subject, reason: malformedReason(err) }, 'malformed event skipped');
       return;
     }
     if (!s.types.has(event.type)) return;
+    // The same data check as shared mode; with no dead letters here, the warning is the only trace of it.
+    const invalid = checkEventData(event);
+    if (invalid) {
+      metrics.pluginFailed.inc({ plugin: s.name, reason: 'malformed' });
+      s.log.warn({ subject: m.subject, eventId: event.id, reason: malformedReason(invalid, event.type) }, 'malformed event skipped');
+      return;
+    }
     await tracer.startActiveSpan(
       `${s.name} process ${event.type}`,
       {

@@ -19,7 +19,7 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, what: stri
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 let n = 0;
-/** A message.created event in workspace w1 (the payload is not validated by the runtime). */
+/** A message.created event in workspace w1 whose data matches the catalog (the runtime checks it). */
 export function messageEvent(conversationId = 'c1', workspaceId = 'w1'): AnyEvent {
   const i = ++n;
   return createEvent('message.created', {
