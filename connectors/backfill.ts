@@ -7,8 +7,9 @@
  * history therefore writes nothing twice.
  */
 import { AckPolicy, DeliverPolicy, type JetStreamClient, type JetStreamManager } from 'nats';
-import { EnvelopeSchema, withNamespace, type AnyEvent } from '../core/events/catalog.js';
+import { EnvelopeSchema, checkEventData, withNamespace, type AnyEvent } from '../core/events/catalog.js';
 import { nanos, streamNames } from '../core/bus/nats.js';
+import { malformedReason } from '../plugins/runtime/dlq.js';
 import type { ConnectionRecord } from './types.js';
 
 export interface BackfillSince {
@@ -122,12 +123,19 @@ export async function runBackfill(
       summary.events++;
       summary.fromSeq ??= m.seq;
       summary.toSeq = m.seq;
-      const parsed = EnvelopeSchema.safeParse(m.json());
-      if (!parsed.success) {
-        fail({ reason: `stream seq ${m.seq} is not a valid event envelope` });
+      // The plugin runtime's rule: envelope and data must match the catalog, and a bad one is a failure, not a crash.
+      let event: AnyEvent;
+      try {
+        event = EnvelopeSchema.parse(JSON.parse(m.string())) as AnyEvent;
+      } catch (err) {
+        fail({ reason: `stream seq ${m.seq}: ${malformedReason(err)}` });
         continue;
       }
-      const event = parsed.data as AnyEvent;
+      const invalid = checkEventData(event);
+      if (invalid) {
+        fail({ eventId: event.id, ...(event.conversationId ? { conversationId: event.conversationId } : {}), reason: malformedReason(invalid, event.type) });
+        continue;
+      }
       try {
         summary[await target.accept(event)]++;
       } catch (err) {
