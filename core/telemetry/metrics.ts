@@ -24,7 +24,8 @@ export const EDGE_TRANSPORTS = ['socketio', 'ws'] as const;
 export const DEPENDENCIES = ['nats', 'redis', 'store'] as const;
 /**
  * Why a plugin delivery failed (voxa_plugin_events_failed_total{reason}): the handler threw RetryableError,
- * PermanentError or another error, or the payload was not a valid event envelope.
+ * PermanentError or another error, or the payload was malformed (not a valid event envelope, or `data` that does not
+ * match the catalog's schema for its type).
  */
 export const PLUGIN_FAILURE_REASONS = ['retryable', 'permanent', 'error', 'malformed'] as const;
 
