@@ -16,7 +16,7 @@ export interface PutFile {
   /**
    * For a new file: an id from `reserveId()`. The create uses it, so when an earlier attempt's create landed
    * but its answer (or the caller's record of it) was lost, the retry finds that file and replaces it instead
-   * of creating a second copy.
+   * of creating a second copy. The same holds for a second writer given the id the first one recorded.
    */
   reservedId?: string;
 }

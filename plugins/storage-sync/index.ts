@@ -24,7 +24,8 @@ function createStoragePlugin(name: string, connector: StorageConnectorId, limit:
       queues = new ConnectorQueues(ctx.hub);
       sync = new StorageSync(ctx.hub, queues, connector);
       const s = sync;
-      // One job at a time per connector: two renders of one conversation must not both create its file.
+      // One job at a time per connector in this process. What keeps two writers of one file apart — this worker,
+      // another process's, a backfill — is the per-target write lease in StorageSync, not this setting.
       queues.work(connector, (job) => s.process(job), { concurrency: 1, limiter: limit });
       await sync.scheduleBackups().catch((err: Error) => ctx.log.warn({ err: err.message }, 'could not schedule backups'));
     },

@@ -5,8 +5,20 @@
  * Idempotent by construction: the transcript is rendered from the store (not patched from the event), and a
  * write happens only when the rendered content's SHA-256 differs from the last one written. The remote file id
  * and the hash live in `storage_sync_state`, so a redelivered event, a rewind or a backfill over synced history
- * writes nothing. Jobs run one at a time per connector queue, so two renders of one conversation never race to
- * create the file twice.
+ * writes nothing.
+ *
+ * That check-then-write is made safe against concurrent writers of the same target — the live worker, the
+ * worker of another hub process, a backfill (which calls the sync methods directly, not through the queue) —
+ * by a write lease per target in Redis (lease.ts), held from the render to the saved record. Whoever comes
+ * second waits, then renders again and finds the first one's record: it updates that file (or skips) instead
+ * of creating another, and since it rendered later, the newer content is the one left at the far end.
+ *
+ * Why a lease and not the alternatives: routing backfills through the queue (BullMQ dedupes by job id) would
+ * not keep two jobs of one conversation apart — live job ids are per event, and two processes' workers run
+ * jobs side by side — and would make `voxa connections backfill` depend on a running worker. Making only the
+ * create idempotent at the far end (reserved ids, below) rules out a second file but not a lost update: an
+ * older render uploaded after a newer one. The reserved-id claim is kept as the second line, for a writer
+ * whose lease ran out under it (see exclusive) and for processes that predate the lease.
  */
 import { createHash } from 'node:crypto';
 import type { Job } from 'bullmq';
@@ -23,7 +35,8 @@ import { googleDriveConnector } from '../../connectors/google-drive/index.js';
 import type { ConnectorQueues } from '../../connectors/queues.js';
 import type { PutFile, StorageClient } from '../../connectors/storage.js';
 import { AuthExpiredError, type ConnectionRecord } from '../../connectors/types.js';
-import { PermanentError } from '../runtime/types.js';
+import { PermanentError, RetryableError } from '../runtime/types.js';
+import { Leases, LeaseLostError, type Lease } from './lease.js';
 import { renderTranscript, transcriptName } from './render.js';
 
 export const SYNC_STATE = 'storage_sync_state';
@@ -47,6 +60,9 @@ export interface SyncState {
   pending?: boolean;
 }
 
+/** How many times work that lost its lease is run (the first run included) before the job is left to retry. */
+const MAX_RUNS = 3;
+
 /** The `files` collection of core/files (FileRecord documents). */
 const FILES = 'files';
 
@@ -59,6 +75,7 @@ async function readAll(stream: Readable): Promise<Buffer> {
 export class StorageSync {
   readonly connections: ConnectionService;
   private blobStore: BlobStore | null;
+  private readonly leases: Leases;
 
   constructor(
     private readonly hub: Hub,
@@ -68,6 +85,8 @@ export class StorageSync {
   ) {
     this.connections = new ConnectionService(hub, { type: 'plugin', id: connector === 'dropbox' ? 'dropbox-sync' : 'drive-sync' });
     this.blobStore = blobs ?? null;
+    // The prefix the connector queues use, so every process of this hub (and only those) shares the leases.
+    this.leases = new Leases(hub.redis, `voxa:${hub.config.natsNamespace || 'default'}`);
   }
 
   /** The hub's blob store, made on first use (only attachments need it; the files module loads sharp). */
@@ -141,26 +160,53 @@ export class StorageSync {
     return { name: transcriptName(conv), content: renderTranscript(conv, messages, names) };
   }
 
+  /**
+   * Runs `work` holding the write lease on one sync target (its `storage_sync_state` key). When a check finds
+   * the lease gone, the work may already have uploaded — possibly over a newer writer's upload — so it runs
+   * again under a new lease with `again` set: a transcript is then written even if its record says it is
+   * current, and the content left at the far end is the current one.
+   */
+  private async exclusive<T>(target: string, work: (lease: Lease, again: boolean) => Promise<T>): Promise<T> {
+    for (let run = 1; ; run++) {
+      const lease = await this.leases.acquire(target);
+      try {
+        return await work(lease, run > 1);
+      } catch (err) {
+        if (!(err instanceof LeaseLostError)) throw err;
+        if (run >= MAX_RUNS) throw new RetryableError(err.message);
+        this.hub.log.warn({ target, run }, 'storage sync lost its write lease during a write; writing again under a new one');
+      } finally {
+        await lease.release();
+      }
+    }
+  }
+
   /** Re-renders and writes the transcript if it changed. */
   async syncTranscript(rec: ConnectionRecord, conversationId: string): Promise<'written' | 'skipped'> {
-    const r = await this.render(conversationId);
-    if (!r) return 'skipped';
-    const hash = createHash('sha256').update(r.content).digest('hex');
     const key = `${rec.id}:${conversationId}`;
-    const state = await this.hub.store.docs.get<SyncState>(SYNC_STATE, key);
-    if (state?.hash === hash) return 'skipped';
-    await this.write(rec, key, state, { connectionId: rec.id, conversationId, kind: 'transcript' }, { name: r.name, content: Buffer.from(r.content), mimeType: 'text/markdown' }, hash);
-    return 'written';
+    return this.exclusive(key, async (lease, again) => {
+      // Rendered under the lease: a writer that comes after us also renders after us.
+      const r = await this.render(conversationId);
+      if (!r) return 'skipped';
+      const hash = createHash('sha256').update(r.content).digest('hex');
+      const state = await this.hub.store.docs.get<SyncState>(SYNC_STATE, key);
+      if (state?.hash === hash && !again) return 'skipped';
+      const file = { name: r.name, content: Buffer.from(r.content), mimeType: 'text/markdown' };
+      await this.write(lease, rec, key, state, { connectionId: rec.id, conversationId, kind: 'transcript' }, file, hash);
+      return 'written';
+    });
   }
 
   /**
-   * Writes the file a sync record stands for and then the record. An existing record's file is replaced in
-   * place. A new file first gets its remote id reserved and recorded as pending where the provider can do that
-   * (Drive), so an upload that landed but whose answer or record save was lost is recognised on the retry
-   * (Drive refuses a second create with the same id) and never stored twice. Dropbox needs no reservation:
-   * paths are deterministic and uploads overwrite. `hash` is the content's, when the caller has it already.
+   * Writes the file a sync record stands for and then the record; the caller holds the target's lease, checked
+   * before each of the two. An existing record's file is replaced in place. A new file first gets its remote id
+   * reserved and recorded as pending where the provider can do that (Drive, see claim), so an upload that landed
+   * but whose answer or record save was lost is recognised on the retry (Drive refuses a second create with the
+   * same id) and never stored twice. Dropbox needs no reservation: paths are deterministic and uploads
+   * overwrite. `hash` is the content's, when the caller has it already.
    */
   private async write(
+    lease: Lease,
     rec: ConnectionRecord,
     key: string,
     state: SyncState | null | undefined,
@@ -172,13 +218,33 @@ export class StorageSync {
     let target: Pick<PutFile, 'remoteId' | 'reservedId'> = {};
     if (state && !state.pending) target = { remoteId: state.remoteId };
     else if (state?.pending) target = { reservedId: state.remoteId };
-    else if (client.reserveId) {
-      const reservedId = await client.reserveId();
-      await this.hub.store.docs.put<SyncState>(SYNC_STATE, key, { ...base, remoteId: reservedId, hash: '', syncedAt: new Date().toISOString(), pending: true });
-      target = { reservedId };
-    }
+    else if (client.reserveId) target = await this.claim(client.reserveId.bind(client), key, base);
+    await lease.check();
     const { remoteId } = await client.put({ ...file, ...target });
+    // A writer whose lease ran out during the upload must not record it: exclusive() runs it again.
+    await lease.check();
     await this.hub.store.docs.put<SyncState>(SYNC_STATE, key, { ...base, remoteId, hash, syncedAt: new Date().toISOString() });
+  }
+
+  /**
+   * Reserves the id a new file is to be created under and records it as pending, with an insert: of two
+   * writers that both found no record, only the first claim stands. Under the lease that takes a writer whose
+   * lease ran out, or a process without leases (an older version during an upgrade). The other writer adopts
+   * the standing claim's id (or file), so its create meets Drive's 409 and becomes an update of the one file.
+   */
+  private async claim(
+    reserveId: () => Promise<string>,
+    key: string,
+    base: Pick<SyncState, 'connectionId' | 'conversationId' | 'kind'>,
+  ): Promise<Pick<PutFile, 'remoteId' | 'reservedId'>> {
+    const reservedId = await reserveId();
+    const pending: SyncState = { ...base, remoteId: reservedId, hash: '', syncedAt: new Date().toISOString(), pending: true };
+    if (await this.hub.store.docs.insert<SyncState>(SYNC_STATE, key, pending)) return { reservedId };
+    const standing = await this.hub.store.docs.get<SyncState>(SYNC_STATE, key);
+    if (standing) return standing.pending ? { reservedId: standing.remoteId } : { remoteId: standing.remoteId };
+    // The standing record was removed again meanwhile: nothing else claims this id.
+    await this.hub.store.docs.put<SyncState>(SYNC_STATE, key, pending);
+    return { reservedId };
   }
 
   /**
@@ -189,6 +255,11 @@ export class StorageSync {
    */
   private async uploadAttachment(rec: ConnectionRecord, conversationId: string, file: { id: string }): Promise<'written' | 'skipped' | 'gone'> {
     const key = `${rec.id}:file:${file.id}`;
+    // A second run after a lost lease finds the record of whichever upload finished: the bytes are the same.
+    return this.exclusive(key, (lease) => this.uploadAttachmentHeld(lease, rec, conversationId, file, key));
+  }
+
+  private async uploadAttachmentHeld(lease: Lease, rec: ConnectionRecord, conversationId: string, file: { id: string }, key: string): Promise<'written' | 'skipped' | 'gone'> {
     const state = await this.hub.store.docs.get<SyncState>(SYNC_STATE, key);
     if (state && !state.pending) return 'skipped';
     const record = await this.hub.store.docs.get<FileRecord>(FILES, file.id);
@@ -203,7 +274,7 @@ export class StorageSync {
     // The file id keeps the name unique per attachment: two uploads named "report.pdf" stay two files, and a
     // retried Dropbox upload lands on the same path (overwrite) instead of beside it.
     const name = `${conversationId} - ${file.id} - ${record.name.replace(/[\\/:*?"<>|]/g, '_')}`;
-    await this.write(rec, key, state, { connectionId: rec.id, conversationId, kind: 'attachment' }, { name, content, mimeType: record.contentType });
+    await this.write(lease, rec, key, state, { connectionId: rec.id, conversationId, kind: 'attachment' }, { name, content, mimeType: record.contentType });
     return 'written';
   }
 
@@ -223,11 +294,10 @@ export class StorageSync {
     const day = new Date().toISOString().slice(0, 10);
     // One snapshot per day: a retried or repeated backup replaces the day's file rather than adding another.
     const key = `${rec.id}:backup:${day}`;
-    const state = await this.hub.store.docs.get<SyncState>(SYNC_STATE, key);
-    await this.write(rec, key, state, { connectionId: rec.id, conversationId: '', kind: 'backup' }, {
-      name: `backup-${day}.md`,
-      content: Buffer.from(parts.join('\n---\n\n')),
-      mimeType: 'text/markdown',
+    const file = { name: `backup-${day}.md`, content: Buffer.from(parts.join('\n---\n\n')), mimeType: 'text/markdown' };
+    await this.exclusive(key, async (lease) => {
+      const state = await this.hub.store.docs.get<SyncState>(SYNC_STATE, key);
+      await this.write(lease, rec, key, state, { connectionId: rec.id, conversationId: '', kind: 'backup' }, file);
     });
     return { conversations: states.length, written };
   }
@@ -247,6 +317,8 @@ export class StorageSync {
   /**
    * Backfill: attachments are uploaded as their events come (once per connection and file, like live sync);
    * message and conversation events only note their conversation, whose transcript is rendered once at the end.
+   * The work is done here, not through the queue, under the same write leases as the live worker's: a target
+   * the worker is writing at that moment waits for it, then counts as written or skipped by what it finds.
    */
   backfillTarget(rec: ConnectionRecord): BackfillTarget {
     const touched = new Set<string>();
