@@ -7,9 +7,11 @@
  * A key with a TTL can run out under a holder that stalls (a long GC or a frozen VM) while another process
  * takes the target over. So the holder checks, right before each side effect (the upload, then the sync
  * record), that the key is still its own, and stops with LeaseLostError when it is not. That leaves the gap
- * between a check and the write it guards; what is written in that gap cannot be a second file (the create
- * reuses the reserved id recorded in the store) and the caller redoes its work under a new lease, so the
- * current content is written last. See StorageSync.exclusive.
+ * between a check and the write it guards. What lands in that gap is never a second file (a Drive create
+ * reuses the reserved id recorded in the store; a Dropbox path is the same path), and the writer's next check
+ * fails, so it redoes its work under a new lease and the current content is written last (StorageSync.exclusive).
+ * Only a writer that stalls past the TTL inside that gap and then dies before its next check can leave an
+ * older render behind, until the conversation's next change.
  */
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
