@@ -21,7 +21,7 @@ import type { Subscription } from 'nats';
 import type { Logger } from 'pino';
 import type { Conversation, Message, UserRecord } from '../../core/domain.js';
 import { VoxaError, isVoxaError, type ErrorCode } from '../../core/errors.js';
-import { createEvent, subjectOf, withNamespace, type AnyEvent } from '../../core/events/catalog.js';
+import { checkEventData, createEvent, subjectOf, withNamespace, type AnyEvent } from '../../core/events/catalog.js';
 import type { Hub } from '../../core/hub.js';
 import { newId } from '../../core/ids.js';
 import { initEdgeSeries, metrics } from '../../core/telemetry/metrics.js';
@@ -1237,12 +1237,28 @@ export class Edge {
     await nc.flush();
   }
 
-  private parse(data: Uint8Array): AnyEvent | null {
+  /**
+   * The event in a message on `subject` of this `type`, or null. Anyone who may publish on a chat subject
+   * reaches this subscription (a hand-made `nats pub`, a buggy producer), so the data is checked against the
+   * catalog as the plugin runtime does: a malformed message.created taken at face value would go to clients
+   * and take the seq of the real one. Only for events a feed uses: the rest are dropped before parsing.
+   */
+  private parse(data: Uint8Array, type: string): AnyEvent | null {
+    let ev: AnyEvent | null = null;
     try {
-      return JSON.parse(this.decoder.decode(data)) as AnyEvent;
+      ev = JSON.parse(this.decoder.decode(data)) as AnyEvent | null;
     } catch {
-      return null;
+      // not JSON: reported below
     }
+    if (!ev || typeof ev !== 'object' || ev.type !== type) return this.malformed(type, "not JSON, or not an event of its subject's type");
+    const problems = checkEventData(ev);
+    return problems ? this.malformed(type, problems.issues.map((i) => `${i.path.join('.') || 'data'}: ${i.message}`).join('; ')) : ev;
+  }
+
+  private malformed(type: string, reason: string): null {
+    metrics.pluginFailed.inc({ plugin: 'edge', reason: 'malformed' });
+    this.log.warn({ type, reason: reason.slice(0, 500) }, 'edge: malformed event dropped');
+    return null;
   }
 
   /** `rest` is `<conversationId>.<type>`. */
@@ -1253,8 +1269,8 @@ export class Edge {
     const isMembership = type === 'conversation.created' || type === 'conversation.updated';
     const feed = this.feeds.get(convId);
     if (!feed && !isMembership) return; // nobody here cares: skip before parsing
-    const ev = this.parse(data);
-    if (!ev || ev.type !== type) return;
+    const ev = this.parse(data, type);
+    if (!ev) return;
     try {
       if (isMembership) this.membershipEvent(ev);
       else if (feed && msg) {
@@ -1271,15 +1287,17 @@ export class Edge {
 
   /** `rest` is `<conversationId>.typing.<started|stopped>` or `presence.<online|offline>`. */
   private onRealtime(rest: string, data: Uint8Array): void {
-    if (rest.startsWith('presence.')) {
-      const ev = this.parse(data);
+    if (rest === 'presence.online' || rest === 'presence.offline') {
+      const ev = this.parse(data, rest);
       if (!ev || (ev.type !== 'presence.online' && ev.type !== 'presence.offline')) return;
       return this.deliverPresence(ev.type === 'presence.online' ? 'user-online' : 'user-offline', ev.data.userId);
     }
     const dot = rest.indexOf('.');
     const feed = this.feeds.get(rest.slice(0, dot));
     if (!feed) return;
-    const ev = this.parse(data);
+    const type = rest.slice(dot + 1);
+    if (type !== 'typing.started' && type !== 'typing.stopped') return;
+    const ev = this.parse(data, type);
     if (!ev || (ev.type !== 'typing.started' && ev.type !== 'typing.stopped')) return;
     const userId = ev.data.userId;
     const prev = feed.typing.get(userId);

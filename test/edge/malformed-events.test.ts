@@ -1,0 +1,72 @@
+/**
+ * The edge reads chat events from a plain NATS subscription, so anything published on a chat subject reaches
+ * it: a hand-made `nats pub`, a buggy external producer. An event whose `data` does not match the catalog must
+ * not reach a client or move a feed's position; the real events around it still arrive, in order.
+ */
+import test from 'ava';
+import { createEvent, subjectOf } from '../../core/events/catalog.js';
+import { newId } from '../../core/ids.js';
+import { startServers } from '../helpers/hub.js';
+import { eventually, group, makeUser, openEdgeHub, seqsOf, sioClient, wsClient } from './support.js';
+
+let servers: Awaited<ReturnType<typeof startServers>>;
+test.before(async () => {
+  servers = await startServers();
+});
+test.after.always(async () => {
+  await servers?.dispose();
+});
+
+test('an event with malformed data is dropped by the edge: no frame, and the real message with that seq still arrives', async (t) => {
+  const e = await openEdgeHub(servers);
+  try {
+    const [alice, bob] = await Promise.all([makeUser(e.hub, 'Alice'), makeUser(e.hub, 'Bob')]);
+    const conv = await group(e.hub, alice, [bob]);
+    const ws = await wsClient(e.url, bob.token, { cursors: { [conv.id]: 0 } });
+    const sio = await sioClient(e.url, bob.token, { cursors: { [conv.id]: 0 } });
+    const nc = e.hub.bus.nc;
+    const ns = e.hub.bus.namespace;
+    const actor = { type: 'user' as const, id: alice.user.id };
+    const fake = (type: 'message.created' | 'message.updated', data: unknown) => {
+      const ev = createEvent(type, { workspaceId: conv.workspaceId, conversationId: conv.id, actor, data: data as never });
+      nc.publish(subjectOf(ev, ns), JSON.stringify(ev));
+    };
+    // Claims seq 1 with the wrong shape: taken as seq 1, it would be written to clients and the real seq 1
+    // dropped as a duplicate afterwards.
+    fake('message.created', { message: { seq: 1, conversationId: conv.id, text: 42 } });
+    // A seq that is not a number, and data that is not there at all.
+    fake('message.created', { message: { id: newId('msg'), conversationId: conv.id, seq: 'x', senderId: alice.user.id, text: 'x', clientId: null, createdAt: new Date().toISOString() } });
+    fake('message.updated', {});
+    fake('message.created', null);
+    await nc.flush();
+
+    const { message } = await e.hub.chat.sendMessage(alice.user, conv.id, { text: 'the real one' });
+    t.is(message.seq, 1);
+    const { message: second } = await e.hub.chat.sendMessage(alice.user, conv.id, { text: 'and the next' });
+    for (const c of [ws, sio]) {
+      await eventually(() => seqsOf(c, conv.id).includes(second.seq), 10_000, 'the real messages');
+      t.deepEqual(seqsOf(c, conv.id), [1, 2]);
+      t.deepEqual(
+        c.of('receive-message').map((m) => m.text),
+        ['the real one', 'and the next'],
+      );
+      t.deepEqual(c.of('message-updated'), []);
+    }
+
+    // Typing goes through the ephemeral subjects: a malformed one shows nothing, a real one still shows.
+    const typing = createEvent('typing.started', { workspaceId: conv.workspaceId, conversationId: conv.id, actor, data: { conversationId: conv.id, userId: 5 } as never });
+    nc.publish(subjectOf(typing, ns), JSON.stringify(typing));
+    await nc.flush();
+    const a = await wsClient(e.url, alice.token, { cursors: {} });
+    t.true((await a.request('typing', { conversationId: conv.id })).ok);
+    for (const c of [ws, sio]) {
+      await eventually(() => c.of('typing').length > 0, 10_000, 'the real typing frame');
+      t.deepEqual(c.of('typing'), [{ conversationId: conv.id, userId: alice.user.id }]);
+    }
+    a.close();
+    ws.close();
+    sio.close();
+  } finally {
+    await e.close();
+  }
+});
