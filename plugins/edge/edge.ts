@@ -142,6 +142,13 @@ class ConvState {
    * the cursor edited or deleted after this time (ISO), then the backlog.
    */
   changesSince: string | null = null;
+  /**
+   * Bumped when a full queue is dropped (see offer): a sendChanges that started before it must not clear
+   * `changesSince`, since the edits dropped meanwhile may have been committed after its read.
+   */
+  changesRound = 0;
+  /** When the current queue got its first event (ms): a dropped queue's edits are re-read from then on. */
+  queueSince = 0;
   /** Resume acks waiting for the catch-up to finish (null when none). */
   waiters: Array<() => void> | null = null;
   /**
@@ -784,16 +791,28 @@ export class Edge {
     if (st.catching) {
       if (st.queue && st.queue.length >= 1000) {
         // The catch-up re-reads from the store until it reaches the feed; the queue only avoids that work.
+        // Messages come back with that read, and edits of messages the session already has come back with a
+        // changes read from when the queue began (edits of later messages are in the backlog's current state).
         st.queue = null;
         st.overflow = true;
+        st.changesSince = changesBound(st.changesSince, new Date(st.queueSince).toISOString());
+        st.changesRound++;
       }
-      if (!st.overflow) (st.queue ??= []).push(out);
+      if (!st.overflow) this.enqueue(st, out);
       return;
     }
     if (!this.apply(s, feed, st, out)) {
-      (st.queue ??= []).push(out);
+      this.enqueue(st, out);
       void this.catchUp(s, feed, st);
     }
+  }
+
+  private enqueue(st: ConvState, out: Out): void {
+    if (!st.queue) {
+      st.queue = [];
+      st.queueSince = Date.now();
+    }
+    st.queue.push(out);
   }
 
   /** Applies one event to a caught-up session; false when it lies beyond a gap. */
@@ -859,6 +878,10 @@ export class Edge {
         }
         if (q.length === 0 && st.queue === q) st.queue = null;
       }
+      // Events queue again from here on. What a full queue dropped is re-read below: its messages by the page
+      // read, its edits by the changes read that the drop asked for, which starts after this point and so sees
+      // every dropped edit committed.
+      st.overflow = false;
       if (st.changesSince !== null && !(await this.sendChanges(s, feed, st))) return false;
       // Level with the feed and nothing blocked: the caller checks again when it gets this answer (an await
       // later) and only then lets live events apply directly.
@@ -872,9 +895,12 @@ export class Edge {
           return false;
         }
       }
-      st.overflow = false;
       if (this.needsDrain(s) && !(await this.drained(s, feed, st))) return false;
       const before = st.cursor;
+      // Events queued so far were committed before this read begins, so for the messages it returns it shows
+      // their edits already (or a later state); see dropCovered.
+      const queued = st.queue;
+      const known = queued?.length ?? 0;
       const page = await this.hub.store.listMessages(feed.id, { after: st.cursor, limit: this.opts.pageSize });
       if (s.closed || s.convs.get(feed.id) !== st) return false;
       let fromOthers = 0;
@@ -888,6 +914,7 @@ export class Edge {
         if (m.senderId !== s.user.id) fromOthers = m.seq;
       }
       if (fromOthers) this.noteDelivered(s, feed, fromOthers);
+      if (queued && st.queue === queued && st.cursor > before) this.dropCovered(queued, known, before, st.cursor);
       if (st.cursor === before && !page.hasMore) {
         // Nothing past the cursor, yet something queued is blocked: what we hold is newer than what this
         // read sees. Retry briefly, then step over the hole rather than stall the conversation forever.
@@ -900,6 +927,22 @@ export class Edge {
         } else await new Promise((r) => setTimeout(r, 50));
       }
     }
+  }
+
+  /**
+   * Removes, from the first `known` entries of a catch-up's queue, the edits of messages in (from, to] that
+   * the page read just sent. Those events were queued before the read began, so the page showed each message
+   * in that state or a later one: writing the queued edit after it could put a message back to an older text
+   * (until the next edit's event). Edits queued after the read began stay: they may be newer than the page.
+   */
+  private dropCovered(queue: Out[], known: number, from: number, to: number): void {
+    let w = 0;
+    for (let r = 0; r < queue.length; r++) {
+      const out = queue[r]!;
+      if (r < known && out.kind === 'edit' && out.seq > from && out.seq <= to) continue;
+      queue[w++] = out;
+    }
+    queue.length = w;
   }
 
   /** Whether the connection holds more than half its send budget: a backlog then waits in drained first. */
@@ -934,6 +977,7 @@ export class Edge {
    */
   private async sendChanges(s: Session, feed: Feed, st: ConvState): Promise<boolean> {
     const since = st.changesSince!;
+    const round = st.changesRound;
     const upToSeq = st.cursor;
     let afterSeq = 0;
     for (;;) {
@@ -948,7 +992,8 @@ export class Edge {
       if (!page.hasMore) break;
     }
     // Cleared only now: a failed read leaves it for the retry, and a resume meanwhile may have set an earlier one.
-    if (st.changesSince === since) st.changesSince = null;
+    // A queue dropped meanwhile (changesRound) asks for another read: its edits may postdate this one.
+    if (st.changesSince === since && st.changesRound === round) st.changesSince = null;
     return true;
   }
 
