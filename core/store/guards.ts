@@ -4,7 +4,7 @@
  * path that reaches outside a document's top level.
  */
 import { VoxaError } from '../errors.js';
-import type { DocValue } from './port.js';
+import { MAX_WRITE_BATCH, type DocValue, type DocWrite } from './port.js';
 
 /** Top-level field names only: no dots (nested paths), no `$` (operators), nothing SQL could misread. */
 const FIELD_NAME = /^[A-Za-z0-9_]+$/;
@@ -92,4 +92,27 @@ export function escapeLike(q: string): string {
 /** Escapes every regular-expression metacharacter so user text is matched literally. */
 export function escapeRegex(q: string): string {
   return q.replace(/[.*+?^${}()|[\]\\/-]/g, (c) => `\\${c}`);
+}
+
+/**
+ * Checks a DocumentStore.writeAll batch: an array of at most MAX_WRITE_BATCH writes, each an "insert" or
+ * "put" with a valid collection, a string id and an object document. Returns the writes as checked (new
+ * objects with exactly those four fields).
+ */
+export function checkedWrites(writes: unknown): DocWrite[] {
+  if (!Array.isArray(writes)) throw new VoxaError('VALIDATION_FAILED', 'A batch of writes must be an array.');
+  if (writes.length > MAX_WRITE_BATCH) {
+    throw new VoxaError('VALIDATION_FAILED', `A batch holds at most ${MAX_WRITE_BATCH} writes.`, { count: writes.length });
+  }
+  return writes.map((w: unknown, i) => {
+    if (typeof w !== 'object' || w === null) throw new VoxaError('VALIDATION_FAILED', 'Each write must be an object.', { field: `writes[${i}]` });
+    const { op, collection, id, doc } = w as Record<string, unknown>;
+    if (op !== 'insert' && op !== 'put') {
+      throw new VoxaError('VALIDATION_FAILED', 'A write\'s op must be "insert" or "put".', { field: `writes[${i}].op` });
+    }
+    assertCollection(collection as string);
+    assertId(id, `writes[${i}].id`);
+    if (typeof doc !== 'object' || doc === null) throw new VoxaError('VALIDATION_FAILED', 'A write\'s doc must be an object.', { field: `writes[${i}].doc` });
+    return { op, collection: collection as string, id, doc };
+  });
 }

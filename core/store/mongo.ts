@@ -25,8 +25,8 @@ import { MongoClient, MongoServerError, type ClientSession, type Collection, typ
 import type { Conversation, ConversationSummary, Message, UserRecord, Workspace, WorkspaceSettings } from '../domain.js';
 import { VoxaError } from '../errors.js';
 import { ulid } from '../ids.js';
-import { assertCollection, assertFieldName, assertId, assertIndex, checkedFilter, escapeRegex, requireInt, requireIsoTime, requireString } from './guards.js';
-import type { ChangedQuery, DocValue, DocumentStore, HistoryQuery, NewMessage, OutboxEntry, OutboxFor, RefreshTokenRecord, SearchQuery, SearchResult, Store } from './port.js';
+import { assertCollection, assertFieldName, assertId, assertIndex, checkedFilter, checkedWrites, escapeRegex, requireInt, requireIsoTime, requireString } from './guards.js';
+import type { ChangedQuery, DocValue, DocumentStore, DocWrite, HistoryQuery, NewMessage, OutboxEntry, OutboxFor, RefreshTokenRecord, SearchQuery, SearchResult, Store, WriteAllResult } from './port.js';
 import { decodeCursor, encodeCursor, makeSnippet, mongoTextSearch, searchTerms } from '../search/query.js';
 
 /** How old a pending (standalone-mode) outbox entry must be before the sweeper decides its fate. */
@@ -122,6 +122,16 @@ interface Ctx {
 
 /** Thrown inside a unit when a compare-and-set lost a race; the unit runs again from the start. */
 class Retry extends Error {}
+
+/** Thrown inside a writeAll unit when an insert's id is taken: the unit is abandoned and reports it. */
+class WriteConflict extends Error {
+  constructor(
+    readonly collection: string,
+    readonly id: string,
+  ) {
+    super(`document ${id} exists in ${collection}`);
+  }
+}
 
 /** Every user-supplied value that reaches a query passes one of these: never an operator object. */
 const str = requireString;
@@ -232,7 +242,7 @@ export class MongoStore implements Store {
     this.markers = this.db.collection('read_markers');
     this.outbox = this.db.collection('outbox');
     this.docsColl = this.db.collection('docs');
-    this.docs = new MongoDocs(this.docsColl);
+    this.docs = new MongoDocs(this.docsColl, (writes) => this.writeDocs(writes));
   }
 
   async init(): Promise<void> {
@@ -852,6 +862,70 @@ export class MongoStore implements Store {
     });
   }
 
+  /**
+   * DocumentStore.writeAll, as one unit: one transaction on a replica set (a taken id aborts it, so nothing is
+   * written). Standalone, the inserts' ids are looked up first (the usual conflict writes nothing), then the
+   * writes are applied in order, and undone in reverse if one fails; only a crash part-way can leave a prefix.
+   */
+  private async writeDocs(writes: DocWrite[]): Promise<WriteAllResult> {
+    if (writes.length === 0) return { written: true };
+    if (!this.transactions) {
+      // An insert of an id an earlier write of the batch claims fails in any case: say so before writing.
+      const claimed = new Set<string>();
+      for (const w of writes) {
+        const key = JSON.stringify([w.collection, w.id]);
+        if (w.op === 'insert' && claimed.has(key)) return { written: false, conflict: { collection: w.collection, id: w.id } };
+        claimed.add(key);
+      }
+      const inserts = writes.filter((w) => w.op === 'insert');
+      const taken = inserts.length
+        ? await this.docsColl.find({ $or: inserts.map((w) => ({ collection: w.collection, id: w.id })) }, { projection: { collection: 1, id: 1 } }).toArray()
+        : [];
+      const first = inserts.find((w) => taken.some((d) => d.collection === w.collection && d.id === w.id));
+      if (first) return { written: false, conflict: { collection: first.collection, id: first.id } };
+    }
+    try {
+      return await this.unit(async (ctx): Promise<WriteAllResult> => {
+        const undo: Array<() => Promise<unknown>> = [];
+        try {
+          for (const w of writes) {
+            const { collection, id } = w;
+            const doc = w.doc as Record<string, unknown>;
+            if (w.op === 'insert') {
+              try {
+                await this.docsColl.insertOne({ collection, id, doc }, { session: ctx.session });
+              } catch (err) {
+                if (isDuplicate(err)) throw new WriteConflict(collection, id);
+                throw err;
+              }
+              if (!ctx.session) undo.push(() => this.docsColl.deleteOne({ collection, id }));
+            } else {
+              const before = ctx.session ? null : await this.docsColl.findOne({ collection, id });
+              try {
+                await this.docsColl.replaceOne({ collection, id }, { collection, id, doc }, { upsert: true, session: ctx.session });
+              } catch (err) {
+                // Two concurrent upserts of a new id: the loser starts over, when it is an update.
+                if (isDuplicate(err)) throw new Retry();
+                throw err;
+              }
+              if (!ctx.session) {
+                undo.push(() => (before ? this.docsColl.replaceOne({ collection, id }, { collection, id, doc: before.doc }) : this.docsColl.deleteOne({ collection, id })));
+              }
+            }
+          }
+          return { written: true };
+        } catch (err) {
+          // Standalone: take back what this round wrote before the error goes up (or the round runs again).
+          for (const step of undo.reverse()) await step().catch(() => undefined);
+          throw err;
+        }
+      });
+    } catch (err) {
+      if (err instanceof WriteConflict) return { written: false, conflict: { collection: err.collection, id: err.id } };
+      throw err;
+    }
+  }
+
   // Read markers
 
   async setReadMarker(conversationId: string, userId: string, seq: number, outbox: OutboxFor<number>): Promise<{ seq: number; changed: boolean }> {
@@ -956,7 +1030,11 @@ export class MongoStore implements Store {
  * after guards.ts has checked the field name and that the value is a primitive.
  */
 class MongoDocs implements DocumentStore {
-  constructor(private readonly coll: Collection<DocDoc>) {}
+  constructor(
+    private readonly coll: Collection<DocDoc>,
+    /** The store's writeAll unit (it needs the client's sessions and the transaction mode). */
+    private readonly writeDocs: (writes: DocWrite[]) => Promise<WriteAllResult>,
+  ) {}
 
   async get<T extends object>(collection: string, id: string): Promise<T | null> {
     assertCollection(collection);
@@ -995,6 +1073,20 @@ class MongoDocs implements DocumentStore {
     assertCollection(collection);
     assertId(id);
     return (await this.coll.deleteOne({ collection, id })).deletedCount === 1;
+  }
+
+  async writeAll(writes: DocWrite[]): Promise<WriteAllResult> {
+    const checked = checkedWrites(writes);
+    // One document needs no transaction (a single-document write is atomic by itself), which costs round trips.
+    if (checked.length === 1) {
+      const w = checked[0]!;
+      if (w.op === 'put') {
+        await this.put(w.collection, w.id, w.doc);
+        return { written: true };
+      }
+      return (await this.insert(w.collection, w.id, w.doc)) ? { written: true } : { written: false, conflict: { collection: w.collection, id: w.id } };
+    }
+    return this.writeDocs(checked);
   }
 
   private filterOf(collection: string, filter: Record<string, DocValue> | undefined): Filter<DocDoc> {

@@ -87,6 +87,19 @@ export type OutboxFor<T> = (value: T) => OutboxEntry[];
 /** Simple values allowed in a document filter: equality only, so no operator object can reach the store. */
 export type DocValue = string | number | boolean | null;
 
+/** One write of a DocumentStore.writeAll batch. */
+export type DocWrite =
+  /** Insert only if absent: an id that exists makes the whole batch write nothing. */
+  | { op: 'insert'; collection: string; id: string; doc: object }
+  /** Insert or replace. */
+  | { op: 'put'; collection: string; id: string; doc: object };
+
+/** What writeAll did: everything, or nothing because an insert's id was taken (the first such insert). */
+export type WriteAllResult = { written: true } | { written: false; conflict: { collection: string; id: string } };
+
+/** The most writes one writeAll batch may hold. */
+export const MAX_WRITE_BATCH = 1000;
+
 /**
  * A small document store for plugins and connectors (webhooks, connections, devices, audit entries…), so a
  * feature does not need its own adapter pair. Filters are equality on top-level fields.
@@ -97,6 +110,17 @@ export interface DocumentStore {
   put<T extends object>(collection: string, id: string, doc: T): Promise<void>;
   /** Insert only if absent; false when the id exists (idempotency keys). */
   insert<T extends object>(collection: string, id: string, doc: T): Promise<boolean>;
+  /**
+   * Several inserts and puts, possibly across collections, as one atomic unit: all are written, in order, or
+   * none. An insert whose id exists — stored already, or written by an earlier write of the same batch — makes
+   * the whole batch a no-op, reported with that insert's collection and id: an idempotency key and the record
+   * it guards can be written together, so a failure can never leave the key without the record. At most
+   * MAX_WRITE_BATCH writes; an empty batch writes nothing and reports written. Readers never see part of a
+   * batch (SQLite; MongoDB replica sets, where it is one transaction). On a standalone MongoDB server (no
+   * transactions, development only) the writes are applied in order and undone if one fails, but a crash
+   * part-way can leave a prefix written: callers that must survive that keep a repair path.
+   */
+  writeAll(writes: DocWrite[]): Promise<WriteAllResult>;
   delete(collection: string, id: string): Promise<boolean>;
   /** Documents whose fields equal the filter, ordered by id (ids are time-ordered) unless orderBy is given. */
   find<T extends object>(

@@ -15,11 +15,12 @@ import { createHash } from 'node:crypto';
 import { closeSync, fdatasync, openSync } from 'node:fs';
 import type { Conversation, ConversationSummary, Message, UserRecord, Workspace, WorkspaceSettings } from '../domain.js';
 import { VoxaError } from '../errors.js';
-import { assertCollection, assertFieldName, assertId, assertIndex, checkedFilter, escapeLike, requireInt as int, requireIsoTime, requireString as str } from './guards.js';
+import { assertCollection, assertFieldName, assertId, assertIndex, checkedFilter, checkedWrites, escapeLike, requireInt as int, requireIsoTime, requireString as str } from './guards.js';
 import type {
   ChangedQuery,
   DocValue,
   DocumentStore,
+  DocWrite,
   HistoryQuery,
   NewMessage,
   OutboxEntry,
@@ -28,6 +29,7 @@ import type {
   SearchQuery,
   SearchResult,
   Store,
+  WriteAllResult,
 } from './port.js';
 import { decodeCursor, encodeCursor, ftsQuery, MARK_CLOSE, MARK_OPEN, parseMarked, searchTerms } from '../search/query.js';
 
@@ -1107,6 +1109,34 @@ class SqliteDocs implements DocumentStore {
     assertCollection(collection);
     assertId(id);
     return this.s.q('DELETE FROM docs WHERE collection = ? AND id = ?').run(collection, id).changes === 1;
+  }
+
+  /**
+   * One unit of the group commit (see SqliteStore.tx), so its fsync is shared with concurrent writes and done
+   * off the event loop. The inserts' ids are checked before anything is written, and a taken one returns
+   * instead of throwing: a unit that throws makes its whole group run again with savepoints.
+   */
+  async writeAll(writes: DocWrite[]): Promise<WriteAllResult> {
+    // Checked and serialised before the unit joins a group: a bad document fails this call alone, at once.
+    const rows = checkedWrites(writes).map((w) => ({ ...w, json: JSON.stringify(w.doc) }));
+    if (rows.length === 0) return { written: true };
+    return this.s.tx((): WriteAllResult => {
+      const claimed = new Set<string>();
+      for (const w of rows) {
+        const key = JSON.stringify([w.collection, w.id]);
+        if (w.op === 'insert' && (claimed.has(key) || this.s.q('SELECT 1 FROM docs WHERE collection = ? AND id = ?').get(w.collection, w.id))) {
+          return { written: false, conflict: { collection: w.collection, id: w.id } };
+        }
+        claimed.add(key);
+      }
+      // Nothing else writes between the check and these (the unit runs inside one transaction); a plain INSERT
+      // would still fail, and roll the unit back, if an id were taken after all.
+      for (const w of rows) {
+        if (w.op === 'insert') this.s.q('INSERT INTO docs (collection, id, doc) VALUES (?, ?, ?)').run(w.collection, w.id, w.json);
+        else this.s.q('INSERT INTO docs (collection, id, doc) VALUES (?, ?, ?) ON CONFLICT (collection, id) DO UPDATE SET doc = excluded.doc').run(w.collection, w.id, w.json);
+      }
+      return { written: true };
+    });
   }
 
   private where(collection: string, filter: Record<string, DocValue> | undefined): { sql: string; args: unknown[] } {

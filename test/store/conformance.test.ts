@@ -5,13 +5,14 @@
  * transactions, and racing duplicate sends may then leave gaps in seq, which this suite checks against.
  */
 import test, { type ExecutionContext } from 'ava';
+import Database from 'better-sqlite3';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Message, UserRecord, Workspace } from '../../core/domain.js';
 import { VoxaError, type ErrorCode } from '../../core/errors.js';
 import { newId, ulid } from '../../core/ids.js';
-import type { DocValue, OutboxEntry, RefreshTokenRecord, Store } from '../../core/store/port.js';
+import { MAX_WRITE_BATCH, type DocValue, type OutboxEntry, type RefreshTokenRecord, type Store } from '../../core/store/port.js';
 import { SqliteStore } from '../../core/store/sqlite.js';
 import { at, group, ob, send } from './support.js';
 
@@ -644,6 +645,92 @@ for (const backend of backends) {
     t.is(await s.docs.count('hooks'), 1);
   });
 
+  it('docs: writeAll writes inserts and puts across collections together, in order', async (t, s) => {
+    await s.docs.put('rows', 'p1', { v: 1 });
+    t.deepEqual(
+      await s.docs.writeAll([
+        { op: 'insert', collection: 'keys', id: 'k1', doc: { rowId: 'r1' } },
+        { op: 'insert', collection: 'rows', id: 'r1', doc: { v: 'new', nested: { deep: [1, 2] } } },
+        { op: 'put', collection: 'rows', id: 'p1', doc: { v: 2 } },
+        // A later write of the same id wins, as it would one call after the other.
+        { op: 'insert', collection: 'rows', id: 'r2', doc: { v: 'first' } },
+        { op: 'put', collection: 'rows', id: 'r2', doc: { v: 'second' } },
+      ]),
+      { written: true },
+    );
+    t.deepEqual(await s.docs.get('keys', 'k1'), { rowId: 'r1' });
+    t.deepEqual(await s.docs.get('rows', 'r1'), { v: 'new', nested: { deep: [1, 2] } });
+    t.deepEqual(await s.docs.get('rows', 'p1'), { v: 2 }, 'a put replaces');
+    t.deepEqual(await s.docs.get('rows', 'r2'), { v: 'second' });
+    t.is(await s.docs.count('rows'), 3);
+    t.deepEqual(await s.docs.writeAll([]), { written: true }, 'an empty batch');
+    t.is(await s.docs.count('keys'), 1);
+  });
+
+  it('docs: writeAll writes nothing when an insert finds its id taken, and names that insert', async (t, s) => {
+    await s.docs.put('keys', 'k1', { rowId: 'r0' });
+    await s.docs.put('rows', 'p1', { v: 1 });
+    const batch = (key: string) => [
+      { op: 'put' as const, collection: 'rows', id: 'p1', doc: { v: 'changed' } },
+      { op: 'insert' as const, collection: 'keys', id: 'k2', doc: { rowId: 'r9' } },
+      { op: 'insert' as const, collection: 'keys', id: key, doc: { rowId: 'r9' } },
+      { op: 'insert' as const, collection: 'rows', id: 'r9', doc: { v: 9 } },
+    ];
+    t.deepEqual(await s.docs.writeAll(batch('k1')), { written: false, conflict: { collection: 'keys', id: 'k1' } });
+    t.deepEqual(await s.docs.get('rows', 'p1'), { v: 1 }, 'the put before the conflict was not applied');
+    t.is(await s.docs.get('keys', 'k2'), null, 'nor the insert before it');
+    t.is(await s.docs.get('rows', 'r9'), null, 'nor the one after it');
+    t.deepEqual(await s.docs.get('keys', 'k1'), { rowId: 'r0' }, 'the taken id keeps its document');
+    // An id taken by an earlier write of the same batch counts too.
+    t.deepEqual(await s.docs.writeAll(batch('k2')), { written: false, conflict: { collection: 'keys', id: 'k2' } });
+    t.deepEqual(
+      await s.docs.writeAll([
+        { op: 'put', collection: 'keys', id: 'k5', doc: {} },
+        { op: 'insert', collection: 'keys', id: 'k5', doc: {} },
+      ]),
+      { written: false, conflict: { collection: 'keys', id: 'k5' } },
+    );
+    t.is(await s.docs.count('keys'), 1);
+    t.is(await s.docs.count('rows'), 1);
+    // The same batch with a free key goes through whole.
+    t.deepEqual(await s.docs.writeAll(batch('k3')), { written: true });
+    t.deepEqual(await s.docs.get('rows', 'p1'), { v: 'changed' });
+    t.is(await s.docs.count('keys'), 3);
+  });
+
+  it('docs: concurrent writeAll batches inserting one key: exactly one is written, whole', async (t, s) => {
+    const results = await Promise.all(
+      Array.from({ length: 10 }, (_, i) =>
+        s.docs.writeAll([
+          { op: 'insert', collection: 'keys', id: 'race', doc: { rowId: `row${i}` } },
+          { op: 'insert', collection: 'rows', id: `row${i}`, doc: { i } },
+        ]),
+      ),
+    );
+    t.is(results.filter((r) => r.written).length, 1);
+    t.true(results.filter((r) => !r.written).every((r) => !r.written && r.conflict.collection === 'keys' && r.conflict.id === 'race'));
+    const key = await s.docs.get<{ rowId: string }>('keys', 'race');
+    const rows = await s.docs.find<{ i: number }>('rows');
+    t.is(rows.length, 1, 'only the winner wrote its row');
+    t.is(key!.rowId, `row${rows[0]!.i}`, 'the key and its row belong together');
+  });
+
+  it('docs: writeAll rejects bad input with VALIDATION_FAILED and writes none of the batch', async (t, s) => {
+    const ok = { op: 'insert' as const, collection: 'keys', id: 'fine', doc: { a: 1 } };
+    const bad = (w: unknown) => s.docs.writeAll([ok, w as never]);
+    await rejectsWithCode(t, s.docs.writeAll({ op: 'insert' } as never), 'VALIDATION_FAILED');
+    await rejectsWithCode(t, bad(null), 'VALIDATION_FAILED');
+    await rejectsWithCode(t, bad({ op: 'delete', collection: 'keys', id: 'x', doc: {} }), 'VALIDATION_FAILED');
+    await rejectsWithCode(t, bad({ op: 'put', collection: 'bad name!', id: 'x', doc: {} }), 'VALIDATION_FAILED');
+    await rejectsWithCode(t, bad({ op: 'put', collection: 'keys', id: { $ne: null }, doc: {} }), 'VALIDATION_FAILED');
+    await rejectsWithCode(t, bad({ op: 'put', collection: 'keys', id: '', doc: {} }), 'VALIDATION_FAILED');
+    await rejectsWithCode(t, bad({ op: 'put', collection: 'keys', id: 'x', doc: null }), 'VALIDATION_FAILED');
+    await rejectsWithCode(t, bad({ op: 'put', collection: 'keys', id: 'x', doc: 'text' }), 'VALIDATION_FAILED');
+    const tooMany = Array.from({ length: MAX_WRITE_BATCH + 1 }, (_, i) => ({ op: 'put' as const, collection: 'keys', id: `k${i}`, doc: {} }));
+    await rejectsWithCode(t, s.docs.writeAll(tooMany), 'VALIDATION_FAILED');
+    t.is(await s.docs.count('keys'), 0);
+  });
+
   it('docs: find with equality filters, ordering, limit and afterId; count', async (t, s) => {
     const rows = [
       { id: 'd1', kind: 'a', n: 3, on: true, owner: 'x' },
@@ -920,6 +1007,55 @@ test('sqlite: two connections on one file share data and keep seqs unique', asyn
   } finally {
     await a.close();
     await b.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// SQLite only: a writeAll batch is one unit of the group commit. A write that fails part-way (here a trigger
+// standing in for a failing disk) takes the batch's earlier writes back with it, and only them: units
+// committed in the same group are kept.
+test('sqlite: a writeAll batch that fails part-way leaves nothing, and the units grouped with it commit', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'voxa-store-'));
+  const file = join(dir, 'voxa.db');
+  const s = new SqliteStore(file);
+  const other = new Database(file);
+  try {
+    await s.init();
+    other.exec(`CREATE TRIGGER fail_boom BEFORE INSERT ON docs WHEN new.collection = 'boom' BEGIN SELECT RAISE(ABORT, 'injected failure'); END`);
+    const c = await group(s, ['u1', 'u2']);
+    const outbox = await s.outboxCount();
+    // Started in one turn, so they share one group commit.
+    const [before, failing, after, message] = await Promise.allSettled([
+      s.docs.writeAll([{ op: 'insert', collection: 'keys', id: 'k1', doc: {} }]),
+      s.docs.writeAll([
+        { op: 'insert', collection: 'keys', id: 'k2', doc: {} },
+        { op: 'put', collection: 'rows', id: 'r2', doc: {} },
+        { op: 'insert', collection: 'boom', id: 'b2', doc: {} },
+      ]),
+      s.docs.writeAll([{ op: 'insert', collection: 'keys', id: 'k3', doc: {} }]),
+      send(s, c.id, 'u1', 'grouped with the batches'),
+    ]);
+    t.deepEqual(before, { status: 'fulfilled', value: { written: true } });
+    t.is(failing!.status, 'rejected');
+    t.regex(String((failing as PromiseRejectedResult).reason), /injected failure/);
+    t.deepEqual(after, { status: 'fulfilled', value: { written: true } });
+    t.is(message!.status, 'fulfilled');
+    t.is(await s.docs.get('keys', 'k2'), null, 'the failed batch left no key');
+    t.is(await s.docs.get('rows', 'r2'), null, 'and no row');
+    t.deepEqual((await s.docs.find<object>('keys')).length, 2);
+    t.is(await s.outboxCount(), outbox + 1);
+    // Without the failure the same batch goes through.
+    other.exec('DROP TRIGGER fail_boom');
+    t.deepEqual(
+      await s.docs.writeAll([
+        { op: 'insert', collection: 'keys', id: 'k2', doc: {} },
+        { op: 'insert', collection: 'boom', id: 'b2', doc: {} },
+      ]),
+      { written: true },
+    );
+  } finally {
+    other.close();
+    await s.close();
     rmSync(dir, { recursive: true, force: true });
   }
 });
