@@ -41,6 +41,15 @@ const DEFAULT_JOB: JobsOptions = {
   removeOnFail: { count: 5000 },
 };
 
+export interface QueuesOptions {
+  /**
+   * How long close() waits for the jobs in flight and for Redis before it returns anyway (default 10 s), leaving
+   * the rest of the close to finish in the background. A Redis that stops answering would otherwise hold
+   * close(), and with it a hub's whole stop, for ever; a job in flight then counts as stalled and runs again.
+   */
+  closeGraceMs?: number;
+}
+
 export class ConnectorQueues {
   private readonly queues = new Map<string, Queue>();
   private readonly workers = new Map<string, Worker>();
@@ -49,7 +58,10 @@ export class ConnectorQueues {
   private closing: Promise<void> | null = null;
   readonly prefix: string;
 
-  constructor(private readonly hub: Pick<Hub, 'redis' | 'config' | 'log'>) {
+  constructor(
+    private readonly hub: Pick<Hub, 'redis' | 'config' | 'log'>,
+    private readonly opts: QueuesOptions = {},
+  ) {
     this.prefix = `voxa:${hub.config.natsNamespace || 'default'}`;
   }
 
@@ -179,26 +191,41 @@ export class ConnectorQueues {
     // listeners, and BullMQ's own handler then rethrows it as an unhandled rejection. So let start-up finish
     // first. Bounded: with Redis unreachable it never finishes, and closing must not hang on that.
     await settledWithin([...workers, ...queues].map((x) => x.waitUntilReady()), READY_WAIT_MS);
-    await Promise.all(workers.map((w) => w.close()));
-    await Promise.all(queues.map((q) => q.close()));
-    // The Queue/Worker connections are ours (passed as instances, so BullMQ never closes them): QUIT lets replies
-    // to commands still in flight arrive, where a hard disconnect would reject them.
-    await Promise.all(this.connections.map((c) => c.quit().catch(() => c.disconnect())));
+    const connections = [...this.connections];
+    const orderly = (async () => {
+      await Promise.all(workers.map((w) => w.close()));
+      await Promise.all(queues.map((q) => q.close()));
+      // The Queue/Worker connections are ours (passed as instances, so BullMQ never closes them): QUIT lets
+      // replies to commands still in flight arrive, where a hard disconnect would reject them.
+      await Promise.all(connections.map((c) => c.quit().catch(() => c.disconnect())));
+    })();
     this.connections.length = 0;
     this.workers.clear();
     this.queues.clear();
+    const graceMs = this.opts.closeGraceMs ?? CLOSE_GRACE_MS;
+    if (!(await settledWithin([orderly], graceMs))) {
+      // Redis does not answer (or a job does not end). The close goes on in the background and finishes when
+      // Redis answers again; a process that is stopping exits without it, and the job in flight counts as
+      // stalled and runs again elsewhere. Cutting the connections instead would not end it: BullMQ retries a
+      // job's completion without a pause while closing, so a closed connection turns the wait into a busy loop.
+      this.hub.log.warn({ graceMs }, 'connector queues: close did not finish in time (Redis not answering?); leaving it to finish in the background');
+    }
   }
 }
 
 /** How long close() lets connections finish starting up. */
 const READY_WAIT_MS = 5000;
+/** How long close() waits for jobs in flight and Redis before returning anyway (QueuesOptions). */
+const CLOSE_GRACE_MS = 10_000;
 
-async function settledWithin(promises: Array<Promise<unknown>>, ms: number): Promise<void> {
+/** Waits until the promises have all settled, or `ms` has passed; true when they settled. */
+async function settledWithin(promises: Array<Promise<unknown>>, ms: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<void>((resolve) => {
-    timer = setTimeout(resolve, ms);
+  const timeout = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
     timer.unref();
   });
-  await Promise.race([Promise.allSettled(promises), timeout]);
+  const settled = await Promise.race([Promise.allSettled(promises).then(() => true as const), timeout]);
   clearTimeout(timer);
+  return settled;
 }

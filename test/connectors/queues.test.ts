@@ -151,3 +151,37 @@ test.serial('a closed ConnectorQueues refuses new queues and workers; close is i
   t.throws(() => q.work('dropbox', async () => undefined), { message: /connector queues are closed/ });
   await t.throwsAsync(q.add('google-drive', 'x', {}), { message: /connector queues are closed/ });
 });
+
+test.serial('close returns after the grace when Redis stops answering, and finishes in the background once it answers again', async (t) => {
+  // A Redis of its own, frozen (SIGSTOP: connections stay open, nothing answers), so the others keep theirs.
+  const frozen = await startRedis();
+  t.teardown(() => frozen.dispose());
+  const redis = new Redis(frozen.url, { maxRetriesPerRequest: 1 });
+  redis.on('error', () => undefined);
+  t.teardown(() => redis.disconnect());
+  rejections.length = 0;
+  const config = { natsNamespace: uniqueNamespace('q') } as Config;
+  const q = new ConnectorQueues({ redis, config, log: createLogger('silent', 'test') }, { closeGraceMs: 300 });
+  const started: number[] = [];
+  q.work('dropbox', async (job) => {
+    started.push((job.data as { n: number }).n);
+    await new Promise((r) => setTimeout(r, 200));
+  });
+  await q.add('dropbox', 'upload', { n: 1 });
+  await until(() => started.length === 1, 30_000, 'a job running');
+  frozen.freeze();
+  t.teardown(() => frozen.thaw());
+  // Before, close() waited on Redis for ever (and cutting the connections made BullMQ spin). The bound is
+  // generous (the grace is 300 ms): it only tells a close that returns from one that never does.
+  const outcome = await Promise.race([
+    q.close().then(() => 'closed'),
+    new Promise<string>((r) => setTimeout(() => r('still waiting'), 20_000).unref()),
+  ]);
+  t.is(outcome, 'closed');
+  frozen.thaw();
+  // Once Redis answers again, the close finishes in the background: the queues' own connections go away and
+  // only the test's client is left.
+  await until(async () => String(await redis.client('LIST')).trim().split('\n').length === 1, 30_000, 'the queues\' connections closed');
+  await settle();
+  t.deepEqual(rejections.map((r) => String((r as Error)?.message ?? r)), []);
+});
