@@ -257,14 +257,18 @@ export class PluginRuntime {
     }
     clearInterval(this.metricsTimer);
     this.watcher?.stop();
-    for (const s of this.slots.values()) {
-      s.status = 'stopped';
-      try {
-        await s.plugin.stop?.();
-      } catch (err) {
-        s.log.warn({ err: errorMessage(err) }, 'plugin stop failed');
-      }
-    }
+    // Side by side: plugins do not depend on each other, and one whose stop waits (connector queues give a
+    // Redis that stops answering a grace period) must not add its wait to every other's.
+    await Promise.all(
+      [...this.slots.values()].map(async (s) => {
+        s.status = 'stopped';
+        try {
+          await s.plugin.stop?.();
+        } catch (err) {
+          s.log.warn({ err: errorMessage(err) }, 'plugin stop failed');
+        }
+      }),
+    );
     // Push the last acks out before the caller closes the connection.
     if (!this.hub.bus.nc.isClosed()) await this.hub.bus.nc.flush().catch(() => undefined);
     this.log.info('plugin runtime stopped');
