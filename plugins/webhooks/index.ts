@@ -46,6 +46,8 @@ export function createWebhooksPlugin(opts: WebhookOptions = {}): Plugin & { serv
     },
     async stop() {
       if (sweeper) clearInterval(sweeper);
+      // Kicks for rows already written go out before the queues close.
+      await service?.settleKicks();
       await queues?.close();
       await routeQueues?.close();
       routeQueues = null;
