@@ -10,6 +10,9 @@ import { WEBHOOK_EVENT_TYPES } from './events.js';
 import { connectionRoutes } from './routes.js';
 import { WebhookService, type WebhookOptions } from './service.js';
 
+/** How long stop() waits for kicks in flight (a Redis that does not answer must not hold the stop). */
+const KICK_SETTLE_MS = 2000;
+
 export function createWebhooksPlugin(opts: WebhookOptions = {}): Plugin & { service(): WebhookService } {
   let service: WebhookService | null = null;
   let queues: ConnectorQueues | null = null;
@@ -46,8 +49,8 @@ export function createWebhooksPlugin(opts: WebhookOptions = {}): Plugin & { serv
     },
     async stop() {
       if (sweeper) clearInterval(sweeper);
-      // Kicks for rows already written go out before the queues close.
-      await service?.settleKicks();
+      // Kicks for rows already written go out before the queues close, unless Redis keeps them waiting.
+      await service?.settleKicks(KICK_SETTLE_MS);
       await queues?.close();
       await routeQueues?.close();
       routeQueues = null;

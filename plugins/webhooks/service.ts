@@ -308,9 +308,25 @@ export class WebhookService {
     })();
   }
 
-  /** Waits for the kicks kickSoon started (before the queues close). */
-  async settleKicks(): Promise<void> {
-    while (this.kicks.size) await Promise.all([...this.kicks.values()].map((k) => k.done));
+  /**
+   * Waits for the kicks kickSoon started (before the queues close), for at most `timeoutMs`: a Redis that does
+   * not answer must not hold a stop, and a kick given up on here is left to the sweep, as one lost to a crash
+   * is. True when every kick finished.
+   */
+  async settleKicks(timeoutMs = Infinity): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<false>((resolve) => {
+      if (Number.isFinite(timeoutMs)) timer = setTimeout(() => resolve(false), timeoutMs);
+    });
+    const all = (async () => {
+      while (this.kicks.size) await Promise.all([...this.kicks.values()].map((k) => k.done));
+      return true as const;
+    })();
+    try {
+      return await Promise.race([all, expired]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Starts the worker (in the plugin's process). */

@@ -58,7 +58,7 @@ async function setup(): Promise<Ctx> {
 }
 
 async function teardown(c: Ctx, ...services: WebhookService[]): Promise<void> {
-  for (const s of services) await s.settleKicks();
+  for (const s of services) await s.settleKicks(10_000);
   await c.queues.close();
   await c.rcv.close();
   await c.hub.close();
@@ -216,13 +216,28 @@ test('a kick lost to Redis does not fail the event; the sweep starts the drain j
   svc.failKicks = 1;
   const e = event(c.hub);
   t.is(await svc.handleEvent(e), 1, 'the row is written and the event handled');
-  await svc.settleKicks();
+  t.true(await svc.settleKicks(), 'the kick is over (it failed)');
   t.is(svc.redisKicks, 1);
   t.is(await c.queues.queue('webhook').getJob(`drain-${c.subId}`), undefined, 'no drain job: the kick was lost');
   await svc.sweep();
   await until(() => c.rcv.received.length >= 1, 10_000, 'the delivery after the sweep');
   t.deepEqual(received(c), [e.id]);
   await teardown(c, svc);
+});
+
+test('waiting for kicks in flight (the plugin stopping) is bounded when Redis does not answer', async (t) => {
+  const c = await setup();
+  class Unanswered extends WebhookService {
+    override kick(): Promise<void> {
+      return new Promise(() => undefined);
+    }
+  }
+  const svc = new Unanswered(c.hub, c.queues);
+  t.is(await svc.handleEvent(event(c.hub)), 1);
+  const started = Date.now();
+  t.false(await svc.settleKicks(200), 'gave up on the kick');
+  t.true(Date.now() - started < 5000);
+  await teardown(c);
 });
 
 test('several subscriptions each get every event once, in order', async (t) => {
