@@ -16,9 +16,10 @@
  * event to the same endpoint twice — and the `webhook-id` header is the event id, stable across retries, so
  * receivers can dedupe too.
  *
- * Throughput: the plugin's consumer is ordered, so an event's handling time bounds the rate. Per event and
- * subscription that is one store commit (the key and the row together; every subscription's in the same group
- * commit) and two indexed reads; Redis is off that path. `npm run bench:webhooks` measures it.
+ * Throughput: the plugin's consumer is ordered, so an event's handling time bounds the rate. Per event that is
+ * one indexed read (the workspace's subscriptions), and per subscription one indexed read (its latest delivery
+ * id) and one store commit (the key and the row together; every subscription's in the same group commit).
+ * Redis is off that path. `npm run bench:webhooks` measures it.
  */
 import type { Job } from 'bullmq';
 import type { AnyEvent, EventEnvelope } from '../../core/events/catalog.js';
