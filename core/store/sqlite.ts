@@ -711,7 +711,7 @@ export class SqliteStore implements Store {
   }
 
   async insertRefreshToken(rec: RefreshTokenRecord): Promise<void> {
-    this.insertToken(rec);
+    await this.tx(() => this.insertToken(rec));
   }
 
   async getRefreshTokenByHash(tokenHash: string): Promise<RefreshTokenRecord | null> {
@@ -730,11 +730,11 @@ export class SqliteStore implements Store {
   }
 
   async revokeTokenFamily(familyId: string, at: string): Promise<void> {
-    this.q('UPDATE refresh_tokens SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL').run(at, familyId);
+    await this.tx(() => this.q('UPDATE refresh_tokens SET revoked_at = ? WHERE family_id = ? AND revoked_at IS NULL').run(at, familyId));
   }
 
   async revokeUserTokens(userId: string, at: string): Promise<void> {
-    this.q('UPDATE refresh_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL').run(at, userId);
+    await this.tx(() => this.q('UPDATE refresh_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL').run(at, userId));
   }
 
   // Conversations
@@ -1096,19 +1096,21 @@ class SqliteDocs implements DocumentStore {
   async put<T extends object>(collection: string, id: string, doc: T): Promise<void> {
     assertCollection(collection);
     assertId(id);
-    this.s.q('INSERT INTO docs (collection, id, doc) VALUES (?, ?, ?) ON CONFLICT (collection, id) DO UPDATE SET doc = excluded.doc').run(collection, id, JSON.stringify(doc));
+    const json = JSON.stringify(doc);
+    await this.s.tx(() => this.s.q('INSERT INTO docs (collection, id, doc) VALUES (?, ?, ?) ON CONFLICT (collection, id) DO UPDATE SET doc = excluded.doc').run(collection, id, json));
   }
 
   async insert<T extends object>(collection: string, id: string, doc: T): Promise<boolean> {
     assertCollection(collection);
     assertId(id);
-    return this.s.q('INSERT OR IGNORE INTO docs (collection, id, doc) VALUES (?, ?, ?)').run(collection, id, JSON.stringify(doc)).changes === 1;
+    const json = JSON.stringify(doc);
+    return this.s.tx(() => this.s.q('INSERT OR IGNORE INTO docs (collection, id, doc) VALUES (?, ?, ?)').run(collection, id, json).changes === 1);
   }
 
   async delete(collection: string, id: string): Promise<boolean> {
     assertCollection(collection);
     assertId(id);
-    return this.s.q('DELETE FROM docs WHERE collection = ? AND id = ?').run(collection, id).changes === 1;
+    return this.s.tx(() => this.s.q('DELETE FROM docs WHERE collection = ? AND id = ?').run(collection, id).changes === 1);
   }
 
   /**
@@ -1232,10 +1234,13 @@ class SqliteDocs implements DocumentStore {
     const path = `$.${field}`;
     // json_type = 'text': SQLite orders every number below every string, so without it a numeric field
     // would count as "before" any cutoff. The batch keeps one prune from holding the write lock for long.
-    return this.s
-      .q(
-        `DELETE FROM docs WHERE (collection, id) IN (SELECT collection, id FROM docs WHERE collection = ? AND json_type(doc, ?) = 'text' AND json_extract(doc, ?) < ? LIMIT ?)`,
-      )
-      .run(collection, path, path, before, n).changes;
+    return this.s.tx(
+      () =>
+        this.s
+          .q(
+            `DELETE FROM docs WHERE (collection, id) IN (SELECT collection, id FROM docs WHERE collection = ? AND json_type(doc, ?) = 'text' AND json_extract(doc, ?) < ? LIMIT ?)`,
+          )
+          .run(collection, path, path, before, n).changes,
+    );
   }
 }

@@ -90,3 +90,38 @@ test('a store opened with synchronous NORMAL stays at NORMAL', async (t) => {
   t.is((await store.listMessages('cnv_1', { limit: 50 })).messages.length, 20);
   await store.close();
 });
+
+test('document and token writes join the group commit instead of committing (and fsyncing) on their own', async (t) => {
+  const file = tempFile(t);
+  const store = new SqliteStore(file);
+  await store.init();
+  t.teardown(() => store.close());
+  // Every group commit goes through flushWrites; a write that commits on its own (an fsync on the event loop,
+  // blocking everything else) never does.
+  const internals = store as unknown as { flushWrites(): void };
+  const flush = internals.flushWrites.bind(store);
+  let groups = 0;
+  internals.flushWrites = () => {
+    groups++;
+    flush();
+  };
+  const now = new Date().toISOString();
+  await Promise.all([
+    ...Array.from({ length: 40 }, (_, i) => store.docs.put('plugin_state', `p${i}`, { i })),
+    ...Array.from({ length: 40 }, (_, i) => store.docs.insert('processed:x', `k${i}`, { at: now })),
+  ]);
+  t.true(groups >= 1 && groups <= 2, `80 writes made together committed in ${groups} group(s)`);
+  const before = groups;
+  await Promise.all([
+    store.docs.delete('plugin_state', 'p0'),
+    store.docs.deleteBefore('processed:x', 'at', '9999'),
+    store.insertRefreshToken({ id: 'rt_1', userId: 'u1', familyId: 'f1', tokenHash: 'h1', createdAt: now, expiresAt: now, usedAt: null, revokedAt: null }),
+  ]);
+  await store.revokeTokenFamily('f1', now);
+  await store.revokeUserTokens('u1', now);
+  t.true(groups >= before + 3, 'delete, deleteBefore, token insert and revocations went through group commits');
+  t.is(await store.docs.get('plugin_state', 'p0'), null);
+  t.is(await store.docs.count('processed:x'), 0);
+  t.is(await store.docs.count('plugin_state'), 39);
+  t.truthy((await store.getRefreshTokenByHash('h1'))?.revokedAt);
+});
