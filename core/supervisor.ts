@@ -109,6 +109,20 @@ async function waitPort(port: number, timeoutMs: number, exited: () => boolean):
   }
 }
 
+/**
+ * A stopped process (SIGSTOP: a hung host, a debugger, a test freezing it) keeps a SIGTERM pending until it is
+ * continued, so a stop would always wait out its grace and end in SIGKILL, without the child's clean exit.
+ * SIGCONT after SIGTERM lets it act on the SIGTERM at once; to a running process it means nothing.
+ */
+function continueIfFrozen(pid: number | undefined): void {
+  if (pid === undefined) return;
+  try {
+    process.kill(pid, 'SIGCONT');
+  } catch {
+    // already gone
+  }
+}
+
 /** One supervised child process. */
 export class SupervisedChild {
   private child: ChildProcess | null = null;
@@ -155,6 +169,7 @@ export class SupervisedChild {
   private async reclaimOrphan(pid: number): Promise<boolean> {
     this.log.warn({ child: this.spec.name, pid, port: this.spec.port }, 'stopping the embedded service a previous run left behind');
     process.kill(pid, 'SIGTERM');
+    continueIfFrozen(pid);
     if (!(await waitExit(pid, 10_000))) {
       process.kill(pid, 'SIGKILL');
       await waitExit(pid, 5_000);
@@ -231,6 +246,7 @@ export class SupervisedChild {
     const exited = new Promise<boolean>((resolve) => c.once('exit', () => resolve(true)));
     const within = (ms: number) => (ms === Infinity ? exited : withTimeout(exited, ms, this.spec.name).catch(() => false));
     c.kill('SIGTERM');
+    continueIfFrozen(c.pid);
     if (!(await within(graceMs))) {
       c.kill('SIGKILL');
       if (!(await within(afterKillMs))) return;

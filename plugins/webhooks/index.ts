@@ -51,8 +51,8 @@ export function createWebhooksPlugin(opts: WebhookOptions = {}): Plugin & { serv
       if (sweeper) clearInterval(sweeper);
       // Kicks for rows already written go out before the queues close, unless Redis keeps them waiting.
       await service?.settleKicks(KICK_SETTLE_MS);
-      await queues?.close();
-      await routeQueues?.close();
+      // Together: each close may wait out its grace on a Redis that does not answer.
+      await Promise.all([queues?.close(), routeQueues?.close()]);
       routeQueues = null;
       service = null;
     },
