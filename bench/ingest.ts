@@ -22,10 +22,11 @@
  * interleave the cases see the same noise, so their ratios are steadier than their absolute figures.
  */
 import { Agent, createServer, request as httpRequest, type Server } from 'node:http';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { cpuUsOf, MAIN_THREAD_STAT } from './cpu.js';
 
 interface LoadSpec {
   name: string;
@@ -128,26 +129,6 @@ async function runLoad(spec: LoadSpec): Promise<LoadResult> {
   };
 }
 
-/**
- * CPU time (µs) used so far by what a /proc stat file describes: a thread (`/proc/self/task/<tid>/stat`,
- * `/proc/thread-self/stat`) or the whole process (`/proc/self/stat`). Linux only; NaN elsewhere. Unlike
- * requests per second it barely moves when other processes compete for the cores, so it shows what a change
- * saves even on a busy machine. Self-contained: the load worker gets its source too.
- */
-function cpuUsOf(file: string): number {
-  try {
-    const stat = readFileSync(file, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // utime and stime are fields 14 and 15 of stat(5), in USER_HZ ticks (100 on every Linux Node supports);
-    // fields[0] here is field 3.
-    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / 100;
-  } catch {
-    return NaN;
-  }
-}
-
-/** The main thread: the server (HTTP, Koa, SQLite, the NATS and Redis clients). */
-const MAIN_THREAD_STAT = `/proc/self/task/${process.pid}/stat`;
 
 async function measured(spec: LoadSpec): Promise<LoadResult> {
   const before = cpuUsOf(MAIN_THREAD_STAT);

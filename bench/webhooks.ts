@@ -26,10 +26,11 @@
  * The machine's other load moves the figures by ±20% or more: compare runs made back to back.
  */
 import { Agent, request as httpRequest } from 'node:http';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { cpuUsOf, MAIN_THREAD_STAT } from './cpu.js';
 
 interface Scenario {
   subscriptions: number;
@@ -185,20 +186,6 @@ function sendAll(port: number, path: string, token: string, n: number, concurren
   });
 }
 
-/** CPU time (µs) a /proc stat file's thread or process has used (Linux; NaN elsewhere), as in bench/ingest.ts. */
-function cpuUsOf(file: string): number {
-  try {
-    const stat = readFileSync(file, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // utime and stime, fields 14 and 15 of stat(5), in USER_HZ ticks (100); fields[0] here is field 3.
-    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / 100;
-  } catch {
-    return NaN;
-  }
-}
-
-/** The hub's main thread: HTTP, Koa, SQLite, the plugin runtime, the NATS and Redis clients. */
-const MAIN_THREAD_STAT = `/proc/self/task/${process.pid}/stat`;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

@@ -3,13 +3,14 @@
  * request (`connections retry-failed`), the deliveries behind it go out at once, not at the head's retry time.
  */
 import test from 'ava';
-import { createEvent, type AnyEvent } from '../../core/events/catalog.js';
+import type { AnyEvent } from '../../core/events/catalog.js';
 import type { Hub } from '../../core/hub.js';
 import { ConnectorQueues } from '../../connectors/queues.js';
 import { generateSecret } from '../../connectors/webhook/signing.js';
 import { WebhookService } from '../../plugins/webhooks/service.js';
 import { openTestHub, startServers, type TestServers } from '../helpers/hub.js';
 import { startReceiver, until, type Receiver } from '../connectors/receiver.js';
+import { event } from './support.js';
 
 let servers: TestServers & { dispose(): Promise<void> };
 test.before(async () => {
@@ -19,16 +20,6 @@ test.after.always(async () => {
   await servers?.dispose();
 });
 
-let n = 0;
-function event(hub: Hub): AnyEvent {
-  const i = ++n;
-  return createEvent('message.created', {
-    workspaceId: hub.config.defaultWorkspaceId,
-    conversationId: 'cnv_1',
-    actor: { type: 'user', id: 'usr_1' },
-    data: { message: { id: `msg_${i}`, conversationId: 'cnv_1', seq: i, senderId: 'usr_1', text: `hi ${i}`, clientId: null, createdAt: new Date().toISOString() } },
-  }) as AnyEvent;
-}
 
 /** A subscription whose first delivery failed once and now waits a minute for its retry, one more behind it. */
 async function held(): Promise<{ hub: Hub & { close(): Promise<void> }; queues: ConnectorQueues; svc: WebhookService; rcv: Receiver; subId: string; events: AnyEvent[] }> {

@@ -9,7 +9,6 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { Job } from 'bullmq';
-import { createEvent, type AnyEvent } from '../../core/events/catalog.js';
 import type { Hub } from '../../core/hub.js';
 import { newId } from '../../core/ids.js';
 import type { DocValue } from '../../core/store/port.js';
@@ -19,6 +18,7 @@ import { generateSecret } from '../../connectors/webhook/signing.js';
 import { DELIVERIES, DELIVERY_KEYS, WebhookService, type Delivery } from '../../plugins/webhooks/service.js';
 import { openTestHub, startServers, type TestServers } from '../helpers/hub.js';
 import { startReceiver, until, type Receiver } from '../connectors/receiver.js';
+import { event } from './support.js';
 
 let servers: TestServers & { dispose(): Promise<void> };
 test.before(async () => {
@@ -28,16 +28,6 @@ test.after.always(async () => {
   await servers?.dispose();
 });
 
-let n = 0;
-function event(hub: Hub): AnyEvent {
-  const i = ++n;
-  return createEvent('message.created', {
-    workspaceId: hub.config.defaultWorkspaceId,
-    conversationId: 'cnv_1',
-    actor: { type: 'user', id: 'usr_1' },
-    data: { message: { id: `msg_${i}`, conversationId: 'cnv_1', seq: i, senderId: 'usr_1', text: `hi ${i}`, clientId: null, createdAt: new Date().toISOString() } },
-  }) as AnyEvent;
-}
 
 interface Ctx {
   hub: Hub & { close(): Promise<void> };
