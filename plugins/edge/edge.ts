@@ -26,6 +26,7 @@ import type { Hub } from '../../core/hub.js';
 import { newId } from '../../core/ids.js';
 import { initEdgeSeries, metrics } from '../../core/telemetry/metrics.js';
 import { withConsumerSpan, type ConsumedMessage } from '../../core/telemetry/nats.js';
+import { malformedReason } from '../runtime/dlq.js';
 import { Frame } from './frame.js';
 import { Presence, type PresenceDevice } from './presence.js';
 import { CLIENT_EVENTS, describeZodError, isClientEvent, type ClientEventData, type ClientEventName, type Handshake } from './protocol.js';
@@ -170,6 +171,11 @@ class ConvState {
     this.waiters = null;
     if (w) for (const f of w) f();
   }
+}
+
+/** The seq an event's message carries (created, updated, deleted), or -1 for events without one. */
+function seqOfMessageEvent(ev: AnyEvent): number {
+  return ev.type === 'message.created' || ev.type === 'message.updated' || ev.type === 'message.deleted' ? ev.data.message.seq : -1;
 }
 
 /** Longest a backlog page waits for the connection to drain before the next one is written anyway. */
@@ -1104,6 +1110,7 @@ export class Edge {
     if (feed.busy) return;
     feed.busy = true;
     let stalls = 0;
+    let gaveUp = false;
     try {
       while (feed.last < upto && this.feeds.get(feed.id) === feed) {
         const page = await this.hub.store.listMessages(feed.id, { after: feed.last, limit: this.opts.pageSize });
@@ -1115,7 +1122,7 @@ export class Edge {
         }
         if (!progressed) {
           if (++stalls > 20) {
-            this.log.warn({ conversationId: feed.id, last: feed.last, upto }, 'edge: store has no messages for a gap');
+            gaveUp = true;
             break;
           }
           await new Promise((r) => setTimeout(r, 50));
@@ -1126,10 +1133,22 @@ export class Edge {
     } finally {
       feed.busy = false;
     }
-    const pending = feed.pending.splice(0);
+    let pending = feed.pending.splice(0);
+    if (gaveUp) {
+      // The store has nothing past feed.last although an event claimed `upto`: a hand-made event, or a store
+      // restored behind JetStream. Drop the claims at or past it, or replaying them would start this fill
+      // again, for ever. A real message among them is in the store by the time a later one triggers a fill.
+      const dropped = pending.filter((ev) => seqOfMessageEvent(ev) >= upto);
+      pending = pending.filter((ev) => seqOfMessageEvent(ev) < upto);
+      this.log.warn(
+        { conversationId: feed.id, last: feed.last, upto, dropped: dropped.map((ev) => ev.id).slice(0, 10) },
+        'edge: store has no messages for a gap; dropping the events that claim them',
+      );
+    }
     for (let i = 0; i < pending.length; i++) {
       if (feed.busy) {
-        feed.pending.unshift(...pending.slice(i));
+        // Not unshift(...rest): a long backlog of events would overflow the stack as call arguments.
+        feed.pending = pending.slice(i).concat(feed.pending);
         break;
       }
       this.feedEvent(feed, pending[i]!);
@@ -1295,14 +1314,15 @@ export class Edge {
     } catch {
       // not JSON: reported below
     }
-    if (!ev || typeof ev !== 'object' || ev.type !== type) return this.malformed(type, "not JSON, or not an event of its subject's type");
+    if (!ev || typeof ev !== 'object' || ev.type !== type) return this.malformed(type, undefined, "malformed event: not JSON, or not an event of its subject's type");
     const problems = checkEventData(ev);
-    return problems ? this.malformed(type, problems.issues.map((i) => `${i.path.join('.') || 'data'}: ${i.message}`).join('; ')) : ev;
+    // Worded as the plugin runtime's dead-letter reasons, so one search finds both.
+    return problems ? this.malformed(type, typeof ev.id === 'string' ? ev.id : undefined, malformedReason(problems, type)) : ev;
   }
 
-  private malformed(type: string, reason: string): null {
+  private malformed(type: string, eventId: string | undefined, reason: string): null {
     metrics.pluginFailed.inc({ plugin: 'edge', reason: 'malformed' });
-    this.log.warn({ type, reason: reason.slice(0, 500) }, 'edge: malformed event dropped');
+    this.log.warn({ type, eventId, reason: reason.slice(0, 500) }, 'edge: malformed event dropped');
     return null;
   }
 

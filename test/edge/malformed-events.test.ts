@@ -70,3 +70,38 @@ test('an event with malformed data is dropped by the edge: no frame, and the rea
     await e.close();
   }
 });
+
+test('an event claiming a seq the store never reaches is given up on once: the feed goes back to work and later messages flow', async (t) => {
+  const e = await openEdgeHub(servers);
+  try {
+    const [alice, bob] = await Promise.all([makeUser(e.hub, 'Alice'), makeUser(e.hub, 'Bob')]);
+    const conv = await group(e.hub, alice, [bob]);
+    const ws = await wsClient(e.url, bob.token, { cursors: { [conv.id]: 0 } });
+    await e.hub.chat.sendMessage(alice.user, conv.id, { text: 'one' });
+    await eventually(() => seqsOf(ws, conv.id).includes(1), 10_000, 'the first message');
+    // Well-formed, so the catalog check lets it through, but its seq is far ahead of anything stored (a
+    // hand-made event, or a store restored behind JetStream). The feed reads the store for the gap, finds
+    // nothing, and must then drop the claim rather than try again for ever.
+    const ev = createEvent('message.created', {
+      workspaceId: conv.workspaceId,
+      conversationId: conv.id,
+      actor: { type: 'user', id: alice.user.id },
+      data: { message: { id: newId('msg'), conversationId: conv.id, seq: 99_999, senderId: alice.user.id, text: 'phantom', clientId: null, createdAt: new Date().toISOString() } },
+    });
+    e.hub.bus.nc.publish(subjectOf(ev, e.hub.bus.namespace), JSON.stringify(ev));
+    await e.hub.bus.nc.flush();
+    type FeedInternals = { busy: boolean; pending: unknown[]; last: number };
+    const feed = () => (e.edge.edge as unknown as { feeds: Map<string, FeedInternals> }).feeds.get(conv.id)!;
+    await eventually(() => feed().busy, 5000, 'the gap fill to start');
+    await eventually(() => !feed().busy && feed().pending.length === 0, 15_000, 'the feed to give up on the phantom and go idle');
+    t.is(feed().last, 1);
+    const { message } = await e.hub.chat.sendMessage(alice.user, conv.id, { text: 'two' });
+    await eventually(() => seqsOf(ws, conv.id).includes(message.seq), 10_000, 'the next real message');
+    t.deepEqual(seqsOf(ws, conv.id), [1, 2]);
+    t.false(ws.of('receive-message').some((m) => m.text === 'phantom'));
+    t.false(feed().busy, 'no fill started again');
+    ws.close();
+  } finally {
+    await e.close();
+  }
+});
