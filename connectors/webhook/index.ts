@@ -82,8 +82,11 @@ export const webhookConnector = defineConnector({
   // Per endpoint the plugin sends one at a time; this caps the whole hub's outgoing webhook rate.
   rateLimit: { max: 100, durationMs: 1000 },
   async test(conn, ctx) {
-    const body = JSON.stringify({ type: 'webhook.test', timestamp: new Date().toISOString(), data: { connectionId: conn.record.id } });
-    const r = await deliverOnce(conn.config, `test_${Date.now().toString(36)}`, body, { allowPrivate: ctx.hub.config.webhooksAllowPrivate });
+    // The documented body shape (id, type, timestamp, workspaceId, data), as every delivery has; the id is also the
+    // webhook-id header.
+    const id = `test_${Date.now().toString(36)}`;
+    const body = JSON.stringify({ id, type: 'webhook.test', timestamp: new Date().toISOString(), workspaceId: conn.record.workspaceId, data: { connectionId: conn.record.id } });
+    const r = await deliverOnce(conn.config, id, body, { allowPrivate: ctx.hub.config.webhooksAllowPrivate });
     return { ok: r.ok, detail: r.ok ? `endpoint answered ${r.statusCode} in ${r.durationMs} ms` : `delivery failed: ${r.error}` };
   },
 });

@@ -53,6 +53,11 @@ test.serial('webhooks: create returns the secret once; list, test, deliveries, r
   t.is(tested.status, 200);
   t.true(tested.body.ok, tested.body.detail);
   await until(() => rcv.received.some((r) => r.verified && r.json.type === 'webhook.test'), 10_000, 'signed test event');
+  // The documented body shape, with the webhook-id header as its id.
+  const testEvent = rcv.received.find((r) => r.json.type === 'webhook.test')!;
+  t.deepEqual(Object.keys(testEvent.json).sort(), ['data', 'id', 'timestamp', 'type', 'workspaceId']);
+  t.is((testEvent.json as { workspaceId?: string }).workspaceId, api.hub.config.defaultWorkspaceId);
+  t.is(testEvent.headers['webhook-id'], testEvent.json.id);
 
   // A real event delivered by the plugin's own service (started by openPluginApi), then read back and redelivered.
   const ws = api.hub.config.defaultWorkspaceId;
