@@ -143,11 +143,19 @@ class ConvState {
    * the cursor edited or deleted after this time (ISO), then the backlog.
    */
   changesSince: string | null = null;
+  /** The changes read covers messages up to this seq (and never past the cursor). */
+  changesUpTo = 0;
   /**
-   * Bumped when a full queue is dropped (see offer): a sendChanges that started before it must not clear
-   * `changesSince`, since the edits dropped meanwhile may have been committed after its read.
+   * Bumped by every request for a changes read (a resume, a dropped queue): a sendChanges that started before
+   * it must not clear the request, which may want more than it read (edits committed after its read, a
+   * higher seq).
    */
   changesRound = 0;
+  /**
+   * This connection has sent the current state of every message up to `from` changed after this time (ISO), or
+   * null: a later resume asking for no more than that needs no changes read ("once per connection").
+   */
+  changesSent: string | null = null;
   /** When the current queue got its first event (ms): a dropped queue's edits are re-read from then on. */
   queueSince = 0;
   /** Resume acks waiting for the catch-up to finish (null when none). */
@@ -610,9 +618,21 @@ export class Edge {
    */
   private resumeAt(s: Session, st: ConvState, feed: Feed | undefined, c: number | undefined, changesSince: string | undefined): void {
     if (c !== undefined) {
+      const before = st.cursor;
       if (st.held || c < st.from) st.cursor = st.from = c;
       else st.cursor = Math.max(st.cursor, c);
-      if (changesSince !== undefined) st.changesSince = changesBound(st.changesSince, changesSince);
+      if (changesSince !== undefined) {
+        // The messages this connection sent, (from, cursor], went out in their current state (and their later
+        // edits live): changes are read for those up to `from`, and for any the client skipped past the cursor.
+        const upTo = c > before ? Math.max(st.from, c) : st.from;
+        const bound = changesBound(null, changesSince);
+        const covered = st.changesSent !== null && st.changesSent <= bound && upTo <= st.from;
+        if (!covered) {
+          st.changesSince = changesBound(st.changesSince, changesSince);
+          st.changesUpTo = Math.max(st.changesUpTo, upTo);
+          st.changesRound++;
+        }
+      }
     }
     st.held = false;
     if (feed) void this.catchUp(s, feed, st);
@@ -802,6 +822,7 @@ export class Edge {
         st.queue = null;
         st.overflow = true;
         st.changesSince = changesBound(st.changesSince, new Date(st.queueSince).toISOString());
+        st.changesUpTo = Math.max(st.changesUpTo, st.cursor);
         st.changesRound++;
       }
       if (!st.overflow) this.enqueue(st, out);
@@ -984,7 +1005,7 @@ export class Edge {
   private async sendChanges(s: Session, feed: Feed, st: ConvState): Promise<boolean> {
     const since = st.changesSince!;
     const round = st.changesRound;
-    const upToSeq = st.cursor;
+    const upToSeq = Math.min(st.cursor, st.changesUpTo);
     let afterSeq = 0;
     for (;;) {
       if (this.needsDrain(s) && !(await this.drained(s, feed, st))) return false;
@@ -997,9 +1018,13 @@ export class Edge {
       }
       if (!page.hasMore) break;
     }
-    // Cleared only now: a failed read leaves it for the retry, and a resume meanwhile may have set an earlier one.
-    // A queue dropped meanwhile (changesRound) asks for another read: its edits may postdate this one.
-    if (st.changesSince === since && st.changesRound === round) st.changesSince = null;
+    // Cleared only now: a failed read leaves it for the retry, and a request meanwhile (a resume, a dropped queue:
+    // changesRound) asks for another read, since it may want more than this one read.
+    if (st.changesSince === since && st.changesRound === round) {
+      st.changesSince = null;
+      st.changesUpTo = 0;
+      if (upToSeq >= st.from && (st.changesSent === null || since < st.changesSent)) st.changesSent = since;
+    }
     return true;
   }
 

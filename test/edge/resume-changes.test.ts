@@ -118,6 +118,51 @@ test('Socket.IO: changesSince in the handshake sends the offline changes before 
   }
 });
 
+test('a resume with changesSince after the handshake backlog sends the changes up to the handshake cursor only, and a repeat sends nothing', async (t) => {
+  const e = await openEdgeHub(servers);
+  try {
+    const { alice, bob, conv, sent } = await offlineChanges(e);
+    const first = await wsClient(e.url, bob.token, { cursors: { [conv.id]: 0 } });
+    await eventually(() => seqsOf(first, conv.id).length === 4, 10_000, 'backlog');
+    const serverTime = first.ready.serverTime as string;
+    first.close();
+    await first.closed;
+
+    await e.hub.chat.editMessage(alice.user, conv.id, sent[0]!.id, 'one, edited');
+    await e.hub.chat.deleteMessage(alice.user, conv.id, sent[1]!.id);
+    await e.hub.chat.editMessage(alice.user, conv.id, sent[3]!.id, 'four, edited');
+
+    // What the examples do: cursors in the handshake (its backlog brings 4 in its edited state), then a resume
+    // with the same cursors and changesSince.
+    const again = await wsClient(e.url, bob.token, { cursors: { [conv.id]: 3 } });
+    await eventually(() => seqsOf(again, conv.id).includes(4), 10_000, 'the handshake backlog');
+    const ack = await again.request('resume', { cursors: { [conv.id]: 3 }, changesSince: serverTime });
+    t.true(ack.ok);
+    t.deepEqual(changesOf(again.received, conv.id), [
+      ['message-updated', 1, 'one, edited'],
+      ['message-deleted', 2, ''],
+    ]);
+    t.deepEqual(
+      again.of('receive-message').map((m) => [m.seq, m.text]),
+      [[4, 'four, edited']],
+    );
+    // The same resume again (a client retrying): nothing this connection already sent.
+    const repeat = await again.request('resume', { cursors: { [conv.id]: 3 }, changesSince: serverTime });
+    t.true(repeat.ok);
+    t.is(changesOf(again.received, conv.id).length, 2);
+    // One asking for changes from further back does get a changes read again.
+    const earlier = new Date(Date.parse(serverTime) - 60_000).toISOString();
+    t.true((await again.request('resume', { cursors: { [conv.id]: 3 }, changesSince: earlier })).ok);
+    t.deepEqual(changesOf(again.received, conv.id).slice(2), [
+      ['message-updated', 1, 'one, edited'],
+      ['message-deleted', 2, ''],
+    ]);
+    again.close();
+  } finally {
+    await e.close();
+  }
+});
+
 test('a bad changesSince is VALIDATION_FAILED naming the field, in a resume frame and in either handshake', async (t) => {
   const e = await openEdgeHub(servers);
   try {
