@@ -196,22 +196,30 @@ test('a worker killed mid-batch: the other one processes its events after ack wa
     ran.push((await onceByEventId(b, 'charger', info.dedupeKey!, effect(e.id))).ran);
   });
   const ra = new PluginRuntime(a, [pa], FAST);
+  // Torn down even when an assertion fails: A's handlers hang until stopped, and would keep this file's
+  // process alive after its tests.
+  t.teardown(async () => {
+    await ra.stop({ timeoutMs: 300 });
+    await a.close();
+  });
   await ra.start();
   const events = Array.from({ length: 4 }, () => messageEvent());
   await publishEvents(a, events);
   await waitFor(() => pa.calls.length === 4 && effects.size === 2, 'A holding all four, two effects done');
   const rb = new PluginRuntime(b, [pb], FAST);
+  t.teardown(async () => {
+    await rb.stop();
+    await b.close();
+  });
   await rb.start();
   a.bus.nc.close(); // the "kill": no acks, no naks, no drain
-  await waitFor(() => pb.calls.length === 4, 'B processing the four events');
+  // Until B's handlers have finished, not just started: a handler's effect lands before its processed mark is
+  // committed, and `ran` is only known after that.
+  await waitFor(() => pb.calls.length === 4 && ran.length === 4, 'B processing the four events');
   t.true(pb.calls.every((c) => c.info.attempt >= 2), 'they were redeliveries');
   t.deepEqual(new Set(pb.calls.map((c) => c.event.id)), new Set(events.map((e) => e.id)));
   t.true(events.every((e) => effects.get(e.id) === 1), JSON.stringify([...effects]));
   t.is(ran.filter(Boolean).length, 2, 'B ran only the effects A had not done');
-  await ra.stop({ timeoutMs: 300 });
-  await rb.stop();
-  await b.close();
-  await a.close();
 });
 
 test('pause stops processing in every process; resume continues where it stopped', async (t) => {
