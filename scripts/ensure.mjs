@@ -4,7 +4,7 @@
 // Uses only Node built-ins, because it runs before node_modules exists.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -17,10 +17,25 @@ function hashOf(files) {
   return h.digest('hex');
 }
 
+/**
+ * True when npm itself installed node_modules after package.json and the lock last changed (someone ran
+ * `npm ci` or `npm install` by hand, so there is no stamp of ours), with the native SQLite module built.
+ * npm rewrites node_modules/.package-lock.json on every install.
+ */
+function installedByNpm() {
+  const hidden = join(root, 'node_modules', '.package-lock.json');
+  if (!existsSync(hidden) || !existsSync(join(root, 'node_modules', 'better-sqlite3', 'build', 'Release', 'better_sqlite3.node'))) return false;
+  const changed = ['package.json', 'package-lock.json'].filter((f) => existsSync(join(root, f))).map((f) => statSync(join(root, f)).mtimeMs);
+  return statSync(hidden).mtimeMs >= Math.max(...changed);
+}
+
 // 1. npm packages
 const stamp = join(root, 'node_modules', '.voxa-install-stamp');
 const want = hashOf(['package.json', 'package-lock.json']);
-if (!existsSync(stamp) || readFileSync(stamp, 'utf8') !== want) {
+const stamped = existsSync(stamp) && readFileSync(stamp, 'utf8') === want;
+if (!stamped && installedByNpm()) {
+  writeFileSync(stamp, want); // up to date already: no second install of the same packages
+} else if (!stamped) {
   console.error('[voxa] installing npm packages…');
   // `npm ci` installs exactly the lock file; when the lock is out of step with package.json (npm has known
   // quirks with optional platform packages), fall back to `npm install`. npm ci's own output is held back: its
