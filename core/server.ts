@@ -149,17 +149,15 @@ async function flushSpans(log: Logger, timeoutMs = 3000): Promise<void> {
   );
 }
 
-/** How long a stop may take before the process ends anyway (its children with it). */
-const STOP_DEADLINE_MS = 30_000;
 /** A repeat of the stop signal within this long is the same request delivered twice, not a second one. */
 const REPEAT_SIGNAL_MS = 1000;
 
 /**
  * Stops cleanly on SIGINT/SIGTERM. A second signal (a second later or more), or a stop still running after
- * `deadlineMs` (30 s), exits soon: the embedded children are ended first either way (a few seconds at most),
- * so none outlives the hub.
+ * `deadlineMs` (config.stopTimeoutMs, VOXA_STOP_TIMEOUT_MS), exits soon: the embedded children are ended
+ * first either way (a few seconds at most), so none outlives the hub.
  */
-export function stopOnSignals(running: { stop(): Promise<void>; killChildren?(): Promise<void> }, log: Logger, deadlineMs = STOP_DEADLINE_MS): void {
+export function stopOnSignals(running: { stop(): Promise<void>; killChildren?(): Promise<void> }, log: Logger, deadlineMs: number): void {
   let signalledAt = 0;
   let exiting = false;
   const exitNow = (code: number) => {
