@@ -183,17 +183,22 @@ export class StorageSync {
 
   /** Re-renders and writes the transcript if it changed. */
   async syncTranscript(rec: ConnectionRecord, conversationId: string): Promise<'written' | 'skipped'> {
+    return (await this.transcript(rec, conversationId)).outcome;
+  }
+
+  /** syncTranscript, also returning the rendered content (null for a conversation that is gone) for the backup. */
+  private async transcript(rec: ConnectionRecord, conversationId: string): Promise<{ outcome: 'written' | 'skipped'; content: string | null }> {
     const key = `${rec.id}:${conversationId}`;
     return this.exclusive(key, async (lease, again) => {
       // Rendered under the lease: a writer that comes after us also renders after us.
       const r = await this.render(conversationId);
-      if (!r) return 'skipped';
+      if (!r) return { outcome: 'skipped', content: null };
       const hash = createHash('sha256').update(r.content).digest('hex');
       const state = await this.hub.store.docs.get<SyncState>(SYNC_STATE, key);
-      if (state?.hash === hash && !again) return 'skipped';
+      if (state?.hash === hash && !again) return { outcome: 'skipped', content: r.content };
       const file = { name: r.name, content: Buffer.from(r.content), mimeType: 'text/markdown' };
       await this.write(lease, rec, key, state, { connectionId: rec.id, conversationId, kind: 'transcript' }, file, hash);
-      return 'written';
+      return { outcome: 'written', content: r.content };
     });
   }
 
@@ -287,9 +292,10 @@ export class StorageSync {
     let written = 0;
     const parts: string[] = [];
     for (const s of states) {
-      if ((await this.syncTranscript(rec, s.conversationId)) === 'written') written++;
-      const r = await this.render(s.conversationId);
-      if (r) parts.push(r.content);
+      // The render the sync just made (and wrote, or found current) is the snapshot's: no second render.
+      const { outcome, content } = await this.transcript(rec, s.conversationId);
+      if (outcome === 'written') written++;
+      if (content !== null) parts.push(content);
     }
     const day = new Date().toISOString().slice(0, 10);
     // One snapshot per day: a retried or repeated backup replaces the day's file rather than adding another.

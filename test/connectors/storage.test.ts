@@ -201,6 +201,27 @@ test('drive: backfill over synced history writes nothing twice', async (t) => {
   await close(w);
 });
 
+test('drive: the nightly backup re-syncs each synced transcript and writes one dated snapshot of them, replaced on a repeat', async (t) => {
+  const w = await world();
+  const sync = await driveConnection(w);
+  const [conn] = await sync.connections.allOf('google-drive');
+  t.is(await sync.syncTranscript(conn!, w.convId), 'written');
+  const job = { name: 'backup', data: { connectionId: conn!.id } };
+  t.deepEqual(await sync.process(job), { conversations: 1, written: 0 }, 'the transcript was current');
+  const snapshot = () => [...w.api.files.values()].filter((f) => /^backup-\d{4}-\d{2}-\d{2}\.md$/.test(f.name));
+  t.is(snapshot().length, 1);
+  t.regex(snapshot()[0]!.content, /\*\*Ada\*\*.*first idea/);
+
+  await w.hub.store.editMessage(w.convId, w.msgIds[0]!, 'first idea, revised', new Date().toISOString(), () => []);
+  t.deepEqual(await sync.process(job), { conversations: 1, written: 1 }, 'the backup repaired the stale transcript');
+  t.is(snapshot().length, 1, 'the day\'s snapshot was replaced, not added to');
+  t.regex(snapshot()[0]!.content, /first idea, revised/);
+  const transcript = [...w.api.files.values()].find((f) => f.name.startsWith('Launch plan'))!;
+  t.is(snapshot()[0]!.content, transcript.content, 'the snapshot holds the transcript as written');
+  t.is(w.api.files.size, 2);
+  await close(w);
+});
+
 test('oauth2: PKCE with a loopback redirect exchanges the code with the verifier', async (t) => {
   const api = await startStandIn();
   api.nextAccessToken = 'tok-from-code';
