@@ -122,6 +122,12 @@ class Bucket {
   }
 }
 
+/** Messages up to seq `upTo` (and never past the cursor) edited or deleted after `since` (ISO). */
+interface ChangesRequest {
+  readonly since: string;
+  readonly upTo: number;
+}
+
 type Out =
   | { kind: 'msg'; seq: number; frame: Frame; senderId: string }
   | { kind: 'edit'; seq: number; frame: Frame }
@@ -129,7 +135,8 @@ type Out =
 
 /**
  * One session's position in one conversation. There is one per session and conversation (an agent in 200
- * conversations has 200), so it is a class of fixed shape and the queue and waiter lists exist only while used.
+ * conversations has 200), so it is a class of fixed shape, and the queue, the waiter list and a pending changes
+ * read exist only while used.
  */
 class ConvState {
   /** True while the session reads its backlog (or waits for resume); live events queue meanwhile. */
@@ -139,18 +146,12 @@ class ConvState {
   /** Live events waiting behind a catch-up (null when none). */
   queue: Out[] | null = null;
   /**
-   * Set by a resume with `changesSince`: the catch-up first sends the current state of messages at or before
-   * the cursor edited or deleted after this time (ISO), then the backlog.
+   * A changes read the catch-up owes (null when none), asked for by a resume with `changesSince` or a dropped
+   * queue: it first sends the current state of those messages, then the backlog. Every request puts a new
+   * object here, so a sendChanges that started before one sees it and leaves it for another read (it may want
+   * more than was read: edits committed after the read, a higher seq).
    */
-  changesSince: string | null = null;
-  /** The changes read covers messages up to this seq (and never past the cursor). */
-  changesUpTo = 0;
-  /**
-   * Bumped by every request for a changes read (a resume, a dropped queue): a sendChanges that started before
-   * it must not clear the request, which may want more than it read (edits committed after its read, a
-   * higher seq).
-   */
-  changesRound = 0;
+  changes: ChangesRequest | null = null;
   /**
    * This connection has sent the current state of every message up to `from` changed after this time (ISO), or
    * null: a later resume asking for no more than that needs no changes read ("once per connection").
@@ -171,6 +172,12 @@ class ConvState {
     public held: boolean,
   ) {
     this.from = cursor;
+  }
+
+  /** Asks for a changes read (`since` from changesBound), merged with the one pending: the earlier time, the higher seq. */
+  askChanges(since: string, upTo: number): void {
+    const cur = this.changes;
+    this.changes = { since: cur !== null && cur.since < since ? cur.since : since, upTo: Math.max(cur?.upTo ?? 0, upTo) };
   }
 
   /** Wakes and forgets whoever waits for this catch-up. */
@@ -200,10 +207,9 @@ const NO_SESSIONS: readonly Session[] = [];
  */
 const CHANGES_MARGIN_MS = 5000;
 
-/** The earlier of a pending changes bound and a client's `changesSince` (less the margin), as ISO. */
-function changesBound(pending: string | null, changesSince: string): string {
-  const t = new Date(Date.parse(changesSince) - CHANGES_MARGIN_MS).toISOString();
-  return pending !== null && pending < t ? pending : t;
+/** The time a changes read starts from for changes since `sinceMs`: that less the margin, as ISO. */
+function changesBound(sinceMs: number): string {
+  return new Date(sinceMs - CHANGES_MARGIN_MS).toISOString();
 }
 
 /**
@@ -625,13 +631,9 @@ export class Edge {
         // The messages this connection sent, (from, cursor], went out in their current state (and their later
         // edits live): changes are read for those up to `from`, and for any the client skipped past the cursor.
         const upTo = c > before ? Math.max(st.from, c) : st.from;
-        const bound = changesBound(null, changesSince);
+        const bound = changesBound(Date.parse(changesSince));
         const covered = st.changesSent !== null && st.changesSent <= bound && upTo <= st.from;
-        if (!covered) {
-          st.changesSince = changesBound(st.changesSince, changesSince);
-          st.changesUpTo = Math.max(st.changesUpTo, upTo);
-          st.changesRound++;
-        }
+        if (!covered) st.askChanges(bound, upTo);
       }
     }
     st.held = false;
@@ -821,9 +823,7 @@ export class Edge {
         // changes read from when the queue began (edits of later messages are in the backlog's current state).
         st.queue = null;
         st.overflow = true;
-        st.changesSince = changesBound(st.changesSince, new Date(st.queueSince).toISOString());
-        st.changesUpTo = Math.max(st.changesUpTo, st.cursor);
-        st.changesRound++;
+        st.askChanges(changesBound(st.queueSince), st.cursor);
       }
       if (!st.overflow) this.enqueue(st, out);
       return;
@@ -871,7 +871,7 @@ export class Edge {
       let caughtUp = await this.catchUpLoop(s, feed, st);
       // The loop's answer reaches us a microtask later, and meanwhile a live event may have been queued behind
       // the catch-up (it is still on) or a resume may have left changes to send: run again until level.
-      while (caughtUp && (st.changesSince !== null || !this.isLevel(feed, st))) caughtUp = await this.catchUpLoop(s, feed, st);
+      while (caughtUp && (st.changes !== null || !this.isLevel(feed, st))) caughtUp = await this.catchUpLoop(s, feed, st);
       st.running = false;
       if (caughtUp) {
         st.catching = false;
@@ -909,7 +909,7 @@ export class Edge {
       // read, its edits by the changes read that the drop asked for, which starts after this point and so sees
       // every dropped edit committed.
       st.overflow = false;
-      if (st.changesSince !== null && !(await this.sendChanges(s, feed, st))) return false;
+      if (st.changes !== null && !(await this.sendChanges(s, feed, st))) return false;
       // Level with the feed and nothing blocked: the caller checks again when it gets this answer (an await
       // later) and only then lets live events apply directly.
       if (this.isLevel(feed, st)) return true;
@@ -999,13 +999,13 @@ export class Edge {
 
   /**
    * The current state of messages up to the session's cursor that were edited or deleted after
-   * `st.changesSince`, as the live frames, in seq order. Messages after the cursor come in the backlog in their
+   * `st.changes.since`, as the live frames, in seq order. Messages after the cursor come in the backlog in their
    * current state anyway. False when the session went away meanwhile.
    */
   private async sendChanges(s: Session, feed: Feed, st: ConvState): Promise<boolean> {
-    const since = st.changesSince!;
-    const round = st.changesRound;
-    const upToSeq = Math.min(st.cursor, st.changesUpTo);
+    const req = st.changes!;
+    const since = req.since;
+    const upToSeq = Math.min(st.cursor, req.upTo);
     let afterSeq = 0;
     for (;;) {
       if (this.needsDrain(s) && !(await this.drained(s, feed, st))) return false;
@@ -1019,10 +1019,9 @@ export class Edge {
       if (!page.hasMore) break;
     }
     // Cleared only now: a failed read leaves it for the retry, and a request meanwhile (a resume, a dropped queue:
-    // changesRound) asks for another read, since it may want more than this one read.
-    if (st.changesSince === since && st.changesRound === round) {
-      st.changesSince = null;
-      st.changesUpTo = 0;
+    // a new object) asks for another read, since it may want more than this one read.
+    if (st.changes === req) {
+      st.changes = null;
       if (upToSeq >= st.from && (st.changesSent === null || since < st.changesSent)) st.changesSent = since;
     }
     return true;
