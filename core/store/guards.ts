@@ -116,3 +116,18 @@ export function checkedWrites(writes: unknown): DocWrite[] {
     return { op, collection: collection as string, id, doc };
   });
 }
+
+/**
+ * The first insert of a checked writeAll batch, in batch order, whose id is taken: by an earlier write of the
+ * same batch, or already stored (`stored` says, per insert). Null when every insert's id is free. Shared by both
+ * adapters so they report the same conflict for the same batch.
+ */
+export function firstTakenInsert(writes: DocWrite[], stored: (w: DocWrite) => boolean): DocWrite | null {
+  const claimed = new Set<string>();
+  for (const w of writes) {
+    const key = JSON.stringify([w.collection, w.id]);
+    if (w.op === 'insert' && (claimed.has(key) || stored(w))) return w;
+    claimed.add(key);
+  }
+  return null;
+}

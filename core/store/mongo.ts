@@ -25,7 +25,7 @@ import { MongoClient, MongoServerError, type ClientSession, type Collection, typ
 import type { Conversation, ConversationSummary, Message, UserRecord, Workspace, WorkspaceSettings } from '../domain.js';
 import { VoxaError } from '../errors.js';
 import { ulid } from '../ids.js';
-import { assertCollection, assertFieldName, assertId, assertIndex, checkedFilter, checkedWrites, escapeRegex, requireInt, requireIsoTime, requireString } from './guards.js';
+import { assertCollection, assertFieldName, assertId, assertIndex, checkedFilter, checkedWrites, escapeRegex, firstTakenInsert, requireInt, requireIsoTime, requireString } from './guards.js';
 import type { ChangedQuery, DocValue, DocumentStore, DocWrite, HistoryQuery, NewMessage, OutboxEntry, OutboxFor, RefreshTokenRecord, SearchQuery, SearchResult, Store, WriteAllResult } from './port.js';
 import { decodeCursor, encodeCursor, makeSnippet, mongoTextSearch, searchTerms } from '../search/query.js';
 
@@ -870,19 +870,14 @@ export class MongoStore implements Store {
   private async writeDocs(writes: DocWrite[]): Promise<WriteAllResult> {
     if (writes.length === 0) return { written: true };
     if (!this.transactions) {
-      // An insert of an id an earlier write of the batch claims fails in any case: say so before writing.
-      const claimed = new Set<string>();
-      for (const w of writes) {
-        const key = JSON.stringify([w.collection, w.id]);
-        if (w.op === 'insert' && claimed.has(key)) return { written: false, conflict: { collection: w.collection, id: w.id } };
-        claimed.add(key);
-      }
+      // The inserts' stored ids in one query; an insert of an id an earlier write of the batch claims fails too.
       const inserts = writes.filter((w) => w.op === 'insert');
-      const taken = inserts.length
+      const stored = inserts.length
         ? await this.docsColl.find({ $or: inserts.map((w) => ({ collection: w.collection, id: w.id })) }, { projection: { collection: 1, id: 1 } }).toArray()
         : [];
-      const first = inserts.find((w) => taken.some((d) => d.collection === w.collection && d.id === w.id));
-      if (first) return { written: false, conflict: { collection: first.collection, id: first.id } };
+      const storedKeys = new Set(stored.map((d) => JSON.stringify([d.collection, d.id])));
+      const taken = firstTakenInsert(writes, (w) => storedKeys.has(JSON.stringify([w.collection, w.id])));
+      if (taken) return { written: false, conflict: { collection: taken.collection, id: taken.id } };
     }
     try {
       return await this.unit(async (ctx): Promise<WriteAllResult> => {

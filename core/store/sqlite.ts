@@ -15,7 +15,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, fdatasync, openSync } from 'node:fs';
 import type { Conversation, ConversationSummary, Message, UserRecord, Workspace, WorkspaceSettings } from '../domain.js';
 import { VoxaError } from '../errors.js';
-import { assertCollection, assertFieldName, assertId, assertIndex, checkedFilter, checkedWrites, escapeLike, requireInt as int, requireIsoTime, requireString as str } from './guards.js';
+import { assertCollection, assertFieldName, assertId, assertIndex, checkedFilter, checkedWrites, escapeLike, firstTakenInsert, requireInt as int, requireIsoTime, requireString as str } from './guards.js';
 import type {
   ChangedQuery,
   DocValue,
@@ -1123,14 +1123,8 @@ class SqliteDocs implements DocumentStore {
     const rows = checkedWrites(writes).map((w) => ({ ...w, json: JSON.stringify(w.doc) }));
     if (rows.length === 0) return { written: true };
     return this.s.tx((): WriteAllResult => {
-      const claimed = new Set<string>();
-      for (const w of rows) {
-        const key = JSON.stringify([w.collection, w.id]);
-        if (w.op === 'insert' && (claimed.has(key) || this.s.q('SELECT 1 FROM docs WHERE collection = ? AND id = ?').get(w.collection, w.id))) {
-          return { written: false, conflict: { collection: w.collection, id: w.id } };
-        }
-        claimed.add(key);
-      }
+      const taken = firstTakenInsert(rows, (w) => this.s.q('SELECT 1 FROM docs WHERE collection = ? AND id = ?').get(w.collection, w.id) !== undefined);
+      if (taken) return { written: false, conflict: { collection: taken.collection, id: taken.id } };
       // Nothing else writes between the check and these (the unit runs inside one transaction); a plain INSERT
       // would still fail, and roll the unit back, if an id were taken after all.
       for (const w of rows) {
