@@ -142,17 +142,11 @@ async function* walkDeadLetters(h: NatsHandles, filter: string, from: number, th
   }
 }
 
-/**
- * Dead letters, oldest first, optionally of one plugin, starting after DLQ sequence `after` and, with `through`,
- * ending at that sequence.
- */
-export async function listDeadLetters(
-  h: NatsHandles,
-  opts: { plugin?: string; limit?: number; after?: number; through?: number } = {},
-): Promise<DeadLetter[]> {
+/** Dead letters, oldest first, optionally of one plugin, starting after DLQ sequence `after`. */
+export async function listDeadLetters(h: NatsHandles, opts: { plugin?: string; limit?: number; after?: number } = {}): Promise<DeadLetter[]> {
   const limit = Math.max(1, opts.limit ?? 50);
   const out: DeadLetter[] = [];
-  for await (const m of walkDeadLetters(h, dlqSubject(h.namespace, opts.plugin ?? '*', '>'), (opts.after ?? 0) + 1, opts.through)) {
+  for await (const m of walkDeadLetters(h, dlqSubject(h.namespace, opts.plugin ?? '*', '>'), (opts.after ?? 0) + 1)) {
     out.push(toDeadLetter(m.seq, m.subject, m.header, h.namespace, m.time.toISOString()));
     if (out.length >= limit) break;
   }
