@@ -136,6 +136,9 @@ interface Slot {
   iters: ConsumerMessages[];
 }
 
+/** What a message holds for a slot: its event, an event of a type the plugin does not take, or why it is no valid event. */
+type Decoded = { event: AnyEvent } | { foreign: true } | { malformed: string; ids?: { eventId: string; eventType: EventType } };
+
 const tracer = trace.getTracer('voxa-plugin-runtime');
 const decoder = new TextDecoder();
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -442,28 +445,18 @@ export class PluginRuntime {
     const retryOf = source === 'retry' ? h?.get(HDR.retryOf) || undefined : undefined;
     const base = { subject, streamSeq, retryOf, attempts: attempt };
 
-    let event: AnyEvent;
-    try {
-      event = EnvelopeSchema.parse(JSON.parse(decoder.decode(m.data))) as AnyEvent;
-    } catch (err) {
-      metrics.pluginFailed.inc({ plugin: s.name, reason: 'malformed' });
-      await this.deadLetter(s, m, { ...base, reason: malformedReason(err) });
-      return;
-    }
-    if (!s.types.has(event.type)) {
+    const read = this.decode(s, m);
+    if ('foreign' in read) {
       m.ack(); // let through by a broad single-subject filter (NATS 2.9); not ours
       return;
     }
-    const ids = { eventId: event.id, eventType: event.type };
-    // Only now `data`, and only for our types: a hand-published or buggy event would otherwise reach the
-    // handler and fail somewhere deep (or, worse, not fail). It can never become valid, so no retries. The
-    // handler still gets `data` as published, extra fields included (checkEventData only checks).
-    const invalid = checkEventData(event);
-    if (invalid) {
-      metrics.pluginFailed.inc({ plugin: s.name, reason: 'malformed' });
-      await this.deadLetter(s, m, { ...base, ...ids, reason: malformedReason(invalid, event.type) });
+    // A malformed event can never become valid, so no retries.
+    if ('malformed' in read) {
+      await this.deadLetter(s, m, { ...base, ...read.ids, reason: read.malformed });
       return;
     }
+    const event = read.event;
+    const ids = { eventId: event.id, eventType: event.type };
     if (attempt > s.policy.maxDeliveries) {
       await this.deadLetter(s, m, {
         ...base,
@@ -538,6 +531,30 @@ export class PluginRuntime {
         }
       },
     );
+  }
+
+  /**
+   * Reads a message for slot `s`, by one rule in both modes: the envelope must be a catalog event, and then, only
+   * for the plugin's own types, its `data` must match that type — a hand-published or buggy event would otherwise
+   * reach the handler and fail somewhere deep (or, worse, not fail). The handler still gets `data` as published,
+   * extra fields included (checkEventData only checks). A malformed event is counted here; what becomes of it is
+   * the mode's business.
+   */
+  private decode(s: Slot, m: JsMsg): Decoded {
+    let event: AnyEvent;
+    try {
+      event = EnvelopeSchema.parse(JSON.parse(decoder.decode(m.data))) as AnyEvent;
+    } catch (err) {
+      metrics.pluginFailed.inc({ plugin: s.name, reason: 'malformed' });
+      return { malformed: malformedReason(err) };
+    }
+    if (!s.types.has(event.type)) return { foreign: true };
+    const invalid = checkEventData(event);
+    if (invalid) {
+      metrics.pluginFailed.inc({ plugin: s.name, reason: 'malformed' });
+      return { malformed: malformedReason(invalid, event.type), ids: { eventId: event.id, eventType: event.type } };
+    }
+    return { event };
   }
 
   private async deadLetter(
@@ -624,22 +641,14 @@ export class PluginRuntime {
   }
 
   private async processBroadcast(s: Slot, m: JsMsg): Promise<void> {
-    let event: AnyEvent;
-    try {
-      event = EnvelopeSchema.parse(JSON.parse(decoder.decode(m.data))) as AnyEvent;
-    } catch (err) {
-      metrics.pluginFailed.inc({ plugin: s.name, reason: 'malformed' });
-      s.log.warn({ subject: m.subject, reason: malformedReason(err) }, 'malformed event skipped');
+    const read = this.decode(s, m);
+    if ('foreign' in read) return;
+    // With no dead letters in this mode, the warning is the only trace of a malformed event.
+    if ('malformed' in read) {
+      s.log.warn({ subject: m.subject, ...(read.ids ? { eventId: read.ids.eventId } : {}), reason: read.malformed }, 'malformed event skipped');
       return;
     }
-    if (!s.types.has(event.type)) return;
-    // The same data check as shared mode; with no dead letters here, the warning is the only trace of it.
-    const invalid = checkEventData(event);
-    if (invalid) {
-      metrics.pluginFailed.inc({ plugin: s.name, reason: 'malformed' });
-      s.log.warn({ subject: m.subject, eventId: event.id, reason: malformedReason(invalid, event.type) }, 'malformed event skipped');
-      return;
-    }
+    const event = read.event;
     await tracer.startActiveSpan(
       `${s.name} process ${event.type}`,
       {
