@@ -7,6 +7,7 @@
  * On the code before the write leases every race test here failed: two Drive files, or the older render left.
  */
 import test, { type ExecutionContext } from 'ava';
+import type { Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import { randomUUID } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
@@ -139,6 +140,33 @@ const requestsTo = (w: World, re: RegExp): number => w.api.requests.filter((r) =
 const DRIVE_CREATE = /^POST \/upload\/drive\/v3\/files\?/;
 const DRIVE_RESERVE = /^GET \/drive\/v3\/files\/generateIds/;
 
+/**
+ * The race most tests here set up: the live worker takes a `name` job on the conversation and the stand-in holds
+ * its request matching `park`; then `rival` (the other writer) starts, and the held request goes once the rival
+ * has sent one like it (the race is on) or is waiting for the `target` lease (by default the conversation's
+ * transcript). Resolves with what the rival returned, once the live job has completed too.
+ */
+async function raceLiveJob<T>(
+  w: World,
+  queues: ConnectorQueues,
+  live: { name: 'transcript' | 'attachment'; data?: Record<string, unknown>; park: RegExp; target?: string },
+  rival: () => Promise<T>,
+  what: string,
+  waitMs = 30_000,
+): Promise<{ rival: T; job: Job }> {
+  const held = w.api.park(live.park);
+  const data = { connectionId: w.conn.id, conversationId: w.convId, ...live.data };
+  const job = await queues.add(w.conn.connector, live.name, data, { jobId: `${live.name[0]}-${w.conn.id}-${newId('evt')}` });
+  await held.arrived; // the live job has rendered (or read) what it writes and is at the far end
+  const running = rival();
+  const target = live.target ?? `${w.conn.id}:${w.convId}`;
+  await until(() => requestsTo(w, live.park) >= 1 || claimsOf(w, target) >= 2, waitMs, what);
+  held.release();
+  const result = await running;
+  await until(async () => (await job.getState()) === 'completed', 30_000, 'the live job');
+  return { rival: result, job };
+}
+
 for (const [where, park] of [
   ['while it reserves the file id', DRIVE_RESERVE],
   ['while its create is in flight', DRIVE_CREATE],
@@ -146,16 +174,10 @@ for (const [where, park] of [
   test(`drive: a backfill racing the live worker on one conversation (${where}) leaves one transcript file, with the newest content`, async (t) => {
     const w = await world(t, 'google-drive');
     const queues = liveWorker(t, w, 'google-drive');
-    const held = w.api.park(park);
-    const job = await queues.add('google-drive', 'transcript', { connectionId: w.conn.id, conversationId: w.convId }, { jobId: `t-${w.conn.id}-${newId('evt')}` });
-    await held.arrived; // the live job has rendered the two messages and is at Drive
-    await say(w, 0, 'third idea, after the live render');
-    const running = backfill(w);
-    // Let the live request go once the backfill has written a file of its own or is waiting for the target.
-    await until(() => requestsTo(w, park) >= 1 || claimsOf(w, `${w.conn.id}:${w.convId}`) >= 2, 30_000, 'the backfill to reach the conversation');
-    held.release();
-    const summary = await running;
-    await until(async () => (await job.getState()) === 'completed', 30_000, 'the live job');
+    const { rival: summary } = await raceLiveJob(w, queues, { name: 'transcript', park }, async () => {
+      await say(w, 0, 'third idea, after the live render');
+      return backfill(w);
+    }, 'the backfill to reach the conversation');
 
     const files = transcripts(w);
     t.is(files.length, 1, 'one transcript file in the folder, not one per writer');
@@ -168,16 +190,11 @@ for (const [where, park] of [
 test('drive: `voxa connections backfill` in another process waits for the live worker\'s write, then leaves one file with the newest content', async (t) => {
   const w = await world(t, 'google-drive');
   const queues = liveWorker(t, w, 'google-drive');
-  const held = w.api.park(DRIVE_RESERVE);
-  const job = await queues.add('google-drive', 'transcript', { connectionId: w.conn.id, conversationId: w.convId }, { jobId: `t-${w.conn.id}-${newId('evt')}` });
-  await held.arrived;
-  await say(w, 0, 'third idea, after the live render');
-  const cli = runCli(cliEnv(servers, w.hub), ['connections', 'backfill', w.conn.id, '--since', '1', '--json']);
-  await until(() => requestsTo(w, DRIVE_RESERVE) >= 1 || claimsOf(w, `${w.conn.id}:${w.convId}`) >= 2, 60_000, 'the CLI to reach the conversation');
-  held.release();
-  const out = await cli;
+  const { rival: out } = await raceLiveJob(w, queues, { name: 'transcript', park: DRIVE_RESERVE }, async () => {
+    await say(w, 0, 'third idea, after the live render');
+    return runCli(cliEnv(servers, w.hub), ['connections', 'backfill', w.conn.id, '--since', '1', '--json']);
+  }, 'the CLI to reach the conversation', 60_000);
   t.is(out.code, 0, out.stderr);
-  await until(async () => (await job.getState()) === 'completed', 30_000, 'the live job');
 
   const files = transcripts(w);
   t.is(files.length, 1, 'one transcript file in the folder, not one per process');
@@ -191,14 +208,10 @@ test('drive: a backfill racing the live worker on one attachment uploads it once
   const file = await storedFile(w, Buffer.from('%PDF-1.4 race'));
   await publish(w, createEvent('file.uploaded', { workspaceId: w.hub.config.defaultWorkspaceId, conversationId: w.convId, actor: { type: 'user', id: w.userIds[0]! }, data: { file: { ...file, size: 13, conversationId: w.convId } } }));
   const queues = liveWorker(t, w, 'google-drive');
-  const held = w.api.park(DRIVE_RESERVE);
-  const job = await queues.add('google-drive', 'attachment', { connectionId: w.conn.id, conversationId: w.convId, file }, { jobId: `a-${w.conn.id}-${newId('evt')}` });
-  await held.arrived;
-  const running = backfill(w);
-  await until(() => requestsTo(w, DRIVE_RESERVE) >= 1 || claimsOf(w, `${w.conn.id}:file:${file.id}`) >= 2, 30_000, 'the backfill to reach the attachment');
-  held.release();
-  const summary = await running;
-  await until(async () => (await job.getState()) === 'completed', 30_000, 'the live job');
+  const { rival: summary, job } = await raceLiveJob(
+    w, queues, { name: 'attachment', data: { file }, park: DRIVE_RESERVE, target: `${w.conn.id}:file:${file.id}` },
+    () => backfill(w), 'the backfill to reach the attachment',
+  );
 
   const copies = [...w.api.files.values()].filter((f) => f.content === '%PDF-1.4 race');
   t.is(copies.length, 1, 'one copy of the attachment in Drive');
@@ -210,16 +223,10 @@ test('drive: a backfill racing the live worker on one attachment uploads it once
 test('dropbox: a backfill racing the live worker does not leave the older transcript in place', async (t) => {
   const w = await world(t, 'dropbox');
   const queues = liveWorker(t, w, 'dropbox');
-  const upload = /^POST \/content\/2\/files\/upload/;
-  const held = w.api.park(upload);
-  const job = await queues.add('dropbox', 'transcript', { connectionId: w.conn.id, conversationId: w.convId }, { jobId: `t-${w.conn.id}-${newId('evt')}` });
-  await held.arrived;
-  await say(w, 0, 'third idea, after the live render');
-  const running = backfill(w);
-  await until(() => requestsTo(w, upload) >= 1 || claimsOf(w, `${w.conn.id}:${w.convId}`) >= 2, 30_000, 'the backfill to reach the conversation');
-  held.release();
-  const summary = await running;
-  await until(async () => (await job.getState()) === 'completed', 30_000, 'the live job');
+  const { rival: summary } = await raceLiveJob(w, queues, { name: 'transcript', park: /^POST \/content\/2\/files\/upload/ }, async () => {
+    await say(w, 0, 'third idea, after the live render');
+    return backfill(w);
+  }, 'the backfill to reach the conversation');
 
   const files = transcripts(w);
   t.is(files.length, 1, 'Dropbox paths are per conversation: one file either way');
@@ -232,14 +239,12 @@ test('drive: two processes\' workers on the same conversation at once make one t
   // Two plugin instances with their own queue connections, as two hub processes would run them.
   const a = liveWorker(t, w, 'google-drive');
   liveWorker(t, w, 'google-drive');
-  const held = w.api.park(DRIVE_RESERVE);
-  const first = await a.add('google-drive', 'transcript', { connectionId: w.conn.id, conversationId: w.convId }, { jobId: `t-${w.conn.id}-${newId('evt')}` });
-  await held.arrived; // one worker is busy with it; the next job goes to the other
-  await say(w, 1, 'third idea, after the first render');
-  const second = await a.add('google-drive', 'transcript', { connectionId: w.conn.id, conversationId: w.convId }, { jobId: `t-${w.conn.id}-${newId('evt')}` });
-  await until(() => requestsTo(w, DRIVE_RESERVE) >= 1 || claimsOf(w, `${w.conn.id}:${w.convId}`) >= 2, 30_000, 'the second worker to reach the conversation');
-  held.release();
-  await until(async () => (await first.getState()) === 'completed' && (await second.getState()) === 'completed', 30_000, 'both jobs');
+  // While one worker is busy with the first job, the next one goes to the other.
+  const { rival: second } = await raceLiveJob(w, a, { name: 'transcript', park: DRIVE_RESERVE }, async () => {
+    await say(w, 1, 'third idea, after the first render');
+    return a.add('google-drive', 'transcript', { connectionId: w.conn.id, conversationId: w.convId }, { jobId: `t-${w.conn.id}-${newId('evt')}` });
+  }, 'the second worker to reach the conversation');
+  await until(async () => (await second.getState()) === 'completed', 30_000, 'the second job');
 
   const files = transcripts(w);
   t.is(files.length, 1);
