@@ -25,6 +25,7 @@ import type { Job } from 'bullmq';
 import type { AnyEvent, EventEnvelope } from '../../core/events/catalog.js';
 import type { Hub } from '../../core/hub.js';
 import { newId } from '../../core/ids.js';
+import { withTimeout } from '../../core/timeout.js';
 import { ConnectionService, CONNECTIONS } from '../../connectors/connections.js';
 import type { BackfillTarget } from '../../connectors/backfill.js';
 import type { Resolver } from '../../connectors/net.js';
@@ -224,16 +225,12 @@ export class WebhookService {
   private async alreadyEnqueued(sub: ConnectionRecord, event: EventEnvelope, key: string): Promise<{ created: boolean; deliveryId: string }> {
     const existing = await this.hub.store.docs.get<{ deliveryId: string }>(DELIVERY_KEYS, key);
     if (existing && !(await this.hub.store.docs.get(DELIVERIES, existing.deliveryId))) {
-      await this.writeDelivery(existing.deliveryId, sub, event);
+      await this.hub.store.docs.put(DELIVERIES, existing.deliveryId, WebhookService.deliveryOf(existing.deliveryId, sub, event));
       await this.kick(sub.id);
       // Its id is older than rows written since, so it can sort before a held head: then it is due now.
-      if (await this.headIsDue(sub.id)) await this.retryNow(sub.id);
+      await this.retryNowIfHeadDue(sub.id);
     }
     return { created: false, deliveryId: existing?.deliveryId ?? '' };
-  }
-
-  private async writeDelivery(id: string, sub: ConnectionRecord, event: EventEnvelope): Promise<void> {
-    await this.hub.store.docs.put(DELIVERIES, id, WebhookService.deliveryOf(id, sub, event));
   }
 
   /** A new, pending delivery of an event to a subscription. */
@@ -315,19 +312,14 @@ export class WebhookService {
    * is. True when every kick finished.
    */
   async settleKicks(timeoutMs = Infinity): Promise<boolean> {
-    let timer: NodeJS.Timeout | undefined;
-    const expired = new Promise<false>((resolve) => {
-      if (Number.isFinite(timeoutMs)) timer = setTimeout(() => resolve(false), timeoutMs);
-    });
     const all = (async () => {
       while (this.kicks.size) await Promise.all([...this.kicks.values()].map((k) => k.done));
-      return true as const;
     })();
-    try {
-      return await Promise.race([all, expired]);
-    } finally {
-      clearTimeout(timer);
-    }
+    if (!Number.isFinite(timeoutMs)) return all.then(() => true);
+    return withTimeout(all, timeoutMs, 'webhook drain kicks').then(
+      () => true,
+      () => false,
+    );
   }
 
   /** Starts the worker (in the plugin's process). */
@@ -343,9 +335,16 @@ export class WebhookService {
     });
   }
 
-  private async headIsDue(subscriptionId: string): Promise<boolean> {
+  /** The subscription's oldest pending delivery: the one its drain job sends next. */
+  private async pendingHead(subscriptionId: string): Promise<Delivery | undefined> {
     const [head] = await this.hub.store.docs.find<Delivery>(DELIVERIES, { subscriptionId, status: 'pending' }, { limit: 1 });
-    return !!head && (!head.nextAttemptAt || Date.parse(head.nextAttemptAt) <= Date.now());
+    return head;
+  }
+
+  /** retryNow() if the head is due already (its retry time has passed): the delayed job would wait for nothing. */
+  private async retryNowIfHeadDue(subscriptionId: string): Promise<void> {
+    const head = await this.pendingHead(subscriptionId);
+    if (head && (!head.nextAttemptAt || Date.parse(head.nextAttemptAt) <= Date.now())) await this.retryNow(subscriptionId);
   }
 
   /**
@@ -386,7 +385,7 @@ export class WebhookService {
         local.poked = false;
         const sub = await this.hub.store.docs.get<ConnectionRecord>(CONNECTIONS, subscriptionId);
         if (!sub || sub.status !== 'active') return { sent };
-        const [head] = await this.hub.store.docs.find<Delivery>(DELIVERIES, { subscriptionId, status: 'pending' }, { limit: 1 });
+        const head = await this.pendingHead(subscriptionId);
         if (!head) {
           if (local.poked) continue;
           return { sent };
@@ -477,7 +476,7 @@ export class WebhookService {
     // (the CLI fails without it).
     if (r.ok && d.status === 'pending' && this.hub.redis) {
       await this.kickIfPending(d.subscriptionId);
-      if (await this.headIsDue(d.subscriptionId)) await this.retryNow(d.subscriptionId);
+      await this.retryNowIfHeadDue(d.subscriptionId);
     }
     return (await this.getDelivery(deliveryId))!;
   }
