@@ -193,6 +193,12 @@ function seqOfMessageEvent(ev: AnyEvent): number {
   return ev.type === 'message.created' || ev.type === 'message.updated' || ev.type === 'message.deleted' ? ev.data.message.seq : -1;
 }
 
+/**
+ * The chat event types a feed acts on (see feedEvent); membership events aside, the rest (file.uploaded, a type
+ * the catalog does not know) are dropped before parsing.
+ */
+const FEED_TYPES: ReadonlySet<string> = new Set(['message.created', 'message.updated', 'message.deleted', 'message.delivered', 'message.seen']);
+
 /** Longest a backlog page waits for the connection to drain before the next one is written anyway. */
 const DRAIN_WAIT_MS = 10_000;
 
@@ -1357,7 +1363,9 @@ export class Edge {
     const type = rest.slice(dot + 1);
     const isMembership = type === 'conversation.created' || type === 'conversation.updated';
     const feed = this.feeds.get(convId);
-    if (!feed && !isMembership) return; // nobody here cares: skip before parsing
+    // Nobody here cares, or no feed uses the type: skip before parsing. Not only work saved: the catalog check in
+    // parse() has no schema for a type it does not know, and a throw here would end the NATS connection's reader.
+    if (!isMembership && (!feed || !FEED_TYPES.has(type))) return;
     const ev = this.parse(data, type);
     if (!ev) return;
     try {

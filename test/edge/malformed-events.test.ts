@@ -105,3 +105,43 @@ test('an event claiming a seq the store never reaches is given up on once: the f
     await e.close();
   }
 });
+
+test('an event of a type the edge does not use, or of no known type, on a chat subject is skipped: the edge keeps delivering', async (t) => {
+  const e = await openEdgeHub(servers);
+  try {
+    const [alice, bob] = await Promise.all([makeUser(e.hub, 'Alice'), makeUser(e.hub, 'Bob')]);
+    const conv = await group(e.hub, alice, [bob]);
+    const ws = await wsClient(e.url, bob.token, { cursors: { [conv.id]: 0 } });
+    const nc = e.hub.bus.nc;
+    const ns = e.hub.bus.namespace;
+    // Its subject and its `type` agree, but the catalog has no such type (a newer producer, a hand-made `nats pub`).
+    const base = createEvent('message.created', {
+      workspaceId: conv.workspaceId,
+      conversationId: conv.id,
+      actor: { type: 'user', id: alice.user.id },
+      data: { message: { id: newId('msg'), conversationId: conv.id, seq: 1, senderId: alice.user.id, text: 'x', clientId: null, createdAt: new Date().toISOString() } },
+    });
+    const unknown = { ...base, type: 'message.pinned' };
+    nc.publish(subjectOf(base, ns).replace(/message\.created$/, 'message.pinned'), JSON.stringify(unknown));
+    // A catalog type on a chat subject that no client frame comes from.
+    const file = createEvent('file.uploaded', {
+      workspaceId: conv.workspaceId,
+      conversationId: conv.id,
+      actor: { type: 'user', id: alice.user.id },
+      data: { file: { id: 'f1', name: 'a.txt', size: 1, contentType: 'text/plain', conversationId: conv.id } },
+    });
+    nc.publish(subjectOf(file, ns), JSON.stringify(file));
+    await nc.flush();
+
+    const { message } = await e.hub.chat.sendMessage(alice.user, conv.id, { text: 'after them' });
+    await eventually(() => seqsOf(ws, conv.id).includes(message.seq), 10_000, 'the real message');
+    t.deepEqual(seqsOf(ws, conv.id), [1]);
+    t.deepEqual(
+      ws.received.map((r) => r.type),
+      ['receive-message'],
+    );
+    ws.close();
+  } finally {
+    await e.close();
+  }
+});
