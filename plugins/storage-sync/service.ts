@@ -261,26 +261,24 @@ export class StorageSync {
   private async uploadAttachment(rec: ConnectionRecord, conversationId: string, file: { id: string }): Promise<'written' | 'skipped' | 'gone'> {
     const key = `${rec.id}:file:${file.id}`;
     // A second run after a lost lease finds the record of whichever upload finished: the bytes are the same.
-    return this.exclusive(key, (lease) => this.uploadAttachmentHeld(lease, rec, conversationId, file, key));
-  }
-
-  private async uploadAttachmentHeld(lease: Lease, rec: ConnectionRecord, conversationId: string, file: { id: string }, key: string): Promise<'written' | 'skipped' | 'gone'> {
-    const state = await this.hub.store.docs.get<SyncState>(SYNC_STATE, key);
-    if (state && !state.pending) return 'skipped';
-    const record = await this.hub.store.docs.get<FileRecord>(FILES, file.id);
-    // Another workspace's file id never reaches this connection's folder.
-    if (!record || record.workspaceId !== rec.workspaceId || record.conversationId !== conversationId) {
-      this.hub.log.info({ connectionId: rec.id, fileId: file.id }, 'attachment no longer in the file store; skipped');
-      return 'gone';
-    }
-    const blob = await (await this.blobs()).get(record.blobKey);
-    if (!blob) throw new PermanentError(`attachment ${file.id}: its content is missing from the blob store`);
-    const content = await readAll(blob.stream);
-    // The file id keeps the name unique per attachment: two uploads named "report.pdf" stay two files, and a
-    // retried Dropbox upload lands on the same path (overwrite) instead of beside it.
-    const name = `${conversationId} - ${file.id} - ${record.name.replace(/[\\/:*?"<>|]/g, '_')}`;
-    await this.write(lease, rec, key, state, { connectionId: rec.id, conversationId, kind: 'attachment' }, { name, content, mimeType: record.contentType });
-    return 'written';
+    return this.exclusive(key, async (lease) => {
+      const state = await this.hub.store.docs.get<SyncState>(SYNC_STATE, key);
+      if (state && !state.pending) return 'skipped';
+      const record = await this.hub.store.docs.get<FileRecord>(FILES, file.id);
+      // Another workspace's file id never reaches this connection's folder.
+      if (!record || record.workspaceId !== rec.workspaceId || record.conversationId !== conversationId) {
+        this.hub.log.info({ connectionId: rec.id, fileId: file.id }, 'attachment no longer in the file store; skipped');
+        return 'gone';
+      }
+      const blob = await (await this.blobs()).get(record.blobKey);
+      if (!blob) throw new PermanentError(`attachment ${file.id}: its content is missing from the blob store`);
+      const content = await readAll(blob.stream);
+      // The file id keeps the name unique per attachment: two uploads named "report.pdf" stay two files, and a
+      // retried Dropbox upload lands on the same path (overwrite) instead of beside it.
+      const name = `${conversationId} - ${file.id} - ${record.name.replace(/[\\/:*?"<>|]/g, '_')}`;
+      await this.write(lease, rec, key, state, { connectionId: rec.id, conversationId, kind: 'attachment' }, { name, content, mimeType: record.contentType });
+      return 'written';
+    });
   }
 
   /**
