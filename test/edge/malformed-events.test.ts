@@ -4,10 +4,10 @@
  * not reach a client or move a feed's position; the real events around it still arrive, in order.
  */
 import test from 'ava';
-import { createEvent, subjectOf } from '../../core/events/catalog.js';
+import { createEvent, subjectOf, type AnyEvent } from '../../core/events/catalog.js';
 import { newId } from '../../core/ids.js';
 import { startServers } from '../helpers/hub.js';
-import { eventually, group, makeUser, openEdgeHub, seqsOf, sioClient, wsClient } from './support.js';
+import { eventually, group, makeUser, openEdgeHub, seqsOf, sioClient, wsClient, type EdgeHub } from './support.js';
 
 let servers: Awaited<ReturnType<typeof startServers>>;
 test.before(async () => {
@@ -17,6 +17,12 @@ test.after.always(async () => {
   await servers?.dispose();
 });
 
+/** Publishes a hand-made event straight on NATS (by default on its own subject), as `nats pub` would. */
+async function publishRaw(e: EdgeHub, ev: object, subject = subjectOf(ev as AnyEvent, e.hub.bus.namespace)): Promise<void> {
+  e.hub.bus.nc.publish(subject, JSON.stringify(ev));
+  await e.hub.bus.nc.flush();
+}
+
 test('an event with malformed data is dropped by the edge: no frame, and the real message with that seq still arrives', async (t) => {
   const e = await openEdgeHub(servers);
   try {
@@ -24,21 +30,16 @@ test('an event with malformed data is dropped by the edge: no frame, and the rea
     const conv = await group(e.hub, alice, [bob]);
     const ws = await wsClient(e.url, bob.token, { cursors: { [conv.id]: 0 } });
     const sio = await sioClient(e.url, bob.token, { cursors: { [conv.id]: 0 } });
-    const nc = e.hub.bus.nc;
-    const ns = e.hub.bus.namespace;
     const actor = { type: 'user' as const, id: alice.user.id };
-    const fake = (type: 'message.created' | 'message.updated', data: unknown) => {
-      const ev = createEvent(type, { workspaceId: conv.workspaceId, conversationId: conv.id, actor, data: data as never });
-      nc.publish(subjectOf(ev, ns), JSON.stringify(ev));
-    };
+    const fake = (type: 'message.created' | 'message.updated', data: unknown) =>
+      publishRaw(e, createEvent(type, { workspaceId: conv.workspaceId, conversationId: conv.id, actor, data: data as never }));
     // Claims seq 1 with the wrong shape: taken as seq 1, it would be written to clients and the real seq 1
     // dropped as a duplicate afterwards.
-    fake('message.created', { message: { seq: 1, conversationId: conv.id, text: 42 } });
+    await fake('message.created', { message: { seq: 1, conversationId: conv.id, text: 42 } });
     // A seq that is not a number, and data that is not there at all.
-    fake('message.created', { message: { id: newId('msg'), conversationId: conv.id, seq: 'x', senderId: alice.user.id, text: 'x', clientId: null, createdAt: new Date().toISOString() } });
-    fake('message.updated', {});
-    fake('message.created', null);
-    await nc.flush();
+    await fake('message.created', { message: { id: newId('msg'), conversationId: conv.id, seq: 'x', senderId: alice.user.id, text: 'x', clientId: null, createdAt: new Date().toISOString() } });
+    await fake('message.updated', {});
+    await fake('message.created', null);
 
     const { message } = await e.hub.chat.sendMessage(alice.user, conv.id, { text: 'the real one' });
     t.is(message.seq, 1);
@@ -54,9 +55,7 @@ test('an event with malformed data is dropped by the edge: no frame, and the rea
     }
 
     // Typing goes through the ephemeral subjects: a malformed one shows nothing, a real one still shows.
-    const typing = createEvent('typing.started', { workspaceId: conv.workspaceId, conversationId: conv.id, actor, data: { conversationId: conv.id, userId: 5 } as never });
-    nc.publish(subjectOf(typing, ns), JSON.stringify(typing));
-    await nc.flush();
+    await publishRaw(e, createEvent('typing.started', { workspaceId: conv.workspaceId, conversationId: conv.id, actor, data: { conversationId: conv.id, userId: 5 } as never }));
     const a = await wsClient(e.url, alice.token, { cursors: {} });
     t.true((await a.request('typing', { conversationId: conv.id })).ok);
     for (const c of [ws, sio]) {
@@ -88,8 +87,7 @@ test('an event claiming a seq the store never reaches is given up on once: the f
       actor: { type: 'user', id: alice.user.id },
       data: { message: { id: newId('msg'), conversationId: conv.id, seq: 99_999, senderId: alice.user.id, text: 'phantom', clientId: null, createdAt: new Date().toISOString() } },
     });
-    e.hub.bus.nc.publish(subjectOf(ev, e.hub.bus.namespace), JSON.stringify(ev));
-    await e.hub.bus.nc.flush();
+    await publishRaw(e, ev);
     type FeedInternals = { busy: boolean; pending: unknown[]; last: number };
     const feed = () => (e.edge.edge as unknown as { feeds: Map<string, FeedInternals> }).feeds.get(conv.id)!;
     await eventually(() => feed().busy, 5000, 'the gap fill to start');
@@ -112,8 +110,6 @@ test('an event of a type the edge does not use, or of no known type, on a chat s
     const [alice, bob] = await Promise.all([makeUser(e.hub, 'Alice'), makeUser(e.hub, 'Bob')]);
     const conv = await group(e.hub, alice, [bob]);
     const ws = await wsClient(e.url, bob.token, { cursors: { [conv.id]: 0 } });
-    const nc = e.hub.bus.nc;
-    const ns = e.hub.bus.namespace;
     // Its subject and its `type` agree, but the catalog has no such type (a newer producer, a hand-made `nats pub`).
     const base = createEvent('message.created', {
       workspaceId: conv.workspaceId,
@@ -121,17 +117,17 @@ test('an event of a type the edge does not use, or of no known type, on a chat s
       actor: { type: 'user', id: alice.user.id },
       data: { message: { id: newId('msg'), conversationId: conv.id, seq: 1, senderId: alice.user.id, text: 'x', clientId: null, createdAt: new Date().toISOString() } },
     });
-    const unknown = { ...base, type: 'message.pinned' };
-    nc.publish(subjectOf(base, ns).replace(/message\.created$/, 'message.pinned'), JSON.stringify(unknown));
-    // A catalog type on a chat subject that no client frame comes from.
-    const file = createEvent('file.uploaded', {
-      workspaceId: conv.workspaceId,
-      conversationId: conv.id,
-      actor: { type: 'user', id: alice.user.id },
-      data: { file: { id: 'f1', name: 'a.txt', size: 1, contentType: 'text/plain', conversationId: conv.id } },
-    });
-    nc.publish(subjectOf(file, ns), JSON.stringify(file));
-    await nc.flush();
+    await publishRaw(e, { ...base, type: 'message.pinned' }, subjectOf(base, e.hub.bus.namespace).replace(/message\.created$/, 'message.pinned'));
+    // A catalog type on a chat subject that no feed uses.
+    await publishRaw(
+      e,
+      createEvent('file.uploaded', {
+        workspaceId: conv.workspaceId,
+        conversationId: conv.id,
+        actor: { type: 'user', id: alice.user.id },
+        data: { file: { id: 'f1', name: 'a.txt', size: 1, contentType: 'text/plain', conversationId: conv.id } },
+      }),
+    );
 
     const { message } = await e.hub.chat.sendMessage(alice.user, conv.id, { text: 'after them' });
     await eventually(() => seqsOf(ws, conv.id).includes(message.seq), 10_000, 'the real message');
