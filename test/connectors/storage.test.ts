@@ -202,6 +202,9 @@ test('drive: backfill over synced history writes nothing twice', async (t) => {
 });
 
 test('drive: the nightly backup re-syncs each synced transcript and writes one dated snapshot of them, replaced on a repeat', async (t) => {
+  // Both backups must fall on one UTC day (the snapshot is named by it): a run in a day's last seconds waits.
+  const toMidnight = 86_400_000 - (Date.now() % 86_400_000);
+  if (toMidnight < 20_000) await new Promise((r) => setTimeout(r, toMidnight + 100));
   const w = await world();
   const sync = await driveConnection(w);
   const [conn] = await sync.connections.allOf('google-drive');
