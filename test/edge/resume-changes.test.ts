@@ -7,7 +7,7 @@ import { WebSocket } from 'ws';
 import { io as sioConnect } from 'socket.io-client';
 import { once } from 'node:events';
 import { startServers } from '../helpers/hub.js';
-import { eventually, group, makeUser, openEdgeHub, seqsOf, sioClient, wsClient, type Received } from './support.js';
+import { eventually, group, makeUser, openEdgeHub, seqsOf, sioClient, wsClient, type EdgeHub, type Received, type TestUser } from './support.js';
 
 let servers: Awaited<ReturnType<typeof startServers>>;
 test.before(async () => {
@@ -25,7 +25,7 @@ const changesOf = (received: Received[], convId: string) =>
     .filter((r) => (r.type === 'message-updated' || r.type === 'message-deleted') && r.data.conversationId === convId)
     .map((r) => [r.type, r.data.seq, r.data.text]);
 
-async function offlineChanges(e: Awaited<ReturnType<typeof openEdgeHub>>) {
+async function offlineChanges(e: EdgeHub) {
   const [alice, bob] = await Promise.all([makeUser(e.hub, 'Alice'), makeUser(e.hub, 'Bob')]);
   const conv = await group(e.hub, alice, [bob]);
   const sent = [];
@@ -33,16 +33,21 @@ async function offlineChanges(e: Awaited<ReturnType<typeof openEdgeHub>>) {
   return { alice, bob, conv, sent };
 }
 
+/** Bob's first connection: it receives the four messages, then goes away. Its `ready` has the serverTime to pass back. */
+async function firstVisit(connect: typeof wsClient | typeof sioClient, e: EdgeHub, bob: TestUser, convId: string) {
+  const first = await connect(e.url, bob.token, { cursors: { [convId]: 0 } });
+  await eventually(() => seqsOf(first, convId).length === 4, 10_000, 'backlog');
+  first.close();
+  await first.closed;
+  return first.ready as { serverTime: string };
+}
+
 test('/ws: resume with changesSince sends edits and deletes made offline to messages up to the cursor, before the ack', async (t) => {
   const e = await openEdgeHub(servers);
   try {
     const { alice, bob, conv, sent } = await offlineChanges(e);
-    const first = await wsClient(e.url, bob.token, { cursors: { [conv.id]: 0 } });
-    t.regex(first.ready.serverTime, ISO);
-    await eventually(() => seqsOf(first, conv.id).length === 4, 10_000, 'backlog');
-    const serverTime = first.ready.serverTime as string;
-    first.close();
-    await first.closed;
+    const { serverTime } = await firstVisit(wsClient, e, bob, conv.id);
+    t.regex(serverTime, ISO);
 
     // Offline: message 1 edited, 2 deleted (both at or before the cursor 3), 4 edited (after it), 5 new.
     await e.hub.chat.editMessage(alice.user, conv.id, sent[0]!.id, 'one, edited');
@@ -92,11 +97,8 @@ test('Socket.IO: changesSince in the handshake sends the offline changes before 
   const e = await openEdgeHub(servers);
   try {
     const { alice, bob, conv, sent } = await offlineChanges(e);
-    const first = await sioClient(e.url, bob.token, { cursors: { [conv.id]: 0 } });
-    t.regex(first.ready.serverTime, ISO);
-    await eventually(() => seqsOf(first, conv.id).length === 4, 10_000, 'backlog');
-    const serverTime = first.ready.serverTime as string;
-    first.close();
+    const { serverTime } = await firstVisit(sioClient, e, bob, conv.id);
+    t.regex(serverTime, ISO);
 
     await e.hub.chat.deleteMessage(alice.user, conv.id, sent[2]!.id);
     await e.hub.chat.editMessage(alice.user, conv.id, sent[0]!.id, 'one, edited');
@@ -122,11 +124,7 @@ test('a resume with changesSince after the handshake backlog sends the changes u
   const e = await openEdgeHub(servers);
   try {
     const { alice, bob, conv, sent } = await offlineChanges(e);
-    const first = await wsClient(e.url, bob.token, { cursors: { [conv.id]: 0 } });
-    await eventually(() => seqsOf(first, conv.id).length === 4, 10_000, 'backlog');
-    const serverTime = first.ready.serverTime as string;
-    first.close();
-    await first.closed;
+    const { serverTime } = await firstVisit(wsClient, e, bob, conv.id);
 
     await e.hub.chat.editMessage(alice.user, conv.id, sent[0]!.id, 'one, edited');
     await e.hub.chat.deleteMessage(alice.user, conv.id, sent[1]!.id);
