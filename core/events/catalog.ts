@@ -105,7 +105,10 @@ export const EnvelopeSchema = z.object({
  * does not know, and fields a newer producer added are not an error; missing fields and wrong types are.
  */
 export function checkEventData(event: { type: EventType; data: unknown }): z.ZodError | undefined {
-  const r = EVENTS[event.type].data.safeParse(event.data);
+  // A type the catalog does not know (an event from outside, typed only by a cast) is a problem, not a throw.
+  const def = Object.hasOwn(EVENTS, event.type) ? EVENTS[event.type] : undefined;
+  if (!def) return new z.ZodError([{ code: 'custom', path: ['type'], message: `unknown event type ${JSON.stringify(String(event.type)).slice(0, 80)}`, input: event.type }]);
+  const r = def.data.safeParse(event.data);
   return r.success ? undefined : r.error;
 }
 

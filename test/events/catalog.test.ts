@@ -1,7 +1,7 @@
 import test from 'ava';
 import { readFileSync } from 'node:fs';
 import { streamConfigs } from '../../core/bus/nats.js';
-import { createEvent, EnvelopeSchema, EVENT_TYPES, isDurable, subjectOf, typeFromSubject } from '../../core/events/catalog.js';
+import { checkEventData, createEvent, EnvelopeSchema, EVENT_TYPES, isDurable, subjectOf, typeFromSubject, type EventType } from '../../core/events/catalog.js';
 import { renderConfigDoc, renderEventsDoc } from '../../scripts/gen-docs.js';
 
 /** NATS subject matching: `*` is one token, `>` the rest. */
@@ -39,4 +39,12 @@ test('events carry the envelope the contract names and refuse a missing scope id
   t.deepEqual(Object.keys(e).sort(), ['actor', 'conversationId', 'data', 'id', 'time', 'type', 'v', 'workspaceId']);
   t.throws(() => createEvent('message.seen', { workspaceId: 'w1', actor: { type: 'user', id: 'u1' }, data: { conversationId: 'c1', userId: 'u1', seq: 3 } }));
   t.throws(() => createEvent('user.login', { workspaceId: 'w1', actor: { type: 'user', id: 'u1' }, data: { method: 'password' } }));
+});
+
+test('checkEventData reports a type the catalog does not know instead of throwing', (t) => {
+  const unknown = checkEventData({ type: 'message.pinned' as EventType, data: {} });
+  t.truthy(unknown);
+  t.deepEqual(unknown!.issues[0]!.path, ['type']);
+  t.notThrows(() => checkEventData({ type: 'toString' as EventType, data: {} }));
+  t.is(checkEventData({ type: 'user.logout', data: {} }), undefined);
 });
