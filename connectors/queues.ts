@@ -11,6 +11,7 @@
 import { Queue, UnrecoverableError, Worker, type Job, type JobsOptions, type Processor } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Hub } from '../core/hub.js';
+import { redisPrefix } from '../core/redis-keys.js';
 import { CONNECTOR_JOB_STATES, initConnectorSeries, metrics } from '../core/telemetry/metrics.js';
 import { PermanentError, RetryableError } from '../plugins/runtime/types.js';
 import { backoffWithJitter } from './types.js';
@@ -62,7 +63,7 @@ export class ConnectorQueues {
     private readonly hub: Pick<Hub, 'redis' | 'config' | 'log'>,
     private readonly opts: QueuesOptions = {},
   ) {
-    this.prefix = `voxa:${hub.config.natsNamespace || 'default'}`;
+    this.prefix = redisPrefix(hub.config.natsNamespace);
   }
 
   private connection(): Redis {

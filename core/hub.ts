@@ -10,6 +10,7 @@ import { closeBus, openBus, type Bus } from './bus/nats.js';
 import { OutboxRelay } from './bus/outbox.js';
 import { createLogger } from './log.js';
 import { RateLimiter } from './ratelimit.js';
+import { redisPrefix } from './redis-keys.js';
 import { createStore } from './store/index.js';
 import type { Store } from './store/port.js';
 import { traceStore } from './telemetry/store.js';
@@ -76,7 +77,7 @@ export async function openHub(config: Config, opts: OpenHubOptions = {}): Promis
   });
   redis.on('error', () => undefined); // state is reported by /readyz; ioredis keeps retrying
   const outbox = new OutboxRelay(store, bus.publisher, { sweepMs: config.outboxSweepMs, graceMs: config.outboxGraceMs }, log);
-  const rateLimiter = new RateLimiter(redis, `voxa:${config.natsNamespace || 'default'}:`, log);
+  const rateLimiter = new RateLimiter(redis, `${redisPrefix(config.natsNamespace)}:`, log);
   const core: HubCore = { config, log, store, bus, redis, outbox, rateLimiter, secrets, caches };
   const hub: Hub = { ...core, chat: new ChatService(core), name };
   await store.ensureWorkspace({

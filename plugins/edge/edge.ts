@@ -28,7 +28,7 @@ import { initEdgeSeries, metrics } from '../../core/telemetry/metrics.js';
 import { withConsumerSpan, type ConsumedMessage } from '../../core/telemetry/nats.js';
 import { malformedReason } from '../runtime/dlq.js';
 import { Frame } from './frame.js';
-import { Presence, type PresenceDevice } from './presence.js';
+import { Presence, presencePrefix, type PresenceDevice } from './presence.js';
 import { CLIENT_EVENTS, describeZodError, isClientEvent, type ClientEventData, type ClientEventName, type Handshake } from './protocol.js';
 
 export type TransportKind = 'ws' | 'socketio';
@@ -414,7 +414,7 @@ export class Edge {
     this.ns = hub.bus.namespace;
     this.presence = new Presence(
       hub.redis,
-      `voxa:${this.ns || 'default'}:presence:`,
+      presencePrefix(this.ns),
       { ttlMs: this.opts.presenceTtlMs, heartbeatMs: this.opts.presenceHeartbeatMs },
       (change, d) => this.publishPresence(change, d.workspaceId, d.userId),
       this.log,

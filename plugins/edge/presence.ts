@@ -15,6 +15,19 @@
  */
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import { redisPrefix } from '../../core/redis-keys.js';
+
+/** The prefix of a hub's presence keys (what Presence is constructed with). */
+export function presencePrefix(namespace: string): string {
+  return `${redisPrefix(namespace)}:presence:`;
+}
+
+const USER_KEY = 'user:';
+
+/** A user's device set: read by others too (push asks whether a user has a live socket). */
+export function presenceUserKey(namespace: string, userId: string): string {
+  return `${presencePrefix(namespace)}${USER_KEY}${userId}`;
+}
 
 // Returns the number of live devices before the join (0 means the user just came online).
 const JOIN = `
@@ -77,7 +90,7 @@ export class Presence {
   ) {}
 
   private key(userId: string): string {
-    return `${this.prefix}user:${userId}`;
+    return `${this.prefix}${USER_KEY}${userId}`;
   }
   private get devicesKey(): string {
     return `${this.prefix}devices`;

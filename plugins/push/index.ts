@@ -24,6 +24,7 @@ import { z } from 'zod';
 import type { UserRecord } from '../../core/domain.js';
 import { VoxaError } from '../../core/errors.js';
 import type { Hub } from '../../core/hub.js';
+import { presenceUserKey } from '../edge/presence.js';
 import { validate } from '../../core/http/validate.js';
 import { recordSent } from '../analytics/facts.js';
 import { definePlugin, RetryableError, type Plugin } from '../runtime/types.js';
@@ -68,7 +69,7 @@ const ConvParam = z.object({ id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/) });
 export async function hasConnectedSocket(redis: Redis | null, namespace: string, userId: string): Promise<boolean> {
   if (!redis) return false;
   try {
-    const live = await redis.zcount(`voxa:${namespace || 'default'}:presence:user:${userId}`, String(Date.now()), '+inf');
+    const live = await redis.zcount(presenceUserKey(namespace, userId), String(Date.now()), '+inf');
     return live > 0;
   } catch {
     // Presence unknown (Redis down): a push the user may not need beats a message they never hear about.

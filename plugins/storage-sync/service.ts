@@ -28,6 +28,7 @@ import type { Readable } from 'node:stream';
 import type { BlobStore } from '../../core/files/blob.js';
 import type { FileRecord } from '../../core/files/service.js';
 import type { Hub } from '../../core/hub.js';
+import { redisPrefix } from '../../core/redis-keys.js';
 import type { BackfillFailure, BackfillTarget } from '../../connectors/backfill.js';
 import { ConnectionService } from '../../connectors/connections.js';
 import { dropboxConnector } from '../../connectors/dropbox/index.js';
@@ -86,7 +87,7 @@ export class StorageSync {
     this.connections = new ConnectionService(hub, { type: 'plugin', id: connector === 'dropbox' ? 'dropbox-sync' : 'drive-sync' });
     this.blobStore = blobs ?? null;
     // The prefix the connector queues use, so every process of this hub (and only those) shares the leases.
-    this.leases = new Leases(hub.redis, `voxa:${hub.config.natsNamespace || 'default'}`);
+    this.leases = new Leases(hub.redis, redisPrefix(hub.config.natsNamespace));
   }
 
   /** The hub's blob store, made on first use (only attachments need it; the files module loads sharp). */
