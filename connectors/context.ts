@@ -29,6 +29,10 @@ export const CLI_ACTOR = { type: 'system', id: 'voxa-cli' } as const satisfies A
 export function embeddedRedisUrl(config: Pick<Config, 'embeddedRedisPort'>): string {
   return `redis://127.0.0.1:${config.embeddedRedisPort}`;
 }
+/** The Redis a tool process talks to: REDIS_URL, else the embedded server of `voxa start`. */
+export function toolRedisUrl(config: Pick<Config, 'redisUrl' | 'embeddedRedisPort'>): string {
+  return config.redisUrl ?? embeddedRedisUrl(config);
+}
 
 export class DependencyError extends Error {
   constructor(message: string) {
@@ -63,7 +67,7 @@ export async function openToolContext(config: Config, need: { redis?: boolean; n
   };
   try {
     if (need.redis) {
-      const url = config.redisUrl ?? embeddedRedisUrl(config);
+      const url = toolRedisUrl(config);
       redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1, enableOfflineQueue: false, retryStrategy: (n) => Math.min(n * 200, 2000) });
       redis.on('error', () => undefined);
       await Promise.race([

@@ -3,7 +3,7 @@
  * the same plugin share its consumer; SIGINT/SIGTERM drain in-flight work and exit 0.
  */
 import type { Command } from 'commander';
-import { embeddedRedisUrl, toolNatsUrl } from '../../connectors/context.js';
+import { toolNatsUrl, toolRedisUrl } from '../../connectors/context.js';
 import { ConfigError, loadConfig, maskUrl } from '../../core/config.js';
 import { createLogger } from '../../core/log.js';
 import { pluginNames, UnknownPluginError } from '../../plugins/index.js';
@@ -36,7 +36,7 @@ export function register(program: Command): void {
       config = {
         ...config,
         natsUrl: toolNatsUrl(config),
-        redisUrl: config.redisUrl ?? embeddedRedisUrl(config),
+        redisUrl: toolRedisUrl(config),
       };
       const { startTelemetry } = await import('../../core/telemetry/tracing.js');
       await startTelemetry({ serviceName: 'voxa-worker' });
