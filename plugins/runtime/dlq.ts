@@ -66,7 +66,7 @@ const MAX_REASON_ISSUES = 8;
 /**
  * The dead-letter reason for a payload that is not a valid event: one readable line rather than zod's JSON
  * dump, so `voxa dlq list` can show it in a column. Without `eventType` the envelope was wrong
- * (`malformed event: id: expected string, received undefined; v: expected 1`); with it the envelope was fine
+ * (`malformed event: id: missing (expected string); v: expected 1`); with it the envelope was fine
  * and that type's `data` was not, its paths relative to `data`
  * (`malformed message.created data: message.seq: expected number, received string`).
  */
@@ -74,7 +74,9 @@ export function malformedReason(err: unknown, eventType?: string): string {
   const what = eventType ? `malformed ${eventType} data` : 'malformed event';
   if (!(err instanceof ZodError)) return `${what}: ${err instanceof SyntaxError ? 'not JSON' : 'unreadable'} (${err instanceof Error ? err.message : String(err)})`;
   const parts = err.issues.slice(0, MAX_REASON_ISSUES).map((i) => {
-    const message = i.message.replace(/^Invalid input: /, '');
+    // zod words an absent field as a wrong type ("expected string, received undefined"); say it is missing.
+    const message =
+      i.code === 'invalid_type' && / received undefined$/.test(i.message) ? (i.expected === 'nonoptional' ? 'missing' : `missing (expected ${i.expected})`) : i.message.replace(/^Invalid input: /, '');
     const path = i.path.map(String).join('.');
     // `data` itself of the wrong kind reads best without a path ("… data: expected object, received null").
     if (!path) return eventType ? message : `(root): ${message}`;

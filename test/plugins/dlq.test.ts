@@ -87,13 +87,13 @@ test('malformed events: dlq list shows a short readable reason; dlq retry --all 
   t.is(listed.code, 0, listed.stderr);
   const reasons = (JSON.parse(listed.stdout) as { deadLetters: Array<{ reason: string }> }).deadLetters.map((d) => d.reason);
   const notJson = reasons.filter((r) => r.startsWith('malformed event: not JSON ('));
-  const notEnvelope = reasons.filter((r) => r.startsWith('malformed event: id: expected string, received undefined; '));
+  const notEnvelope = reasons.filter((r) => r.startsWith('malformed event: id: missing (expected string); '));
   t.is(notJson.length, 2, reasons.join('\n'));
   t.is(notEnvelope.length, 2, reasons.join('\n'));
   t.true(notEnvelope[0]!.includes('v: expected 1'), notEnvelope[0]);
   t.false(reasons.some((r) => r.includes('\n') || r.includes('"code"')));
   const table = await runCli(env, ['dlq', 'list']);
-  t.regex(table.stdout, /malformed event: id: expected string, received undefined; time: expected string/);
+  t.regex(table.stdout, /malformed event: id: missing \(expected string\); time: missing \(expected string\);.* data: missing; v: expected 1/);
 
   const present = (await listDeadLetters(hub.bus)).map((d) => d.seq);
   const retried = await runCli(env, ['dlq', 'retry', '--all', '--json']);

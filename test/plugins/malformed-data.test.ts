@@ -94,7 +94,7 @@ test('shared: an event with malformed data is dead-lettered at once with a reada
   t.deepEqual(
     dead.map((d) => [d.eventId, d.type, d.attempts, d.reason]).sort(),
     [
-      ['evt_bad_empty', 'message.created', 1, 'malformed message.created data: message: expected object, received undefined'],
+      ['evt_bad_empty', 'message.created', 1, 'malformed message.created data: message: missing (expected object)'],
       ['evt_bad_null', 'message.created', 1, 'malformed message.created data: expected object, received null'],
       ['evt_bad_seq', 'message.created', 1, 'malformed message.created data: message.seq: expected number, received string'],
     ],
@@ -200,7 +200,7 @@ test('backfill: a replayed event with malformed data counts as failed with the r
   t.is(summary.events, 3);
   t.is(summary.written, 1);
   t.is(summary.failed, 2);
-  t.deepEqual(summary.failures[0], { eventId: 'evt_bf_bad', conversationId: 'c1', reason: 'malformed message.created data: message: expected object, received undefined' });
+  t.deepEqual(summary.failures[0], { eventId: 'evt_bf_bad', conversationId: 'c1', reason: 'malformed message.created data: message: missing (expected object)' });
   t.is(summary.failures.length, 2);
   t.regex(summary.failures[1]!.reason, new RegExp(`^stream seq ${summary.toSeq}: malformed event: not JSON \\(`));
   await hub.close();
