@@ -14,6 +14,8 @@ export const WebhookConfigSchema = z.object({
   events: z
     .array(WebhookEventType)
     .min(1)
+    // A type named twice is the same subscription: stored (and listed) once.
+    .transform((types) => [...new Set(types)])
     .describe('Event types to send, e.g. message.created, message.updated.'),
   secret: z.string().refine(isValidSecret, 'must be whsec_ followed by 24–64 base64 bytes').describe('Signing secret (whsec_…).'),
   description: z.string().max(200).optional().describe('A note for people reading `voxa webhooks list`.'),

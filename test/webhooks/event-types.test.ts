@@ -75,3 +75,20 @@ test('service and CLI: the same refusal (exit 2 from `voxa webhooks add`)', asyn
   t.is(await new ConnectionService(hub).list(hub.config.defaultWorkspaceId, 'webhook').then((l) => l.length), 0);
   await hub.close();
 });
+
+test.serial('REST: a type named twice is stored and listed once (serial: the count check above must not see it)', async (t) => {
+  const r = await api.http
+    .post('/v1/webhooks')
+    .set(...bearer(admin))
+    .send({ url: 'http://127.0.0.1:9/hook', events: ['message.created', 'message.updated', 'message.created'] });
+  t.is(r.status, 201, JSON.stringify(r.body));
+  t.deepEqual(r.body.webhook.config.events, ['message.created', 'message.updated']);
+  const patched = await api.http
+    .patch(`/v1/connections/${r.body.webhook.id}`)
+    .set(...bearer(admin))
+    .send({ config: { events: ['message.deleted', 'message.deleted'] } });
+  t.is(patched.status, 200, JSON.stringify(patched.body));
+  const listed = (await api.http.get('/v1/webhooks').set(...bearer(admin))).body.webhooks.find((w: { id: string }) => w.id === r.body.webhook.id);
+  t.deepEqual(listed.config.events, ['message.deleted']);
+  await api.http.delete(`/v1/webhooks/${r.body.webhook.id}`).set(...bearer(admin));
+});
