@@ -31,7 +31,7 @@ import type { BackfillTarget } from '../../connectors/backfill.js';
 import type { Resolver } from '../../connectors/net.js';
 import { ConnectorQueues } from '../../connectors/queues.js';
 import type { ConnectionRecord } from '../../connectors/types.js';
-import { deliverOnce, type AttemptResult, type WebhookConfig } from '../../connectors/webhook/index.js';
+import { deliverOnce, type AttemptResult, type DeliverOptions, type WebhookConfig } from '../../connectors/webhook/index.js';
 import { PermanentError, RetryableError } from '../runtime/types.js';
 
 export const DELIVERIES = 'webhook_deliveries';
@@ -391,11 +391,7 @@ export class WebhookService {
           return { sent };
         }
         const cfg = (await this.connections.resolve<WebhookConfig>(sub)).config;
-        const r = await deliverOnce(cfg, head.eventId, head.body, {
-          allowPrivate: this.allowPrivate,
-          ...(this.opts.timeoutMs ? { timeoutMs: this.opts.timeoutMs } : {}),
-          ...(this.opts.resolver ? { resolver: this.opts.resolver } : {}),
-        });
+        const r = await deliverOnce(cfg, head.eventId, head.body, this.deliverOptions());
         const d = await this.record(head, r);
         if (r.ok) {
           sent++;
@@ -462,13 +458,22 @@ export class WebhookService {
     return this.hub.store.docs.get<Delivery>(DELIVERIES, id);
   }
 
+  /** How every attempt is made: the drain job's, a manual redelivery and a test send alike. */
+  private deliverOptions(): DeliverOptions {
+    return {
+      allowPrivate: this.allowPrivate,
+      ...(this.opts.timeoutMs ? { timeoutMs: this.opts.timeoutMs } : {}),
+      ...(this.opts.resolver ? { resolver: this.opts.resolver } : {}),
+    };
+  }
+
   /** Manual redelivery: one attempt now, same webhook-id and body, recorded in the log. */
   async redeliver(deliveryId: string, workspaceId?: string): Promise<Delivery> {
     const d = await this.getDelivery(deliveryId);
     if (!d || (workspaceId !== undefined && d.workspaceId !== workspaceId)) throw new PermanentError(`no delivery ${deliveryId}`);
     const sub = await this.connections.getRecord(d.subscriptionId);
     const cfg = (await this.connections.resolve<WebhookConfig>(sub)).config;
-    const r = await deliverOnce(cfg, d.eventId, d.body, { allowPrivate: this.allowPrivate, ...(this.opts.resolver ? { resolver: this.opts.resolver } : {}) });
+    const r = await deliverOnce(cfg, d.eventId, d.body, this.deliverOptions());
     const next = await this.record(d, r, true);
     if (r.ok && next.status !== 'succeeded') await this.hub.store.docs.put(DELIVERIES, d.id, { ...next, status: 'succeeded' });
     // If that was the head holding the queue, the next delivery is due now, not at the head's retry time: make
@@ -505,7 +510,7 @@ export class WebhookService {
       createdAt: new Date().toISOString(),
     };
     const cfg = (await this.connections.resolve<WebhookConfig>(sub)).config;
-    const r = await deliverOnce(cfg, eventId, body, { allowPrivate: this.allowPrivate, ...(this.opts.resolver ? { resolver: this.opts.resolver } : {}) });
+    const r = await deliverOnce(cfg, eventId, body, this.deliverOptions());
     // A test is one attempt: it is logged as succeeded or failed, never left pending for the drain job.
     const done = await this.record(d, r, true);
     const final: Delivery = { ...done, status: r.ok ? 'succeeded' : 'failed' };
