@@ -63,8 +63,16 @@ export async function runHub(config: Config, opts: RunOptions): Promise<RunningH
     await embedded?.stop();
     throw err;
   }
-  const plugins = await selectPlugins(opts.plugins ?? config.plugins, { api: opts.api });
-  const runtime = new PluginRuntime(hub, plugins);
+  let plugins: Awaited<ReturnType<typeof selectPlugins>>;
+  let runtime: PluginRuntime;
+  try {
+    plugins = await selectPlugins(opts.plugins ?? config.plugins, { api: opts.api });
+    runtime = new PluginRuntime(hub, plugins);
+  } catch (err) {
+    await closeHub(hub).catch(() => undefined);
+    await embedded?.stop();
+    throw err;
+  }
   let server: Server | null = null;
   // Every accepted socket, upgraded WebSockets included (server.closeAllConnections() does not reach those).
   const sockets = new Set<Socket>();
@@ -84,25 +92,33 @@ export async function runHub(config: Config, opts: RunOptions): Promise<RunningH
   // Also what undoes a start that failed part-way: each step copes with what never started.
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
-      try {
-        stopCollectors();
-        // No new connections; idle keep-alive ones end now, requests in progress finish.
-        const closed = server ? new Promise<void>((r) => server!.close(() => r())) : Promise.resolve();
-        server?.closeIdleConnections();
-        const cut = setTimeout(() => {
-          for (const socket of sockets) socket.destroy();
-        }, CONNECTION_GRACE_MS);
-        cut.unref();
-        // The plugins stop before the server is waited for: the edge tells its WebSocket clients to reconnect
-        // elsewhere (close 1001), and until it does, their sockets would hold server.close() open.
-        await runtime.stop();
-        await closed;
-        clearTimeout(cut);
-        await metricsServer?.close();
-        await closeHub(hub);
-      } finally {
-        await embedded?.stop();
-      }
+      // Every step runs even when one before it failed (a plugin that throws must not leave the store open or
+      // the children running); the first failure is reported once all are done.
+      let failure: { err: unknown } | null = null;
+      const step = async (fn: () => unknown): Promise<void> => {
+        try {
+          await fn();
+        } catch (err) {
+          failure ??= { err };
+        }
+      };
+      await step(stopCollectors);
+      // No new connections; idle keep-alive ones end now, requests in progress finish.
+      const closed = server ? new Promise<void>((r) => server!.close(() => r())) : Promise.resolve();
+      server?.closeIdleConnections();
+      const cut = setTimeout(() => {
+        for (const socket of sockets) socket.destroy();
+      }, CONNECTION_GRACE_MS);
+      cut.unref();
+      // The plugins stop before the server is waited for: the edge tells its WebSocket clients to reconnect
+      // elsewhere (close 1001), and until it does, their sockets would hold server.close() open.
+      await step(() => runtime.stop());
+      await closed;
+      clearTimeout(cut);
+      await step(() => metricsServer?.close());
+      await step(() => closeHub(hub));
+      await step(() => embedded?.stop());
+      if (failure) throw (failure as { err: unknown }).err;
     })();
     return stopping;
   };
