@@ -50,7 +50,7 @@ export interface OpenHubOptions {
   readCacheTtlMs?: number;
 }
 
-/** How long the hub's Redis client waits for an answer before a command fails (and rate limits fail open). */
+/** How long the hub's Redis client waits for an answer before a command fails (and rate limits count in this process instead). */
 export const REDIS_COMMAND_TIMEOUT_MS = 1500;
 
 /** Connects to everything the config names. Throws (with the dependency named) when one cannot be reached. */

@@ -1,6 +1,8 @@
 /**
- * Fixed-window rate limits in Redis, shared by every process. When Redis is unreachable the limiter fails
- * open: chat goes on, only the limit is not enforced (and a warning is logged once per minute).
+ * Fixed-window rate limits in Redis, shared by every process. When Redis is unreachable (or stops answering)
+ * the limiter falls back to counting in this process: chat and logins go on, and every limit still holds per
+ * process (so a brute-force attempt on a login or a two-factor code stays limited during a Redis outage); only
+ * the sharing across processes is lost until Redis is back. A warning is logged once per minute.
  *
  * Hits on the same key that arrive in the same turn of the event loop are counted with ONE script call
  * (INCRBY n), and each hit then gets the count it would have seen had it done its own INCR, in arrival
@@ -28,7 +30,7 @@ return {n, ttl}
 
 const COMMAND = 'voxaRateHit';
 
-/** After a failed Redis call, how long hits pass without asking Redis (see RateLimiter.available). */
+/** After a failed Redis call, how long hits are counted in this process without asking Redis (see RateLimiter.available). */
 const FAIL_OPEN_PAUSE_MS = 5000;
 
 /**
@@ -73,7 +75,7 @@ interface Lease {
   expiresAt: number;
   size: number;
   inflight: boolean;
-  /** Hits waiting for the request in flight; each learns true (pass), false (limited) or null (fail open). */
+  /** Hits waiting for the request in flight; each learns true (pass), false (limited) or null (Redis failed: count locally). */
   waiters: Array<(res: { ok: boolean | null; ttl: number }) => void>;
   limit: number;
   windowMs: number;
@@ -81,15 +83,26 @@ interface Lease {
 
 type RateHitCommand = (key: string, hits: number, windowMs: number) => Promise<[number, number]>;
 
-/** Hits on one key waiting for the next flush; each waiter learns [its own count, ttl], or null (fail open). */
+/** Hits on one key waiting for the next flush; each waiter learns [its own count, ttl], or null (Redis failed: count locally). */
 interface Batch {
   key: string;
   windowMs: number;
   waiters: Array<(res: [number, number] | null) => void>;
 }
 
+/** A key's count in this process's own fixed window, used while Redis is unavailable. */
+interface LocalWindow {
+  count: number;
+  resetAt: number;
+}
+
+/** Most keys counted locally at once; the oldest window is forgotten first beyond it. */
+const MAX_LOCAL_KEYS = 10_000;
+
 export class RateLimiter {
   private lastWarn = 0;
+  /** Counts while Redis is unavailable, keyed by `<windowMs>:<key>`. */
+  private local = new Map<string, LocalWindow>();
   /** Until when hits pass without asking Redis, after a failed call (epoch ms). */
   private pausedUntil = 0;
   private batches = new Map<string, Batch>();
@@ -122,7 +135,11 @@ export class RateLimiter {
   take(key: string, limit: number, windowMs = 60_000): Promise<void> | undefined {
     if (!this.available()) {
       this.warn('redis not ready');
-      return undefined;
+      try {
+        return this.localHit(key, limit, windowMs);
+      } catch (err) {
+        return Promise.reject(err);
+      }
     }
     let lease = this.leases.get(key);
     // A key has one counter in Redis; a different window for it starts a fresh lease (one in flight finishes
@@ -145,9 +162,9 @@ export class RateLimiter {
       l.waiters.push(resolve);
       if (!l.inflight) this.refill(`${this.prefix}rl:${key}`, l, true);
     }).then(({ ok, ttl }) => {
-      if (ok === false) {
-        throw limited(ttl);
-      }
+      if (ok === false) throw limited(ttl);
+      // Redis failed while this hit waited: this process counts it.
+      if (ok === null) return this.localHit(key, limit, windowMs);
     });
   }
 
@@ -192,9 +209,12 @@ export class RateLimiter {
    * current window.
    */
   async hit(key: string, limit: number, windowMs = 60_000): Promise<void> {
-    if (!this.available()) return this.warn('redis not ready');
+    if (!this.available()) {
+      this.warn('redis not ready');
+      return this.localHit(key, limit, windowMs);
+    }
     const res = await this.count(`${this.prefix}rl:${key}`, windowMs);
-    if (!res) return;
+    if (!res) return this.localHit(key, limit, windowMs);
     const [count, ttl] = res;
     if (count > limit) {
       throw limited(ttl);
@@ -204,6 +224,7 @@ export class RateLimiter {
   /** Forgets the counter (e.g. after a successful login). */
   async reset(key: string): Promise<void> {
     this.leases.delete(key);
+    for (const id of this.local.keys()) if (id.slice(id.indexOf(':') + 1) === key) this.local.delete(id);
     if (!this.redis || this.redis.status !== 'ready') return;
     await this.redis.del(`${this.prefix}rl:${key}`).catch(() => undefined);
   }
@@ -248,6 +269,25 @@ export class RateLimiter {
   }
 
   /**
+   * Counts one hit in this process's own window for the key (Redis is unavailable): throws RATE_LIMITED past
+   * `limit`, like the shared counter would. Returns undefined (passed) synchronously.
+   */
+  private localHit(key: string, limit: number, windowMs: number): undefined {
+    const id = `${windowMs}:${key}`;
+    const now = Date.now();
+    let w = this.local.get(id);
+    if (!w || now >= w.resetAt) {
+      if (w) this.local.delete(id); // re-inserted below: the map stays in order of window start
+      else if (this.local.size >= MAX_LOCAL_KEYS) this.local.delete(this.local.keys().next().value!);
+      w = { count: 0, resetAt: now + windowMs };
+      this.local.set(id, w);
+    }
+    w.count++;
+    if (w.count > limit) throw limited(w.resetAt - now);
+    return undefined;
+  }
+
+  /**
    * Redis connected and not known to be stalled. After a command fails (a timeout, typically: the connection
    * is up but nothing answers), every hit passes without asking for a few seconds, so requests do not each
    * wait out the timeout; then the next hit tries again.
@@ -264,7 +304,7 @@ export class RateLimiter {
   private warn(reason: string): void {
     if (Date.now() - this.lastWarn > 60_000) {
       this.lastWarn = Date.now();
-      this.log?.warn({ reason }, 'rate limiter unavailable; failing open');
+      this.log?.warn({ reason }, 'rate limiter cannot reach Redis; counting in this process until it can');
     }
   }
 }

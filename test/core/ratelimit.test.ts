@@ -72,11 +72,39 @@ test('the window expires and reset() forgets the counter', async (t) => {
   await t.notThrowsAsync(limiter.hit('k', 1, 60_000));
 });
 
-test('fails open when Redis is unreachable', async (t) => {
+test('with Redis unreachable, hits are counted in this process: the limit still holds', async (t) => {
   const c = await client();
   const limiter = new RateLimiter(c, `${uniqueNamespace()}:`);
   c.disconnect();
-  await t.notThrowsAsync(limiter.hit('k', 0));
+  const results = await Promise.all(Array.from({ length: 8 }, () => outcome(limiter.hit('login:acct', 5))));
+  t.deepEqual(results, ['ok', 'ok', 'ok', 'ok', 'ok', 'RATE_LIMITED', 'RATE_LIMITED', 'RATE_LIMITED']);
+  const err = await t.throwsAsync(limiter.hit('login:acct', 5));
+  t.true(Number((err as VoxaError).headers?.['Retry-After']) >= 1);
+  t.is(await outcome(limiter.hit('login:other', 5)), 'ok', 'other keys have their own count');
+  t.is(await outcome(limiter.hit('login:acct', 5, 1000)), 'ok', 'another window is another count');
+  await limiter.reset('login:acct');
+  t.is(await outcome(limiter.hit('login:acct', 5)), 'ok', 'reset() forgets the local count too');
+});
+
+test('with Redis stalled (connected, not answering), hits are counted in this process after the first times out', async (t) => {
+  const server = await startRedis();
+  t.teardown(() => server.dispose());
+  const c = new Redis(server.url, { maxRetriesPerRequest: 1, commandTimeout: 300 });
+  c.on('error', () => undefined); // the server is disposed under it at the end
+  clients.push(c);
+  if (c.status !== 'ready') await new Promise((r) => c.once('ready', r));
+  const limiter = new RateLimiter(c, `${uniqueNamespace()}:`);
+  server.freeze();
+  try {
+    const results: string[] = [];
+    for (let i = 0; i < 5; i++) results.push(await outcome(limiter.hit('otp:acct', 3)));
+    t.deepEqual(results, ['ok', 'ok', 'ok', 'RATE_LIMITED', 'RATE_LIMITED']);
+    const leased: string[] = [];
+    for (let i = 0; i < 4; i++) leased.push(await outcome(Promise.resolve(limiter.take('send:acct', 2))));
+    t.deepEqual(leased, ['ok', 'ok', 'RATE_LIMITED', 'RATE_LIMITED']);
+  } finally {
+    server.thaw();
+  }
 });
 
 test('leased hits (take): never more than the limit pass, over several processes too', async (t) => {
@@ -120,9 +148,12 @@ test('leased hits pass without a round trip once a share is held, and small limi
   t.deepEqual(exact, ['ok', 'ok', 'ok', 'ok', 'ok', 'RATE_LIMITED', 'RATE_LIMITED', 'RATE_LIMITED']);
 });
 
-test('leased hits fail open when Redis is unreachable', async (t) => {
+test('leased hits with Redis unreachable are counted in this process', async (t) => {
   const c = await client();
   const limiter = new RateLimiter(c, `${uniqueNamespace()}:`);
   c.disconnect();
-  t.is(await outcome(Promise.resolve(limiter.take('send:x', 0))), 'ok');
+  const results: string[] = [];
+  for (let i = 0; i < 4; i++) results.push(await outcome(Promise.resolve(limiter.take('send:x', 3))));
+  t.deepEqual(results, ['ok', 'ok', 'ok', 'RATE_LIMITED']);
+  t.is(await outcome(Promise.resolve(limiter.take('send:x', 0))), 'RATE_LIMITED', 'a limit of 0 refuses');
 });
