@@ -81,7 +81,10 @@ export class ApiRouter {
     else if (!def.ownBody) chain.push(this.noBody);
     chain.push(async (ctx) => {
       const c = ctx as ApiContext;
-      if (def.query) assertQueryWellFormed(c.querystring);
+      if (c.querystring) assertQueryWellFormed(c.querystring);
+      // A route without a query schema takes no parameters: any it is sent is refused by name, like an unknown
+      // field in a body, rather than ignored (a caller adding ?role=admin must not think it was honoured).
+      if (!def.query && c.querystring) validate(NO_QUERY, { ...c.query }, 'query');
       const input = {
         params: (def.params ? validate(def.params, { ...c.params }, 'params') : undefined) as Maybe<P>,
         query: (def.query ? validate(def.query, { ...c.query }, 'query') : undefined) as Maybe<Q>,
@@ -96,6 +99,8 @@ export class ApiRouter {
 
 /** What a route that takes no body accepts when a body is sent: an empty object. */
 const NO_BODY = z.strictObject({});
+/** The query of a route that declares none: no parameters (an empty query string, `?`, is fine). */
+const NO_QUERY = z.strictObject({});
 
 const ErrorBody = z
   .object({
