@@ -35,10 +35,17 @@ export const LogoutBody = z.strictObject({ refreshToken: z.string().min(1).max(5
 export const SessionResponse = z.object({ user: UserSchema, accessToken: z.string(), refreshToken: z.string() });
 export const UserResponse = z.object({ user: UserSchema });
 
+/**
+ * Search text in a query (users, messages): at most `max` characters, no control characters. They are never
+ * part of what anyone searches for, and a store may misread them (SQLite's LIKE ends a pattern at NUL, which
+ * matched everyone).
+ */
+export const SearchText = (max: number) => z.string().max(max).regex(/^\P{Cc}*$/u, 'must not contain control characters');
+
 // Users
 export const UsersQuery = z.strictObject({
-  // Literal text: control characters are refused (SQLite's LIKE ends a pattern at NUL, which matched everyone).
-  q: z.string().max(100).regex(/^\P{Cc}*$/u, 'must not contain control characters').optional().default(''),
+  // Literal text.
+  q: SearchText(100).optional().default(''),
   limit: Limit,
 });
 export const UsersResponse = z.object({ users: z.array(UserSchema) });

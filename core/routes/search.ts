@@ -3,11 +3,11 @@ import { z } from 'zod';
 import { MessageSchema } from '../domain.js';
 import type { ApiRouter } from '../http/api-router.js';
 import type { Hub } from '../hub.js';
-import { Id, Limit } from './schemas.js';
+import { Id, Limit, SearchText } from './schemas.js';
 
 const SearchQuery = z.strictObject({
   /** Plain text; words are matched, punctuation and operator syntax are ignored. */
-  q: z.string().trim().min(1).max(500),
+  q: SearchText(500).trim().min(1),
   conversationId: Id.optional(),
   limit: Limit,
   cursor: z.string().min(1).max(200).optional(),

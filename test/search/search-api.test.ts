@@ -51,6 +51,14 @@ test('GET /v1/search: only the caller\'s conversations, highlights, edits and de
       t.is(r.status, 400, JSON.stringify(query));
       t.is(r.body.error.code, 'VALIDATION_FAILED');
     }
+    // Control characters are refused, as in GET /v1/users (the same rule for both searches).
+    for (const raw of ['q=%01', 'q=lunch%00', 'q=a%0Ab', 'q=%7F']) {
+      const r = await api.http.get(`/v1/search?${raw}`).set(...bearer(ana));
+      t.is(r.status, 400, raw);
+      t.is(r.body.error.code, 'VALIDATION_FAILED', raw);
+      t.deepEqual(r.body.error.details.fields, ['query.q'], raw);
+      t.is((await api.http.get(`/v1/users?${raw}`).set(...bearer(ana))).status, 400, `users ${raw}`);
+    }
     // Operator-looking input is text.
     const weird = await search(ana, { q: 'lunch OR NOT "x" NEAR(a b) text:* -{$ne:1}' });
     t.is(weird.status, 200);
