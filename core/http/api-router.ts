@@ -36,8 +36,12 @@ export interface RouteDef<P extends z.ZodType | undefined = undefined, Q extends
   params?: P;
   query?: Q;
   body?: B;
-  /** The handler reads the request body itself (e.g. a multipart upload); no JSON body handling at all. */
-  ownBody?: boolean;
+  /**
+   * The handler reads the request body itself (e.g. a multipart upload); no JSON body handling at all. Given
+   * as a media type and schema, these describe that body in the OpenAPI document (the handler does the
+   * checking, not the schema); `true` leaves it undescribed.
+   */
+  ownBody?: true | { contentType: string; schema: z.ZodType };
   /** Status → description and schema (no schema: empty body). */
   responses: Record<number, { description: string; schema?: z.ZodType }>;
   /** Error codes this route can answer with besides the generic ones. */
@@ -112,21 +116,51 @@ const ErrorBody = z
   })
 ;
 
-function jsonSchema(schema: z.ZodType, io: 'input' | 'output'): Record<string, unknown> {
-  const s = z.toJSONSchema(schema, { io, unrepresentable: 'any', target: 'draft-2020-12' }) as Record<string, unknown>;
+function jsonSchema(schema: z.ZodType, io: 'input' | 'output', override?: JsonOverride): Record<string, unknown> {
+  const s = z.toJSONSchema(schema, { io, unrepresentable: 'any', target: 'draft-2020-12', ...(override ? { override } : {}) }) as Record<string, unknown>;
   delete s.$schema;
   return s;
 }
 
+type JsonOverride = (ctx: { zodSchema: unknown; jsonSchema: Record<string, unknown> }) => void;
+
+/**
+ * Query values arrive as text, and number parameters are parsed from it by a pipe into a number schema
+ * (schemas.ts). As input, zod would describe only the text's pattern; the parameter is described by what it
+ * is parsed into instead (`type: integer` with its range), which is what OpenAPI means by an integer query
+ * parameter.
+ */
+const queryNumbers: JsonOverride = ({ zodSchema, jsonSchema: js }) => {
+  const def = (zodSchema as z.ZodType)._zod.def;
+  if (def.type !== 'pipe') return;
+  const out = (def as unknown as { out: z.ZodType }).out;
+  if (out._zod.def.type !== 'number') return;
+  for (const key of Object.keys(js)) delete js[key];
+  Object.assign(js, jsonSchema(out, 'output'));
+};
+
 function parametersOf(schema: z.ZodType | undefined, where: 'path' | 'query'): unknown[] {
   if (!schema) return [];
-  const js = jsonSchema(schema, 'input') as { properties?: Record<string, unknown>; required?: string[] };
-  return Object.entries(js.properties ?? {}).map(([name, s]) => ({
-    name,
-    in: where,
-    required: where === 'path' || (js.required ?? []).includes(name),
-    schema: s,
-  }));
+  const js = jsonSchema(schema, 'input', where === 'query' ? queryNumbers : undefined) as { properties?: Record<string, Record<string, unknown>>; required?: string[] };
+  const shape = schema instanceof z.ZodObject ? (schema.shape as Record<string, z.ZodType>) : {};
+  return Object.entries(js.properties ?? {}).map(([name, s]) => {
+    // zod leaves out a default it cannot express as input (limit's 50 is the parsed number, not text).
+    const absent = shape[name]?.safeParse(undefined);
+    const fallback = absent?.success ? absent.data : undefined;
+    return {
+      name,
+      in: where,
+      required: where === 'path' || (js.required ?? []).includes(name),
+      schema: fallback !== undefined && s.default === undefined ? { ...s, default: fallback } : s,
+    };
+  });
+}
+
+/** The requestBody of a route: required unless the body schema accepts no body at all (logout). */
+function requestBodyOf(r: ApiRouter['routes'][number]): Record<string, unknown> | undefined {
+  if (r.ownBody) return r.ownBody === true ? undefined : { required: true, content: { [r.ownBody.contentType]: { schema: jsonSchema(r.ownBody.schema, 'input') } } };
+  if (!r.body) return undefined;
+  return { required: !r.body.safeParse(undefined).success, content: { 'application/json': { schema: jsonSchema(r.body, 'input') } } };
 }
 
 /** The OpenAPI 3.1 document for a set of declared routes. */
@@ -154,13 +188,14 @@ export function buildOpenApi(routes: ApiRouter['routes'], info: { title: string;
         content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
       };
     }
+    const requestBody = requestBodyOf(r);
     paths[path] ??= {};
     paths[path][r.method] = {
       summary: r.summary,
       tags: [r.tag],
       ...(r.auth ? { security: [{ bearer: [] }] } : {}),
       parameters: [...parametersOf(r.params, 'path'), ...parametersOf(r.query, 'query')],
-      ...(r.body ? { requestBody: { required: true, content: { 'application/json': { schema: jsonSchema(r.body, 'input') } } } } : {}),
+      ...(requestBody ? { requestBody } : {}),
       responses,
     };
   }

@@ -11,21 +11,23 @@ import {
   ConversationsQuery,
   ConversationsResponse,
   CreateConversationBody,
-  EditMessageBody,
   HistoryQuery,
   MessageParams,
   MessageResponse,
   MessagesResponse,
   ReadBody,
   ReadResponse,
-  SendMessageBody,
   UpdateConversationBody,
   conversationOut,
+  editMessageBody,
   messageOut,
+  sendMessageBody,
 } from './schemas.js';
 
 export function conversationRoutes(api: ApiRouter, hub: Hub): void {
   const chat = hub.chat;
+  const SendMessageBody = sendMessageBody(hub.config.maxMessageLength);
+  const EditMessageBody = editMessageBody(hub.config.maxMessageLength);
 
   api.add({
     method: 'post',

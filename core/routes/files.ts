@@ -25,6 +25,8 @@ const FileOut = z.object({
 });
 const FileResponse = z.object({ file: FileOut });
 const FileParams = z.strictObject({ id: Id });
+/** The upload's form as the OpenAPI document shows it; FileService reads and checks the stream itself. */
+const UploadForm = z.strictObject({ file: z.file() });
 
 async function send(ctx: ApiContext, files: FileService, variant: 'main' | 'thumbnail', id: string): Promise<void> {
   // Membership is checked on every request, revalidations included: that is what makes removal effective.
@@ -54,7 +56,7 @@ export function fileRoutes(api: ApiRouter, files: FileService): void {
   api.add({
     method: 'post',
     path: '/v1/conversations/:id/files',
-    ownBody: true,
+    ownBody: { contentType: 'multipart/form-data', schema: UploadForm },
     tag: 'files',
     summary:
       'Upload a file into a conversation (multipart/form-data, one part named "file"). The type is decided from the bytes; images get a display copy and a thumbnail without metadata. Attach it to a message with attachments: [id].',

@@ -15,7 +15,13 @@ const positiveIntText = z
   .regex(/^[1-9][0-9]{0,14}$/, 'must be a positive integer')
   .transform(Number);
 
-export const Limit = positiveIntText.pipe(z.number().int().min(1).max(200)).optional().default(50);
+/**
+ * A positive integer query parameter of at most `max`. The pipe into a number is what /v1/openapi.json shows
+ * (`type: integer` with the range; see api-router.ts), so keep the range on the number side.
+ */
+const queryInt = (max: number) => positiveIntText.pipe(z.number().int().min(1).max(max));
+
+export const Limit = queryInt(200).optional().default(50);
 
 export const Email = z.email().max(254);
 export const Password = z.string().min(8, 'at least 8 characters').max(256);
@@ -71,17 +77,25 @@ export const ConversationsResponse = z.object({ conversations: z.array(Conversat
 
 // Messages
 export const MessageParams = z.strictObject({ id: Id, messageId: Id });
-export const SendMessageBody = z.strictObject({
-  text: z.string().max(1_000_000),
-  /** The client's own id for this send: the same clientId again returns the same message. */
-  clientId: z.string().min(1).max(128).nullable().optional(),
-  /** Ids of files uploaded into this conversation (POST /v1/conversations/:id/files), at most 10. */
-  attachments: z.array(Id).max(10).optional(),
-});
-export const EditMessageBody = z.strictObject({ text: z.string().max(1_000_000) });
+/**
+ * Message text of at most `maxLength` characters (the hub's maxMessageLength). The bodies below are built per
+ * hub from its config, so the limit in /v1/openapi.json is the one this server enforces. ChatService checks
+ * the same limit with the same words for the WebSocket edge.
+ */
+const MessageText = (maxLength: number) => z.string().max(maxLength, `Text is longer than ${maxLength} characters.`);
+export const sendMessageBody = (maxLength: number) =>
+  z.strictObject({
+    text: MessageText(maxLength),
+    /** The client's own id for this send: the same clientId again returns the same message. */
+    clientId: z.string().min(1).max(128).nullable().optional(),
+    /** Ids of files uploaded into this conversation (POST /v1/conversations/:id/files), at most 10. */
+    attachments: z.array(Id).max(10).optional(),
+  });
+export const editMessageBody = (maxLength: number) => z.strictObject({ text: MessageText(maxLength) });
 export const HistoryQuery = z.strictObject({
-  before: positiveIntText.optional(),
-  after: positiveIntText.optional(),
+  // Fifteen digits at most (the text's pattern), so always a safe integer.
+  before: queryInt(999_999_999_999_999).optional(),
+  after: queryInt(999_999_999_999_999).optional(),
   limit: Limit,
 });
 export const ReadBody = z.strictObject({ seq: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) });

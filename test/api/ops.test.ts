@@ -72,6 +72,54 @@ test.serial('healthz, metrics by route pattern, openapi lists every route', asyn
   }
 });
 
+test.serial('openapi.json says what the server enforces: optional bodies, the configured text limit, integer query params, the multipart upload', async (t) => {
+  const api = await openApiHub(servers, { maxMessageLength: 500 });
+  try {
+    const doc = (await api.http.get('/v1/openapi.json')).body;
+    const a = await api.register('Ada');
+    const b = await api.register('Bob');
+
+    // Logout takes an optional body (204 without one); register needs its body.
+    t.false(doc.paths['/v1/auth/logout'].post.requestBody.required);
+    t.true(doc.paths['/v1/auth/register'].post.requestBody.required);
+    t.is((await api.http.post('/v1/auth/logout').set(...bearer(a))).status, 204);
+
+    // Message text: the limit of this server's config, on sends and edits alike.
+    const textOf = (op: { requestBody: { content: Record<string, { schema: { properties: { text: { maxLength?: number } } } }> } }) =>
+      op.requestBody.content['application/json']!.schema.properties.text;
+    t.is(textOf(doc.paths['/v1/conversations/{id}/messages'].post).maxLength, 500);
+    t.is(textOf(doc.paths['/v1/conversations/{id}/messages/{messageId}'].patch).maxLength, 500);
+    const conv = await api.http.post('/v1/conversations').set(...bearer(b)).send({ type: 'direct', members: [a.id] });
+    const msgs = `/v1/conversations/${conv.body.conversation.id as string}/messages`;
+    t.is((await api.http.post(msgs).set(...bearer(b)).send({ text: 'x'.repeat(500) })).status, 201);
+    t.is((await api.http.post(msgs).set(...bearer(b)).send({ text: 'x'.repeat(501) })).status, 400);
+
+    // Integer query parameters are integers with their range and default, not only a pattern.
+    const param = (path: string, name: string) =>
+      (doc.paths[path].get.parameters as Array<{ name: string; in: string; required: boolean; schema: Record<string, unknown> }>).find((p) => p.name === name && p.in === 'query');
+    for (const path of ['/v1/conversations/{id}/messages', '/v1/conversations', '/v1/users', '/v1/search']) {
+      const limit = param(path, 'limit');
+      t.like(limit, { required: false, schema: { type: 'integer', minimum: 1, maximum: 200, default: 50 } }, path);
+    }
+    for (const name of ['before', 'after']) {
+      const p = param('/v1/conversations/{id}/messages', name);
+      t.like(p, { required: false, schema: { type: 'integer', minimum: 1 } }, name);
+      t.is(p?.schema.default, undefined, `${name} has no default`);
+    }
+
+    // The upload: multipart/form-data with one part named file.
+    const upload = doc.paths['/v1/conversations/{id}/files'].post.requestBody;
+    t.true(upload?.required);
+    t.deepEqual(Object.keys(upload?.content ?? {}), ['multipart/form-data']);
+    const form = upload.content['multipart/form-data'].schema;
+    t.deepEqual(Object.keys(form.properties), ['file']);
+    t.deepEqual(form.required, ['file']);
+    t.is(form.properties.file.type, 'string');
+  } finally {
+    await api.close();
+  }
+});
+
 test.serial('readyz answers 503 naming redis when Redis is down, and recovers', async (t) => {
   const own = await startServers(); // this test stops Redis, so it gets its own servers
   const api = await openApiHub(own);
