@@ -162,6 +162,13 @@ test('messages: send, idempotent clientId (sequential and concurrent), seq order
     const after = await api.http.get(`/v1/conversations/${id}/messages?after=9&limit=2`).set(...bearer(b));
     t.deepEqual(after.body.messages.map((m: { seq: number }) => m.seq), [10, 11]);
     t.true(after.body.hasMore);
+    // Both: the oldest `limit` strictly between them, ascending; hasMore says whether more lie below `before`.
+    const between = await api.http.get(`/v1/conversations/${id}/messages?after=3&before=8&limit=3`).set(...bearer(b));
+    t.deepEqual(between.body.messages.map((m: { seq: number }) => m.seq), [4, 5, 6]);
+    t.true(between.body.hasMore);
+    const allBetween = await api.http.get(`/v1/conversations/${id}/messages?before=8&after=3`).set(...bearer(b));
+    t.deepEqual(allBetween.body.messages.map((m: { seq: number }) => m.seq), [4, 5, 6, 7]);
+    t.false(allBetween.body.hasMore);
     for (const q of ['limit=0', 'limit=201', 'limit=abc', 'before=0', 'after=-1', 'before=1.5', 'after=1e3', 'limit=5&limit=6', 'foo=1']) {
       const res = await api.http.get(`/v1/conversations/${id}/messages?${q}`).set(...bearer(b));
       t.is(res.status, 400, q);

@@ -56,3 +56,28 @@ test('strings with lone UTF-16 surrogates are refused in bodies and query string
     await api.close();
   }
 });
+
+test('a % in a query string that does not start an escape (two hex digits) is the character itself', async (t) => {
+  const api = await openApiHub(servers);
+  try {
+    const a = await api.register('A');
+    const sale = await api.register('Sale 50%off');
+    const promo = await api.register('Promo %zzé');
+    const names = async (rawQuery: string) => {
+      const res = await api.http.get(`/v1/users?${rawQuery}`).set(...bearer(a));
+      t.is(res.status, 200, rawQuery);
+      return (res.body.users as Array<{ id: string }>).map((u) => u.id);
+    };
+    t.deepEqual(await names('q=50%'), [sale.id], 'a trailing %');
+    t.deepEqual(await names('q=50%25'), [sale.id], '%25 is the escape of %');
+    t.deepEqual(await names('q=0%of'), [sale.id], 'a % followed by a non-hex character');
+    t.deepEqual(await names('q=%zz%C3%A9'), [promo.id], 'the escapes beside a stray % are still decoded');
+    t.deepEqual(await names('q=%4'), [], '%4 at the end is the text "%4", which nobody has');
+    // Real escapes that are not UTF-8 are still refused.
+    const cut = await api.http.get('/v1/users?q=%E2%82').set(...bearer(a));
+    t.is(cut.status, 400);
+    t.deepEqual(cut.body.error.details.fields, ['query.q']);
+  } finally {
+    await api.close();
+  }
+});
