@@ -21,6 +21,31 @@ const bool = z.union([z.boolean(), z.enum(['1', '0', 'true', 'false', 'yes', 'no
 );
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 
+/**
+ * The connector-secrets key as its 32 bytes, or null when the value is not that much base64. One rule for the
+ * schema (a key given in the config) and ensureSecrets (a key kept under dataDir), so `voxa config check`
+ * refuses exactly what `voxa start` would.
+ */
+export function secretKeyBytes(value: string): Buffer | null {
+  const key = Buffer.from(value, 'base64');
+  return key.length === 32 ? key : null;
+}
+
+/**
+ * True for a browser origin as the Origin header carries it (`scheme://host[:port]`, lower case, no path or
+ * trailing slash) or `*`. The edge compares the header with these strings as they are, so any other form
+ * (`https://app.example.com/`, `app.example.com`) would never match and is refused at start instead.
+ */
+export function isOrigin(value: string): boolean {
+  if (value === '*') return true;
+  try {
+    const origin = new URL(value).origin;
+    return origin !== 'null' && origin === value;
+  } catch {
+    return false;
+  }
+}
+
 /** Field name → env var and description. The schema below carries the defaults. */
 export const CONFIG_DOCS: Record<string, FieldDoc> = {
   port: { env: 'PORT', doc: 'TCP port the API and the WebSocket edge listen on.' },
@@ -128,11 +153,22 @@ export const ConfigSchema = z
     outboxGraceMs: int(0, 600_000).default(2000),
     corsOrigins: z
       .union([z.array(z.string()), z.string()])
-      .transform((v) => (Array.isArray(v) ? v : v.split(',').map((s) => s.trim()).filter(Boolean)))
+      .transform((v, ctx) => {
+        const origins = Array.isArray(v) ? v : v.split(',').map((s) => s.trim()).filter(Boolean);
+        const bad = origins.find((o) => !isOrigin(o));
+        if (bad !== undefined) {
+          ctx.addIssue({ code: 'custom', message: `${JSON.stringify(bad)} is not an origin: expected scheme://host[:port] as browsers send it (e.g. https://app.example.com), or *` });
+          return z.NEVER;
+        }
+        return origins;
+      })
       .default([]),
     plugins: z.string().default('all'),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-    secretKey: z.string().optional(),
+    secretKey: z
+      .string()
+      .refine((v) => secretKeyBytes(v) !== null, 'must be 32 bytes, base64')
+      .optional(),
     previousSecretKeys: z
       .union([z.array(z.string()), z.string()])
       .transform((v) => (Array.isArray(v) ? v : v.split(',').map((s) => s.trim()).filter(Boolean)))

@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Config } from './config.js';
+import { ConfigError, secretKeyBytes, type Config } from './config.js';
 
 export interface Secrets {
   jwtSecret: string;
@@ -28,8 +28,14 @@ export async function ensureSecrets(config: Config): Promise<Secrets> {
       writeFileSync(file, JSON.stringify(stored), { mode: 0o600 });
     }
   }
-  const secretKey = config.secretKey ?? stored.secretKey!;
-  const encryptionKey = Buffer.from(secretKey, 'base64');
-  if (encryptionKey.length !== 32) throw new Error('invalid config field "secretKey" (env VOXA_SECRET_KEY): must be 32 bytes, base64');
+  const encryptionKey = secretKeyBytes(config.secretKey ?? stored.secretKey!);
+  if (!encryptionKey) {
+    // A bad configured key is normally refused by parseConfig already; this covers a config built without it
+    // and a secrets.json edited by hand. Either way it is a config problem, not an unreachable dependency.
+    throw new ConfigError(
+      config.secretKey ? 'invalid config field "secretKey" (env VOXA_SECRET_KEY): must be 32 bytes, base64' : `the secretKey kept in ${file} is not 32 bytes of base64`,
+      'secretKey',
+    );
+  }
   return { jwtSecret: config.jwtSecret ?? stored.jwtSecret!, encryptionKey };
 }

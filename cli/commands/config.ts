@@ -1,7 +1,8 @@
 /** `voxa config defaults|check`: every setting with its default, env var and meaning; validate a config. */
 import type { Command } from 'commander';
-import { ConfigError, describeConfig, loadConfig, redactConfig } from '../../core/config.js';
-import { CliError, EXIT, output } from '../util.js';
+import { describeConfig, redactConfig } from '../../core/config.js';
+import { loadRunConfig } from '../run-config.js';
+import { output } from '../util.js';
 
 export function register(program: Command): void {
   const config = program
@@ -24,15 +25,12 @@ export function register(program: Command): void {
     });
   config
     .command('check')
-    .description('Validate the configuration from the environment and VOXA_CONFIG; exit 2 naming the bad field.')
+    .description('Validate the configuration from the environment and VOXA_CONFIG as `voxa start` does (values, plugin names, MongoDB URL) without connecting to anything; exit 2 naming the bad field.')
     .option('--json', 'machine-readable JSON output')
     .addHelpText('after', '\nExamples:\n  $ VOXA_CONFIG=./voxa.json voxa config check\n  $ PORT=abc voxa config check   # exits 2: invalid config field "port"\n  $ voxa config check --json   # secrets as [set], URLs without credentials')
-    .action((_opts, cmd: Command) => {
-      try {
-        output(cmd, { ok: true, config: redactConfig(loadConfig()) }, () => 'config OK');
-      } catch (err) {
-        if (err instanceof ConfigError) throw new CliError(err.message, EXIT.USAGE, 'INVALID_CONFIG');
-        throw err;
-      }
+    .action(async (_opts, cmd: Command) => {
+      // The checks `voxa start` runs before it starts anything (schema, plugin names, MongoDB URL), no copy of them.
+      const config = await loadRunConfig({}, { api: true });
+      output(cmd, { ok: true, config: redactConfig(config) }, () => 'config OK');
     });
 }

@@ -1,7 +1,7 @@
 /** `voxa start`: the whole hub in one process. */
 import type { Command } from 'commander';
-import { loadConfig, ConfigError } from '../../core/config.js';
 import { createLogger } from '../../core/log.js';
+import { loadRunConfig, usageError } from '../run-config.js';
 import { CliError, EXIT } from '../util.js';
 
 export function register(program: Command): void {
@@ -12,19 +12,14 @@ export function register(program: Command): void {
     .option('--plugins <list>', 'comma-separated plugins to run in-process, or "all"')
     .addHelpText('after', '\nExamples:\n  $ voxa start\n  $ PORT=9000 voxa start --plugins edge,webhooks\n  $ NATS_URL=nats://nats:4222 REDIS_URL=redis://redis:6379 voxa start')
     .action(async (opts: { port?: string; plugins?: string }) => {
-      let config;
-      try {
-        config = loadConfig({ ...(opts.port ? { port: opts.port as unknown as number } : {}), ...(opts.plugins ? { plugins: opts.plugins } : {}) });
-      } catch (err) {
-        if (err instanceof ConfigError) throw new CliError(err.message, EXIT.USAGE, 'INVALID_CONFIG');
-        throw err;
-      }
+      // Every config check before anything is spawned: a bad value or plugin name is exit 2, not a failed start.
+      const config = await loadRunConfig({ ...(opts.port ? { port: opts.port as unknown as number } : {}), ...(opts.plugins ? { plugins: opts.plugins } : {}) }, { api: true });
       const { startTelemetry } = await import('../../core/telemetry/tracing.js');
       await startTelemetry({ serviceName: 'voxa-hub' });
       const { runHub, stopOnSignals } = await import('../../core/server.js');
       const log = createLogger(config.logLevel, 'voxa-hub');
       const running = await runHub(config, { api: true, logger: log }).catch((err: Error) => {
-        throw new CliError(err.message, EXIT.UNAVAILABLE, 'START_FAILED');
+        throw usageError(err) ?? new CliError(err.message, EXIT.UNAVAILABLE, 'START_FAILED');
       });
       stopOnSignals(running, log, config.stopTimeoutMs);
     });

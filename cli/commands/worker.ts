@@ -4,9 +4,10 @@
  */
 import type { Command } from 'commander';
 import { toolNatsUrl, toolRedisUrl } from '../../connectors/context.js';
-import { ConfigError, loadConfig, maskUrl } from '../../core/config.js';
+import { loadConfig, maskUrl } from '../../core/config.js';
 import { createLogger } from '../../core/log.js';
-import { pluginNames, UnknownPluginError } from '../../plugins/index.js';
+import { pluginNames } from '../../plugins/index.js';
+import { loadRunConfig, usageError } from '../run-config.js';
 import { CliError, EXIT } from '../util.js';
 
 export function register(program: Command): void {
@@ -16,27 +17,17 @@ export function register(program: Command): void {
     .requiredOption('--plugins <list>', 'comma-separated built-in plugins, or "all"')
     .addHelpText(
       'after',
-      '\nDefaults: the nats-server and redis-server `voxa start` embeds (nats://127.0.0.1:4222, redis://127.0.0.1:6390). /metrics on VOXA_METRICS_PORT (9464).\n\nExamples:\n  $ voxa worker --plugins push,email\n  $ NATS_URL=nats://nats:4222 REDIS_URL=redis://redis:6379 voxa worker --plugins webhooks',
+      () =>
+        `\n${connectsTo()}\n\nExamples:\n  $ voxa worker --plugins push,email\n  $ NATS_URL=nats://nats:4222 REDIS_URL=redis://redis:6379 voxa worker --plugins webhooks`,
     )
     .action(async (opts: { plugins: string }) => {
-      let config;
-      try {
-        config = loadConfig({ plugins: opts.plugins });
-      } catch (err) {
-        if (err instanceof ConfigError) throw new CliError(err.message, EXIT.USAGE, 'INVALID_CONFIG');
-        throw err;
-      }
-      try {
-        if (pluginNames(opts.plugins).length === 0) throw new CliError('--plugins names no plugin', EXIT.USAGE, 'VALIDATION_FAILED');
-      } catch (err) {
-        if (err instanceof UnknownPluginError) throw new CliError(err.message, EXIT.USAGE, 'UNKNOWN_PLUGIN');
-        throw err;
-      }
+      const loaded = await loadRunConfig({ plugins: opts.plugins }, { api: false });
+      if (pluginNames(opts.plugins).length === 0) throw new CliError('--plugins names no plugin', EXIT.USAGE, 'VALIDATION_FAILED');
       // Without URLs a worker joins the services `voxa start` embeds on this machine.
-      config = {
-        ...config,
-        natsUrl: toolNatsUrl(config),
-        redisUrl: toolRedisUrl(config),
+      const config = {
+        ...loaded,
+        natsUrl: toolNatsUrl(loaded),
+        redisUrl: toolRedisUrl(loaded),
       };
       const { startTelemetry } = await import('../../core/telemetry/tracing.js');
       await startTelemetry({ serviceName: 'voxa-worker' });
@@ -44,8 +35,23 @@ export function register(program: Command): void {
       const log = createLogger(config.logLevel, 'voxa-worker');
       // A worker never spawns its own nats-server/redis-server: it joins the ones the hub uses.
       const running = await runHub(config, { api: false, plugins: opts.plugins, logger: log, embedded: false }).catch((err: Error) => {
-        throw new CliError(`worker could not start (NATS ${maskUrl(config.natsUrl)}): ${err.message}`, EXIT.UNAVAILABLE, 'START_FAILED');
+        throw usageError(err) ?? new CliError(`worker could not start (NATS ${maskUrl(config.natsUrl)}): ${err.message}`, EXIT.UNAVAILABLE, 'START_FAILED');
       });
       stopOnSignals(running, log, config.stopTimeoutMs);
     });
+}
+
+/**
+ * The help's line on where this worker would connect, from the current environment (NATS_URL / REDIS_URL, else
+ * the embedded ports `voxa start` uses), so a hub moved to other ports is not shown with the stock ones.
+ */
+function connectsTo(): string {
+  const where = 'NATS_URL and REDIS_URL, else the nats-server and redis-server `voxa start` embeds on VOXA_EMBEDDED_NATS_PORT and VOXA_EMBEDDED_REDIS_PORT';
+  let config;
+  try {
+    config = loadConfig();
+  } catch {
+    return `Connects to: ${where}; the current config does not parse (see \`voxa config check\`).`;
+  }
+  return `Connects to: ${maskUrl(toolNatsUrl(config))} and ${maskUrl(toolRedisUrl(config))} (from ${where}). /metrics on port ${config.workerMetricsPort} (VOXA_METRICS_PORT).`;
 }
