@@ -21,6 +21,7 @@ import type { Subscription } from 'nats';
 import type { Logger } from 'pino';
 import type { Conversation, Message, UserRecord } from '../../core/domain.js';
 import { VoxaError, isVoxaError, type ErrorCode } from '../../core/errors.js';
+import { userForClaims } from '../../core/auth/tokens.js';
 import { checkEventData, createEvent, subjectOf, withNamespace, type AnyEvent } from '../../core/events/catalog.js';
 import type { Hub } from '../../core/hub.js';
 import { newId } from '../../core/ids.js';
@@ -120,6 +121,15 @@ class Bucket {
     this.tokens -= 1;
     return true;
   }
+  /** Whole seconds until the next token (at least 1): the `retryAfter` of a refusal. */
+  retryAfter(): number {
+    return Math.max(1, Math.ceil((1 - this.tokens) / this.perSecond));
+  }
+}
+
+/** RATE_LIMITED from a connection's own bucket, with `details.retryAfter` like the shared limits give. */
+function bucketLimited(bucket: Bucket, message: string): VoxaError {
+  return new VoxaError('RATE_LIMITED', message, { retryAfter: bucket.retryAfter() });
 }
 
 /** Messages up to seq `upTo` (and never past the cursor) edited or deleted after `since` (ISO). */
@@ -314,7 +324,8 @@ export class Session implements PresenceDevice {
   activity: Activity | null = null;
 
   constructor(
-    readonly user: UserRecord,
+    /** The account as last read: replaced when a role or name changes (see Edge.recheckUser). */
+    public user: UserRecord,
     readonly transport: Transport,
     /** When the access token the connection was opened with expires (ms since the epoch); then it is closed. */
     readonly expiresAt = Infinity,
@@ -369,9 +380,14 @@ export function errorAck(err: unknown): AckData {
   return { ok: false, error: { code: 'INTERNAL', message: 'Internal error.' } };
 }
 
+/** Why a disabled (or removed) account's connection is refused and closed. */
+const LOCKED_OUT = 'The account is disabled or no longer exists.';
+
 interface WorkspaceSubs {
   chat: Subscription;
   rt: Subscription;
+  /** Account changes (`user.updated`, `user.role_changed`) of the workspace's users. */
+  users: Subscription;
   sessions: number;
 }
 
@@ -452,6 +468,37 @@ export class Edge {
       }
       this.close(s);
     }
+  }
+
+  /**
+   * An account change announced by any process: the user's connections here re-read the account from the
+   * store (not the read cache, which this same event is invalidating meanwhile), and are closed if it is
+   * disabled or gone; otherwise they carry on with the new role and name.
+   */
+  private onUserChanged(userId: string): void {
+    if (!this.byUser.has(userId)) return;
+    void this.recheckUser(userId).catch((err: unknown) => this.log.warn({ err, userId }, 'edge: could not re-read a changed account'));
+  }
+
+  private async recheckUser(userId: string): Promise<void> {
+    const u = await this.hub.store.getUser(userId);
+    const allowed = u && !u.disabled && u.passwordHash !== null;
+    const current = allowed ? this.sessionUser(u) : null;
+    for (const s of [...this.sessionsOf(userId)]) {
+      if (current) s.user = current;
+      else this.lockOut(s);
+    }
+  }
+
+  /** Closes a session whose account may no longer connect. */
+  private lockOut(s: Session): void {
+    if (s.closed) return;
+    try {
+      s.transport.kick('UNAUTHENTICATED', LOCKED_OUT);
+    } catch {
+      /* already gone */
+    }
+    this.close(s);
   }
 
   get connectionCount(): number {
@@ -596,6 +643,7 @@ export class Edge {
       this.workspaces.delete(s.user.workspaceId);
       ws.chat.unsubscribe();
       ws.rt.unsubscribe();
+      ws.users.unsubscribe();
     }
   }
 
@@ -672,7 +720,7 @@ export class Edge {
   async handle(s: Session, type: string, data: unknown): Promise<AckData> {
     metrics.edgeFramesIn.inc({ transport: s.transport.kind });
     const a = s.active(this.opts);
-    if (!a.frameBucket.take()) return errorAck(new VoxaError('RATE_LIMITED', 'Too many frames on this connection; slow down.'));
+    if (!a.frameBucket.take()) return errorAck(bucketLimited(a.frameBucket, 'Too many frames on this connection; slow down.'));
     if (!isClientEvent(type)) {
       return errorAck(new VoxaError('VALIDATION_FAILED', `Unknown event type "${type.slice(0, 64)}".`, { type: 'unknown-event' }));
     }
@@ -696,10 +744,21 @@ export class Edge {
 
   private async dispatch<N extends ClientEventName>(s: Session, type: N, data: ClientEventData<N>): Promise<AckData> {
     if (s.closed) return errorAck(new VoxaError('UNAUTHENTICATED', 'The connection is closed.'));
+    // The account is re-read for every frame, as REST re-reads it for every request (from the same short-lived
+    // cache): a disabled account's open connections are refused and closed, a new role applies at once.
+    const current = await userForClaims(this.hub, { sub: s.user.id });
+    if (!current) {
+      // The frame's ack goes out first (the transport writes it when this returns), then the connection closes.
+      setImmediate(() => this.lockOut(s));
+      return errorAck(new VoxaError('UNAUTHENTICATED', LOCKED_OUT));
+    }
+    if (current.role !== s.user.role || current.name !== s.user.name) s.user = this.sessionUser(current);
+    if (s.closed) return errorAck(new VoxaError('UNAUTHENTICATED', 'The connection is closed.'));
     switch (type) {
       case 'send-message': {
         const d = data as ClientEventData<'send-message'>;
-        if (!s.active(this.opts).sendBucket.take()) throw new VoxaError('RATE_LIMITED', 'Too many messages on this connection; slow down.');
+        const sendBucket = s.active(this.opts).sendBucket;
+        if (!sendBucket.take()) throw bucketLimited(sendBucket, 'Too many messages on this connection; slow down.');
         // Exactly the REST call (core/routes/conversations.ts): ChatService checks the attachments.
         const res = await this.hub.chat.sendMessage(s.user, d.conversationId, {
           text: d.text,
@@ -1321,9 +1380,11 @@ export class Edge {
     const nc = this.hub.bus.nc;
     const chatPrefix = withNamespace(this.ns, `chat.${workspaceId}.`);
     const rtPrefix = withNamespace(this.ns, `rt.${workspaceId}.`);
+    const userPrefix = withNamespace(this.ns, `user.${workspaceId}.`);
     const subs: WorkspaceSubs = {
       chat: nc.subscribe(`${chatPrefix}>`, { callback: (err, msg) => !err && this.onChat(msg.subject.slice(chatPrefix.length), msg.data, msg) }),
       rt: nc.subscribe(`${rtPrefix}>`, { callback: (err, msg) => !err && this.onRealtime(msg.subject.slice(rtPrefix.length), msg.data) }),
+      users: nc.subscribe(`${userPrefix}*.user.>`, { callback: (err, msg) => !err && this.onUserChanged(msg.subject.slice(userPrefix.length).split('.')[0]!) }),
       sessions: 1,
     };
     this.workspaces.set(workspaceId, subs);
@@ -1529,6 +1590,7 @@ export class Edge {
     for (const ws of this.workspaces.values()) {
       ws.chat.unsubscribe();
       ws.rt.unsubscribe();
+      ws.users.unsubscribe();
     }
     this.workspaces.clear();
     await this.presence.close();
