@@ -26,6 +26,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { z } from 'zod';
 import { cpuUsOf, MAIN_THREAD_STAT } from './cpu.js';
 
 interface LoadSpec {
@@ -198,22 +199,32 @@ async function main(): Promise<void> {
       pluginRoutes: [
         {
           name: 'bench',
-          // C: the naive way. Authentication comes from the plugin mount (koa-jwt + user load), like A.
+          // C: the naive way. Authentication comes from the plugin mount (koa-jwt + user load), like A. Plugin
+          // routes are declared routes; `z.unknown()` takes the parsed JSON body as it is, so no schema work.
           routes: (router) => {
+            const route = { method: 'post' as const, summary: 'bench', body: z.unknown(), responses: { 201: { description: 'ok' } } };
             // D: the same authenticated, body-parsing route with nothing behind it: what A and C share.
-            router.post('/bench/auth/:id', (ctx) => {
-              ctx.status = 201;
-              ctx.body = { ok: true };
+            router.add({
+              ...route,
+              path: '/bench/auth/:id',
+              handler(ctx) {
+                ctx.status = 201;
+                ctx.body = { ok: true };
+              },
             });
-            router.post('/bench/naive/:id', async (ctx) => {
-              const id = `evt_naive_${++naiveSeq}`;
-              const h = natsHeaders();
-              h.set('Nats-Msg-Id', id);
-              await hub.bus.js.publish(`bench.chat.default.${ctx.params.id}.message.created`, Buffer.from(JSON.stringify({ id, body: ctx.state.body })), {
-                msgID: id,
-              });
-              ctx.status = 201;
-              ctx.body = { ok: true };
+            router.add({
+              ...route,
+              path: '/bench/naive/:id',
+              async handler(ctx) {
+                const id = `evt_naive_${++naiveSeq}`;
+                const h = natsHeaders();
+                h.set('Nats-Msg-Id', id);
+                await hub.bus.js.publish(`bench.chat.default.${ctx.params.id}.message.created`, Buffer.from(JSON.stringify({ id, body: ctx.state.body })), {
+                  msgID: id,
+                });
+                ctx.status = 201;
+                ctx.body = { ok: true };
+              },
             });
           },
         },

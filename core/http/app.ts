@@ -3,15 +3,15 @@
  * `buildApp(hub).callback()` and owns the socket; tests drive the same callback with supertest.
  *
  * Middleware order (outermost first): request metrics (sees the final status), the error renderer, then the
- * declared routes (each: authenticate → role check → JSON body → validation → handler), plugin routes under
- * /v1 behind authentication, and a last stop that answers 405 or 404.
+ * declared routes (each: authenticate → role check → JSON body → validation → handler), core's and the
+ * plugins' alike, and a last stop that answers 405 or 404.
  */
-import { Router } from '@koa/router';
 import Koa, { type Middleware } from 'koa';
+import type { z } from 'zod';
 import { AuthService } from '../auth/service.js';
 import { VoxaError } from '../errors.js';
 import type { Hub } from '../hub.js';
-import type { PluginContext, PluginRoutes } from '../../plugins/runtime/types.js';
+import type { PluginContext, PluginRouter, PluginRoutes, PublicPluginRouter, PublicPluginRoutes } from '../../plugins/runtime/types.js';
 import { authRoutes } from '../routes/auth.js';
 import { conversationRoutes } from '../routes/conversations.js';
 import { userRoutes } from '../routes/users.js';
@@ -23,16 +23,15 @@ import { GoogleSignIn } from '../auth/oidc.js';
 import { FileService } from '../files/service.js';
 import { TotpService } from '../auth/totp.js';
 import { metrics } from '../telemetry/metrics.js';
-import { ApiRouter, buildOpenApi, type ApiState } from './api-router.js';
+import { ApiRouter, buildOpenApi, type ApiState, type RouteDef } from './api-router.js';
 import { authenticate } from './auth.js';
 import { clientIp } from './client-ip.js';
-import { jsonBody } from './body.js';
 import { errorMiddleware, routeOf } from './errors.js';
 import { healthRoutes } from './health.js';
 
 export interface BuildAppOptions {
-  /** REST routes of plugins, mounted under /v1 after authentication. */
-  pluginRoutes?: Array<{ name: string; routes: PluginRoutes; publicRoutes?: PluginRoutes }>;
+  /** REST routes of plugins, declared under /v1 (behind authentication unless public). */
+  pluginRoutes?: Array<{ name: string; routes: PluginRoutes; publicRoutes?: PublicPluginRoutes }>;
   pluginContext?: PluginContext;
 }
 
@@ -72,21 +71,10 @@ export function buildApp(hub: Hub, opts: BuildAppOptions = {}): Koa<ApiState> {
   fileRoutes(api, new FileService(hub));
   oidcRoutes(api, new GoogleSignIn(hub, accounts));
 
-  const pluginRouters: Array<{ name: string; router: Router<ApiState>; auth: boolean }> = [];
   const pluginContext: PluginContext = opts.pluginContext ?? { hub, log: hub.log };
   for (const p of opts.pluginRoutes ?? []) {
-    const router = new Router<ApiState>({ prefix: '/v1' });
-    // Router-level middleware only runs when one of this router's routes matched.
-    router.use(auth as never, jsonBody(hub.config.bodyLimitBytes) as never);
-    p.routes(router as never, pluginContext);
-    pluginRouters.push({ name: p.name, router, auth: true });
-  }
-  for (const p of opts.pluginRoutes ?? []) {
-    if (!p.publicRoutes) continue;
-    // No authentication and no JSON body parser: these handlers check their own credential (a signed link).
-    const router = new Router<ApiState>({ prefix: '/v1' });
-    p.publicRoutes(router as never, pluginContext);
-    pluginRouters.push({ name: p.name, router, auth: false });
+    p.routes(pluginRouter(api, p.name), pluginContext);
+    p.publicRoutes?.(publicPluginRouter(api, p.name), pluginContext);
   }
 
   let openapi: Record<string, unknown> | null = null;
@@ -98,7 +86,7 @@ export function buildApp(hub: Hub, opts: BuildAppOptions = {}): Koa<ApiState> {
     auth: false,
     responses: { 200: { description: 'OpenAPI 3.1 description of the API.' } },
     handler(ctx) {
-      openapi ??= withPluginPaths(buildOpenApi(api.routes, { title: 'Voxa Hub API', version: '1' }), pluginRouters);
+      openapi ??= buildOpenApi(api.routes, { title: 'Voxa Hub API', version: '1' });
       ctx.body = openapi;
     },
   });
@@ -112,11 +100,9 @@ export function buildApp(hub: Hub, opts: BuildAppOptions = {}): Koa<ApiState> {
     await next();
   });
   app.use(api.router.routes() as Middleware<ApiState>);
-  for (const { router } of pluginRouters) app.use(router.routes() as Middleware<ApiState>);
-  const routers = [api.router, ...pluginRouters.map((p) => p.router)];
   app.use(async (ctx) => {
     const allowed = new Set<string>();
-    for (const r of routers) for (const layer of r.match(ctx.path, ctx.method).path) for (const m of layer.methods) allowed.add(m);
+    for (const layer of api.router.match(ctx.path, ctx.method).path) for (const m of layer.methods) allowed.add(m);
     if (allowed.size === 0) throw new VoxaError('NOT_FOUND', `No route for ${ctx.method} ${ctx.path.slice(0, 200)}.`);
     const allow = [...allowed].sort().join(', ');
     if (ctx.method === 'OPTIONS') {
@@ -129,25 +115,34 @@ export function buildApp(hub: Hub, opts: BuildAppOptions = {}): Koa<ApiState> {
   return app;
 }
 
-/** Adds the plugins' routes to the OpenAPI document (they declare no schemas, so only paths and auth). */
-function withPluginPaths(doc: Record<string, unknown>, plugins: Array<{ name: string; router: Router<ApiState>; auth: boolean }>): Record<string, unknown> {
-  const paths = doc.paths as Record<string, Record<string, unknown>>;
-  for (const { name, router, auth } of plugins) {
-    for (const layer of router.stack) {
-      if (!layer.methods.length || typeof layer.path !== 'string') continue;
-      const path = layer.path.replace(/:([A-Za-z0-9_]+)/g, '{$1}');
-      for (const m of layer.methods) {
-        if (m === 'HEAD') continue;
-        paths[path] ??= {};
-        paths[path][m.toLowerCase()] = {
-          summary: `Route of the ${name} plugin.`,
-          tags: [`plugin:${name}`],
-          // Public plugin routes (e.g. one-click unsubscribe) check their own signed credential.
-          security: auth ? [{ bearer: [] }] : [],
-          responses: { default: { description: 'See the plugin docs; errors use the Error shape.', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } } },
-        };
-      }
-    }
-  }
-  return doc;
+/** A plugin route's path under /v1; anything else is a mistake in the plugin, refused when it is mounted. */
+function v1Path(name: string, path: string): string {
+  if (!path.startsWith('/') || path === '/v1' || path.startsWith('/v1/')) throw new Error(`plugin ${name}: route path ${path} must start with / and be relative to /v1`);
+  return `/v1${path}`;
+}
+
+/**
+ * What a plugin declares its routes on: core's ApiRouter itself, so a plugin route is checked exactly like a
+ * core one (params, query and body) and is listed in /v1/openapi.json with its schemas, tagged
+ * `plugin:<name>`. Routes declared through `routes` need a token; those through `publicRoutes` do not (each
+ * checks its own credential, such as a signed link).
+ */
+function pluginRouter(api: ApiRouter, name: string): PluginRouter {
+  const router: PluginRouter = {
+    add(def) {
+      api.add({ ...def, path: v1Path(name, def.path), tag: `plugin:${name}`, auth: true } as RouteDef<z.ZodType, z.ZodType, z.ZodType>);
+      return router;
+    },
+  };
+  return router;
+}
+
+function publicPluginRouter(api: ApiRouter, name: string): PublicPluginRouter {
+  const router: PublicPluginRouter = {
+    add(def) {
+      api.add({ ...def, path: v1Path(name, def.path), tag: `plugin:${name}`, auth: false } as RouteDef<z.ZodType, z.ZodType>);
+      return router;
+    },
+  };
+  return router;
 }

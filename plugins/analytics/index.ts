@@ -5,7 +5,7 @@
 import { z } from 'zod';
 import type { Role, UserRecord } from '../../core/domain.js';
 import { VoxaError } from '../../core/errors.js';
-import { requireRole, validate } from '../../core/http/validate.js';
+import { validate } from '../../core/http/validate.js';
 import type { Store } from '../../core/store/port.js';
 import { definePlugin, type Plugin } from '../runtime/types.js';
 import { ensureFactIndexes, messageFactId, recordFact, utcDay, type Side } from './facts.js';
@@ -18,6 +18,21 @@ const Day = z
   .string()
   .regex(/^\d{4}-\d{2}-\d{2}$/, 'a UTC date as YYYY-MM-DD')
   .refine((s) => !Number.isNaN(Date.parse(`${s}T00:00:00Z`)) && new Date(`${s}T00:00:00Z`).toISOString().startsWith(s), 'a real calendar date');
+
+/** The query of GET /v1/analytics; parseRange checks the range itself. */
+const RangeQuery = z.strictObject({ from: Day.optional(), to: Day.optional() });
+
+const Stats = z.object({
+  messages: z.number().int(),
+  activeUsers: z.number().int(),
+  conversationsOpened: z.number().int(),
+  firstResponse: z.object({ count: z.number().int(), medianMs: z.number().nullable(), p90Ms: z.number().nullable() }),
+  deliveries: z.record(z.string(), z.number().int()),
+  pushesSent: z.number().int(),
+  emailsSent: z.number().int(),
+});
+/** report.ts AnalyticsReport, for the OpenAPI document. */
+const ReportResponse = z.object({ workspaceId: z.string(), from: z.string(), to: z.string(), days: z.array(Stats.extend({ day: z.string() })), totals: Stats });
 
 /** Validates a report range; `to` defaults to today and `from` to 29 days before `to`. */
 export function parseRange(input: { from?: unknown; to?: unknown }, today = new Date()): { from: string; to: string } {
@@ -104,12 +119,18 @@ export function createAnalyticsPlugin(): Plugin {
       }
     },
     routes(router, ctx) {
-      router.get('/analytics', requireRole('admin', 'agent'), async (kctx) => {
-        const user = kctx.state.user as UserRecord;
-        const extra = Object.keys(kctx.query).filter((k) => k !== 'from' && k !== 'to');
-        if (extra.length) throw new VoxaError('VALIDATION_FAILED', `query.${extra[0]}: unknown parameter`, { fields: extra.map((k) => `query.${k}`) });
-        const { from, to } = parseRange(kctx.query);
-        kctx.body = await buildReport(ctx.hub.store.docs, user.workspaceId, from, to);
+      router.add({
+        method: 'get',
+        path: '/analytics',
+        summary: "Per-day figures of the caller's workspace from `from` to `to` (default: the last 30 days).",
+        roles: ['admin', 'agent'],
+        query: RangeQuery,
+        responses: { 200: { description: 'The report.', schema: ReportResponse } },
+        async handler(kctx, { query }) {
+          const user = kctx.state.user as UserRecord;
+          const { from, to } = parseRange(query);
+          kctx.body = await buildReport(ctx.hub.store.docs, user.workspaceId, from, to);
+        },
       });
     },
   });

@@ -4,7 +4,8 @@
  */
 import { z } from 'zod';
 import type { UserRecord } from '../../core/domain.js';
-import { requireRole, validate } from '../../core/http/validate.js';
+import { EnvelopeSchema } from '../../core/events/catalog.js';
+import { limitParam, SeqCursor } from '../runtime/route-schemas.js';
 import { definePlugin, type Plugin } from '../runtime/types.js';
 import type { DocumentStore } from '../../core/store/port.js';
 import { appendEntry, ensureAuditIndexes, listEntries } from './chain.js';
@@ -16,13 +17,29 @@ export const SinceSchema = z
   .refine((s) => /^\d{4}-\d{2}-\d{2}(T[\d:.]+(Z|[+-]\d{2}:\d{2}))?$/.test(s) && !Number.isNaN(Date.parse(s)), 'an ISO date or timestamp')
   .transform((s) => new Date(s).toISOString());
 
-const ListQuery = z
-  .object({
-    since: SinceSchema.optional(),
-    limit: z.coerce.number().int().min(1).max(500).default(100),
-    after: z.coerce.number().int().min(0).optional(),
-  })
-  .strict();
+const ListQuery = z.strictObject({
+  since: SinceSchema.optional(),
+  limit: limitParam(500, 100),
+  after: SeqCursor.optional(),
+});
+
+/** An entry as listed (chain.ts AuditEntry); for the OpenAPI document. */
+const EntrySchema = z.object({
+  id: z.string(),
+  seq: z.number().int(),
+  time: z.string(),
+  eventId: z.string(),
+  eventTime: z.string(),
+  type: z.string(),
+  actor: EnvelopeSchema.shape.actor,
+  workspaceId: z.string(),
+  subject: z.string().optional(),
+  summary: z.string(),
+  details: z.record(z.string(), z.unknown()).optional(),
+  prevHash: z.string(),
+  hash: z.string(),
+});
+const ListResponse = z.object({ entries: z.array(EntrySchema), nextAfter: z.number().int().nullable() });
 
 /** Builds the plugin. One instance per process; the store comes from the hub at start. */
 export function createAuditPlugin(): Plugin {
@@ -46,16 +63,23 @@ export function createAuditPlugin(): Plugin {
       if (input) await appendEntry(docs, input);
     },
     routes(router, ctx) {
-      router.get('/audit', requireRole('admin'), async (kctx) => {
-        const user = kctx.state.user as UserRecord;
-        const q = validate(ListQuery, kctx.query, 'query');
-        const page = await listEntries(ctx.hub.store.docs, {
-          workspaceId: user.workspaceId,
-          limit: q.limit,
-          ...(q.since ? { since: q.since } : {}),
-          ...(q.after !== undefined ? { afterSeq: q.after } : {}),
-        });
-        kctx.body = { entries: page.entries, nextAfter: page.nextAfterSeq };
+      router.add({
+        method: 'get',
+        path: '/audit',
+        summary: "The audit log of the caller's workspace, oldest first; page on with after=nextAfter.",
+        roles: ['admin'],
+        query: ListQuery,
+        responses: { 200: { description: 'A page of entries.', schema: ListResponse } },
+        async handler(kctx, { query: q }) {
+          const user = kctx.state.user as UserRecord;
+          const page = await listEntries(ctx.hub.store.docs, {
+            workspaceId: user.workspaceId,
+            limit: q.limit,
+            ...(q.since ? { since: q.since } : {}),
+            ...(q.after !== undefined ? { afterSeq: q.after } : {}),
+          });
+          kctx.body = { entries: page.entries, nextAfter: page.nextAfterSeq };
+        },
       });
     },
   });

@@ -18,7 +18,6 @@ import { z } from 'zod';
 import type { UserRecord } from '../../core/domain.js';
 import { VoxaError } from '../../core/errors.js';
 import type { Hub } from '../../core/hub.js';
-import { validate } from '../../core/http/validate.js';
 import { recordSent } from '../analytics/facts.js';
 import { definePlugin, type Plugin } from '../runtime/types.js';
 import { buildDigest, escapeHtml, unsubscribeUrl, verifyUnsubscribeToken } from './digest.js';
@@ -36,18 +35,15 @@ interface DigestJob {
 /** BullMQ job id of a user's pending digest (BullMQ job ids may not contain ':'). */
 export const digestJobId = (userId: string): string => `digest-${userId}`;
 
-const PrefsBody = z
-  .object({
-    email: z
-      .object({
-        enabled: z.boolean().optional(),
-        delaySeconds: z.number().int().min(0).max(7 * 86400).optional(),
-      })
-      .strict(),
-  })
-  .strict();
+const PrefsBody = z.strictObject({
+  email: z.strictObject({
+    enabled: z.boolean().optional(),
+    delaySeconds: z.number().int().min(0).max(7 * 86400).optional(),
+  }),
+});
+const PrefsResponse = z.object({ email: z.object({ enabled: z.boolean(), delaySeconds: z.number().int() }) });
 
-const UnsubscribeQuery = z.object({ u: z.string().min(1).max(64), t: z.string().min(1).max(128) }).strict();
+const UnsubscribeQuery = z.strictObject({ u: z.string().min(1).max(64), t: z.string().min(1).max(128) });
 
 /** Base URL for links in emails: the configured public URL, else the local listener. */
 function baseUrlOf(hub: Hub): string {
@@ -162,37 +158,66 @@ export function createEmailPlugin(opts: EmailPluginOptions = {}): Plugin {
       }
     },
     routes(router, ctx) {
-      router.get('/me/notifications', async (kctx) => {
-        const user = kctx.state.user as UserRecord;
-        kctx.body = { email: await getEmailPrefs(ctx.hub.store.docs, user.id, ctx.hub.config.emailDigestDelaySeconds) };
+      router.add({
+        method: 'get',
+        path: '/me/notifications',
+        summary: "The caller's email digest preferences.",
+        responses: { 200: { description: 'The preferences.', schema: PrefsResponse } },
+        async handler(kctx) {
+          const user = kctx.state.user as UserRecord;
+          kctx.body = { email: await getEmailPrefs(ctx.hub.store.docs, user.id, ctx.hub.config.emailDigestDelaySeconds) };
+        },
       });
-      router.put('/me/notifications', async (kctx) => {
-        const user = kctx.state.user as UserRecord;
-        const body = validate(PrefsBody, kctx.state.body, 'body');
-        const email = await updateEmailPrefs(ctx.hub.store.docs, user.id, body.email, ctx.hub.config.emailDigestDelaySeconds);
-        if (!email.enabled) await queue?.remove(digestJobId(user.id)).catch(() => undefined);
-        kctx.body = { email };
+      router.add({
+        method: 'put',
+        path: '/me/notifications',
+        summary: "Changes the caller's email digest preferences (fields left out stay as they are).",
+        body: PrefsBody,
+        responses: { 200: { description: 'The preferences now.', schema: PrefsResponse } },
+        async handler(kctx, { body }) {
+          const user = kctx.state.user as UserRecord;
+          const email = await updateEmailPrefs(ctx.hub.store.docs, user.id, body.email, ctx.hub.config.emailDigestDelaySeconds);
+          if (!email.enabled) await queue?.remove(digestJobId(user.id)).catch(() => undefined);
+          kctx.body = { email };
+        },
       });
     },
     publicRoutes(router, ctx) {
-      const check = async (query: unknown): Promise<string> => {
-        const q = validate(UnsubscribeQuery, query, 'query');
+      const check = (q: z.output<typeof UnsubscribeQuery>): string => {
         if (!verifyUnsubscribeToken(ctx.hub.secrets.jwtSecret, q.u, q.t)) throw new VoxaError('FORBIDDEN', 'This unsubscribe link is not valid.');
         return q.u;
       };
       // GET only shows a confirmation button: link scanners in mail systems follow GET links on their own.
-      router.get('/notifications/unsubscribe', async (kctx) => {
-        await check(kctx.query);
-        kctx.type = 'html';
-        kctx.body = `<!doctype html><html><body><form method="post" action="${escapeHtml(kctx.originalUrl)}"><p>Stop unread-message emails from Voxa?</p><button type="submit">Unsubscribe</button></form></body></html>`;
+      router.add({
+        method: 'get',
+        path: '/notifications/unsubscribe',
+        summary: 'The page behind the unsubscribe link in a digest: a button that confirms (signed link, no token).',
+        query: UnsubscribeQuery,
+        responses: { 200: { description: 'An HTML page with the confirmation button.' } },
+        errors: ['FORBIDDEN'],
+        handler(kctx, { query }) {
+          check(query);
+          kctx.type = 'html';
+          kctx.body = `<!doctype html><html><body><form method="post" action="${escapeHtml(kctx.originalUrl)}"><p>Stop unread-message emails from Voxa?</p><button type="submit">Unsubscribe</button></form></body></html>`;
+        },
       });
-      // RFC 8058 one-click: the mail client POSTs "List-Unsubscribe=One-Click" to the URL.
-      router.post('/notifications/unsubscribe', async (kctx) => {
-        const userId = await check(kctx.query);
-        await updateEmailPrefs(ctx.hub.store.docs, userId, { enabled: false }, ctx.hub.config.emailDigestDelaySeconds);
-        await queue?.remove(digestJobId(userId)).catch(() => undefined);
-        kctx.type = 'html';
-        kctx.body = '<!doctype html><html><body><p>You will no longer get unread-message emails.</p></body></html>';
+      // RFC 8058 one-click: the mail client POSTs the form "List-Unsubscribe=One-Click" to the URL. The signed
+      // query is the credential; the form says nothing more, so it is not read (ownBody) rather than refused.
+      router.add({
+        method: 'post',
+        path: '/notifications/unsubscribe',
+        summary: 'Turns the digest off for the user the signed link names (RFC 8058 one-click; no token).',
+        query: UnsubscribeQuery,
+        ownBody: true,
+        responses: { 200: { description: 'An HTML page saying the digest is off.' } },
+        errors: ['FORBIDDEN'],
+        async handler(kctx, { query }) {
+          const userId = check(query);
+          await updateEmailPrefs(ctx.hub.store.docs, userId, { enabled: false }, ctx.hub.config.emailDigestDelaySeconds);
+          await queue?.remove(digestJobId(userId)).catch(() => undefined);
+          kctx.type = 'html';
+          kctx.body = '<!doctype html><html><body><p>You will no longer get unread-message emails.</p></body></html>';
+        },
       });
     },
     async stop() {

@@ -25,9 +25,9 @@ import type { UserRecord } from '../../core/domain.js';
 import { VoxaError } from '../../core/errors.js';
 import type { Hub } from '../../core/hub.js';
 import { presenceUserKey } from '../edge/presence.js';
-import { validate } from '../../core/http/validate.js';
 import { recordSent } from '../analytics/facts.js';
-import { definePlugin, RetryableError, type Plugin } from '../runtime/types.js';
+import { ConversationParams } from '../runtime/route-schemas.js';
+import { definePlugin, RetryableError, type Plugin, type PluginRouteDef } from '../runtime/types.js';
 import { devicesOf, publicDevice, registerDevice, removeOwnDevice, DEVICES_COLLECTION, type Device } from './devices.js';
 import { buildMessage, classifyFcmError, openFcm, readServiceAccount, truncate, type FcmClient } from './fcm.js';
 import { isMuted, setMuted } from './mutes.js';
@@ -62,8 +62,12 @@ const TokenBody = z
     platform: z.enum(['ios', 'android', 'web']),
   })
   .strict();
-const TokenParam = z.object({ token: z.string().min(1).max(4096) });
-const ConvParam = z.object({ id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/) });
+const TokenParam = z.strictObject({ token: z.string().min(1).max(4096) });
+
+/** A device as the API shows it (publicDevice: never the token). */
+const DeviceOut = z.object({ id: z.string(), platform: TokenBody.shape.platform, createdAt: z.string(), updatedAt: z.string() });
+const DeviceResponse = z.object({ device: DeviceOut });
+const MuteResponse = z.object({ conversationId: z.string(), muted: z.boolean() });
 
 /** True when the edge has a live device of the user (presence keys documented in plugins/edge/presence.ts). */
 export async function hasConnectedSocket(redis: Redis | null, namespace: string, userId: string): Promise<boolean> {
@@ -205,33 +209,58 @@ export function createPushPlugin(opts: PushPluginOptions = {}): Plugin {
       }
     },
     routes(router, ctx) {
-      router.post('/devices', async (kctx) => {
-        const user = kctx.state.user as UserRecord;
-        const body = validate(TokenBody, kctx.state.body, 'body');
-        const { device, created } = await registerDevice(ctx.hub.store.docs, { ...body, userId: user.id, workspaceId: user.workspaceId });
-        kctx.status = created ? 201 : 200;
-        kctx.body = { device: publicDevice(device) };
+      router.add({
+        method: 'post',
+        path: '/devices',
+        summary: "Registers the caller's device for pushes (idempotent per token; a token moves to its latest user).",
+        body: TokenBody,
+        responses: { 201: { description: 'Registered.', schema: DeviceResponse }, 200: { description: 'Already registered.', schema: DeviceResponse } },
+        async handler(kctx, { body }) {
+          const user = kctx.state.user as UserRecord;
+          const { device, created } = await registerDevice(ctx.hub.store.docs, { ...body, userId: user.id, workspaceId: user.workspaceId });
+          kctx.status = created ? 201 : 200;
+          kctx.body = { device: publicDevice(device) };
+        },
       });
-      router.get('/devices', async (kctx) => {
-        const user = kctx.state.user as UserRecord;
-        kctx.body = { devices: (await devicesOf(ctx.hub.store.docs, user.id)).map(publicDevice) };
+      router.add({
+        method: 'get',
+        path: '/devices',
+        summary: "The caller's devices (tokens are never echoed).",
+        responses: { 200: { description: 'The devices.', schema: z.object({ devices: z.array(DeviceOut) }) } },
+        async handler(kctx) {
+          const user = kctx.state.user as UserRecord;
+          kctx.body = { devices: (await devicesOf(ctx.hub.store.docs, user.id)).map(publicDevice) };
+        },
       });
-      router.delete('/devices/:token', async (kctx) => {
-        const user = kctx.state.user as UserRecord;
-        const { token } = validate(TokenParam, kctx.params, 'params');
-        // Someone else's token looks exactly like an unknown one.
-        if (!(await removeOwnDevice(ctx.hub.store.docs, user.id, token))) throw new VoxaError('NOT_FOUND', 'No such device.');
-        kctx.status = 204;
+      router.add({
+        method: 'delete',
+        path: '/devices/:token',
+        summary: 'Unregisters one of the caller\'s devices.',
+        params: TokenParam,
+        responses: { 204: { description: 'Removed.' } },
+        errors: ['NOT_FOUND'],
+        async handler(kctx, { params: { token } }) {
+          const user = kctx.state.user as UserRecord;
+          // Someone else's token looks exactly like an unknown one.
+          if (!(await removeOwnDevice(ctx.hub.store.docs, user.id, token))) throw new VoxaError('NOT_FOUND', 'No such device.');
+          kctx.status = 204;
+        },
       });
-      const mute = (muted: boolean) => async (kctx: { state: { user?: unknown }; params: unknown; status: number; body: unknown }) => {
-        const user = kctx.state.user as UserRecord;
-        const { id } = validate(ConvParam, kctx.params, 'params');
-        await ctx.hub.chat.getConversationFor(user, id); // 404 / 403 unless a member
-        await setMuted(ctx.hub.store.docs, user.id, id, muted);
-        kctx.body = { conversationId: id, muted };
-      };
-      router.put('/conversations/:id/mute', mute(true));
-      router.delete('/conversations/:id/mute', mute(false));
+      const mute = (method: 'put' | 'delete', muted: boolean): PluginRouteDef<typeof ConversationParams> => ({
+        method,
+        path: '/conversations/:id/mute',
+        summary: muted ? 'Mutes pushes and digest mail of a conversation for the caller.' : 'Unmutes a conversation for the caller.',
+        params: ConversationParams,
+        responses: { 200: { description: 'The mute state now.', schema: MuteResponse } },
+        errors: ['CONVERSATION_NOT_FOUND', 'NOT_A_MEMBER'],
+        async handler(kctx, { params: { id } }) {
+          const user = kctx.state.user as UserRecord;
+          await ctx.hub.chat.getConversationFor(user, id); // 404 / 403 unless a member
+          await setMuted(ctx.hub.store.docs, user.id, id, muted);
+          kctx.body = { conversationId: id, muted };
+        },
+      });
+      router.add(mute('put', true)).add(mute('delete', false));
     },
     async stop() {
       await fcm?.close();

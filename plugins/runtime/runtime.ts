@@ -50,7 +50,7 @@ import {
 } from './control.js';
 import { malformedReason, publishDeadLetter } from './dlq.js';
 import { dedupeKey } from './idempotency.js';
-import { PermanentError, RetryableError, type DeliveryInfo, type Plugin, type PluginContext, type PluginRoutes } from './types.js';
+import { PermanentError, RetryableError, type DeliveryInfo, type Plugin, type PluginContext, type PluginRoutes, type PublicPluginRoutes } from './types.js';
 
 export interface PluginRuntimeOptions {
   /** The API's HTTP server; handed to every plugin's start() as ctx.httpServer (the edge attaches to it). */
@@ -84,7 +84,7 @@ export interface PluginRouteMount {
   name: string;
   routes: PluginRoutes;
   /** Routes mounted without authentication (Plugin.publicRoutes). */
-  publicRoutes?: PluginRoutes;
+  publicRoutes?: PublicPluginRoutes;
   context: PluginContext;
 }
 

@@ -7,7 +7,8 @@ import type { AnyEvent, EventType } from '../../core/events/catalog.js';
 import type { Hub } from '../../core/hub.js';
 import type { Logger } from 'pino';
 import type { Server as HttpServer } from 'node:http';
-import type { Router } from '@koa/router';
+import type { z } from 'zod';
+import type { RouteDef } from '../../core/http/api-router.js';
 
 export interface RetryPolicy {
   /** Deliveries before the event goes to the dead-letter stream (default 5). */
@@ -86,8 +87,39 @@ export interface PluginContext {
   httpServer?: HttpServer;
 }
 
-/** Extra REST routes a plugin mounts under /v1, behind authentication (ctx.state.user is the caller). */
-export type PluginRoutes = (router: Router, ctx: PluginContext) => void;
+type Schema = z.ZodType | undefined;
+
+/**
+ * A REST route a plugin declares: core's RouteDef (core/http/api-router.ts) with `path` relative to /v1
+ * (`/devices` serves `/v1/devices`). The route goes through core's ApiRouter, so it is checked exactly like a
+ * core route (strict params, query and body; a body on a route that declares none is refused unless it is
+ * `{}`; a route that declares no query takes no parameters) and is listed in /v1/openapi.json with its
+ * schemas. Whether it needs a token, and its OpenAPI tag (`plugin:<name>`), follow from where it is declared.
+ */
+export type PluginRouteDef<P extends Schema = undefined, Q extends Schema = undefined, B extends Schema = undefined> = Omit<RouteDef<P, Q, B>, 'auth' | 'tag'>;
+
+/**
+ * A route without authentication: no roles (there is no caller to check) and no JSON body schema. A route
+ * that answers clients posting something other than JSON (a mail client's one-click unsubscribe form) says
+ * so with `ownBody`; any other refuses a body but `{}`, like every core route that takes none.
+ */
+export type PublicPluginRouteDef<P extends Schema = undefined, Q extends Schema = undefined> = Omit<PluginRouteDef<P, Q, undefined>, 'roles' | 'body'>;
+
+/** Where a plugin declares its authenticated routes; `add` returns the router for chaining. */
+export interface PluginRouter {
+  add<P extends Schema = undefined, Q extends Schema = undefined, B extends Schema = undefined>(def: PluginRouteDef<P, Q, B>): PluginRouter;
+}
+
+/** Where a plugin declares its public routes. */
+export interface PublicPluginRouter {
+  add<P extends Schema = undefined, Q extends Schema = undefined>(def: PublicPluginRouteDef<P, Q>): PublicPluginRouter;
+}
+
+/** Extra REST routes a plugin declares under /v1, behind authentication (ctx.state.user is the caller). */
+export type PluginRoutes = (router: PluginRouter, ctx: PluginContext) => void;
+
+/** Extra REST routes a plugin declares under /v1 without authentication. */
+export type PublicPluginRoutes = (router: PublicPluginRouter, ctx: PluginContext) => void;
 
 export interface Plugin {
   manifest: PluginManifest;
@@ -97,10 +129,10 @@ export interface Plugin {
   /** REST routes the plugin adds (mounted by core/http/app.ts). */
   routes?: PluginRoutes;
   /**
-   * REST routes mounted under /v1 WITHOUT authentication and without the JSON body parser (e.g. a signed
-   * one-click unsubscribe link that a mail client POSTs to). Each handler must check its own credential.
+   * REST routes declared under /v1 WITHOUT authentication (e.g. a signed one-click unsubscribe link that a
+   * mail client POSTs to). Each handler must check its own credential.
    */
-  publicRoutes?: PluginRoutes;
+  publicRoutes?: PublicPluginRoutes;
   /** Runs after in-flight work drained. */
   stop?(): Promise<void>;
 }

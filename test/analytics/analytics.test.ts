@@ -7,7 +7,7 @@ import { createAnalyticsPlugin } from '../../plugins/analytics/index.js';
 import { buildReport, percentile } from '../../plugins/analytics/report.js';
 import type { Plugin } from '../../plugins/runtime/types.js';
 import { startServers } from '../helpers/hub.js';
-import { bearer, createUser, openPluginApi, type PluginApi } from '../notifications/support.js';
+import { assertInvalid, bearer, createUser, openPluginApi, type PluginApi } from '../notifications/support.js';
 
 let servers: Awaited<ReturnType<typeof startServers>>;
 test.before(async () => {
@@ -203,6 +203,9 @@ test('GET /v1/analytics: agents and admins of the workspace only, dates validate
       t.is(bad.status, 400, q);
       t.is(bad.body.error.code, 'VALIDATION_FAILED', q);
     }
+    assertInvalid(t, await api.http.get('/v1/analytics').set(...bearer(admin)).send({ a: 1 }), 'body.a', 'a body on GET');
+    assertInvalid(t, await api.http.get(`/v1/analytics?from=${today}&from=${today}`).set(...bearer(admin)), 'query.from', 'repeated from');
+    assertInvalid(t, await api.http.get('/v1/analytics?bogus=1').set(...bearer(admin)), 'query.bogus', 'unknown parameter');
   } finally {
     await api.close();
   }

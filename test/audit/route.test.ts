@@ -3,7 +3,7 @@ import { createAuditPlugin } from '../../plugins/audit/index.js';
 import { verifyChain } from '../../plugins/audit/chain.js';
 import { PluginRuntime } from '../../plugins/runtime/runtime.js';
 import { startServers } from '../helpers/hub.js';
-import { bearer, eventually, openPluginApi } from '../notifications/support.js';
+import { assertInvalid, bearer, eventually, openPluginApi } from '../notifications/support.js';
 
 let servers: Awaited<ReturnType<typeof startServers>>;
 test.before(async () => {
@@ -51,6 +51,26 @@ test('through the runtime: sign-ups and sign-ins land in the chain; GET /v1/audi
     }
   } finally {
     await runtime.stop();
+    await api.close();
+  }
+});
+
+test('GET /v1/audit takes query numbers only in canonical form and in range, and no body', async (t) => {
+  const api = await openPluginApi(servers, [createAuditPlugin()]);
+  try {
+    const admin = await api.register('Root', 'admin');
+    // Read as 10, 5 and 1 by a coercing parser; each is a 400 naming the parameter.
+    for (const q of ['limit=1e1', 'limit=0x5', 'limit=%201', 'limit=1%20', 'limit=05', 'limit=1.5', 'limit=-1', 'limit=1&limit=2', 'after=1e0', 'after=0x1', 'after=1&after=2']) {
+      assertInvalid(t, await api.http.get(`/v1/audit?${q}`).set(...bearer(admin)), `query.${q.slice(0, q.indexOf('='))}`, q);
+    }
+    assertInvalid(t, await api.http.get('/v1/audit').set(...bearer(admin)).send({ a: 1 }), 'body.a', 'a body on GET');
+    for (const q of ['limit=500', 'limit=1', 'after=0', 'after=7', 'since=2020-01-01']) {
+      const r = await api.http.get(`/v1/audit?${q}`).set(...bearer(admin));
+      t.is(r.status, 200, q);
+      t.true(Array.isArray(r.body.entries), q);
+    }
+    t.is((await api.http.get('/v1/audit').set(...bearer(admin)).send({})).status, 200, 'an empty body is fine');
+  } finally {
     await api.close();
   }
 });

@@ -9,7 +9,7 @@ import { generateSecret } from '../../connectors/webhook/signing.js';
 import { createEvent, subjectOf, type AnyEvent } from '../../core/events/catalog.js';
 import { createWebhooksPlugin } from '../../plugins/webhooks/index.js';
 import { startServers } from '../helpers/hub.js';
-import { bearer, openPluginApi, type PluginApi, type Session } from '../notifications/support.js';
+import { assertInvalid, bearer, openPluginApi, type PluginApi, type Session } from '../notifications/support.js';
 import { startReceiver, until, type Receiver } from './receiver.js';
 
 let servers: Awaited<ReturnType<typeof startServers>>;
@@ -170,4 +170,34 @@ test.serial('admins only; strict validation; another workspace\'s connection is 
   }
   t.false((await api.http.get('/v1/connections').set(...bearer(admin))).body.connections.some((c: { id: string }) => c.id === foreign.id));
   t.is((await new ConnectionService(api.hub).get(foreign.id)).status, 'active', 'untouched');
+});
+
+test.serial('webhook routes name a webhook when one is missing; bodies, queries and params are strict on every route', async (t) => {
+  for (const [method, path] of [
+    ['get', '/v1/webhooks/wh_x/deliveries'],
+    ['delete', '/v1/webhooks/wh_x'],
+  ] as const) {
+    const r = await api.http[method](path).set(...bearer(admin));
+    t.is(r.status, 404, `${method} ${path}`);
+    t.deepEqual(r.body.error, { code: 'NOT_FOUND', message: 'No such webhook.' }, `${method} ${path}`);
+  }
+  t.is((await api.http.get('/v1/connections/wh_x').set(...bearer(admin))).body.error.message, 'No such connection.');
+  t.is((await api.http.delete('/v1/connections/wh_x').set(...bearer(admin))).body.error.message, 'No such connection.');
+
+  const created = await api.http.post('/v1/webhooks').set(...bearer(admin)).send({ url: rcv.url, events: ['message.created'] });
+  t.is(created.status, 201);
+  const id = created.body.webhook.id as string;
+  for (const q of ['limit=1e1', 'limit=0x5', 'limit=%201', 'limit=1001', 'limit=1&limit=2', 'limit=abc']) {
+    assertInvalid(t, await api.http.get(`/v1/webhooks/${id}/deliveries?${q}`).set(...bearer(admin)), 'query.limit', q);
+  }
+  t.is((await api.http.get(`/v1/webhooks/${id}/deliveries?limit=1000`).set(...bearer(admin))).status, 200);
+  assertInvalid(t, await api.http.get('/v1/webhooks').set(...bearer(admin)).send({ a: 1 }), 'body.a', 'GET webhooks {a:1}');
+  assertInvalid(t, await api.http.get('/v1/webhooks?x=1').set(...bearer(admin)), 'query.x', 'GET webhooks ?x=1');
+  assertInvalid(t, await api.http.get('/v1/connections?connector=webhook&connector=webhook').set(...bearer(admin)), 'query.connector', 'repeated connector');
+  assertInvalid(t, await api.http.post(`/v1/connections/${id}/test`).set(...bearer(admin)).send({ x: 1 }), 'body.x', 'POST test {x:1}');
+  assertInvalid(t, await api.http.delete(`/v1/webhooks/${id}`).set(...bearer(admin)).send({ $ne: null }), 'body.$ne', 'DELETE webhook operator');
+  assertInvalid(t, await api.http.delete(`/v1/connections/${id}?force=1`).set(...bearer(admin)), 'query.force', 'DELETE connection ?force=1');
+  assertInvalid(t, await api.http.get(`/v1/connections/${'x'.repeat(65)}`).set(...bearer(admin)), 'params.id', 'a 65-character id');
+  t.is((await api.http.get(`/v1/connections/${id}`).set(...bearer(admin))).body.connection.status, 'active', 'the refused requests changed nothing');
+  t.is((await api.http.delete(`/v1/webhooks/${id}`).set(...bearer(admin))).status, 204);
 });

@@ -11,7 +11,7 @@ import { setMuted } from '../../plugins/push/mutes.js';
 import type { Plugin } from '../../plugins/runtime/types.js';
 import { startServers } from '../helpers/hub.js';
 import { freePort } from '../helpers/servers.js';
-import { bearer, eventually, openPluginApi, type PluginApi, type Session } from '../notifications/support.js';
+import { assertInvalid, bearer, eventually, openPluginApi, type PluginApi, type Session } from '../notifications/support.js';
 
 let servers: Awaited<ReturnType<typeof startServers>>;
 let smtp: SMTPServer;
@@ -192,6 +192,14 @@ test.serial('preferences: off means no digest is scheduled, muted conversations 
       t.is(bad.status, 400, JSON.stringify(body));
       t.is(bad.body.error.code, 'VALIDATION_FAILED');
     }
+    // Queries and bodies are strict like on core routes, and a refused request changes nothing.
+    assertInvalid(t, await api.http.put('/v1/me/notifications?x=1').set(...bearer(bob)).send({ email: { enabled: true } }), 'query.x', 'PUT ?x=1');
+    assertInvalid(t, await api.http.put('/v1/me/notifications').set(...bearer(bob)).send({ email: { enabled: true }, $set: {} }), 'body.$set', 'PUT $set');
+    assertInvalid(t, await api.http.get('/v1/me/notifications').set(...bearer(bob)).send({ a: 1 }), 'body.a', 'GET {a:1}');
+    assertInvalid(t, await api.http.get('/v1/me/notifications?x=1').set(...bearer(bob)), 'query.x', 'GET ?x=1');
+    t.deepEqual((await api.http.get('/v1/me/notifications').set(...bearer(bob))).body, { email: { enabled: false, delaySeconds: 3600 } }, 'still off');
+    assertInvalid(t, await api.http.get('/v1/notifications/unsubscribe?u=a&u=b&t=c'), 'query.u', 'repeated u');
+    assertInvalid(t, await api.http.post('/v1/notifications/unsubscribe?u=a&t=c&x=1'), 'query.x', 'unsubscribe ?x=1');
 
     const conv = await api.http.post('/v1/conversations').set(...bearer(alice)).send({ type: 'group', title: 'G', members: [bob.id, dave.id] });
     const cid = conv.body.conversation.id as string;

@@ -2,6 +2,7 @@
  * Helpers for the notification, audit and analytics plugin tests: a hub on the file's real NATS/Redis with
  * the plugins' REST routes mounted by the real buildApp, and shortcuts to create users directly in the store.
  */
+import type { ExecutionContext } from 'ava';
 import type { ConfigInput } from '../../core/config.js';
 import type { Role, UserRecord } from '../../core/domain.js';
 import type { Store } from '../../core/store/port.js';
@@ -73,4 +74,14 @@ export async function createUser(store: Store, fields: { id: string; role: Role;
 /** Polls until `check` returns a truthy value (no fixed sleeps); these plugin tests allow 20 s. */
 export function eventually<T>(check: () => Promise<T | undefined | null | false>, timeoutMs = 20_000): Promise<T> {
   return poll(check, timeoutMs);
+}
+
+/**
+ * Asserts the answer every route gives to bad input: 400 VALIDATION_FAILED with `field` (e.g. `body.x`,
+ * `query.limit`) among the offending fields.
+ */
+export function assertInvalid(t: ExecutionContext, res: { status: number; body: { error?: { code?: string; details?: { fields?: string[] } } } }, field: string, label = field): void {
+  t.is(res.status, 400, `${label}: status`);
+  t.is(res.body.error?.code, 'VALIDATION_FAILED', `${label}: code`);
+  t.true(res.body.error?.details?.fields?.includes(field) ?? false, `${label}: ${field} in ${JSON.stringify(res.body.error?.details?.fields)}`);
 }

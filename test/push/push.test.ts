@@ -7,7 +7,8 @@ import { DEVICES_COLLECTION, deviceId } from '../../plugins/push/devices.js';
 import { createPushPlugin, MAX_PUSH_AGE_MS, mentions } from '../../plugins/push/index.js';
 import { RetryableError, type Plugin } from '../../plugins/runtime/types.js';
 import { startServers } from '../helpers/hub.js';
-import { bearer, eventually, openPluginApi, type PluginApi, type Session } from '../notifications/support.js';
+import { isMuted } from '../../plugins/push/mutes.js';
+import { assertInvalid, bearer, eventually, openPluginApi, type PluginApi, type Session } from '../notifications/support.js';
 import { startFcmStandIn, type FcmStandIn } from './fcm-standin.js';
 
 let servers: Awaited<ReturnType<typeof startServers>>;
@@ -96,6 +97,38 @@ test('device routes: idempotent per token, a token moves to the latest user, onl
       t.is(bad.body.error.code, 'VALIDATION_FAILED');
     }
     t.is((await w.api.http.post('/v1/devices').send({ token, platform: 'web' })).status, 401);
+  } finally {
+    await w.api.close();
+  }
+});
+
+test('push routes refuse what core routes refuse, and change nothing when they do', async (t) => {
+  const w = await world();
+  try {
+    const conv = await openConv(w, { type: 'direct', members: [w.bob.id] });
+    const mute = `/v1/conversations/${conv.id}/mute`;
+    // An unknown field or an operator object in a body the route does not take is an error, not ignored.
+    for (const [body, field] of [[{ x: 1 }, 'body.x'], [{ $ne: null }, 'body.$ne']] as const) {
+      assertInvalid(t, await w.api.http.put(mute).set(...bearer(w.bob)).send(body), field, `PUT mute ${JSON.stringify(body)}`);
+    }
+    t.false(await isMuted(w.api.hub.store.docs, w.bob.id, conv.id), 'a refused PUT mutes nothing');
+    assertInvalid(t, await w.api.http.put(`${mute}?x=1`).set(...bearer(w.bob)), 'query.x', 'PUT mute ?x=1');
+    t.false(await isMuted(w.api.hub.store.docs, w.bob.id, conv.id));
+    assertInvalid(t, await w.api.http.put('/v1/conversations/not%20an%20id/mute').set(...bearer(w.bob)), 'params.id');
+    // `{}` and no body at all are both fine.
+    t.deepEqual((await w.api.http.put(mute).set(...bearer(w.bob)).send({})).body, { conversationId: conv.id, muted: true });
+    assertInvalid(t, await w.api.http.delete(mute).set(...bearer(w.bob)).send({ x: 1 }), 'body.x', 'DELETE mute {x:1}');
+    t.true(await isMuted(w.api.hub.store.docs, w.bob.id, conv.id), 'a refused DELETE unmutes nothing');
+
+    assertInvalid(t, await w.api.http.get('/v1/devices').set(...bearer(w.bob)).send({ a: 1 }), 'body.a', 'GET devices {a:1}');
+    assertInvalid(t, await w.api.http.get('/v1/devices?limit=abc').set(...bearer(w.bob)), 'query.limit', 'GET devices ?limit=abc');
+    const token = newToken('strict');
+    assertInvalid(t, await w.api.http.post('/v1/devices?x=1').set(...bearer(w.bob)).send({ token, platform: 'web' }), 'query.x', 'POST devices ?x=1');
+    assertInvalid(t, await w.api.http.post('/v1/devices').set(...bearer(w.bob)).send({ token: { $ne: null }, platform: 'web' }), 'body.token', 'POST devices operator');
+    t.is((await w.api.http.get('/v1/devices').set(...bearer(w.bob))).body.devices.length, 0, 'no device registered by a refused request');
+    await addDevice(w, w.bob, token);
+    assertInvalid(t, await w.api.http.delete(`/v1/devices/${encodeURIComponent(token)}`).set(...bearer(w.bob)).send({ x: 1 }), 'body.x', 'DELETE device {x:1}');
+    t.is((await w.api.http.get('/v1/devices').set(...bearer(w.bob))).body.devices.length, 1, 'the device is still there');
   } finally {
     await w.api.close();
   }
