@@ -14,7 +14,8 @@ import { VoxaError } from '../errors.js';
 import { assertWellFormed } from './well-formed.js';
 
 export const MAX_DEPTH = 32;
-const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
+/** Keys that reach an object's prototype; refused anywhere in a body (and as keys of socket frames' maps). */
+export const FORBIDDEN_KEYS: ReadonlySet<string> = new Set(['__proto__', 'constructor', 'prototype']);
 
 function hasBody(req: IncomingMessage): boolean {
   const len = req.headers['content-length'];

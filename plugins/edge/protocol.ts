@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { MAX_ATTACHMENTS } from '../../core/files/attachments.js';
 import { ID_PATTERN } from '../../core/ids.js';
+import { FORBIDDEN_KEYS } from '../../core/http/body.js';
 import { validationDetails, type ValidationDetails } from '../../core/http/validate.js';
 
 const Id = z.string().regex(ID_PATTERN);
@@ -15,7 +16,17 @@ const Seq = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
 export const MAX_RESUME_CURSORS = 2000;
 
 const Cursors = z
-  .record(Id, Seq)
+  // A key that reaches the prototype (`__proto__`, `constructor`) is refused as REST refuses it in a body,
+  // rather than silently dropped (zod's record skips `__proto__`) or looked up as a conversation. Checked on
+  // the input, before the record drops it.
+  .preprocess((raw, ctx) => {
+    if (raw !== null && typeof raw === 'object' && !Array.isArray(raw)) {
+      for (const key of Object.keys(raw)) {
+        if (FORBIDDEN_KEYS.has(key)) ctx.issues.push({ code: 'custom', path: [key], message: 'this key is not allowed', input: key });
+      }
+    }
+    return raw;
+  }, z.record(Id, Seq))
   .refine((c) => Object.keys(c).length <= MAX_RESUME_CURSORS, `at most ${MAX_RESUME_CURSORS} conversations per resume`);
 
 /**

@@ -75,3 +75,32 @@ test('the chat rules name fields under data on the edge, in the same {fields, is
     await e.close();
   }
 });
+
+test('prototype keys in resume cursors are refused, as REST refuses them in a body (handshake and resume, both transports)', async (t) => {
+  const e = await openEdgeHub(servers);
+  try {
+    const [alice, bob] = await Promise.all([makeUser(e.hub, 'Alice'), makeUser(e.hub, 'Bob')]);
+    const conv = await group(e.hub, alice, [bob]);
+    const ws = await wsClient(e.url, alice.token, { cursors: {} });
+    const sio = await sioClient(e.url, bob.token, { cursors: {} });
+    try {
+      for (const [client, name] of [[ws, 'ws'], [sio, 'socket.io']] as const) {
+        for (const key of ['__proto__', 'constructor']) {
+          // An own key, as JSON.parse makes it from a client's frame.
+          const cursors = JSON.parse(`{"${key}": 1, "${conv.id}": 0}`) as Record<string, number>;
+          const res = await client.request('resume', { cursors });
+          t.false(res.ok, `${name} ${key}`);
+          t.is(res.error.code, 'VALIDATION_FAILED', `${name} ${key}`);
+          t.deepEqual(res.error.details.fields, [`data.cursors.${key}`], `${name} ${key}`);
+        }
+      }
+      const refused = await t.throwsAsync(sioClient(e.url, bob.token, { cursors: JSON.parse('{"__proto__": 1}') as Record<string, number> }));
+      t.is((refused as Error & { data?: { code?: string } }).data?.code, 'VALIDATION_FAILED');
+    } finally {
+      ws.close();
+      sio.close();
+    }
+  } finally {
+    await e.close();
+  }
+});
