@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { ensureRuntimeStreams } from '../../plugins/runtime/control.js';
 import { DeadLetterNotFound, listDeadLetters, retryAllDeadLetters, retryDeadLetter, type DeadLetter } from '../../plugins/runtime/dlq.js';
 import { CliError, EXIT, output } from '../util.js';
-import { withAdmin } from './plugins.js';
+import { knownPlugin, withAdmin } from './plugins.js';
 
 function positiveInt(name: string, value: string, max = 1_000_000): number {
   if (!/^\d+$/.test(value) || Number(value) < 1 || Number(value) > max) {
@@ -17,8 +17,8 @@ function pluginName(value: string | undefined): string | undefined {
   return value;
 }
 
-function table(rows: DeadLetter[]): string {
-  if (!rows.length) return 'The dead-letter stream is empty.';
+function table(rows: DeadLetter[], plugin?: string): string {
+  if (!rows.length) return plugin ? `No dead letters for plugin ${plugin}.` : 'The dead-letter stream is empty.';
   const head = ['SEQ', 'PLUGIN', 'TYPE', 'EVENT', 'ATTEMPTS', 'TIME', 'REASON'];
   const body = rows.map((r) => [r.seq, r.plugin, r.type ?? '-', r.eventId ?? '-', r.attempts, r.time, r.reason].map(String));
   const widths = head.map((h, i) => (i === head.length - 1 ? 0 : Math.max(h.length, ...body.map((b) => b[i]!.length))));
@@ -43,8 +43,12 @@ export function register(program: Command): void {
       const limit = positiveInt('--limit', opts.limit, 10_000);
       const plugin = pluginName(opts.plugin);
       const after = opts.after === undefined ? 0 : positiveInt('--after', opts.after, Number.MAX_SAFE_INTEGER);
-      const rows = await withAdmin((h) => listDeadLetters(h, { limit, after, ...(plugin ? { plugin } : {}) }));
-      output(cmd, { deadLetters: rows }, (v: { deadLetters: DeadLetter[] }) => table(v.deadLetters));
+      const rows = await withAdmin(async (h) => {
+        // An unknown name would otherwise filter everything out and read as "nothing failed".
+        if (plugin) await knownPlugin(h, plugin);
+        return listDeadLetters(h, { limit, after, ...(plugin ? { plugin } : {}) });
+      });
+      output(cmd, { deadLetters: rows }, (v: { deadLetters: DeadLetter[] }) => table(v.deadLetters, plugin));
     });
 
   dlq
@@ -60,6 +64,7 @@ export function register(program: Command): void {
       if (seqArg && opts.all) throw new CliError('give either a sequence or --all, not both', EXIT.USAGE, 'VALIDATION_FAILED');
       const seq = seqArg ? positiveInt('seq', seqArg, Number.MAX_SAFE_INTEGER) : 0;
       const retried = await withAdmin(async (h) => {
+        if (plugin) await knownPlugin(h, plugin);
         await ensureRuntimeStreams(h.jsm, h.namespace);
         const done: DeadLetter[] = [];
         try {

@@ -37,7 +37,12 @@ export async function withAdmin<T>(fn: (h: AdminHandles) => Promise<T>): Promise
 
 const builtinNames = (): string[] => BUILTIN_PLUGINS.map((p) => p.name);
 
-async function knownPlugin(h: AdminHandles, plugin: string): Promise<PluginReport> {
+/**
+ * The plugin's report, or exit 3 when no process knows it: neither built in nor seen by the runtime (control
+ * state, a consumer or dead letters). Shared by every command that takes a plugin name (pause, resume, rewind,
+ * dlq), so a typo is a clear "no plugin" rather than an empty answer.
+ */
+export async function knownPlugin(h: AdminHandles, plugin: string): Promise<PluginReport> {
   if (!/^[a-z0-9-]{1,40}$/.test(plugin)) throw new CliError(`"${plugin}" is not a plugin name ([a-z0-9-])`, EXIT.USAGE, 'VALIDATION_FAILED');
   const found = (await listPlugins(h, builtinNames())).find((p) => p.name === plugin);
   if (!found) throw new CliError(`no plugin named ${plugin} (see voxa plugins list)`, EXIT.NOT_FOUND, 'PLUGIN_NOT_FOUND');

@@ -107,3 +107,38 @@ test('malformed events: dlq list shows a short readable reason; dlq retry --all 
   await rt.stop();
   await hub.close();
 });
+
+test('dlq list --plugin: an unknown name is exit 3 naming it, a known plugin without dead letters is an empty list', async (t) => {
+  const hub = await openTestHub(servers);
+  const plugin = definePlugin({
+    manifest: { name: 'dlq-other', description: 'always fails', events: ['message.created'], retry: { ackWaitMs: 1000 } },
+    async handle() {
+      throw new PermanentError('always');
+    },
+  });
+  const rt = new PluginRuntime(hub, [plugin], FAST);
+  await rt.start();
+  await publishEvents(hub, [messageEvent()]);
+  await waitFor(async () => (await listDeadLetters(hub.bus)).length === 1, 'the dead letter of another plugin');
+
+  const env = { PATH: process.env.PATH, HOME: process.env.HOME, NATS_URL: servers.nats.url, VOXA_NATS_NAMESPACE: hub.bus.namespace, LOG_LEVEL: 'silent' };
+  const unknown = await runCli(env, ['dlq', 'list', '--plugin', 'nope']);
+  t.is(unknown.code, 3, unknown.stdout);
+  t.regex(unknown.stderr, /no plugin named nope/);
+  t.notRegex(unknown.stdout, /empty/);
+  const unknownJson = await runCli(env, ['dlq', 'list', '--plugin', 'nope', '--json']);
+  t.is(unknownJson.code, 3);
+  t.like(JSON.parse(unknownJson.stderr), { error: { code: 'PLUGIN_NOT_FOUND' } });
+  const retryUnknown = await runCli(env, ['dlq', 'retry', '--all', '--plugin', 'nope']);
+  t.is(retryUnknown.code, 3, retryUnknown.stdout);
+
+  // email is built in but not running here: known, and none of the dead letters are its.
+  const none = await runCli(env, ['dlq', 'list', '--plugin', 'email']);
+  t.is(none.code, 0, none.stderr);
+  t.is(none.stdout.trim(), 'No dead letters for plugin email.');
+  const mine = await runCli(env, ['dlq', 'list', '--plugin', 'dlq-other', '--json']);
+  t.is(mine.code, 0, mine.stderr);
+  t.like((JSON.parse(mine.stdout) as { deadLetters: unknown[] }).deadLetters, [{ plugin: 'dlq-other', reason: 'always' }]);
+  await rt.stop();
+  await hub.close();
+});
