@@ -206,6 +206,9 @@ test('GET /v1/analytics: agents and admins of the workspace only, dates validate
     assertInvalid(t, await api.http.get('/v1/analytics').set(...bearer(admin)).send({ a: 1 }), 'body.a', 'a body on GET');
     assertInvalid(t, await api.http.get(`/v1/analytics?from=${today}&from=${today}`).set(...bearer(admin)), 'query.from', 'repeated from');
     assertInvalid(t, await api.http.get('/v1/analytics?bogus=1').set(...bearer(admin)), 'query.bogus', 'unknown parameter');
+    const route = (await api.http.get('/v1/openapi.json')).body.paths['/v1/analytics']?.get;
+    t.deepEqual(route?.parameters.map((p: { name: string }) => p.name), ['from', 'to']);
+    t.truthy(route?.responses['200'].content['application/json'].schema.properties.days);
   } finally {
     await api.close();
   }

@@ -70,6 +70,11 @@ test('GET /v1/audit takes query numbers only in canonical form and in range, and
       t.true(Array.isArray(r.body.entries), q);
     }
     t.is((await api.http.get('/v1/audit').set(...bearer(admin)).send({})).status, 200, 'an empty body is fine');
+    // The OpenAPI document describes the route from the same declaration.
+    const route = (await api.http.get('/v1/openapi.json')).body.paths['/v1/audit']?.get;
+    t.deepEqual(route?.tags, ['plugin:audit']);
+    t.deepEqual(route?.parameters.map((p: { name: string }) => p.name), ['since', 'limit', 'after']);
+    t.like(route?.parameters[1].schema, { type: 'integer', minimum: 1, maximum: 500, default: 100 });
   } finally {
     await api.close();
   }

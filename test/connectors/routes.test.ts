@@ -200,4 +200,11 @@ test.serial('webhook routes name a webhook when one is missing; bodies, queries 
   assertInvalid(t, await api.http.get(`/v1/connections/${'x'.repeat(65)}`).set(...bearer(admin)), 'params.id', 'a 65-character id');
   t.is((await api.http.get(`/v1/connections/${id}`).set(...bearer(admin))).body.connection.status, 'active', 'the refused requests changed nothing');
   t.is((await api.http.delete(`/v1/webhooks/${id}`).set(...bearer(admin))).status, 204);
+
+  const doc = (await api.http.get('/v1/openapi.json')).body;
+  const deliveries = doc.paths['/v1/webhooks/{id}/deliveries']?.get;
+  t.deepEqual(deliveries?.parameters.map((p: { name: string }) => p.name), ['id', 'limit']);
+  t.like(deliveries?.parameters[1].schema, { type: 'integer', maximum: 1000, default: 50 });
+  t.truthy(deliveries?.responses['403'], 'admins only');
+  t.deepEqual(doc.paths['/v1/connections']?.post?.requestBody.content['application/json'].schema.required, ['connector', 'config']);
 });

@@ -1,10 +1,12 @@
 import test from 'ava';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
+import nodemailer from 'nodemailer';
 import { simpleParser, type ParsedMail } from 'mailparser';
 import { SMTPServer } from 'smtp-server';
 import { createEvent } from '../../core/events/catalog.js';
 import type { Hub } from '../../core/hub.js';
+import { metrics } from '../../core/telemetry/metrics.js';
 import { FACTS_COLLECTION } from '../../plugins/analytics/facts.js';
 import { createEmailPlugin, digestJobId } from '../../plugins/email/index.js';
 import { setMuted } from '../../plugins/push/mutes.js';
@@ -200,6 +202,9 @@ test.serial('preferences: off means no digest is scheduled, muted conversations 
     t.deepEqual((await api.http.get('/v1/me/notifications').set(...bearer(bob))).body, { email: { enabled: false, delaySeconds: 3600 } }, 'still off');
     assertInvalid(t, await api.http.get('/v1/notifications/unsubscribe?u=a&u=b&t=c'), 'query.u', 'repeated u');
     assertInvalid(t, await api.http.post('/v1/notifications/unsubscribe?u=a&t=c&x=1'), 'query.x', 'unsubscribe ?x=1');
+    const doc = (await api.http.get('/v1/openapi.json')).body;
+    t.falsy(doc.paths['/v1/notifications/unsubscribe']?.post?.security, 'the unsubscribe link needs no token');
+    t.deepEqual(doc.paths['/v1/me/notifications']?.put?.security, [{ bearer: [] }]);
 
     const conv = await api.http.post('/v1/conversations').set(...bearer(alice)).send({ type: 'group', title: 'G', members: [bob.id, dave.id] });
     const cid = conv.body.conversation.id as string;
@@ -223,5 +228,42 @@ test.serial('preferences: off means no digest is scheduled, muted conversations 
   } finally {
     await q.close();
     await api.close();
+  }
+});
+
+/** voxa_notifications_sent_total for one channel and outcome, read from prom-client. */
+async function notificationsSent(channel: string, outcome: string): Promise<number> {
+  return (await metrics.notificationsSent.get()).values.find((v) => v.labels.channel === channel && v.labels.outcome === outcome)?.value ?? 0;
+}
+
+test.serial('voxa_notifications_sent_total counts each digest the SMTP server took (sent) and each attempt it did not (failed)', async (t) => {
+  const sentBefore = await notificationsSent('email', 'sent');
+  const api = await open(0, true);
+  try {
+    const alice = await api.register('Alice');
+    const bob = await api.register('Bob');
+    const conv = await api.http.post('/v1/conversations').set(...bearer(alice)).send({ type: 'direct', members: [bob.id] });
+    await send(api, alice, conv.body.conversation.id as string, 'counted');
+    await eventually(async () => mailsTo(bob).length === 1);
+    await eventually(async () => (await notificationsSent('email', 'sent')) === sentBefore + 1);
+    t.is(await notificationsSent('email', 'sent'), sentBefore + 1);
+  } finally {
+    await api.close();
+  }
+
+  // An SMTP server that is not there: the attempt counts as failed, and nothing as sent.
+  const failedBefore = await notificationsSent('email', 'failed');
+  const sentAfter = await notificationsSent('email', 'sent');
+  const down = await open(0, true, createEmailPlugin({ transport: nodemailer.createTransport({ host: '127.0.0.1', port: await freePort(), connectionTimeout: 2000 }) }));
+  try {
+    const alice = await down.register('Alice');
+    const bob = await down.register('Bob');
+    const conv = await down.http.post('/v1/conversations').set(...bearer(alice)).send({ type: 'direct', members: [bob.id] });
+    await send(down, alice, conv.body.conversation.id as string, 'never delivered');
+    await eventually(async () => (await notificationsSent('email', 'failed')) > failedBefore);
+    t.is(await notificationsSent('email', 'sent'), sentAfter);
+    t.is(mailsTo(bob).length, 0);
+  } finally {
+    await down.close();
   }
 });

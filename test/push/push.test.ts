@@ -2,6 +2,7 @@ import test from 'ava';
 import type { Redis } from 'ioredis';
 import type { Conversation, Message } from '../../core/domain.js';
 import { createEvent, type AnyEvent } from '../../core/events/catalog.js';
+import { metrics } from '../../core/telemetry/metrics.js';
 import { FACTS_COLLECTION } from '../../plugins/analytics/facts.js';
 import { DEVICES_COLLECTION, deviceId } from '../../plugins/push/devices.js';
 import { createPushPlugin, MAX_PUSH_AGE_MS, mentions } from '../../plugins/push/index.js';
@@ -129,6 +130,10 @@ test('push routes refuse what core routes refuse, and change nothing when they d
     await addDevice(w, w.bob, token);
     assertInvalid(t, await w.api.http.delete(`/v1/devices/${encodeURIComponent(token)}`).set(...bearer(w.bob)).send({ x: 1 }), 'body.x', 'DELETE device {x:1}');
     t.is((await w.api.http.get('/v1/devices').set(...bearer(w.bob))).body.devices.length, 1, 'the device is still there');
+    const doc = (await w.api.http.get('/v1/openapi.json')).body;
+    t.deepEqual(doc.paths['/v1/conversations/{id}/mute']?.put?.parameters.map((p: { name: string }) => p.name), ['id']);
+    t.truthy(doc.paths['/v1/conversations/{id}/mute']?.delete?.responses['404']);
+    t.deepEqual(doc.paths['/v1/devices']?.post?.requestBody.content['application/json'].schema.required, ['token', 'platform']);
   } finally {
     await w.api.close();
   }
@@ -346,6 +351,33 @@ test('messages older than the push age bound are not pushed', async (t) => {
     t.is(sentTo(token).length, 0);
     await w.plugin.handle(await aged(MAX_PUSH_AGE_MS - 60_000), info);
     t.is(sentTo(token).length, 1);
+  } finally {
+    await w.api.close();
+  }
+});
+
+/** voxa_notifications_sent_total for one channel and outcome, read from prom-client. */
+async function notificationsSent(outcome: string): Promise<number> {
+  return (await metrics.notificationsSent.get()).values.find((v) => v.labels.channel === 'push' && v.labels.outcome === outcome)?.value ?? 0;
+}
+
+// Serial: it runs before the concurrent tests of this file, so no other push moves the counter meanwhile.
+test.serial('voxa_notifications_sent_total{channel="push"} counts pushes FCM accepted (sent) and requests it refused (failed)', async (t) => {
+  const w = await world();
+  try {
+    const ok = newToken('count-ok');
+    const gone = newToken('count-gone');
+    for (const tk of [ok, gone]) await addDevice(w, w.bob, tk);
+    fcm.script(gone, 'unregistered');
+    const sent = await notificationsSent('sent');
+    const failed = await notificationsSent('failed');
+    const conv = await openConv(w, { type: 'direct', members: [w.bob.id] });
+    const event = await sendEvent(w, w.alice, conv, 'count me');
+    await w.plugin.handle(event, info);
+    await w.plugin.handle(event, { ...info, attempt: 2 }); // redelivered: nothing is sent again
+    t.is(fcm.delivered(ok).length, 1);
+    t.is(await notificationsSent('sent'), sent + 1);
+    t.is(await notificationsSent('failed'), failed + 1);
   } finally {
     await w.api.close();
   }
