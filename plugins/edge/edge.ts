@@ -380,6 +380,12 @@ export function errorAck(err: unknown): AckData {
   return { ok: false, error: { code: 'INTERNAL', message: 'Internal error.' } };
 }
 
+/** A resume cursor that was not applied, and why (`ready.skipped`, a resume ack's `skipped`). */
+interface Skipped {
+  conversationId: string;
+  code: string;
+}
+
 /** Why a disabled (or removed) account's connection is refused and closed. */
 const LOCKED_OUT = 'The account is disabled or no longer exists.';
 
@@ -560,9 +566,19 @@ export class Edge {
       void this.presence.connect(s);
       // Read after the session is attached: a peer's change from here on reaches it as an event (held in
       // beforeReady and written after `ready`), so the snapshot plus the events that follow it are complete.
+      // Handshake cursors for conversations the list did not have: attached if the user is a member after all
+      // (joined meanwhile), otherwise named in `ready.skipped`, as a resume names them.
+      const skipped: Skipped[] = [];
+      for (const convId of Object.keys(handshake.cursors ?? {})) {
+        if (s.convs.has(convId)) continue;
+        const found = await this.feedForCursor(s, convId);
+        if (s.closed) return s;
+        if (found instanceof Feed) this.attach(s, found, found.last, true);
+        else skipped.push(found);
+      }
       const online = await this.presence.onlineAmong(this.peersOf(s));
       if (s.closed) return s;
-      this.writeReady(s, online, serverTime);
+      this.writeReady(s, online, serverTime, skipped);
       if (handshake.cursors) {
         metrics.edgeResumes.inc({ transport: transport.kind });
         this.release(s, handshake.cursors, handshake.changesSince);
@@ -614,8 +630,8 @@ export class Edge {
    * presence is unavailable (Redis down); `serverTime` is what the client passes back as `changesSince`. Then
    * what waited for it is written, in order.
    */
-  private writeReady(s: Session, online: string[] | null, serverTime: string): void {
-    const data = { ok: true, userId: s.user.id, deviceId: s.id, serverTime, ...(online ? { online } : {}) };
+  private writeReady(s: Session, online: string[] | null, serverTime: string, skipped: Skipped[]): void {
+    const data = { ok: true, userId: s.user.id, deviceId: s.id, serverTime, ...(online ? { online } : {}), ...(skipped.length ? { skipped } : {}) };
     const waiting = s.beforeReady ?? [];
     s.beforeReady = null;
     this.write(s, new Frame('ready', data));
@@ -820,7 +836,7 @@ export class Edge {
     metrics.edgeResumes.inc({ transport: s.transport.kind });
     // The session's subscription is live already, so "now" is before every read this resume makes.
     const serverTime = new Date().toISOString();
-    const skipped: Array<{ conversationId: string; code: string }> = [];
+    const skipped: Skipped[] = [];
     const waits: Promise<void>[] = [];
     const known: Record<string, number> = {};
     for (const [convId, cursor] of Object.entries(cursors)) {
@@ -828,15 +844,13 @@ export class Edge {
       let feed: Feed | undefined;
       if (st) feed = this.feeds.get(convId);
       else {
-        // Not known locally (e.g. joined a moment ago): check membership the REST way.
-        try {
-          const conv = await this.hub.chat.getConversationFor(s.user, convId);
-          if (s.closed) break;
-          feed = this.ensureFeed(conv);
-        } catch (err) {
-          skipped.push({ conversationId: convId, code: isVoxaError(err) ? err.code : 'INTERNAL' });
+        const found = await this.feedForCursor(s, convId);
+        if (s.closed) break;
+        if (!(found instanceof Feed)) {
+          skipped.push(found);
           continue;
         }
+        feed = found;
       }
       const c = this.clampCursor(feed, cursor);
       st ??= this.attach(s, feed!, c, s.holding);
@@ -850,6 +864,18 @@ export class Edge {
     const positions: Record<string, number> = {};
     for (const id of Object.keys(known)) positions[id] = s.convs.get(id)?.cursor ?? 0;
     return { ok: true, cursors: positions, serverTime, ...(skipped.length ? { skipped } : {}) };
+  }
+
+  /**
+   * A cursor's conversation that the session does not hold (joined a moment ago, or not the caller's at all),
+   * checked the REST way: its feed, or why the cursor is skipped (NOT_A_MEMBER, CONVERSATION_NOT_FOUND).
+   */
+  private async feedForCursor(s: Session, convId: string): Promise<Feed | Skipped> {
+    try {
+      return this.ensureFeed(await this.hub.chat.getConversationFor(s.user, convId));
+    } catch (err) {
+      return { conversationId: convId, code: isVoxaError(err) ? err.code : 'INTERNAL' };
+    }
   }
 
   private caughtUp(st: ConvState): Promise<void> {
