@@ -18,6 +18,7 @@ import { z } from 'zod';
 import type { UserRecord } from '../../core/domain.js';
 import { VoxaError } from '../../core/errors.js';
 import type { Hub } from '../../core/hub.js';
+import { metrics } from '../../core/telemetry/metrics.js';
 import { recordSent } from '../analytics/facts.js';
 import { definePlugin, type Plugin } from '../runtime/types.js';
 import { buildDigest, escapeHtml, unsubscribeUrl, verifyUnsubscribeToken } from './digest.js';
@@ -69,17 +70,24 @@ export function createEmailPlugin(opts: EmailPluginOptions = {}): Plugin {
     const unsubscribe = unsubscribeUrl(base, h.secrets.jwtSecret, user.id);
     const digest = await buildDigest(h.store, user, base, unsubscribe);
     if (!digest) return 'dropped';
-    await transport!.sendMail({
-      from: h.config.emailFrom,
-      to: { name: user.name, address: user.email },
-      subject: digest.subject,
-      text: digest.text,
-      html: digest.html,
-      // The same run retried after an SMTP failure keeps its Message-ID, so a receiving system can dedupe it.
-      messageId: `<digest-${user.id}-${job.timestamp}@voxa.invalid>`,
-      list: { unsubscribe: { url: unsubscribe, comment: 'Stop unread-message emails' } },
-      headers: { 'List-Unsubscribe-Post': 'List-Unsubscribe=One-Click', 'Auto-Submitted': 'auto-generated' },
-    });
+    try {
+      await transport!.sendMail({
+        from: h.config.emailFrom,
+        to: { name: user.name, address: user.email },
+        subject: digest.subject,
+        text: digest.text,
+        html: digest.html,
+        // The same run retried after an SMTP failure keeps its Message-ID, so a receiving system can dedupe it.
+        messageId: `<digest-${user.id}-${job.timestamp}@voxa.invalid>`,
+        list: { unsubscribe: { url: unsubscribe, comment: 'Stop unread-message emails' } },
+        headers: { 'List-Unsubscribe-Post': 'List-Unsubscribe=One-Click', 'Auto-Submitted': 'auto-generated' },
+      });
+    } catch (err) {
+      // Every attempt the SMTP server refused or could not be reached for; the job's retries may still send it.
+      metrics.notificationsSent.inc({ channel: 'email', outcome: 'failed' });
+      throw err;
+    }
+    metrics.notificationsSent.inc({ channel: 'email', outcome: 'sent' });
     await recordSent(h.store.docs, 'email', { workspaceId: user.workspaceId, key: `digest-${user.id}-${job.timestamp}` });
     return 'sent';
   }

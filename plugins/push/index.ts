@@ -24,6 +24,7 @@ import { z } from 'zod';
 import type { UserRecord } from '../../core/domain.js';
 import { VoxaError } from '../../core/errors.js';
 import type { Hub } from '../../core/hub.js';
+import { metrics } from '../../core/telemetry/metrics.js';
 import { presenceUserKey } from '../edge/presence.js';
 import { recordSent } from '../analytics/facts.js';
 import { ConversationParams } from '../runtime/route-schemas.js';
@@ -122,6 +123,8 @@ export function createPushPlugin(opts: PushPluginOptions = {}): Plugin {
     try {
       await fcm!.messaging.send(buildMessage({ token: device.token, ...content }));
     } catch (err) {
+      // One per refused or failed request, whatever follows (device removed, retried, given up).
+      metrics.notificationsSent.inc({ channel: 'push', outcome: 'failed' });
       const outcome = classifyFcmError(err);
       const code = (err as { code?: string }).code;
       if (outcome === 'remove-device') {
@@ -138,6 +141,7 @@ export function createPushPlugin(opts: PushPluginOptions = {}): Plugin {
       log!.warn({ deviceId: device.id, code }, 'push: FCM refused the message, not retrying');
       return 'skipped';
     }
+    metrics.notificationsSent.inc({ channel: 'push', outcome: 'sent' });
     await docs.put<SentDoc>(SENT_COLLECTION, key, { state: 'sent', at: new Date().toISOString() });
     await recordSent(docs, 'push', { workspaceId, key });
     return 'sent';
