@@ -52,7 +52,9 @@ async function withStore<T>(fn: (store: Store, config: Config) => Promise<T>): P
     return await fn(store, config);
   } catch (err) {
     if (isVoxaError(err)) {
-      const exit = err.status === 404 ? EXIT.NOT_FOUND : err.status === 400 ? EXIT.USAGE : EXIT.FAIL;
+      // As the API answers: 404 is "not found" (3); any other 4xx, a taken email (409) included, is input
+      // the caller has to change (2); only the rest is a failure (1).
+      const exit = err.status === 404 ? EXIT.NOT_FOUND : err.status >= 400 && err.status < 500 ? EXIT.USAGE : EXIT.FAIL;
       throw new CliError(err.message, exit, err.code);
     }
     throw err;

@@ -27,8 +27,8 @@ test('voxa users add (store only) queues the event; the hub publishes it; regist
   t.false(out.eventPublished);
 
   const dup = await voxa(env, 'users', 'add', '--email', 'admin@example.test', '--role', 'agent', '--json');
-  t.is(dup.code, 1);
-  t.is(JSON.parse(dup.stderr).error.code, 'EMAIL_TAKEN');
+  t.is(dup.code, 2, 'a taken email is bad input, not a failure');
+  t.like(JSON.parse(dup.stderr), { error: { code: 'EMAIL_TAKEN', message: 'An account with this email already exists.' } });
   t.is((await voxa(env, 'users', 'add', '--email', 'x@example.test', '--role', 'root')).code, 2);
   t.is((await voxa(env, 'users', 'set-role', '--email', 'nobody@example.test', '--role', 'agent')).code, 3);
 
