@@ -4,7 +4,7 @@
  * ` 5` or a repeated parameter are rejected instead of silently reinterpreted.
  */
 import { z } from 'zod';
-import { ConversationSchema, ConversationSummarySchema, MessageSchema, UserSchema, type Conversation, type Message } from '../domain.js';
+import { ConversationSchema, ConversationSummarySchema, MessageSchema, RoleSchema, UserSchema, type Conversation, type Message } from '../domain.js';
 import { ID_PATTERN } from '../ids.js';
 
 export const Id = z.string().regex(ID_PATTERN, 'must be an id ([A-Za-z0-9_-], 1-64 chars)');
@@ -55,6 +55,11 @@ export const UsersQuery = z.strictObject({
   limit: Limit,
 });
 export const UsersResponse = z.object({ users: z.array(UserSchema) });
+export const UserParams = z.strictObject({ id: Id });
+export const AccountChangeBody = z
+  .strictObject({ role: RoleSchema.optional(), disabled: z.boolean().optional() })
+  .refine((b) => b.role !== undefined || b.disabled !== undefined, 'name role or disabled');
+export const AccountResponse = z.object({ user: UserSchema, disabled: z.boolean(), changed: z.boolean() });
 
 // Conversations
 export const ConversationParams = z.strictObject({ id: Id });

@@ -1410,7 +1410,13 @@ export class Edge {
     const subs: WorkspaceSubs = {
       chat: nc.subscribe(`${chatPrefix}>`, { callback: (err, msg) => !err && this.onChat(msg.subject.slice(chatPrefix.length), msg.data, msg) }),
       rt: nc.subscribe(`${rtPrefix}>`, { callback: (err, msg) => !err && this.onRealtime(msg.subject.slice(rtPrefix.length), msg.data) }),
-      users: nc.subscribe(`${userPrefix}*.user.>`, { callback: (err, msg) => !err && this.onUserChanged(msg.subject.slice(userPrefix.length).split('.')[0]!) }),
+      users: nc.subscribe(`${userPrefix}*.user.>`, {
+        callback: (err, msg) => {
+          // Sign-ins and the like say nothing new about the account: only changes to it are re-read.
+          if (err || !(msg.subject.endsWith('.user.updated') || msg.subject.endsWith('.user.role_changed'))) return;
+          this.onUserChanged(msg.subject.slice(userPrefix.length).split('.')[0]!);
+        },
+      }),
       sessions: 1,
     };
     this.workspaces.set(workspaceId, subs);
