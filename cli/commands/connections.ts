@@ -162,7 +162,10 @@ export function register(program: Command): void {
   const connections = program
     .command('connections')
     .description('Configure connections (a connector set up in a workspace): add, list, test, enable, disable, remove, backfill.')
-    .addHelpText('after', '\nExamples:\n  $ voxa connections add google-drive\n  $ voxa connections list --json');
+    .addHelpText(
+      'after',
+      '\nExamples:\n  $ voxa connections add google-drive\n  $ voxa connections list --json\n  $ voxa connections disable con_01j…\n  $ voxa connections enable con_01j… && voxa connections backfill con_01j… --since 2026-10-01   # send what came in while it was off',
+    );
 
   connections
     .command('add <connector>')
@@ -267,7 +270,11 @@ export function register(program: Command): void {
 
   for (const [name, status, doc] of [
     ['enable', 'active', 'Enable a connection (a webhook resumes its pending deliveries).'],
-    ['disable', 'disabled', 'Disable a connection: nothing is sent or synced until it is enabled.'],
+    [
+      'disable',
+      'disabled',
+      'Disable a connection: nothing is sent or synced while it is off. Events that arrive meanwhile are not queued for it (enabling does not send them); `voxa connections backfill <id> --since …` sends those. Deliveries queued before it was disabled wait and resume on enable.',
+    ],
   ] as const) {
     connections
       .command(`${name} <id>`)

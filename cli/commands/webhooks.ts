@@ -118,8 +118,8 @@ export function register(program: Command): void {
       });
     });
 
-  common(webhooks.command('remove <id>').description('Remove a webhook subscription (its delivery log stays readable by id).'))
-    .addHelpText('after', '\nExamples:\n  $ voxa webhooks remove con_01j…')
+  common(webhooks.command('remove <id>').description('Remove a webhook subscription. Its delivery log goes with it: `voxa webhooks deliveries <id>` exits 3 afterwards, so save it first (--json) if you need it.'))
+    .addHelpText('after', '\nExamples:\n  $ voxa webhooks deliveries con_01j… --limit 1000 --json > deliveries.json   # keep the log\n  $ voxa webhooks remove con_01j…')
     .action(async (id: string, _opts: unknown, cmd: Command) => {
       await withContext({}, async (ctx) => {
         const svc = new ConnectionService(ctx.hub);
