@@ -1,5 +1,6 @@
 /**
- * `voxa users add | list | set-role`: manage accounts from a terminal, straight against the configured store.
+ * `voxa users add | list | set-role | disable | enable`: manage accounts from a terminal, straight against the
+ * configured store.
  *
  * The store is the source of truth and every change is written with its event in the store's outbox. The event
  * is published at once when NATS (NATS_URL, else the embedded hub's port) answers within 1.5 s, the same way
@@ -7,12 +8,11 @@
  * publishes it. So these commands work before the hub's first start and while it is down.
  */
 import type { Command } from 'commander';
+import { changeAccount, type AccountChange } from '../../core/auth/accounts.js';
 import { preRegisterUser, normalizeEmail } from '../../core/auth/service.js';
 import { loadConfig, type Config } from '../../core/config.js';
 import { RoleSchema, publicUser, type Role, type UserRecord } from '../../core/domain.js';
 import { isVoxaError } from '../../core/errors.js';
-import { createEvent } from '../../core/events/catalog.js';
-import { recordOutbox, toOutbox } from '../../core/events/outbox-entry.js';
 import { createStore } from '../../core/store/index.js';
 import type { OutboxEntry, Store } from '../../core/store/port.js';
 import { CLI_ACTOR, toolNatsUrl } from '../../connectors/context.js';
@@ -80,7 +80,7 @@ function listed(u: UserRecord) {
 export function register(program: Command): void {
   const users = program
     .command('users')
-    .description('Manage accounts: pre-register users, list them, change roles.')
+    .description('Manage accounts: pre-register users, list them, change roles, disable and enable them.')
     .addHelpText('after', '\nExamples:\n  $ voxa users add --email ada@example.com --role admin\n  $ voxa users list\n  $ voxa users set-role --email ada@example.com --role agent');
 
   users
@@ -133,27 +133,37 @@ export function register(program: Command): void {
     .option('--json', 'machine-readable JSON output')
     .addHelpText('after', '\nExamples:\n  $ voxa users set-role --email bob@example.com --role admin\n  $ voxa users set-role --email bob@example.com --role customer --json')
     .action(async (opts: { email: string; role: string }, cmd: Command) => {
-      const email = parseEmail(opts.email);
-      const role = parseRole(opts.role);
-      const result = await withStore(async (store, config) => {
-        const user = await store.getUserByEmail(email);
-        if (!user) throw new CliError(`no user with email ${email}`, EXIT.NOT_FOUND, 'USER_NOT_FOUND');
-        if (user.role === role) return { user: listed(user), changed: false, eventPublished: false };
-        const events = recordOutbox((u: UserRecord) => [
-          toOutbox(
-            createEvent('user.role_changed', {
-              workspaceId: u.workspaceId,
-              userId: u.id,
-              actor: CLI_ACTOR,
-              data: { user: publicUser(u), from: user.role, to: role },
-            }),
-            config.natsNamespace,
-          ),
-        ]);
-        const updated = await store.updateUser(user.id, { role }, events);
-        if (!updated) throw new CliError(`no user with email ${email}`, EXIT.NOT_FOUND, 'USER_NOT_FOUND');
-        return { user: listed(updated), changed: true, eventPublished: await publishNow(store, config, events.entries) };
-      });
+      const result = await changeByEmail(parseEmail(opts.email), { role: parseRole(opts.role) });
       output(cmd, result, (r: typeof result) => (r.changed ? `role set: ${renderUser(r.user)}` : `unchanged: ${renderUser(r.user)}`));
     });
+
+  for (const [name, disabled] of [
+    ['disable', true],
+    ['enable', false],
+  ] as const) {
+    users
+      .command(name)
+      .description(
+        disabled
+          ? 'Disable an account: sign-in, refresh and every request are refused at once, its refresh tokens are revoked and the running hub closes its open connections.'
+          : 'Enable a disabled account again; the user signs in anew (old sessions stay revoked).',
+      )
+      .requiredOption('--email <email>', 'the user')
+      .option('--json', 'machine-readable JSON output')
+      .addHelpText('after', `\nExamples:\n  $ voxa users ${name} --email bob@example.com\n  $ voxa users ${name} --email bob@example.com --json`)
+      .action(async (opts: { email: string }, cmd: Command) => {
+        const result = await changeByEmail(parseEmail(opts.email), { disabled });
+        output(cmd, result, (r: typeof result) => `${r.changed ? (disabled ? 'disabled' : 'enabled') : 'unchanged'}: ${renderUser(r.user)}`);
+      });
+  }
+}
+
+/** A role or disabled change through the same path as PATCH /v1/users/:id (core/auth/accounts.ts). */
+async function changeByEmail(email: string, change: AccountChange) {
+  return withStore(async (store, config) => {
+    const user = await store.getUserByEmail(email);
+    if (!user) throw new CliError(`no user with email ${email}`, EXIT.NOT_FOUND, 'USER_NOT_FOUND');
+    const r = await changeAccount(store, config.natsNamespace, user, change, CLI_ACTOR);
+    return { user: listed(r.user), changed: r.changed, eventPublished: r.changed && (await publishNow(store, config, r.entries)) };
+  });
 }

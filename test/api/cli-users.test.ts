@@ -2,6 +2,7 @@ import test from 'ava';
 import { runCli, type CliResult } from '../helpers/cli.js';
 import { startServers, testConfig } from '../helpers/hub.js';
 import { openApiHub, streamEvents, eventually } from './support.js';
+import { makeUser, openEdgeHub, wsClient } from '../edge/support.js';
 
 let servers: Awaited<ReturnType<typeof startServers>>;
 test.before(async () => {
@@ -69,4 +70,31 @@ test('voxa users add/set-role with NATS_URL publish at once', async (t) => {
   } finally {
     await api.close();
   }
+});
+
+test('voxa users disable closes the account\'s open connections in the running hub; enable lets it sign in again', async (t) => {
+  const e = await openEdgeHub(servers);
+  t.teardown(() => e.close());
+  const ann = await makeUser(e.hub, 'Ann');
+  const ws = await wsClient(e.url, ann.token, { cursors: {} });
+  const env = { VOXA_DATA_DIR: e.hub.config.dataDir, VOXA_NATS_NAMESPACE: e.hub.config.natsNamespace, NATS_URL: servers.nats.url };
+
+  const off = await voxa(env, 'users', 'disable', '--email', ann.user.email, '--json');
+  t.is(off.code, 0, off.stderr);
+  t.like(JSON.parse(off.stdout), { changed: true, eventPublished: true, user: { disabled: true } });
+  // Another process made the change: its event reaches the hub's edge, which closes the connection.
+  t.is((await ws.closed).code, 4001);
+  t.is(ws.of('error').at(-1)?.code, 'UNAUTHENTICATED');
+  const again = await voxa(env, 'users', 'disable', '--email', ann.user.email, '--json');
+  t.like(JSON.parse(again.stdout), { changed: false });
+
+  const on = await voxa(env, 'users', 'enable', '--email', ann.user.email);
+  t.is(on.code, 0, on.stderr);
+  t.regex(on.stdout, /^enabled: /);
+  t.is((await voxa(env, 'users', 'disable', '--email', 'nobody@example.test')).code, 3);
+  const events = (await streamEvents(e.hub)).filter((x) => x.event.userId === ann.user.id && x.event.type === 'user.updated');
+  t.deepEqual(
+    events.map((x) => (x.event.data as { changes: string[] }).changes),
+    [['disabled'], ['enabled']],
+  );
 });
