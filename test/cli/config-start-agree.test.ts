@@ -3,10 +3,7 @@
  * worker report a bad value or plugin name as bad input (2), keeping 4 for a dependency they cannot reach.
  */
 import test from 'ava';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { freePort } from '../helpers/servers.js';
+import { hubEnv } from '../helpers/start-env.js';
 import { runCli } from '../helpers/cli.js';
 
 const base = { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', LOG_LEVEL: 'silent' };
@@ -19,39 +16,26 @@ const BAD: Array<[Record<string, string>, RegExp]> = [
   [{ MONGO_URL: 'foo' }, /invalid config field "mongoUrl" \(env MONGO_URL\): .*mongodb:\/\//],
 ];
 
-/** A data dir and embedded ports of its own, so a start that gets further than it should disturbs nothing. */
-async function isolated(t: import('ava').ExecutionContext): Promise<Record<string, string>> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'voxa-config-agree-'));
-  t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
-  return {
-    VOXA_DATA_DIR: dataDir,
-    PORT: String(await freePort()),
-    VOXA_EMBEDDED_NATS_PORT: String(await freePort()),
-    VOXA_EMBEDDED_REDIS_PORT: String(await freePort()),
-    VOXA_EMBEDDED_NATS_MONITOR_PORT: String(await freePort()),
-  };
-}
-
 for (const [env, message] of BAD) {
   const name = Object.entries(env).map(([k, v]) => `${k}=${v}`).join(' ');
   test(`config check refuses ${name} with exit 2 naming the field, as start does`, async (t) => {
-    const check = await runCli({ ...base, ...(await isolated(t)), ...env }, ['config', 'check']);
+    const check = await runCli({ ...base, ...(await hubEnv(t, 'voxa-config-agree-')), ...env }, ['config', 'check']);
     t.is(check.code, 2, check.stdout + check.stderr);
     t.regex(check.stderr, message);
     t.notRegex(check.stdout, /config OK/);
 
-    const json = await runCli({ ...base, ...(await isolated(t)), ...env }, ['config', 'check', '--json']);
+    const json = await runCli({ ...base, ...(await hubEnv(t, 'voxa-config-agree-')), ...env }, ['config', 'check', '--json']);
     t.is(json.code, 2);
     t.like(JSON.parse(json.stderr), { error: { code: 'INVALID_CONFIG' } });
 
-    const start = await runCli({ ...base, ...(await isolated(t)), ...env }, ['start']);
+    const start = await runCli({ ...base, ...(await hubEnv(t, 'voxa-config-agree-')), ...env }, ['start']);
     t.is(start.code, 2, start.stderr);
     t.regex(start.stderr, message);
   });
 }
 
 test('worker: a bad config value is exit 2 naming the field, before any connection is tried', async (t) => {
-  const r = await runCli({ ...base, ...(await isolated(t)), VOXA_SECRET_KEY: 'notbase64', NATS_URL: 'nats://127.0.0.1:1', REDIS_URL: 'redis://127.0.0.1:1' }, ['worker', '--plugins', 'audit']);
+  const r = await runCli({ ...base, ...(await hubEnv(t, 'voxa-config-agree-')), VOXA_SECRET_KEY: 'notbase64', NATS_URL: 'nats://127.0.0.1:1', REDIS_URL: 'redis://127.0.0.1:1' }, ['worker', '--plugins', 'audit']);
   t.is(r.code, 2, r.stderr);
   t.regex(r.stderr, /invalid config field "secretKey" \(env VOXA_SECRET_KEY\)/);
 });

@@ -2,7 +2,7 @@
  * `voxa start` as a user runs it: a real process that spawns its own nats-server and redis-server, serves the
  * API, stops cleanly on SIGTERM (children included) and finds everything again on the next start.
  */
-import test, { type ExecutionContext } from 'ava';
+import test from 'ava';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import WebSocket from 'ws';
 import { freePort } from '../helpers/servers.js';
+import { hubEnv } from '../helpers/start-env.js';
 
 const root = join(import.meta.dirname, '..', '..');
 
@@ -56,19 +57,6 @@ const portOpen = (port: number) =>
     });
     sock.once('error', () => resolve(false));
   });
-
-/** Fresh ports and a temp data dir (removed after the test) for one `voxa start`. */
-async function hubEnv(t: ExecutionContext, prefix: string): Promise<Record<string, string>> {
-  const dataDir = mkdtempSync(join(tmpdir(), prefix));
-  t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
-  return {
-    VOXA_DATA_DIR: dataDir,
-    PORT: String(await freePort()),
-    VOXA_EMBEDDED_NATS_PORT: String(await freePort()),
-    VOXA_EMBEDDED_REDIS_PORT: String(await freePort()),
-    VOXA_EMBEDDED_NATS_MONITOR_PORT: String(await freePort()),
-  };
-}
 
 async function json(res: Response): Promise<Record<string, unknown>> {
   return (await res.json()) as Record<string, unknown>;

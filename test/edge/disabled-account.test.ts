@@ -3,7 +3,7 @@
  * change is announced (`user.updated`, from any process), and a frame on a connection the news has not reached
  * yet is refused by the per-frame account check, which reads the account as REST does.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { publicUser, type UserRecord } from '../../core/domain.js';
 import { createEvent } from '../../core/events/catalog.js';
 import { recordOutbox, toOutbox } from '../../core/events/outbox-entry.js';
@@ -34,13 +34,19 @@ async function disable(e: EdgeHub, user: UserRecord, announce: boolean): Promise
   if (announce) await e.hub.outbox.dispatch(events.entries);
 }
 
-test('disabling an account closes its open connections on both transports', async (t) => {
+/** Alice and Bob in a group, Bob connected on both transports. */
+async function bobOnline(t: ExecutionContext) {
   const e = await openEdgeHub(servers);
   t.teardown(() => e.close());
   const [alice, bob] = await Promise.all([makeUser(e.hub, 'Alice'), makeUser(e.hub, 'Bob')]);
   const conv = await group(e.hub, alice, [bob]);
   const ws = await wsClient(e.url, bob.token, { cursors: { [conv.id]: 0 } });
   const sio = await sioClient(e.url, bob.token, { cursors: { [conv.id]: 0 } });
+  return { e, alice, bob, conv, ws, sio };
+}
+
+test('disabling an account closes its open connections on both transports', async (t) => {
+  const { e, alice, bob, conv, ws, sio } = await bobOnline(t);
   const other = await wsClient(e.url, alice.token, { cursors: { [conv.id]: 0 } });
 
   await disable(e, bob.user, true);
@@ -60,12 +66,7 @@ test('disabling an account closes its open connections on both transports', asyn
 });
 
 test('a frame from a disabled account is refused and closes the connection, even before any event', async (t) => {
-  const e = await openEdgeHub(servers);
-  t.teardown(() => e.close());
-  const [alice, bob] = await Promise.all([makeUser(e.hub, 'Alice'), makeUser(e.hub, 'Bob')]);
-  const conv = await group(e.hub, alice, [bob]);
-  const ws = await wsClient(e.url, bob.token, { cursors: { [conv.id]: 0 } });
-  const sio = await sioClient(e.url, bob.token, { cursors: { [conv.id]: 0 } });
+  const { e, bob, conv, ws, sio } = await bobOnline(t);
 
   await disable(e, bob.user, false);
   for (const c of [ws, sio]) {
