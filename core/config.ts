@@ -172,6 +172,8 @@ export const ConfigSchema = z
     previousSecretKeys: z
       .union([z.array(z.string()), z.string()])
       .transform((v) => (Array.isArray(v) ? v : v.split(',').map((s) => s.trim()).filter(Boolean)))
+      // Checked here, not first when a connection's secret is decrypted: the same rule as secretKey.
+      .refine((keys) => keys.every((k) => secretKeyBytes(k) !== null), 'each must be 32 bytes, base64')
       .default([]),
     tracing: bool.default(false),
     webhooksAllowPrivate: bool.default(false),

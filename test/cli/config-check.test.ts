@@ -6,7 +6,9 @@ import { CONFIG_DOCS, loadConfig, maskUrl, redactConfig } from '../../core/confi
 import { REDACT } from '../../core/log.js';
 import { runCli } from '../helpers/cli.js';
 
-const SECRETS = ['hunter2', 'PKEY123', 'natspw123', 'redispw123', 'mongopw123', 'jwtjwtjwt', 's3s3s3', 'gcs3cret', 'prevkey1'];
+/** A well-formed earlier secret key (32 bytes, base64): it must not be printed either. */
+const PREVIOUS_KEY = Buffer.alloc(32, 5).toString('base64');
+const SECRETS = ['hunter2', 'PKEY123', 'natspw123', 'redispw123', 'mongopw123', 'jwtjwtjwt', 's3s3s3', 'gcs3cret', PREVIOUS_KEY];
 const ENV = {
   VOXA_SMTP_URL: 'smtp://user:hunter2@mail.example.com',
   VOXA_FCM_CREDENTIALS: '{"private_key":"PKEY123"}',
@@ -16,7 +18,7 @@ const ENV = {
   VOXA_JWT_SECRET: 'jwtjwtjwt'.repeat(4),
   VOXA_S3_SECRET_ACCESS_KEY: 's3s3s3',
   VOXA_GOOGLE_CLIENT_SECRET: 'gcs3cret',
-  VOXA_PREVIOUS_SECRET_KEYS: 'prevkey1',
+  VOXA_PREVIOUS_SECRET_KEYS: PREVIOUS_KEY,
 };
 
 test('config check --json masks every secret and the credentials in URLs', async (t) => {

@@ -13,6 +13,7 @@ const BAD: Array<[Record<string, string>, RegExp]> = [
   [{ VOXA_PLUGINS: 'nope' }, /invalid config field "plugins" \(env VOXA_PLUGINS\): unknown plugin nope; available: .*webhooks/],
   [{ VOXA_ORIGINS: 'https://app.example.com,notaurl' }, /invalid config field "corsOrigins" \(env VOXA_ORIGINS\): "notaurl" is not an origin/],
   [{ VOXA_ORIGINS: 'https://app.example.com/' }, /invalid config field "corsOrigins" \(env VOXA_ORIGINS\): "https:\/\/app.example.com\/" is not an origin/],
+  [{ VOXA_PREVIOUS_SECRET_KEYS: `${Buffer.alloc(32, 3).toString('base64')},prevkey1` }, /invalid config field "previousSecretKeys" \(env VOXA_PREVIOUS_SECRET_KEYS\): each must be 32 bytes, base64/],
   [{ MONGO_URL: 'foo' }, /invalid config field "mongoUrl" \(env MONGO_URL\): .*mongodb:\/\//],
 ];
 
