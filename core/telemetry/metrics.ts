@@ -209,7 +209,7 @@ export const metrics = {
   // --- Notifications --------------------------------------------------------------------------------------
   notificationsSent: new Counter({
     name: 'voxa_notifications_sent_total',
-    help: 'Notifications handed to a provider, by channel (push, email) and outcome (sent, failed, skipped).',
+    help: 'Notifications handed to a provider, by channel (push, email) and outcome (sent, failed; every attempt counts).',
     labelNames: ['channel', 'outcome'] as const,
     registers: [registry],
   }),
