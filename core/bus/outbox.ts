@@ -3,6 +3,13 @@
  * for rows that were committed but never confirmed (the process died, NATS was down, an ack timed out).
  * `Nats-Msg-Id` = event id makes republishing within the stream's duplicate window invisible; consumers are
  * idempotent by event id beyond it.
+ *
+ * Order: events reach the stream in the order they were committed. Once a stored event could not be confirmed
+ * (NATS went away, an ack timed out), the relay is "behind": newer events are not published past it, they stay
+ * in the outbox, and the relay drains the outbox oldest first — at once, not after the sweeper's grace — until
+ * it is empty; then direct publishing resumes. (Before, an event that failed waited for the grace while newer
+ * ones went straight out, so consumers that keep stream order, such as webhooks, saw seq 29 before seq 22.) A
+ * process also starts behind, so events an earlier run left in the outbox go out before its own.
  */
 import type { Logger } from 'pino';
 import type { OutboxEntry, Store } from '../store/port.js';
@@ -17,12 +24,23 @@ export interface OutboxOptions {
   batch?: number;
 }
 
+/** How late a row may be and still be drained: every row there is, whatever its age. */
+const ANY_AGE = '9999-12-31T23:59:59.999Z';
+
 export class OutboxRelay {
   private toDelete: string[] = [];
   private flushTimer: NodeJS.Timeout | null = null;
   private sweepTimer: NodeJS.Timeout | null = null;
   private sweeping = false;
   private flushing: Promise<void> = Promise.resolve();
+  /** An unconfirmed stored event exists: new ones wait in the outbox and the drain publishes all in order. */
+  private behind = true;
+  /** Counts events left to the drain, so it knows whether one arrived while it read the outbox. */
+  private deferred = 0;
+  /** Another drain pass was asked for while one ran. */
+  private drainAgain = false;
+  /** Settles when the relay is no longer behind (one promise for every event waiting meanwhile). */
+  private caughtUp: { promise: Promise<void>; resolve: () => void } | null = null;
   /** Published and acked count, for metrics and tests. */
   published = 0;
   republished = 0;
@@ -35,15 +53,45 @@ export class OutboxRelay {
   ) {}
 
   /**
-   * Publishes freshly committed entries. Resolves when all were acked, or rejects with the first failure; in
-   * both cases nothing is lost: an unacked entry stays in the outbox for the sweeper. With `stored: false` the
-   * entries were never written to the outbox (best-effort events: receipts, login audit), so there is no row
-   * to delete afterwards and a failure is simply the caller's to ignore.
+   * Publishes freshly committed entries. Resolves when all were acked (or, while the relay is behind, when the
+   * drain has published them after every older event), or rejects with the first failure; in no case is
+   * anything lost: an unacked entry stays in the outbox for the drain. With `stored: false` the entries were
+   * never written to the outbox (best-effort events: receipts, login audit), so there is no row to delete
+   * afterwards, no order to keep, and a failure is simply the caller's to ignore.
    */
-  async dispatch(entries: OutboxEntry[], opts: { stored?: boolean } = {}): Promise<PublishAck[]> {
-    if (!this.publisher.isConnected) throw new Error('NATS is not connected; a stored entry is left to the outbox sweeper');
-    const stored = opts.stored ?? true;
-    return Promise.all(entries.map((e) => this.publishOne(e, stored)));
+  dispatch(entries: OutboxEntry[], opts: { stored?: boolean } = {}): Promise<void> {
+    if (opts.stored === false) {
+      if (!this.publisher.isConnected) return Promise.reject(new Error('NATS is not connected; a best-effort event is dropped'));
+      return Promise.all(entries.map((e) => this.publishOne(e, false))).then(() => undefined);
+    }
+    // Newer events never overtake one that is still unconfirmed: these wait in the outbox for the drain.
+    if (this.behind || !this.publisher.isConnected) return this.fallBehind();
+    return Promise.all(
+      entries.map((e) =>
+        this.publishOne(e).catch((err: unknown) => {
+          void this.fallBehind();
+          throw err;
+        }),
+      ),
+    ).then(() => undefined);
+  }
+
+  /** True while newer events wait in the outbox behind an unconfirmed one (see the file comment). */
+  get isBehind(): boolean {
+    return this.behind;
+  }
+
+  /** Marks the relay behind and starts a drain; the promise settles once it has caught up. */
+  private fallBehind(): Promise<void> {
+    this.behind = true;
+    this.deferred++;
+    if (!this.caughtUp) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      this.caughtUp = { promise, resolve };
+    }
+    void this.drain();
+    return this.caughtUp.promise;
   }
 
   private async publishOne(e: OutboxEntry, stored = true): Promise<PublishAck> {
@@ -101,8 +149,12 @@ export class OutboxRelay {
     this.sweepTimer.unref();
   }
 
-  /** One pass over unconfirmed entries older than the grace period. Returns how many were republished. */
+  /**
+   * One pass over unconfirmed entries older than the grace period (while behind: a drain of every entry, in
+   * order). Returns how many were republished.
+   */
   async sweep(): Promise<number> {
+    if (this.behind) return this.drain();
     if (this.sweeping || !this.publisher.isConnected) return 0;
     this.sweeping = true;
     let count = 0;
@@ -125,7 +177,56 @@ export class OutboxRelay {
     } finally {
       this.sweeping = false;
     }
+    if (this.behind && this.drainAgain) {
+      this.drainAgain = false;
+      void this.drain();
+    }
     if (count > 0) this.log?.info({ count }, 'outbox republished events');
+    return count;
+  }
+
+  /**
+   * Publishes every outbox row, oldest first, a batch at a time (a batch is pipelined on one connection, so it
+   * lands in order). Stops at the first batch with a failure (the timer tries again). Once a read finds the
+   * outbox empty and no event was left to the drain since that read began, the relay is caught up.
+   */
+  private async drain(): Promise<number> {
+    if (this.sweeping) {
+      this.drainAgain = true;
+      return 0;
+    }
+    if (!this.publisher.isConnected) return 0;
+    this.sweeping = true;
+    let count = 0;
+    try {
+      for (;;) {
+        const seen = this.deferred;
+        // Rows already acked leave first, so they are not sent again.
+        await this.flush();
+        const batch = await this.store.outboxPending(this.opts.batch ?? 500, ANY_AGE);
+        if (batch.length === 0) {
+          if (seen !== this.deferred) continue;
+          this.behind = false;
+          this.caughtUp?.resolve();
+          this.caughtUp = null;
+          break;
+        }
+        const results = await Promise.allSettled(batch.map((e) => this.publishOne(e)));
+        const ok = results.filter((r) => r.status === 'fulfilled').length;
+        count += ok;
+        this.republished += ok;
+        metrics.outboxRepublished.inc(ok);
+        if (ok < batch.length) break; // NATS trouble: the next sweep tries again
+      }
+    } catch (err) {
+      this.log?.warn({ err }, 'outbox drain failed');
+    } finally {
+      this.sweeping = false;
+    }
+    if (this.behind && this.drainAgain) {
+      this.drainAgain = false;
+      void this.drain();
+    }
     return count;
   }
 

@@ -104,3 +104,42 @@ test.serial('committed data and unpublished events survive a restart of the hub'
   t.true(events.some((e) => e.type === 'message.created' && e.data.message?.text === 'sent during outage'));
   await closeHub(hub);
 });
+
+/** The seqs of message.created events in one conversation, in stream order. */
+async function streamSeqs(hub: Awaited<ReturnType<typeof openHub>>, conversationId: string): Promise<number[]> {
+  return (await readStream(hub))
+    .map((m) => JSON.parse(new TextDecoder().decode(m.data)) as { type: string; conversationId?: string; data: { message: { seq: number } } })
+    .filter((e) => e.type === 'message.created' && e.conversationId === conversationId)
+    .map((e) => e.data.message.seq);
+}
+
+test.serial('events reach the stream in commit order: sends after NATS returns do not overtake those it missed', async (t) => {
+  // A long grace: the old relay left the missed events for the sweeper that long, while new ones went straight out.
+  const config = testConfig(servers, { publishAckWaitMs: 300, outboxGraceMs: 10_000, outboxSweepMs: 100 });
+  const hub = await openHub(config, { name: 'outbox-order' });
+  t.teardown(() => closeHub(hub));
+  const a = user('usr_e', config.defaultWorkspaceId);
+  const b = user('usr_f', config.defaultWorkspaceId);
+  await hub.store.createUser(a, () => []);
+  await hub.store.createUser(b, () => []);
+  const { conversation } = await hub.chat.openConversation(a, { type: 'direct', members: [b.id] });
+  await hub.chat.sendMessage(a, conversation.id, { text: 'first' });
+  await until(async () => (await hub.store.outboxCount()) === 0);
+
+  await servers.nats.stop();
+  await until(() => !hub.bus.publisher.isConnected);
+  for (let i = 0; i < 3; i++) await hub.chat.sendMessage(a, conversation.id, { text: `missed ${i}` });
+  await servers.nats.start();
+  await until(() => hub.bus.publisher.isConnected, 30_000);
+  // Right after the reconnect, well inside the grace.
+  for (let i = 0; i < 3; i++) await hub.chat.sendMessage(a, conversation.id, { text: `after ${i}` });
+
+  await until(async () => (await hub.store.outboxCount()) === 0, 30_000);
+  t.deepEqual(await streamSeqs(hub, conversation.id), [1, 2, 3, 4, 5, 6, 7]);
+  // Caught up: sends are published directly again.
+  await until(() => !hub.outbox.isBehind);
+  await hub.chat.sendMessage(a, conversation.id, { text: 'later' });
+  await until(async () => (await streamSeqs(hub, conversation.id)).length === 8);
+  t.deepEqual(await streamSeqs(hub, conversation.id), [1, 2, 3, 4, 5, 6, 7, 8]);
+  t.false(hub.outbox.isBehind);
+});
