@@ -10,6 +10,7 @@
  */
 import { Queue, UnrecoverableError, Worker, type Job, type JobsOptions, type Processor } from 'bullmq';
 import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
 import type { Hub } from '../core/hub.js';
 import { redisPrefix } from '../core/redis-keys.js';
 import { CONNECTOR_JOB_STATES, initConnectorSeries, metrics } from '../core/telemetry/metrics.js';
@@ -185,38 +186,56 @@ export class ConnectorQueues {
 
   private async doClose(): Promise<void> {
     if (this.sampler) clearInterval(this.sampler);
-    const workers = [...this.workers.values()];
-    const queues = [...this.queues.values()];
-    // Every BullMQ connection starts with a Redis version check (INFO). Closing a Queue or Worker while that is
-    // in flight rejects it with "Connection is closed" after close() has removed the connection's error
-    // listeners, and BullMQ's own handler then rethrows it as an unhandled rejection. So let start-up finish
-    // first. Bounded: with Redis unreachable it never finishes, and closing must not hang on that.
-    await settledWithin([...workers, ...queues].map((x) => x.waitUntilReady()), READY_WAIT_MS);
-    const connections = [...this.connections];
-    const orderly = (async () => {
-      await Promise.all(workers.map((w) => w.close()));
-      await Promise.all(queues.map((q) => q.close()));
-      // The Queue/Worker connections are ours (passed as instances, so BullMQ never closes them): QUIT lets
-      // replies to commands still in flight arrive, where a hard disconnect would reject them.
-      await Promise.all(connections.map((c) => c.quit().catch(() => c.disconnect())));
-    })();
+    const parts = { workers: [...this.workers.values()], queues: [...this.queues.values()], connections: [...this.connections] };
     this.connections.length = 0;
     this.workers.clear();
     this.queues.clear();
-    const graceMs = this.opts.closeGraceMs ?? CLOSE_GRACE_MS;
-    if (!(await settledWithin([orderly], graceMs))) {
-      // Redis does not answer (or a job does not end). The close goes on in the background and finishes when
-      // Redis answers again; a process that is stopping exits without it, and the job in flight counts as
-      // stalled and runs again elsewhere. Cutting the connections instead would not end it: BullMQ retries a
-      // job's completion without a pause while closing, so a closed connection turns the wait into a busy loop.
-      this.hub.log.warn({ graceMs }, 'connector queues: close did not finish in time (Redis not answering?); leaving it to finish in the background');
-    }
+    await closeBullmq(parts, { graceMs: this.opts.closeGraceMs ?? CLOSE_GRACE_MS, log: this.hub.log, what: 'connector queues' });
   }
 }
 
-/** How long close() lets connections finish starting up. */
+/** BullMQ objects and the Redis connections they were given, for closeBullmq. */
+export interface BullmqParts {
+  workers?: Worker[];
+  queues?: Queue[];
+  /** Connections passed to the Queues and Workers as instances: BullMQ never closes those itself. */
+  connections?: Redis[];
+}
+
+/**
+ * Closes BullMQ workers (waiting for the jobs they are running), then queues, then their Redis connections, and
+ * returns after `graceMs` at the latest, leaving the rest to finish in the background. Every owner of BullMQ
+ * objects closes them through this, so no stop waits on a Redis that stopped answering. Resolves true when the
+ * close finished within the grace.
+ */
+export async function closeBullmq(parts: BullmqParts, opts: { graceMs?: number; log: Pick<Logger, 'warn'>; what: string }): Promise<boolean> {
+  const workers = [...(parts.workers ?? [])];
+  const queues = [...(parts.queues ?? [])];
+  const connections = [...(parts.connections ?? [])];
+  const graceMs = opts.graceMs ?? CLOSE_GRACE_MS;
+  // Every BullMQ connection starts with a Redis version check (INFO). Closing a Queue or Worker while that is
+  // in flight rejects it with "Connection is closed" after close() has removed the connection's error
+  // listeners, and BullMQ's own handler then rethrows it as an unhandled rejection. So let start-up finish
+  // first. Bounded: with Redis unreachable it never finishes, and closing must not hang on that.
+  await settledWithin([...workers, ...queues].map((x) => x.waitUntilReady()), READY_WAIT_MS);
+  const orderly = (async () => {
+    await Promise.all(workers.map((w) => w.close()));
+    await Promise.all(queues.map((q) => q.close()));
+    // QUIT lets replies to commands still in flight arrive, where a hard disconnect would reject them.
+    await Promise.all(connections.map((c) => c.quit().catch(() => c.disconnect())));
+  })();
+  if (await settledWithin([orderly], graceMs)) return true;
+  // Redis does not answer (or a job does not end). The close goes on in the background and finishes when
+  // Redis answers again; a process that is stopping exits without it, and the job in flight counts as
+  // stalled and runs again elsewhere. Cutting the connections instead would not end it: BullMQ retries a
+  // job's completion without a pause while closing, so a closed connection turns the wait into a busy loop.
+  opts.log.warn({ graceMs }, `${opts.what}: close did not finish in time (Redis not answering?); leaving it to finish in the background`);
+  return false;
+}
+
+/** How long closeBullmq lets connections finish starting up. */
 const READY_WAIT_MS = 5000;
-/** How long close() waits for jobs in flight and Redis before returning anyway (QueuesOptions). */
+/** How long closeBullmq waits for jobs in flight and Redis before returning anyway (QueuesOptions). */
 const CLOSE_GRACE_MS = 10_000;
 
 /** Waits until the promises have all settled, or `ms` has passed; true when they settled. */

@@ -15,6 +15,7 @@ import { Redis } from 'ioredis';
 import nodemailer, { type Transporter } from 'nodemailer';
 import type { Logger } from 'pino';
 import { z } from 'zod';
+import { closeBullmq } from '../../connectors/queues.js';
 import type { UserRecord } from '../../core/domain.js';
 import { VoxaError } from '../../core/errors.js';
 import type { Hub } from '../../core/hub.js';
@@ -27,6 +28,8 @@ import { getEmailPrefs, updateEmailPrefs } from './prefs.js';
 export interface EmailPluginOptions {
   /** Replaces the transport built from config.smtpUrl (tests may pass their own options). */
   transport?: Transporter;
+  /** How long stop() waits for digests in flight and for Redis before it returns anyway (default 10 s, as connector queues). */
+  closeGraceMs?: number;
 }
 
 interface DigestJob {
@@ -229,13 +232,13 @@ export function createEmailPlugin(opts: EmailPluginOptions = {}): Plugin {
       });
     },
     async stop() {
-      await worker?.close();
-      await queue?.close();
-      for (const c of connections) c.disconnect();
-      connections.length = 0;
-      transport?.close();
+      // Bounded like the connector queues: a Redis that stopped answering must not hold the hub's stop.
+      const parts = { workers: worker ? [worker] : [], queues: queue ? [queue] : [], connections: [...connections] };
       worker = null;
       queue = null;
+      connections.length = 0;
+      await closeBullmq(parts, { graceMs: opts.closeGraceMs, log: log ?? { warn: () => undefined }, what: 'email plugin' });
+      transport?.close();
     },
   });
   return plugin;

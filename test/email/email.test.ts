@@ -12,7 +12,8 @@ import { createEmailPlugin, digestJobId } from '../../plugins/email/index.js';
 import { setMuted } from '../../plugins/push/mutes.js';
 import type { Plugin } from '../../plugins/runtime/types.js';
 import { startServers } from '../helpers/hub.js';
-import { freePort } from '../helpers/servers.js';
+import { createLogger } from '../../core/log.js';
+import { freePort, startRedis, uniqueNamespace } from '../helpers/servers.js';
 import { assertInvalid, bearer, eventually, openPluginApi, type PluginApi, type Session } from '../notifications/support.js';
 
 let servers: Awaited<ReturnType<typeof startServers>>;
@@ -266,4 +267,35 @@ test.serial('voxa_notifications_sent_total counts each digest the SMTP server to
   } finally {
     await down.close();
   }
+});
+
+test.serial('stop returns after the close grace when Redis stops answering, and the close finishes once it answers again', async (t) => {
+  // A Redis of its own, frozen (SIGSTOP: connections stay open, nothing answers), so the other tests keep theirs.
+  const frozen = await startRedis();
+  t.teardown(() => frozen.dispose());
+  const client = new Redis(frozen.url, { maxRetriesPerRequest: 1 });
+  client.on('error', () => undefined);
+  t.teardown(() => client.disconnect());
+  const rejections: unknown[] = [];
+  const onRejection = (reason: unknown): void => void rejections.push(reason);
+  process.on('unhandledRejection', onRejection);
+  t.teardown(() => void process.off('unhandledRejection', onRejection));
+  const hub = { config: { redisUrl: frozen.url, natsNamespace: uniqueNamespace('mail'), smtpUrl: `smtp://127.0.0.1:${smtpPort}` } } as unknown as Hub;
+  const plugin = createEmailPlugin({ closeGraceMs: 300 });
+  await plugin.start!({ hub, log: createLogger('silent', 'test') });
+  frozen.freeze();
+  t.teardown(() => frozen.thaw());
+  // Before, stop() waited on Redis for ever, and held the hub's whole stop until VOXA_STOP_TIMEOUT_MS (30 s).
+  // The bound is generous (the grace is 300 ms): it only tells a stop that returns from one that never does.
+  const outcome = await Promise.race([
+    plugin.stop!().then(() => 'stopped'),
+    new Promise<string>((r) => setTimeout(() => r('still waiting'), 20_000).unref()),
+  ]);
+  t.is(outcome, 'stopped');
+  frozen.thaw();
+  // Once Redis answers again, the close finishes in the background: the plugin's connections go away and only
+  // the test's client is left.
+  await eventually(async () => String(await client.client('LIST')).trim().split('\n').length === 1);
+  t.is(String(await client.client('LIST')).trim().split('\n').length, 1);
+  t.deepEqual(rejections.map((r) => String((r as Error)?.message ?? r)), []);
 });
