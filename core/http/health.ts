@@ -1,17 +1,18 @@
 /**
  * Liveness, readiness and metrics endpoints (outside /v1, no authentication).
  *
- * /readyz asks each dependency a real question with a deadline: the store pings, NATS must be connected and
- * answer a JetStream API call, Redis must answer PING. A load balancer takes a process whose answer is 503
- * out of rotation; the body names what is failing.
+ * /readyz asks each dependency a real question with a deadline (core/telemetry/probes.ts, the same probes that
+ * feed voxa_dependency_up): the store pings, NATS must be connected and answer a JetStream API call, Redis must
+ * answer PING. A load balancer takes a process whose answer is 503 out of rotation; the body names what is
+ * failing.
  */
 import type { Hub } from '../hub.js';
 import type { ApiRouter } from './api-router.js';
-import { registry, metrics } from '../telemetry/metrics.js';
+import { registry } from '../telemetry/metrics.js';
+import { PROBE_TIMEOUT_MS, probeDependencies } from '../telemetry/probes.js';
 import { z } from 'zod';
-import { withTimeout } from '../timeout.js';
 
-export const READY_TIMEOUT_MS = 1000;
+export const READY_TIMEOUT_MS = PROBE_TIMEOUT_MS;
 
 export interface ReadyReport {
   status: 'ok' | 'unavailable';
@@ -19,33 +20,9 @@ export interface ReadyReport {
   checks: Record<string, { ok: boolean; ms: number; error?: string }>;
 }
 
-/** Checks store, NATS and Redis concurrently and records voxa_dependency_up. */
+/** Checks store, NATS and Redis concurrently (the probes the metrics collectors use) and records voxa_dependency_up. */
 export async function readiness(hub: Hub, timeoutMs = READY_TIMEOUT_MS): Promise<ReadyReport> {
-  const probes: Record<string, () => Promise<unknown>> = {
-    store: () => hub.store.ping(),
-    nats: async () => {
-      if (hub.bus.nc.isClosed()) throw new Error('connection closed');
-      await hub.bus.jsm.getAccountInfo();
-    },
-    redis: async () => {
-      if (!hub.redis) throw new Error('not configured');
-      await hub.redis.ping();
-    },
-  };
-  const checks: ReadyReport['checks'] = {};
-  await Promise.all(
-    Object.entries(probes).map(async ([name, probe]) => {
-      const started = performance.now();
-      try {
-        await withTimeout(probe(), timeoutMs, name);
-        checks[name] = { ok: true, ms: Math.round(performance.now() - started) };
-      } catch (err) {
-        // Only the message: it names the failure without leaking connection strings or stacks.
-        checks[name] = { ok: false, ms: Math.round(performance.now() - started), error: String((err as Error).message ?? err).slice(0, 200) };
-      }
-      metrics.dependencyUp.set({ dependency: name }, checks[name]!.ok ? 1 : 0);
-    }),
-  );
+  const checks: ReadyReport['checks'] = await probeDependencies(hub, timeoutMs);
   const failing = Object.keys(checks).filter((k) => !checks[k]!.ok).sort();
   return { status: failing.length ? 'unavailable' : 'ok', failing, checks };
 }

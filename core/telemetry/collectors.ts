@@ -1,17 +1,23 @@
 /**
  * Samplers for gauges that describe state held elsewhere: the outbox backlog (in the store) and whether NATS,
- * Redis and the store are reachable. (Plugin consumer lag is sampled by the plugin runtime, which knows its
+ * Redis and the store answer (voxa_dependency_up, through the same probes as /readyz: a server that hangs with
+ * its connection open reads 0 for as long as it does not answer). Every process that opens a hub runs these,
+ * the API-less `voxa worker` included. (Plugin consumer lag is sampled by the plugin runtime, which knows its
  * consumer names.)
  * They run on a timer rather than at scrape time, so a slow dependency can never make /metrics slow.
  */
 import type { Hub } from '../hub.js';
 import { metrics } from './metrics.js';
+import { PROBE_TIMEOUT_MS, probeDependencies } from './probes.js';
 import { withTimeout } from '../timeout.js';
+
+/** Longest the outbox count may take; past it the gauge keeps its last value. */
+const OUTBOX_COUNT_TIMEOUT_MS = 2000;
 
 export interface CollectorOptions {
   /** How often to sample (default 5 s; Prometheus usually scrapes every 15 s). */
   intervalMs?: number;
-  /** Longest a single probe may take before the dependency counts as down (default 2 s). */
+  /** Longest a dependency probe may take before the dependency counts as down (default PROBE_TIMEOUT_MS, as /readyz). */
   probeTimeoutMs?: number;
 }
 
@@ -23,24 +29,18 @@ export interface Collectors {
 
 /** Starts sampling the hub's state into the gauges. Call once per process after openHub; call the result to stop. */
 export function startHubCollectors(hub: Hub, opts: CollectorOptions = {}): Collectors {
-  const timeout = opts.probeTimeoutMs ?? 2000;
+  const timeout = opts.probeTimeoutMs ?? PROBE_TIMEOUT_MS;
   let running: Promise<void> | null = null;
 
   const pass = async (): Promise<void> => {
-    const natsUp = !hub.bus.nc.isClosed() && hub.bus.publisher.isConnected;
-    metrics.dependencyUp.set({ dependency: 'nats' }, natsUp ? 1 : 0);
-    if (hub.redis) metrics.dependencyUp.set({ dependency: 'redis' }, hub.redis.status === 'ready' ? 1 : 0);
-
-    const storeProbe = withTimeout(hub.store.ping(), timeout, 'store ping').then(
-      () => metrics.dependencyUp.set({ dependency: 'store' }, 1),
-      () => metrics.dependencyUp.set({ dependency: 'store' }, 0),
-    );
-    const backlog = withTimeout(hub.store.outboxCount(), timeout, 'outbox count').then(
+    // Asked, not read from connection state: a frozen server leaves its client looking connected.
+    const probes = probeDependencies(hub, timeout);
+    const backlog = withTimeout(hub.store.outboxCount(), OUTBOX_COUNT_TIMEOUT_MS, 'outbox count').then(
       (n) => metrics.outboxBacklog.set(n),
       // Keep the last value: an unknown backlog is not an empty one, and voxa_dependency_up says why.
       () => undefined,
     );
-    await Promise.all([storeProbe, backlog]);
+    await Promise.all([probes, backlog]);
   };
 
   const sample = (): Promise<void> => {
