@@ -21,7 +21,13 @@ const positiveIntText = z
  */
 const queryInt = (max: number) => positiveIntText.pipe(z.number().int().min(1).max(max));
 
-export const Limit = queryInt(200).optional().default(50);
+/** A sequence number in a query: fifteen digits at most (the text's pattern), so always a safe integer. */
+export const QuerySeq = queryInt(999_999_999_999_999);
+
+/** `limit` from 1 to `max`, `fallback` when absent; plugins use it with their own bounds. */
+export const queryLimit = (max: number, fallback: number) => queryInt(max).optional().default(fallback);
+
+export const Limit = queryLimit(200, 50);
 
 export const Email = z.email().max(254);
 export const Password = z.string().min(8, 'at least 8 characters').max(256);
@@ -98,9 +104,8 @@ export const sendMessageBody = (maxLength: number) =>
   });
 export const editMessageBody = (maxLength: number) => z.strictObject({ text: MessageText(maxLength) });
 export const HistoryQuery = z.strictObject({
-  // Fifteen digits at most (the text's pattern), so always a safe integer.
-  before: queryInt(999_999_999_999_999).optional(),
-  after: queryInt(999_999_999_999_999).optional(),
+  before: QuerySeq.optional(),
+  after: QuerySeq.optional(),
   limit: Limit,
 });
 export const ReadBody = z.strictObject({ seq: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) });
