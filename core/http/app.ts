@@ -73,8 +73,8 @@ export function buildApp(hub: Hub, opts: BuildAppOptions = {}): Koa<ApiState> {
 
   const pluginContext: PluginContext = opts.pluginContext ?? { hub, log: hub.log };
   for (const p of opts.pluginRoutes ?? []) {
-    p.routes(pluginRouter(api, p.name), pluginContext);
-    p.publicRoutes?.(publicPluginRouter(api, p.name), pluginContext);
+    p.routes(pluginRouter(api, p.name, true), pluginContext);
+    p.publicRoutes?.(pluginRouter(api, p.name, false), pluginContext);
   }
 
   let openapi: Record<string, unknown> | null = null;
@@ -127,20 +127,12 @@ function v1Path(name: string, path: string): string {
  * `plugin:<name>`. Routes declared through `routes` need a token; those through `publicRoutes` do not (each
  * checks its own credential, such as a signed link).
  */
-function pluginRouter(api: ApiRouter, name: string): PluginRouter {
+function pluginRouter(api: ApiRouter, name: string, auth: true): PluginRouter;
+function pluginRouter(api: ApiRouter, name: string, auth: false): PublicPluginRouter;
+function pluginRouter(api: ApiRouter, name: string, auth: boolean): PluginRouter {
   const router: PluginRouter = {
     add(def) {
-      api.add({ ...def, path: v1Path(name, def.path), tag: `plugin:${name}`, auth: true } as RouteDef<z.ZodType, z.ZodType, z.ZodType>);
-      return router;
-    },
-  };
-  return router;
-}
-
-function publicPluginRouter(api: ApiRouter, name: string): PublicPluginRouter {
-  const router: PublicPluginRouter = {
-    add(def) {
-      api.add({ ...def, path: v1Path(name, def.path), tag: `plugin:${name}`, auth: false } as RouteDef<z.ZodType, z.ZodType>);
+      api.add({ ...def, path: v1Path(name, def.path), tag: `plugin:${name}`, auth } as RouteDef<z.ZodType, z.ZodType, z.ZodType>);
       return router;
     },
   };
