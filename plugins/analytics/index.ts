@@ -19,7 +19,7 @@ const Day = z
   .regex(/^\d{4}-\d{2}-\d{2}$/, 'a UTC date as YYYY-MM-DD')
   .refine((s) => !Number.isNaN(Date.parse(`${s}T00:00:00Z`)) && new Date(`${s}T00:00:00Z`).toISOString().startsWith(s), 'a real calendar date');
 
-/** The query of GET /v1/analytics; parseRange checks the range itself. */
+/** The query of GET /v1/analytics (and parseRange's input); parseRange checks the range itself. */
 const RangeQuery = z.strictObject({ from: Day.optional(), to: Day.optional() });
 
 const Stats = z.object({
@@ -36,7 +36,7 @@ const ReportResponse = z.object({ workspaceId: z.string(), from: z.string(), to:
 
 /** Validates a report range; `to` defaults to today and `from` to 29 days before `to`. */
 export function parseRange(input: { from?: unknown; to?: unknown }, today = new Date()): { from: string; to: string } {
-  const q = validate(z.object({ from: Day.optional(), to: Day.optional() }), { from: input.from, to: input.to }, 'query');
+  const q = validate(RangeQuery, { from: input.from, to: input.to }, 'query');
   const to = q.to ?? today.toISOString().slice(0, 10);
   const from = q.from ?? new Date(Date.parse(`${to}T00:00:00Z`) - 29 * 86_400_000).toISOString().slice(0, 10);
   if (from > to) throw new VoxaError('VALIDATION_FAILED', 'query.from: must not be after to', { fields: ['query.from'], issues: [{ path: 'query.from', code: 'range', message: 'from is after to' }] });
