@@ -122,7 +122,7 @@ export function connectionRoutes(router: PluginRouter, ctx: PluginContext, queue
     if (v.connector !== 'webhook') throw new VoxaError('NOT_FOUND', 'No such webhook.');
     return v;
   };
-  /** Every route here is for admins, under one OpenAPI tag. */
+  /** Every route here is for admins (the OpenAPI tag, plugin:webhooks, comes from the plugin router). */
   const admin = <P extends z.ZodType | undefined = undefined, Q extends z.ZodType | undefined = undefined, B extends z.ZodType | undefined = undefined>(def: PluginRouteDef<P, Q, B>) =>
     router.add({ ...def, roles: ['admin'] });
 
