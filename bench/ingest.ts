@@ -173,7 +173,6 @@ async function main(): Promise<void> {
   const { openHub, closeHub } = await import('../core/hub.js');
   const { buildApp } = await import('../core/http/app.js');
   const { verifyAccessToken } = await import('../core/auth/tokens.js');
-  const { headers: natsHeaders } = await import('nats');
 
   process.stdout.write(`starting nats-server and redis-server…\n`);
   const [nats, redis] = await Promise.all([startNats(), startRedis()]);
@@ -217,8 +216,6 @@ async function main(): Promise<void> {
               path: '/bench/naive/:id',
               async handler(ctx) {
                 const id = `evt_naive_${++naiveSeq}`;
-                const h = natsHeaders();
-                h.set('Nats-Msg-Id', id);
                 await hub.bus.js.publish(`bench.chat.default.${ctx.params.id}.message.created`, Buffer.from(JSON.stringify({ id, body: ctx.state.body })), {
                   msgID: id,
                 });
