@@ -27,6 +27,25 @@ export interface OutboxOptions {
 /** How late a row may be and still be drained: every row there is, whatever its age. */
 const ANY_AGE = '9999-12-31T23:59:59.999Z';
 
+/** A promise and its settlers, for callers waiting on the drain. */
+interface Waiting {
+  promise: Promise<void>;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+function newWaiting(): Waiting {
+  let resolve!: () => void;
+  let reject!: (err: Error) => void;
+  const promise = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  // Rejection is routine (the event waits in the outbox): a waiter that stopped listening must not crash the process.
+  promise.catch(() => undefined);
+  return { promise, resolve, reject };
+}
+
 export class OutboxRelay {
   private toDelete: string[] = [];
   private flushTimer: NodeJS.Timeout | null = null;
@@ -39,8 +58,11 @@ export class OutboxRelay {
   private deferred = 0;
   /** Another drain pass was asked for while one ran. */
   private drainAgain = false;
-  /** Settles when the relay is no longer behind (one promise for every event waiting meanwhile). */
-  private caughtUp: { promise: Promise<void>; resolve: () => void } | null = null;
+  /**
+   * Callers waiting for the drain to publish their events: one promise for all who came since the drain last
+   * read the outbox. A drain pass settles it (never later than the pass), so nothing waits across an outage.
+   */
+  private waiting: Waiting | null = null;
   /** Published and acked count, for metrics and tests. */
   published = 0;
   republished = 0;
@@ -54,8 +76,9 @@ export class OutboxRelay {
 
   /**
    * Publishes freshly committed entries. Resolves when all were acked (or, while the relay is behind, when the
-   * drain has published them after every older event), or rejects with the first failure; in no case is
-   * anything lost: an unacked entry stays in the outbox for the drain. With `stored: false` the entries were
+   * drain has published them after every older event), or rejects with the first failure (at once while NATS
+   * is not connected; when the drain pass meant to publish them fails); in no case is anything lost: an
+   * unacked entry stays in the outbox for the drain. With `stored: false` the entries were
    * never written to the outbox (best-effort events: receipts, login audit), so there is no row to delete
    * afterwards, no order to keep, and a failure is simply the caller's to ignore.
    */
@@ -65,11 +88,21 @@ export class OutboxRelay {
       return Promise.all(entries.map((e) => this.publishOne(e, false))).then(() => undefined);
     }
     // Newer events never overtake one that is still unconfirmed: these wait in the outbox for the drain.
-    if (this.behind || !this.publisher.isConnected) return this.fallBehind();
+    if (!this.publisher.isConnected) {
+      // Nothing can be published until NATS is back: the caller is told now rather than kept waiting.
+      this.fallBehind();
+      return Promise.reject(new Error('NATS is not connected; the event waits in the outbox'));
+    }
+    if (this.behind) {
+      this.waiting ??= newWaiting();
+      const published = this.waiting.promise;
+      this.fallBehind();
+      return published;
+    }
     return Promise.all(
       entries.map((e) =>
         this.publishOne(e).catch((err: unknown) => {
-          void this.fallBehind();
+          this.fallBehind();
           throw err;
         }),
       ),
@@ -81,17 +114,11 @@ export class OutboxRelay {
     return this.behind;
   }
 
-  /** Marks the relay behind and starts a drain; the promise settles once it has caught up. */
-  private fallBehind(): Promise<void> {
+  /** Marks the relay behind (an event was left to the drain) and starts a drain. */
+  private fallBehind(): void {
     this.behind = true;
     this.deferred++;
-    if (!this.caughtUp) {
-      let resolve!: () => void;
-      const promise = new Promise<void>((r) => (resolve = r));
-      this.caughtUp = { promise, resolve };
-    }
     void this.drain();
-    return this.caughtUp.promise;
   }
 
   private async publishOne(e: OutboxEntry, stored = true): Promise<PublishAck> {
@@ -187,47 +214,72 @@ export class OutboxRelay {
 
   /**
    * Publishes every outbox row, oldest first, a batch at a time (a batch is pipelined on one connection, so it
-   * lands in order). Stops at the first batch with a failure (the timer tries again). Once a read finds the
-   * outbox empty and no event was left to the drain since that read began, the relay is caught up.
+   * lands in order). Stops at the first batch with a failure (the timer tries again). A read that returned
+   * fewer rows than a batch, all published, covers every event committed before it began: the callers waiting
+   * since then are answered, and if no event was left to the drain since that read began, the relay is caught
+   * up. A pass that fails rejects its waiting callers (their events stay in the outbox for the next pass).
    */
   private async drain(): Promise<number> {
     if (this.sweeping) {
       this.drainAgain = true;
       return 0;
     }
-    if (!this.publisher.isConnected) return 0;
+    if (!this.publisher.isConnected) {
+      this.giveUp([]);
+      return 0;
+    }
     this.sweeping = true;
+    const limit = this.opts.batch ?? 500;
     let count = 0;
+    /** Callers whose events were committed before the current read began. */
+    let served: Waiting[] = [];
+    let failed = false;
     try {
       for (;;) {
         const seen = this.deferred;
+        if (this.waiting) served.push(this.waiting);
+        this.waiting = null;
         // Rows already acked leave first, so they are not sent again.
         await this.flush();
-        const batch = await this.store.outboxPending(this.opts.batch ?? 500, ANY_AGE);
-        if (batch.length === 0) {
-          if (seen !== this.deferred) continue;
-          this.behind = false;
-          this.caughtUp?.resolve();
-          this.caughtUp = null;
-          break;
-        }
+        const batch = await this.store.outboxPending(limit, ANY_AGE);
         const results = await Promise.allSettled(batch.map((e) => this.publishOne(e)));
         const ok = results.filter((r) => r.status === 'fulfilled').length;
         count += ok;
         this.republished += ok;
         metrics.outboxRepublished.inc(ok);
-        if (ok < batch.length) break; // NATS trouble: the next sweep tries again
+        if (ok < batch.length) {
+          failed = true; // NATS trouble: the next sweep tries again
+          break;
+        }
+        if (batch.length < limit) {
+          for (const w of served) w.resolve();
+          served = [];
+          if (seen === this.deferred) {
+            this.behind = false;
+            break;
+          }
+        }
       }
     } catch (err) {
+      failed = true;
       this.log?.warn({ err }, 'outbox drain failed');
     } finally {
       this.sweeping = false;
     }
+    if (failed) this.giveUp(served);
     if (this.behind && this.drainAgain) {
       this.drainAgain = false;
       void this.drain();
     }
     return count;
+  }
+
+  /** Rejects callers whose events a drain pass could not publish; the events stay in the outbox. */
+  private giveUp(served: Waiting[]): void {
+    if (this.waiting) served.push(this.waiting);
+    this.waiting = null;
+    const err = new Error('the outbox could not publish yet; the event waits there for the next drain');
+    for (const w of served) w.reject(err);
   }
 
   async stop(): Promise<void> {

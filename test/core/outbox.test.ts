@@ -143,3 +143,30 @@ test.serial('events reach the stream in commit order: sends after NATS returns d
   t.deepEqual(await streamSeqs(hub, conversation.id), [1, 2, 3, 4, 5, 6, 7, 8]);
   t.false(hub.outbox.isBehind);
 });
+
+test.serial('while NATS is down a send does not wait publishAckWaitMs for an ack that cannot come', async (t) => {
+  // Before, a stored event dispatched while NATS was down waited for the relay to catch up (possibly forever,
+  // one pending promise per send held by the relay), so every send took the whole ack wait.
+  const config = testConfig(servers, { publishAckWaitMs: 5000, outboxSweepMs: 100 });
+  const hub = await openHub(config, { name: 'outbox-down-wait' });
+  t.teardown(() => closeHub(hub));
+  const a = user('usr_g', config.defaultWorkspaceId);
+  const b = user('usr_h', config.defaultWorkspaceId);
+  await hub.store.createUser(a, () => []);
+  await hub.store.createUser(b, () => []);
+  const { conversation } = await hub.chat.openConversation(a, { type: 'direct', members: [b.id] });
+  await until(() => !hub.outbox.isBehind);
+
+  await servers.nats.stop();
+  await until(() => !hub.bus.publisher.isConnected);
+  const started = Date.now();
+  for (let i = 0; i < 3; i++) await hub.chat.sendMessage(a, conversation.id, { text: `down ${i}` });
+  t.true(Date.now() - started < 4000, `3 sends took ${Date.now() - started} ms`);
+  t.true(hub.outbox.isBehind);
+
+  await servers.nats.start();
+  await until(() => hub.bus.publisher.isConnected, 30_000);
+  await until(async () => (await hub.store.outboxCount()) === 0, 30_000);
+  await until(() => !hub.outbox.isBehind);
+  t.deepEqual(await streamSeqs(hub, conversation.id), [1, 2, 3]);
+});
