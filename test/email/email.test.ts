@@ -12,8 +12,7 @@ import { createEmailPlugin, digestJobId } from '../../plugins/email/index.js';
 import { setMuted } from '../../plugins/push/mutes.js';
 import type { Plugin } from '../../plugins/runtime/types.js';
 import { startServers } from '../helpers/hub.js';
-import { createLogger } from '../../core/log.js';
-import { freePort, startRedis, uniqueNamespace } from '../helpers/servers.js';
+import { freePort } from '../helpers/servers.js';
 import { assertInvalid, bearer, eventually, openPluginApi, type PluginApi, type Session } from '../notifications/support.js';
 
 let servers: Awaited<ReturnType<typeof startServers>>;
@@ -269,33 +268,61 @@ test.serial('voxa_notifications_sent_total counts each digest the SMTP server to
   }
 });
 
-test.serial('stop returns after the close grace when Redis stops answering, and the close finishes once it answers again', async (t) => {
-  // A Redis of its own, frozen (SIGSTOP: connections stay open, nothing answers), so the other tests keep theirs.
-  const frozen = await startRedis();
-  t.teardown(() => frozen.dispose());
-  const client = new Redis(frozen.url, { maxRetriesPerRequest: 1 });
-  client.on('error', () => undefined);
-  t.teardown(() => client.disconnect());
+test.serial('stop returns after the close grace when Redis stops answering mid-digest; the digest completes once it answers again', async (t) => {
+  // Servers of their own, since this test freezes Redis (SIGSTOP: connections stay open, nothing answers).
+  const own = await startServers();
+  t.teardown(() => own.dispose());
   const rejections: unknown[] = [];
   const onRejection = (reason: unknown): void => void rejections.push(reason);
   process.on('unhandledRejection', onRejection);
   t.teardown(() => void process.off('unhandledRejection', onRejection));
-  const hub = { config: { redisUrl: frozen.url, natsNamespace: uniqueNamespace('mail'), smtpUrl: `smtp://127.0.0.1:${smtpPort}` } } as unknown as Hub;
-  const plugin = createEmailPlugin({ closeGraceMs: 300 });
-  await plugin.start!({ hub, log: createLogger('silent', 'test') });
-  frozen.freeze();
-  t.teardown(() => frozen.thaw());
-  // Before, stop() waited on Redis for ever, and held the hub's whole stop until VOXA_STOP_TIMEOUT_MS (30 s).
-  // The bound is generous (the grace is 300 ms): it only tells a stop that returns from one that never does.
-  const outcome = await Promise.race([
-    plugin.stop!().then(() => 'stopped'),
-    new Promise<string>((r) => setTimeout(() => r('still waiting'), 20_000).unref()),
-  ]);
-  t.is(outcome, 'stopped');
-  frozen.thaw();
-  // Once Redis answers again, the close finishes in the background: the plugin's connections go away and only
-  // the test's client is left.
-  await eventually(async () => String(await client.client('LIST')).trim().split('\n').length === 1);
-  t.is(String(await client.client('LIST')).trim().split('\n').length, 1);
-  t.deepEqual(rejections.map((r) => String((r as Error)?.message ?? r)), []);
+  // An SMTP stand-in that holds each mail until the test lets it go, so a digest is running when Redis freezes.
+  let sending: (() => void) | null = null;
+  let release: () => void = () => undefined;
+  const released = new Promise<void>((r) => (release = r));
+  const sent: string[] = [];
+  const transport = nodemailer.createTransport<{ messageId: string }>({
+    name: 'held',
+    version: '1',
+    send(mail, callback) {
+      sending?.();
+      void released.then(() => {
+        sent.push(String(mail.data.subject));
+        callback(null, { messageId: mail.message.messageId() });
+      });
+    },
+  });
+  const plugin = createEmailPlugin({ transport, closeGraceMs: 300 });
+  const api = await openPluginApi(own, [plugin], { smtpUrl: 'smtp://127.0.0.1:1', emailDigestDelaySeconds: 0 }, { runtime: true });
+  const q = inspectQueue(api.hub);
+  try {
+    const alice = await api.register('Alice');
+    const bob = await api.register('Bob');
+    const conv = await api.http.post('/v1/conversations').set(...bearer(alice)).send({ type: 'direct', members: [bob.id] });
+    await new Promise<void>((resolve) => {
+      sending = resolve;
+      void send(api, alice, conv.body.conversation.id as string, 'in flight when Redis hangs');
+    });
+    own.redis.freeze();
+    t.teardown(() => own.redis.thaw());
+    // The digest finishes now, and BullMQ's job completion waits on the frozen Redis: before, stop() waited
+    // for it for ever, and held the hub's whole stop until VOXA_STOP_TIMEOUT_MS. The bound is generous (the
+    // grace is 300 ms): it only tells a stop that returns from one that does not.
+    release();
+    const outcome = await Promise.race([
+      plugin.stop!().then(() => 'stopped'),
+      new Promise<string>((r) => setTimeout(() => r('still waiting'), 20_000).unref()),
+    ]);
+    t.is(outcome, 'stopped');
+    own.redis.thaw();
+    // Once Redis answers again, the close finishes in the background: the job completes (and is removed)
+    // instead of being left active.
+    await eventually(async () => (await q.queue.getJob(digestJobId(bob.id))) === undefined);
+    t.deepEqual(sent, ['1 unread message in 1 conversation']);
+    t.deepEqual(rejections.map((r) => String((r as Error)?.message ?? r)), []);
+  } finally {
+    own.redis.thaw();
+    await q.close();
+    await api.close();
+  }
 });
