@@ -53,6 +53,24 @@ export interface OpenHubOptions {
 /** How long the hub's Redis client waits for an answer before a command fails (and rate limits count in this process instead). */
 export const REDIS_COMMAND_TIMEOUT_MS = 1500;
 
+/** How long openHub waits for Redis's first connection before going on without it. */
+const REDIS_READY_WAIT_MS = 5000;
+
+/** Resolves true once the client is ready, false if it is not within `ms`. */
+function redisReady(redis: Redis, ms: number): Promise<boolean> {
+  if (redis.status === 'ready') return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const done = (ready: boolean) => {
+      clearTimeout(timer);
+      redis.off('ready', onReady);
+      resolve(ready);
+    };
+    const onReady = () => done(true);
+    const timer = setTimeout(() => done(false), ms);
+    redis.on('ready', onReady);
+  });
+}
+
 /** Connects to everything the config names. Throws (with the dependency named) when one cannot be reached. */
 export async function openHub(config: Config, opts: OpenHubOptions = {}): Promise<Hub> {
   const name = opts.name ?? 'voxa-core';
@@ -76,6 +94,10 @@ export async function openHub(config: Config, opts: OpenHubOptions = {}): Promis
     retryStrategy: (times) => Math.min(times * 200, 2000), // reconnect forever
   });
   redis.on('error', () => undefined); // state is reported by /readyz; ioredis keeps retrying
+  // This client queues nothing while it connects, so a command in the first moments after start would fail
+  // ("Stream isn't writeable"): wait for the first connection, briefly. A Redis that is down at start is not
+  // fatal; the hub runs degraded (rate limits count in-process, presence is off) and the client keeps trying.
+  if (!(await redisReady(redis, REDIS_READY_WAIT_MS))) log.warn({ waitedMs: REDIS_READY_WAIT_MS }, 'Redis is not reachable yet; starting without it');
   const outbox = new OutboxRelay(store, bus.publisher, { sweepMs: config.outboxSweepMs, graceMs: config.outboxGraceMs }, log);
   const rateLimiter = new RateLimiter(redis, `${redisPrefix(config.natsNamespace)}:`, log);
   const core: HubCore = { config, log, store, bus, redis, outbox, rateLimiter, secrets, caches };
