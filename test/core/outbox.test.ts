@@ -16,6 +16,15 @@ function user(id: string, workspaceId: string): UserRecord {
   return { id, workspaceId, email: `${id}@example.test`, name: id, role: 'customer', createdAt: new Date().toISOString(), passwordHash: 'x', disabled: false };
 }
 
+/** Two users of the hub's default workspace and a direct conversation between them. */
+async function pair(hub: Awaited<ReturnType<typeof openHub>>, ids: [string, string]): Promise<{ a: UserRecord; conversation: { id: string } }> {
+  const [a, b] = ids.map((id) => user(id, hub.config.defaultWorkspaceId)) as [UserRecord, UserRecord];
+  await hub.store.createUser(a, () => []);
+  await hub.store.createUser(b, () => []);
+  const { conversation } = await hub.chat.openConversation(a, { type: 'direct', members: [b.id] });
+  return { a, conversation };
+}
+
 async function until(cond: () => Promise<boolean> | boolean, timeoutMs = 20_000): Promise<void> {
   const end = Date.now() + timeoutMs;
   while (!(await cond())) {
@@ -118,11 +127,7 @@ test.serial('events reach the stream in commit order: sends after NATS returns d
   const config = testConfig(servers, { publishAckWaitMs: 300, outboxGraceMs: 10_000, outboxSweepMs: 100 });
   const hub = await openHub(config, { name: 'outbox-order' });
   t.teardown(() => closeHub(hub));
-  const a = user('usr_e', config.defaultWorkspaceId);
-  const b = user('usr_f', config.defaultWorkspaceId);
-  await hub.store.createUser(a, () => []);
-  await hub.store.createUser(b, () => []);
-  const { conversation } = await hub.chat.openConversation(a, { type: 'direct', members: [b.id] });
+  const { a, conversation } = await pair(hub, ['usr_e', 'usr_f']);
   await hub.chat.sendMessage(a, conversation.id, { text: 'first' });
   await until(async () => (await hub.store.outboxCount()) === 0);
 
@@ -150,11 +155,7 @@ test.serial('while NATS is down a send does not wait publishAckWaitMs for an ack
   const config = testConfig(servers, { publishAckWaitMs: 5000, outboxSweepMs: 100 });
   const hub = await openHub(config, { name: 'outbox-down-wait' });
   t.teardown(() => closeHub(hub));
-  const a = user('usr_g', config.defaultWorkspaceId);
-  const b = user('usr_h', config.defaultWorkspaceId);
-  await hub.store.createUser(a, () => []);
-  await hub.store.createUser(b, () => []);
-  const { conversation } = await hub.chat.openConversation(a, { type: 'direct', members: [b.id] });
+  const { a, conversation } = await pair(hub, ['usr_g', 'usr_h']);
   await until(() => !hub.outbox.isBehind);
 
   await servers.nats.stop();
