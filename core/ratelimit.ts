@@ -94,6 +94,8 @@ interface Batch {
 interface LocalWindow {
   count: number;
   resetAt: number;
+  /** A key has one window, as it has one counter in Redis: another window length starts a fresh count. */
+  windowMs: number;
 }
 
 /** Most keys counted locally at once; the oldest window is forgotten first beyond it. */
@@ -101,7 +103,7 @@ const MAX_LOCAL_KEYS = 10_000;
 
 export class RateLimiter {
   private lastWarn = 0;
-  /** Counts while Redis is unavailable, keyed by `<windowMs>:<key>`. */
+  /** Counts while Redis is unavailable, by key. */
   private local = new Map<string, LocalWindow>();
   /** Until when hits pass without asking Redis, after a failed call (epoch ms). */
   private pausedUntil = 0;
@@ -224,7 +226,7 @@ export class RateLimiter {
   /** Forgets the counter (e.g. after a successful login). */
   async reset(key: string): Promise<void> {
     this.leases.delete(key);
-    for (const id of this.local.keys()) if (id.slice(id.indexOf(':') + 1) === key) this.local.delete(id);
+    this.local.delete(key);
     if (!this.redis || this.redis.status !== 'ready') return;
     await this.redis.del(`${this.prefix}rl:${key}`).catch(() => undefined);
   }
@@ -273,14 +275,13 @@ export class RateLimiter {
    * `limit`, like the shared counter would. Returns undefined (passed) synchronously.
    */
   private localHit(key: string, limit: number, windowMs: number): undefined {
-    const id = `${windowMs}:${key}`;
     const now = Date.now();
-    let w = this.local.get(id);
-    if (!w || now >= w.resetAt) {
-      if (w) this.local.delete(id); // re-inserted below: the map stays in order of window start
+    let w = this.local.get(key);
+    if (!w || now >= w.resetAt || w.windowMs !== windowMs) {
+      if (w) this.local.delete(key); // re-inserted below: the map stays in order of window start
       else if (this.local.size >= MAX_LOCAL_KEYS) this.local.delete(this.local.keys().next().value!);
-      w = { count: 0, resetAt: now + windowMs };
-      this.local.set(id, w);
+      w = { count: 0, resetAt: now + windowMs, windowMs };
+      this.local.set(key, w);
     }
     w.count++;
     if (w.count > limit) throw limited(w.resetAt - now);
