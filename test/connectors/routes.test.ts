@@ -8,6 +8,7 @@ import { ConnectionService } from '../../connectors/connections.js';
 import { generateSecret } from '../../connectors/webhook/signing.js';
 import { createEvent, subjectOf, type AnyEvent } from '../../core/events/catalog.js';
 import { createWebhooksPlugin } from '../../plugins/webhooks/index.js';
+import { DELIVERIES, DELIVERY_KEYS } from '../../plugins/webhooks/service.js';
 import { startServers } from '../helpers/hub.js';
 import { assertInvalid, bearer, openPluginApi, type PluginApi, type Session } from '../notifications/support.js';
 import { startReceiver, until, type Receiver } from './receiver.js';
@@ -94,6 +95,42 @@ test.serial('webhooks: create returns the secret once; list, test, deliveries, r
     return (e?.data as { action?: string } | undefined)?.action === 'removed' && e?.actor.id === admin.id;
   }, 20_000, 'webhook.changed removed by the admin');
   t.pass();
+});
+
+test.serial("removing a webhook deletes its deliveries and idempotency keys (both DELETE routes); another webhook's stay", async (t) => {
+  const ws = api.hub.config.defaultWorkspaceId;
+  const make = async () => {
+    const r = await api.http.post('/v1/webhooks').set(...bearer(admin)).send({ url: rcv.url, events: ['message.created'] });
+    t.is(r.status, 201, JSON.stringify(r.body));
+    return new ConnectionService(api.hub).getRecord(r.body.webhook.id as string);
+  };
+  const [a, b, kept] = [await make(), await make(), await make()];
+  const eventIds: string[] = [];
+  for (let n = 1; n <= 3; n++) {
+    const ev = createEvent('message.created', {
+      workspaceId: ws,
+      conversationId: 'cnv_1',
+      actor: { type: 'user', id: 'usr_1' },
+      data: { message: { id: `msg_rm_${n}`, conversationId: 'cnv_1', seq: n, senderId: 'usr_1', text: 'hi', clientId: null, createdAt: new Date().toISOString() } },
+    });
+    eventIds.push(ev.id);
+    for (const sub of [a, b, kept]) await plugin.service().enqueue(sub, ev);
+  }
+  const docs = api.hub.store.docs;
+  const keysOf = async (subId: string) => (await Promise.all(eventIds.map((e) => docs.get(DELIVERY_KEYS, `${subId}:${e}`)))).filter(Boolean).length;
+  for (const sub of [a, b, kept]) {
+    t.is(await docs.count(DELIVERIES, { subscriptionId: sub.id }), 3);
+    t.is(await keysOf(sub.id), 3);
+  }
+
+  t.is((await api.http.delete(`/v1/webhooks/${a.id}`).set(...bearer(admin))).status, 204);
+  t.is((await api.http.delete(`/v1/connections/${b.id}`).set(...bearer(admin))).status, 204);
+  for (const sub of [a, b]) {
+    t.is(await docs.count(DELIVERIES, { subscriptionId: sub.id }), 0, `no delivery of removed ${sub.id} is left`);
+    t.is(await keysOf(sub.id), 0, `no key of removed ${sub.id} is left`);
+  }
+  t.is(await docs.count(DELIVERIES, { subscriptionId: kept.id }), 3, 'the other webhook keeps its log');
+  t.is(await keysOf(kept.id), 3);
 });
 
 test.serial('connections: create, patch (config, name, status), delete; secrets stay sealed', async (t) => {
