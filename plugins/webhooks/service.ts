@@ -16,15 +16,22 @@
  * event to the same endpoint twice — and the `webhook-id` header is the event id, stable across retries, so
  * receivers can dedupe too.
  *
+ * Retention: a delivery that has settled (succeeded or failed) records `settledAt`, and in the same write its
+ * key records `at` with the same time; prune() deletes both once older than webhookDeliveryRetentionDays,
+ * rows first, so a key always outlives its row. A pending delivery has neither, so it and its key are never
+ * pruned, however long its subscription stays disabled. Removing a subscription (remove()) deletes its rows
+ * and keys at once.
+ *
  * Throughput: the plugin's consumer is ordered, so an event's handling time bounds the rate. Per event that is
  * one indexed read (the workspace's subscriptions), and per subscription one indexed read (its latest delivery
  * id) and one store commit (the key and the row together; every subscription's in the same group commit).
  * Redis is off that path. `npm run bench:webhooks` measures it.
  */
 import type { Job } from 'bullmq';
-import type { AnyEvent, EventEnvelope } from '../../core/events/catalog.js';
+import type { Actor, AnyEvent, EventEnvelope } from '../../core/events/catalog.js';
 import type { Hub } from '../../core/hub.js';
 import { newId } from '../../core/ids.js';
+import type { DocWrite } from '../../core/store/port.js';
 import { withTimeout } from '../../core/timeout.js';
 import { ConnectionService, CONNECTIONS } from '../../connectors/connections.js';
 import type { BackfillTarget } from '../../connectors/backfill.js';
@@ -37,6 +44,16 @@ import { PermanentError, RetryableError } from '../runtime/types.js';
 export const DELIVERIES = 'webhook_deliveries';
 export const DELIVERY_KEYS = 'webhook_delivery_keys';
 const CONNECTOR = 'webhook';
+const TEST_EVENT = 'webhook.test';
+/** Rows per deleteBefore call of a prune, and per step of a removal's clean-up. */
+const PRUNE_BATCH = 500;
+const DAY_MS = 24 * 3600_000;
+
+/** An idempotency key: which delivery an event became; `at` is set when that delivery settles. */
+export interface DeliveryKey {
+  deliveryId: string;
+  at?: string;
+}
 
 /**
  * Delay before retry n (after attempt n failed): 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h — the eighth attempt
@@ -73,6 +90,11 @@ export interface Delivery {
   /** The most recent attempts (capped), newest last. */
   log: AttemptLog[];
   createdAt: string;
+  /**
+   * When the delivery last became (or, after a manual attempt, was again) succeeded or failed; absent while
+   * pending, and on rows settled before retention existed. Retention counts from here.
+   */
+  settledAt?: string;
 }
 
 export interface WebhookOptions {
@@ -202,7 +224,8 @@ export class WebhookService {
     for (let attempt = 1; ; attempt++) {
       const id = await this.nextDeliveryId(sub.id);
       const r = await this.hub.store.docs.writeAll([
-        { op: 'insert', collection: DELIVERY_KEYS, id: key, doc: { deliveryId: id } },
+        // No `at` yet: the key must not age while its delivery is pending (see settleWrites).
+        { op: 'insert', collection: DELIVERY_KEYS, id: key, doc: { deliveryId: id } satisfies DeliveryKey },
         { op: 'insert', collection: DELIVERIES, id, doc: WebhookService.deliveryOf(id, sub, event) },
       ]);
       if (r.written) {
@@ -425,6 +448,7 @@ export class WebhookService {
   private async record(d: Delivery, r: AttemptResult, manual = false): Promise<Delivery> {
     const at = new Date().toISOString();
     const attempt = d.attempts + 1;
+    const status = r.ok ? 'succeeded' : d.status;
     const entry: AttemptLog = { attempt, at, statusCode: r.statusCode, durationMs: r.durationMs, error: r.error, ...(manual ? { manual } : {}) };
     const next: Delivery = {
       ...d,
@@ -433,19 +457,35 @@ export class WebhookService {
       lastAttemptAt: at,
       lastStatusCode: r.statusCode,
       lastError: r.error,
-      status: r.ok ? 'succeeded' : d.status,
+      status,
       nextAttemptAt: r.ok ? null : d.nextAttemptAt,
       log: [...d.log, entry].slice(-25),
+      // An attempt on a settled row (manual) restarts its retention: its log just grew.
+      ...(status !== 'pending' ? { settledAt: at } : {}),
     };
     // A batch of one rather than docs.put: on SQLite a batch joins the group commit, so the drain's one write
     // per delivery shares its fsync with other writes and waits for it off the event loop, where a lone put
     // fsyncs on it (and holds up ingestion and the API meanwhile).
-    await this.hub.store.docs.writeAll([{ op: 'put', collection: DELIVERIES, id: d.id, doc: next }]);
+    await this.hub.store.docs.writeAll(WebhookService.settleWrites(next));
     return next;
   }
 
+  /**
+   * The writes that store a delivery row: for a settled one of a real event also its key, with `at` =
+   * settledAt, in the same atomic write. The key then ages exactly as its row does, and prune() deletes rows
+   * before keys, so no row is ever left without its key (a replayed event would be sent again). A test send
+   * has no key.
+   */
+  private static settleWrites(d: Delivery): DocWrite[] {
+    const writes: DocWrite[] = [{ op: 'put', collection: DELIVERIES, id: d.id, doc: d }];
+    if (d.settledAt && d.eventType !== TEST_EVENT) {
+      writes.push({ op: 'put', collection: DELIVERY_KEYS, id: `${d.subscriptionId}:${d.eventId}`, doc: { deliveryId: d.id, at: d.settledAt } satisfies DeliveryKey });
+    }
+    return writes;
+  }
+
   private async giveUp(d: Delivery, sub: ConnectionRecord, reason: string): Promise<void> {
-    await this.hub.store.docs.put(DELIVERIES, d.id, { ...d, status: 'failed', nextAttemptAt: null });
+    await this.hub.store.docs.writeAll(WebhookService.settleWrites({ ...d, status: 'failed', nextAttemptAt: null, settledAt: new Date().toISOString() }));
     await new ConnectionService(this.hub, { type: 'plugin', id: 'webhooks' }).setStatus(sub.id, 'disabled', `auto-disabled: ${reason}`, undefined, 'auto_disabled');
     this.hub.log.warn({ subscriptionId: sub.id, reason }, 'webhook subscription disabled');
   }
@@ -475,7 +515,7 @@ export class WebhookService {
     const cfg = (await this.connections.resolve<WebhookConfig>(sub)).config;
     const r = await deliverOnce(cfg, d.eventId, d.body, this.deliverOptions());
     const next = await this.record(d, r, true);
-    if (r.ok && next.status !== 'succeeded') await this.hub.store.docs.put(DELIVERIES, d.id, { ...next, status: 'succeeded' });
+    if (r.ok && next.status !== 'succeeded') await this.hub.store.docs.writeAll(WebhookService.settleWrites({ ...next, status: 'succeeded', settledAt: new Date().toISOString() }));
     // If that was the head holding the queue, the next delivery is due now, not at the head's retry time: make
     // sure a drain job exists, and run a delayed one now. The hub and `voxa webhooks redeliver` both have Redis
     // (the CLI fails without it).
@@ -490,13 +530,13 @@ export class WebhookService {
   async sendTest(subscriptionId: string, workspaceId?: string): Promise<Delivery> {
     const sub = await this.connections.getRecord(subscriptionId, workspaceId);
     const eventId = newId('evt');
-    const body = JSON.stringify({ id: eventId, type: 'webhook.test', timestamp: new Date().toISOString(), workspaceId: sub.workspaceId, data: { subscriptionId } });
+    const body = JSON.stringify({ id: eventId, type: TEST_EVENT, timestamp: new Date().toISOString(), workspaceId: sub.workspaceId, data: { subscriptionId } });
     const d: Delivery = {
       id: newId('dlv'),
       subscriptionId,
       workspaceId: sub.workspaceId,
       eventId,
-      eventType: 'webhook.test',
+      eventType: TEST_EVENT,
       body,
       // Never 'pending': the drain job must not pick a test up.
       status: 'failed',
@@ -513,7 +553,7 @@ export class WebhookService {
     const r = await deliverOnce(cfg, eventId, body, this.deliverOptions());
     // A test is one attempt: it is logged as succeeded or failed, never left pending for the drain job.
     const done = await this.record(d, r, true);
-    const final: Delivery = { ...done, status: r.ok ? 'succeeded' : 'failed' };
+    const final: Delivery = { ...done, status: r.ok ? 'succeeded' : 'failed', settledAt: done.settledAt ?? new Date().toISOString() };
     await this.hub.store.docs.put(DELIVERIES, d.id, final);
     return final;
   }
@@ -526,6 +566,60 @@ export class WebhookService {
         return (await this.enqueue(sub, event)).created ? 'written' : 'skipped';
       },
     };
+  }
+
+  /**
+   * Deletes settled deliveries, then idempotency keys, older than webhookDeliveryRetentionDays as of `now`
+   * (0 keeps everything), a batch at a time. Rows go first so that a key never goes before its row. Deletes
+   * are idempotent, so processes pruning at the same time only share the work.
+   */
+  async prune(now: number = Date.now()): Promise<{ deliveries: number; keys: number }> {
+    const days = this.hub.config.webhookDeliveryRetentionDays;
+    if (!days) return { deliveries: 0, keys: 0 };
+    const cutoff = new Date(now - days * DAY_MS).toISOString();
+    const deliveries = await this.deleteAllBefore(DELIVERIES, 'settledAt', cutoff);
+    const keys = await this.deleteAllBefore(DELIVERY_KEYS, 'at', cutoff);
+    return { deliveries, keys };
+  }
+
+  private async deleteAllBefore(collection: string, field: string, cutoff: string): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const n = await this.hub.store.docs.deleteBefore(collection, field, cutoff, PRUNE_BATCH);
+      total += n;
+      if (n < PRUNE_BATCH) return total;
+    }
+  }
+
+  /**
+   * Removes a webhook subscription (ConnectionService.remove, as `actor`: its webhook.changed event and
+   * audit entry), then deletes its deliveries and their keys. The subscription goes first: from then on no
+   * event enqueues for it and its drain job stops at its first look-up, so nothing adds rows behind the
+   * clean-up. Both the CLI and the REST routes remove webhooks through here.
+   */
+  async remove(subscriptionId: string, workspaceId?: string, actor?: Actor): Promise<{ deliveries: number }> {
+    await new ConnectionService(this.hub, actor).remove(subscriptionId, workspaceId);
+    return { deliveries: await this.purge(subscriptionId) };
+  }
+
+  /**
+   * Deletes a removed subscription's deliveries and keys, a batch at a time, each key before its row (the key
+   * id comes from the row). A crash part-way leaves some rows and keys of a subscription that no longer
+   * exists: nothing reads them (the drain and every enqueue start from the subscription), settled ones are
+   * pruned with the rest, and calling this again finishes the job. Keys whose row was pruned already carry
+   * `at`, so retention takes them.
+   */
+  async purge(subscriptionId: string): Promise<number> {
+    const docs = this.hub.store.docs;
+    let total = 0;
+    for (;;) {
+      const rows = await docs.find<Delivery>(DELIVERIES, { subscriptionId }, { limit: PRUNE_BATCH });
+      // One batch's deletes together: on SQLite they share group commits instead of one fsync each.
+      await Promise.all(rows.map((d) => docs.delete(DELIVERY_KEYS, `${subscriptionId}:${d.eventId}`)));
+      await Promise.all(rows.map((d) => docs.delete(DELIVERIES, d.id)));
+      total += rows.length;
+      if (rows.length < PRUNE_BATCH) return total;
+    }
   }
 
   /** Re-enables a subscription and resumes its pending deliveries. */
