@@ -118,14 +118,15 @@ export function register(program: Command): void {
       });
     });
 
-  common(webhooks.command('remove <id>').description('Remove a webhook subscription. Its delivery log goes with it: `voxa webhooks deliveries <id>` exits 3 afterwards, so save it first (--json) if you need it.'))
+  common(webhooks.command('remove <id>').description('Remove a webhook subscription. Its delivery log is deleted with it: `voxa webhooks deliveries <id>` exits 3 afterwards, so save it first (--json) if you need it.'))
     .addHelpText('after', '\nExamples:\n  $ voxa webhooks deliveries con_01j… --limit 1000 --json > deliveries.json   # keep the log\n  $ voxa webhooks remove con_01j…')
     .action(async (id: string, _opts: unknown, cmd: Command) => {
       await withContext({}, async (ctx) => {
-        const svc = new ConnectionService(ctx.hub);
-        await asWebhook(svc, id, workspaceOf(cmd));
-        await svc.remove(id, workspaceOf(cmd));
-        output(cmd, { removed: id }, () => `removed ${id}`);
+        const w = new WebhookService(ctx.hub, new ConnectorQueues(ctx.hub));
+        await asWebhook(w.connections, id, workspaceOf(cmd));
+        // Through the webhook service, which deletes the delivery log too (as the REST route does).
+        const { deliveries } = await w.remove(id, workspaceOf(cmd));
+        output(cmd, { removed: id, deliveries }, (r: { deliveries: number }) => `removed ${id} and its ${r.deliveries} deliveries`);
       });
     });
 }

@@ -65,6 +65,7 @@ const DeliveryOut = z.object({
   lastError: z.string().nullable(),
   log: z.array(z.object({ attempt: z.number().int(), at: z.string(), statusCode: z.number().int().nullable(), durationMs: z.number(), error: z.string().nullable(), manual: z.boolean().optional() })),
   createdAt: z.string(),
+  settledAt: z.string().optional(),
 });
 
 /** A delivery without its body (large, and not needed to read the log). */
@@ -196,13 +197,17 @@ export function connectionRoutes(router: PluginRouter, ctx: PluginContext, queue
   admin({
     method: 'delete',
     path: '/connections/:id',
-    summary: 'Removes a connection.',
+    summary: "Removes a connection (a webhook's with its delivery log).",
     params: IdParam,
     responses: { 204: { description: 'Removed.' } },
     errors: ['NOT_FOUND'],
     async handler(k, { params: { id } }) {
       const user = k.state.user as UserRecord;
-      await run(() => service(user).remove(id, user.workspaceId));
+      const svc = service(user);
+      const current = await run(() => svc.get(id, user.workspaceId));
+      // A webhook goes through the webhook service, which deletes its deliveries too (as DELETE /webhooks/:id).
+      if (current.connector === 'webhook') await run(() => webhooks().remove(id, user.workspaceId, { type: 'user', id: user.id }));
+      else await run(() => svc.remove(id, user.workspaceId));
       k.status = 204;
     },
   });
@@ -265,15 +270,14 @@ export function connectionRoutes(router: PluginRouter, ctx: PluginContext, queue
   admin({
     method: 'delete',
     path: '/webhooks/:id',
-    summary: 'Removes a webhook.',
+    summary: 'Removes a webhook and its delivery log.',
     params: IdParam,
     responses: { 204: { description: 'Removed.' } },
     errors: ['NOT_FOUND'],
     async handler(k, { params: { id } }) {
       const user = k.state.user as UserRecord;
-      const svc = service(user);
-      asWebhook(await run(() => svc.get(id, user.workspaceId), 'webhook'));
-      await run(() => svc.remove(id, user.workspaceId), 'webhook');
+      asWebhook(await run(() => service(user).get(id, user.workspaceId), 'webhook'));
+      await run(() => webhooks().remove(id, user.workspaceId, { type: 'user', id: user.id }), 'webhook');
       k.status = 204;
     },
   });

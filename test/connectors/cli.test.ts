@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import test from 'ava';
 import { createEvent, subjectOf } from '../../core/events/catalog.js';
 import { ConnectorQueues } from '../../connectors/queues.js';
-import { WebhookService } from '../../plugins/webhooks/service.js';
+import { DELIVERIES, DELIVERY_KEYS, WebhookService } from '../../plugins/webhooks/service.js';
 import { AUDIT_COLLECTION, type AuditEntry } from '../../plugins/audit/chain.js';
 import { createAuditPlugin } from '../../plugins/audit/index.js';
 import { PluginRuntime } from '../../plugins/runtime/runtime.js';
@@ -184,8 +184,14 @@ test.serial('webhook and connection changes made by the CLI reach JetStream and 
     const { id, secret } = JSON.parse(add.stdout) as { id: string; secret: string };
     const dis = await voxa('connections', 'disable', id, '--json');
     t.is(dis.code, 0, dis.stderr);
+    // A logged delivery and its key: the remove deletes them with the subscription.
+    await hub.store.docs.put(DELIVERY_KEYS, `${id}:evt_cli`, { deliveryId: 'dlv_cli' });
+    await hub.store.docs.put(DELIVERIES, 'dlv_cli', { id: 'dlv_cli', subscriptionId: id, eventId: 'evt_cli', status: 'succeeded' });
     const rm = await voxa('webhooks', 'remove', id, '--json');
     t.is(rm.code, 0, rm.stderr);
+    t.deepEqual(JSON.parse(rm.stdout), { removed: id, deliveries: 1 });
+    t.is(await hub.store.docs.get(DELIVERIES, 'dlv_cli'), null, 'the delivery went with the subscription');
+    t.is(await hub.store.docs.get(DELIVERY_KEYS, `${id}:evt_cli`), null, 'and its key');
 
     const mine = async (): Promise<AuditEntry[]> => (await hub.store.docs.find<AuditEntry>(AUDIT_COLLECTION, { subject: id })).sort((a, b) => a.seq - b.seq);
     await until(async () => (await mine()).length >= 3, 30_000, 'three audit entries for the webhook');
