@@ -299,6 +299,11 @@ const CONV_SELECT = `SELECT c.*, (SELECT json_group_array(user_id) FROM
   (SELECT user_id FROM conversation_members WHERE conversation_id = c.id ORDER BY pos)) AS members
   FROM conversations c`;
 
+/** The name ensureIndex gives the index of `fields` in `collection` (stable, so deleteBefore can name it). */
+function docsIndexName(collection: string, fields: string[]): string {
+  return `docs_ix_${createHash('sha256').update(`v1\0${collection}\0${fields.join('\0')}`).digest('hex').slice(0, 16)}`;
+}
+
 export class SqliteStore implements Store {
   readonly kind = 'sqlite' as const;
   readonly docs: DocumentStore;
@@ -1216,25 +1221,41 @@ class SqliteDocs implements DocumentStore {
   async ensureIndex(collection: string, fields: string[]): Promise<void> {
     assertIndex(collection, fields);
     const cols = fields.map((f) => `json_extract(doc, '$.${f}')`).join(', ');
-    const name = `docs_ix_${createHash('sha256').update(`v1\0${collection}\0${fields.join('\0')}`).digest('hex').slice(0, 16)}`;
+    const name = docsIndexName(collection, fields);
     this.s.q(`CREATE INDEX IF NOT EXISTS ${name} ON docs(${cols}) WHERE collection = '${collection}'`).run();
   }
 
   async deleteBefore(collection: string, field: string, before: string, limit = 1000): Promise<number> {
-    assertCollection(collection);
-    assertFieldName(field);
     str(before, 'before');
     const n = Math.max(0, Math.trunc(limit));
-    const path = `$.${field}`;
-    // json_type = 'text': SQLite orders every number below every string, so without it a numeric field
-    // would count as "before" any cutoff. The batch keeps one prune from holding the write lock for long.
-    return this.s.tx(
-      () =>
-        this.s
-          .q(
-            `DELETE FROM docs WHERE (collection, id) IN (SELECT collection, id FROM docs WHERE collection = ? AND json_type(doc, ?) = 'text' AND json_extract(doc, ?) < ? LIMIT ?)`,
-          )
-          .run(collection, path, path, before, n).changes,
-    );
+    const { sql, args } = this.beforeQuery(collection, field, before, n);
+    // The batch keeps one prune from holding the write lock for long.
+    return this.s.tx(() => this.s.q(`DELETE FROM docs WHERE (collection, id) IN (${sql})`).run(...args).changes);
+  }
+
+  /** deleteBefore's query plan, for tests: whether it uses an index (ensureIndex on the field) or scans. */
+  explainDeleteBefore(collection: string, field: string): string[] {
+    const { sql, args } = this.beforeQuery(collection, field, '', 1);
+    return (this.s.q(`EXPLAIN QUERY PLAN ${sql}`).all(...args) as Array<{ detail: string }>).map((r) => r.detail);
+  }
+
+  /**
+   * The ids deleteBefore takes. Collection and path are written into the SQL, as in `where`, so an index made by
+   * ensureIndex on the field serves it: a prune of a large collection reads only what it deletes instead of
+   * scanning every document of the collection under the write lock. json_type = 'text': SQLite orders every
+   * number below every string, so without it a numeric field would count as "before" any cutoff.
+   */
+  private beforeQuery(collection: string, field: string, before: string, limit: number): { sql: string; args: unknown[] } {
+    assertCollection(collection);
+    assertFieldName(field);
+    const value = `json_extract(doc, '$.${field}')`;
+    // Without statistics SQLite prefers the primary key's `collection =` to a range on the field's index, which
+    // reads every document of the collection: name the index when there is one.
+    const index = docsIndexName(collection, [field]);
+    const exists = this.s.q(`SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?`).get(index) !== undefined;
+    return {
+      sql: `SELECT collection, id FROM docs${exists ? ` INDEXED BY ${index}` : ''} WHERE collection = '${collection}' AND ${value} < ? AND json_type(doc, '$.${field}') = 'text' LIMIT ?`,
+      args: [before, limit],
+    };
   }
 }

@@ -199,6 +199,9 @@ export class WebhookService {
     await this.hub.store.docs.ensureIndex(CONNECTIONS, ['workspaceId', 'connector']);
     await this.hub.store.docs.ensureIndex(DELIVERIES, ['subscriptionId']);
     await this.hub.store.docs.ensureIndex(DELIVERIES, ['subscriptionId', 'status']);
+    // The hourly prune reads through these: it deletes what has aged out instead of scanning every row.
+    await this.hub.store.docs.ensureIndex(DELIVERIES, ['settledAt']);
+    await this.hub.store.docs.ensureIndex(DELIVERY_KEYS, ['at']);
   }
 
   /**

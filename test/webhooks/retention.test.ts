@@ -167,3 +167,22 @@ test("remove deletes the subscription's deliveries and keys in batches, and leav
   for (const [i, k] of kept.entries()) t.deepEqual((await keyOf(c, { subscriptionId: c.sub.id, eventId: events[i]!.id }))?.deliveryId, k.deliveryId);
   await teardown(c);
 });
+
+test('on SQLite the prune reads through an index on settledAt and at, not a scan of every row', async (t) => {
+  const c = await setup(7);
+  t.teardown(() => teardown(c));
+  await c.svc.init(); // what the plugin's start does: the indexes
+  type Explainable = { explainDeleteBefore(collection: string, field: string): string[] };
+  const docs = c.hub.store.docs as unknown as Explainable;
+  t.is(c.hub.store.kind, 'sqlite');
+  for (const [collection, field] of [
+    [DELIVERIES, 'settledAt'],
+    [DELIVERY_KEYS, 'at'],
+  ] as const) {
+    const plan = docs.explainDeleteBefore(collection, field);
+    t.true(
+      plan.some((d) => /USING INDEX docs_ix_/.test(d)),
+      `${collection}.${field}: ${plan.join(' | ')}`,
+    );
+  }
+});
