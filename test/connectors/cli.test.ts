@@ -193,6 +193,16 @@ test.serial('webhook and connection changes made by the CLI reach JetStream and 
     t.is(await hub.store.docs.get(DELIVERIES, 'dlv_cli'), null, 'the delivery went with the subscription');
     t.is(await hub.store.docs.get(DELIVERY_KEYS, `${id}:evt_cli`), null, 'and its key');
 
+    // `connections remove` of a webhook deletes its log too.
+    const other = JSON.parse((await voxa('webhooks', 'add', '--url', rcv.url, '--events', 'message.created', '--json')).stdout) as { id: string };
+    await hub.store.docs.put(DELIVERY_KEYS, `${other.id}:evt_cli2`, { deliveryId: 'dlv_cli2' });
+    await hub.store.docs.put(DELIVERIES, 'dlv_cli2', { id: 'dlv_cli2', subscriptionId: other.id, eventId: 'evt_cli2', status: 'succeeded' });
+    const rm2 = await voxa('connections', 'remove', other.id, '--json');
+    t.is(rm2.code, 0, rm2.stderr);
+    t.deepEqual(JSON.parse(rm2.stdout), { removed: other.id, deliveries: 1 });
+    t.is(await hub.store.docs.get(DELIVERIES, 'dlv_cli2'), null);
+    t.is(await hub.store.docs.get(DELIVERY_KEYS, `${other.id}:evt_cli2`), null);
+
     const mine = async (): Promise<AuditEntry[]> => (await hub.store.docs.find<AuditEntry>(AUDIT_COLLECTION, { subject: id })).sort((a, b) => a.seq - b.seq);
     await until(async () => (await mine()).length >= 3, 30_000, 'three audit entries for the webhook');
     const entries = await mine();
