@@ -42,6 +42,11 @@ export interface UserRecord extends User {
   disabled: boolean;
   /** TOTP state (issue 7); absent when two-factor sign-in is off. */
   totp?: { secretEnc: string; enabled: boolean; lastStep?: number; recoveryHashes?: string[] } | null;
+  /**
+   * Access tokens issued before this time (ISO) are refused, though unexpired: set when the account is
+   * disabled, so enabling it again does not bring back the tokens it had. Absent: every unexpired token counts.
+   */
+  tokensValidAfter?: string | null;
 }
 
 export const ConversationSchema = z.object({

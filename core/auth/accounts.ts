@@ -38,7 +38,9 @@ export async function changeAccount(store: Store, namespace: string, user: UserR
     if (patch.disabled !== undefined) out.push(createEvent('user.updated', { ...base, data: { user: publicUser(u), changes: [patch.disabled ? 'disabled' : 'enabled'] } }));
     return out.map((e) => toOutbox(e, namespace));
   });
-  const updated = await store.updateUser(user.id, patch, events);
+  // Disabling also ends the access tokens the account has: enabled again, it signs in anew.
+  const write = patch.disabled ? { ...patch, tokensValidAfter: new Date().toISOString() } : patch;
+  const updated = await store.updateUser(user.id, write, events);
   if (!updated) return { user, changed: false, entries: [] };
   if (patch.disabled) await store.revokeUserTokens(user.id, new Date().toISOString());
   return { user: updated, changed: true, entries: events.entries };

@@ -25,6 +25,8 @@ export interface AccessClaims {
   wid: string;
   /** Refresh-token family the token was issued with. */
   fid: string;
+  /** When it was issued, in ms (iat has whole seconds): compared with an account's tokensValidAfter. */
+  ims?: number;
   iss: string;
   aud: string | string[];
   iat: number;
@@ -54,7 +56,7 @@ export function jwtVerifyOptions(hub: Pick<HubCore, 'config'>): { algorithms: ['
 
 /** Signs an access token for the user, bound to a refresh-token family. */
 export function signAccessToken(hub: Pick<HubCore, 'config' | 'secrets'>, user: Pick<UserRecord, 'id' | 'workspaceId'>, familyId: string): string {
-  return jwt.sign({ wid: user.workspaceId, fid: familyId }, jwtKey(hub), {
+  return jwt.sign({ wid: user.workspaceId, fid: familyId, ims: Date.now() }, jwtKey(hub), {
     algorithm: 'HS256',
     subject: user.id,
     issuer: hub.config.jwtIssuer,
@@ -73,12 +75,24 @@ export async function userForClaims(hub: Pick<HubCore, 'store' | 'caches'>, clai
   if (typeof sub !== 'string') return null;
   const cache = hub.caches?.users;
   const hit = cache?.peek(sub);
-  if (hit) return hit;
+  if (hit) return issuedInTime(hit, claims) ? hit : null;
   const epoch = cache?.epoch ?? 0;
   const user = await hub.store.getUser(sub);
   if (!user || user.disabled || user.passwordHash === null) return null;
   cache?.put(sub, user, epoch);
-  return user;
+  return issuedInTime(user, claims) ? user : null;
+}
+
+/**
+ * False for a token issued before the account's `tokensValidAfter` (it was disabled after the token was made).
+ * Claims without `iat` (the edge re-checking an open session by user id) are not about a token: true.
+ */
+function issuedInTime(user: UserRecord, claims: unknown): boolean {
+  if (!user.tokensValidAfter) return true;
+  const { iat, ims } = claims as { iat?: unknown; ims?: unknown };
+  if (typeof iat !== 'number') return true;
+  // ims has the milliseconds; a token without it (none are made now) counts from the start of its second.
+  return (typeof ims === 'number' ? ims : iat * 1000) > Date.parse(user.tokensValidAfter);
 }
 
 /**

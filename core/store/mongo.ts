@@ -60,6 +60,7 @@ interface UserDoc extends Versioned {
   passwordHash: string | null;
   disabled: boolean;
   totp: UserRecord['totp'] | null;
+  tokensValidAfter?: string | null;
   createdAt: string;
 }
 /** A refresh token as stored: the record with its id as `_id`. */
@@ -162,6 +163,7 @@ function toUser(d: UserDoc): UserRecord {
     disabled: d.disabled === true,
   };
   if (d.totp != null) u.totp = d.totp;
+  if (d.tokensValidAfter != null) u.tokensValidAfter = d.tokensValidAfter;
   return u;
 }
 function toToken(d: TokenDoc): RefreshTokenRecord {
@@ -465,7 +467,7 @@ export class MongoStore implements Store {
 
   async updateUser(
     id: string,
-    patch: Partial<Pick<UserRecord, 'name' | 'role' | 'passwordHash' | 'disabled' | 'totp'>>,
+    patch: Partial<Pick<UserRecord, 'name' | 'role' | 'passwordHash' | 'disabled' | 'totp' | 'tokensValidAfter'>>,
     outbox: OutboxFor<UserRecord>,
   ): Promise<UserRecord | null> {
     str(id, 'id');
@@ -476,6 +478,7 @@ export class MongoStore implements Store {
     if (patch.passwordHash !== undefined) set.passwordHash = patch.passwordHash ?? null;
     if (patch.disabled !== undefined) set.disabled = patch.disabled === true;
     if (patch.totp !== undefined) set.totp = patch.totp ?? null;
+    if (patch.tokensValidAfter !== undefined) set.tokensValidAfter = patch.tokensValidAfter ? requireIsoTime(patch.tokensValidAfter, 'tokensValidAfter') : null;
     return this.unit(async (ctx) => {
       const cur = await this.users.findOne({ _id: id }, { session: ctx.session });
       if (!cur) return null;

@@ -171,7 +171,7 @@ export interface Store {
   searchUsers(workspaceId: string, q: string, limit: number, opts?: { activeOnly?: boolean }): Promise<UserRecord[]>;
   updateUser(
     id: string,
-    patch: Partial<Pick<UserRecord, 'name' | 'role' | 'passwordHash' | 'disabled' | 'totp'>>,
+    patch: Partial<Pick<UserRecord, 'name' | 'role' | 'passwordHash' | 'disabled' | 'totp' | 'tokensValidAfter'>>,
     outbox: OutboxFor<UserRecord>,
   ): Promise<UserRecord | null>;
 

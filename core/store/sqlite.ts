@@ -188,6 +188,10 @@ export const MIGRATIONS: string[] = [
   `
   CREATE INDEX messages_changed ON messages(conversation_id, seq) WHERE edited_at IS NOT NULL OR deleted_at IS NOT NULL;
   `,
+  // 5: access tokens issued before this time are refused (set when an account is disabled; UserRecord.tokensValidAfter).
+  `
+  ALTER TABLE users ADD COLUMN tokens_valid_after TEXT;
+  `,
 ];
 
 /** Most write units committed together in one group commit. */
@@ -236,6 +240,7 @@ function toUser(r: Row): UserRecord {
     disabled: bool(r.disabled),
   };
   if (r.totp != null) u.totp = JSON.parse(r.totp as string) as UserRecord['totp'];
+  if (r.tokens_valid_after != null) u.tokensValidAfter = r.tokens_valid_after as string;
   return u;
 }
 
@@ -678,7 +683,7 @@ export class SqliteStore implements Store {
 
   async updateUser(
     id: string,
-    patch: Partial<Pick<UserRecord, 'name' | 'role' | 'passwordHash' | 'disabled' | 'totp'>>,
+    patch: Partial<Pick<UserRecord, 'name' | 'role' | 'passwordHash' | 'disabled' | 'totp' | 'tokensValidAfter'>>,
     outbox: OutboxFor<UserRecord>,
   ): Promise<UserRecord | null> {
     // Column names come from this fixed map, never from the patch's keys.
@@ -688,6 +693,7 @@ export class SqliteStore implements Store {
       passwordHash: ['password_hash', (v) => v ?? null],
       disabled: ['disabled', (v) => (v ? 1 : 0)],
       totp: ['totp', (v) => (v ? JSON.stringify(v) : null)],
+      tokensValidAfter: ['tokens_valid_after', (v) => (v ? requireIsoTime(v, 'tokensValidAfter') : null)],
     };
     const sets: string[] = [];
     const args: unknown[] = [];

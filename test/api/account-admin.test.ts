@@ -37,7 +37,10 @@ test('disable locks the account out everywhere at once; enable lets it sign in a
   t.is(on.status, 200, JSON.stringify(on.body));
   t.like(on.body, { disabled: false, changed: true, user: { role: 'agent' } });
   t.is((await api.http.post('/v1/auth/refresh').send({ refreshToken: cara.refreshToken })).status, 401, 'the old session stays revoked');
-  t.is((await api.http.post('/v1/auth/login').send({ email: cara.email, password: 'correct horse battery' })).status, 200);
+  t.is((await api.http.get('/v1/me').set(...bearer(cara))).status, 401, 'and so does the access token she had before the disable');
+  const fresh = await api.http.post('/v1/auth/login').send({ email: cara.email, password: 'correct horse battery' });
+  t.is(fresh.status, 200);
+  t.is((await api.http.get('/v1/me').set('Authorization', `Bearer ${fresh.body.accessToken as string}`)).status, 200, 'a token from after the change works');
 
   const events = await eventually(async () => {
     const all = (await streamEvents(api.hub)).filter((e) => e.event.userId === cara.id && e.event.type !== 'user.registered' && !e.event.type.startsWith('user.login'));

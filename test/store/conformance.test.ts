@@ -222,6 +222,21 @@ for (const backend of backends) {
     t.is(await s.outboxCount(), 3);
   });
 
+  it('updateUser keeps tokensValidAfter, clears it with null, and refuses a value that is not an ISO time', async (t, s) => {
+    await workspace(s);
+    await s.createUser(userRec({ id: 'u1' }), ob('user.created'));
+    t.false('tokensValidAfter' in (await s.getUser('u1'))!, 'absent until set');
+    const at = '2031-05-06T07:08:09.123Z';
+    const u = await s.updateUser('u1', { disabled: true, tokensValidAfter: at }, ob('user.updated'));
+    t.is(u!.tokensValidAfter, at);
+    t.is((await s.getUser('u1'))!.tokensValidAfter, at);
+    t.is((await s.updateUser('u1', { name: 'Other' }, ob('user.updated')))!.tokensValidAfter, at, 'other changes keep it');
+    await s.updateUser('u1', { tokensValidAfter: null }, ob('user.updated'));
+    t.false('tokensValidAfter' in (await s.getUser('u1'))!);
+    await t.throwsAsync(s.updateUser('u1', { tokensValidAfter: { $ne: null } as unknown as string }, ob('user.updated')));
+    t.false('tokensValidAfter' in (await s.getUser('u1'))!, 'nothing written');
+  });
+
   it('searchUsers matches name or email case-insensitively, takes wildcards literally, orders by name', async (t, s) => {
     await workspace(s);
     await workspace(s, 'ws2');
