@@ -59,6 +59,11 @@ export class OutboxRelay {
   /** Another drain pass was asked for while one ran. */
   private drainAgain = false;
   /**
+   * The last drain pass could not publish (NATS connected but not answering: frozen, partitioned). Until a
+   * pass succeeds, a new event is answered at once instead of waiting on a pass that will time out too.
+   */
+  private failing = false;
+  /**
    * Callers waiting for the drain to publish their events: one promise for all who came since the drain last
    * read the outbox. A drain pass settles it (never later than the pass), so nothing waits across an outage.
    */
@@ -93,6 +98,10 @@ export class OutboxRelay {
       this.fallBehind();
       return Promise.reject(new Error('NATS is not connected; the event waits in the outbox'));
     }
+    if (this.behind && this.failing) {
+      this.fallBehind();
+      return Promise.reject(new Error('NATS is not answering; the event waits in the outbox'));
+    }
     if (this.behind) {
       this.waiting ??= newWaiting();
       const published = this.waiting.promise;
@@ -107,6 +116,11 @@ export class OutboxRelay {
         }),
       ),
     ).then(() => undefined);
+  }
+
+  /** True while the last drain pass could not publish (NATS connected but not answering). */
+  get isFailing(): boolean {
+    return this.failing;
   }
 
   /** True while newer events wait in the outbox behind an unconfirmed one (see the file comment). */
@@ -266,6 +280,7 @@ export class OutboxRelay {
     } finally {
       this.sweeping = false;
     }
+    this.failing = failed;
     if (failed) this.giveUp(served);
     if (this.behind && this.drainAgain) {
       this.drainAgain = false;

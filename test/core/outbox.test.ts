@@ -171,3 +171,30 @@ test.serial('while NATS is down a send does not wait publishAckWaitMs for an ack
   await until(() => !hub.outbox.isBehind);
   t.deepEqual(await streamSeqs(hub, conversation.id), [1, 2, 3]);
 });
+
+test.serial('with NATS frozen (connected, not answering), sends stop waiting for acks once a drain pass has failed', async (t) => {
+  // The ack wait is long on purpose: each send would take all of it while NATS does not answer.
+  const config = testConfig(servers, { publishAckWaitMs: 10_000, outboxSweepMs: 100 });
+  const hub = await openHub(config, { name: 'outbox-frozen' });
+  t.teardown(async () => {
+    servers.nats.thaw();
+    await closeHub(hub);
+  });
+  const { a, conversation } = await pair(hub, ['usr_i', 'usr_j']);
+  await until(() => !hub.outbox.isBehind);
+
+  servers.nats.freeze();
+  // The first send after the freeze is published directly and waits; its publish times out and the drain's does too.
+  void hub.chat.sendMessage(a, conversation.id, { text: 'into the freeze' });
+  await until(() => hub.outbox.isFailing, 60_000);
+  for (let i = 0; i < 3; i++) {
+    const started = Date.now();
+    const { message } = await hub.chat.sendMessage(a, conversation.id, { text: `frozen ${i}` });
+    t.is(message.seq, i + 2);
+    t.true(Date.now() - started < 3000, `send ${i} took ${Date.now() - started} ms`);
+  }
+  servers.nats.thaw();
+  await until(async () => (await hub.store.outboxCount()) === 0 && !hub.outbox.isBehind, 60_000);
+  t.deepEqual(await streamSeqs(hub, conversation.id), [1, 2, 3, 4]);
+  t.false(hub.outbox.isFailing);
+});
