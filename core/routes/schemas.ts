@@ -64,7 +64,7 @@ export const UsersResponse = z.object({ users: z.array(UserSchema) });
 export const UserParams = z.strictObject({ id: Id });
 export const AccountChangeBody = z
   .strictObject({ role: RoleSchema.optional(), disabled: z.boolean().optional() })
-  .refine((b) => b.role !== undefined || b.disabled !== undefined, 'name role or disabled');
+  .refine((b) => b.role !== undefined || b.disabled !== undefined, 'name at least one of role and disabled');
 export const AccountResponse = z.object({ user: UserSchema, disabled: z.boolean(), changed: z.boolean() });
 
 // Conversations

@@ -746,7 +746,8 @@ export class Edge {
       return errorAck(new VoxaError('VALIDATION_FAILED', message, details));
     }
     if (a.pending > this.opts.maxPendingFrames) {
-      return errorAck(new VoxaError('RATE_LIMITED', 'Too many frames waiting on this connection; wait for acks.'));
+      // Acks free the queue as they come; a second is a fair guess at when there is room again.
+      return errorAck(new VoxaError('RATE_LIMITED', 'Too many frames waiting on this connection; wait for acks.', { retryAfter: 1 }));
     }
     return a.enqueue(async () => {
       try {

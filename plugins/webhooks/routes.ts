@@ -14,7 +14,7 @@ import { VoxaError } from '../../core/errors.js';
 import { ConnectionError, ConnectionService, type ConnectionView } from '../../connectors/connections.js';
 import { webhookTargetProblem } from '../../connectors/net.js';
 import type { ConnectorQueues } from '../../connectors/queues.js';
-import { getConnector } from '../../connectors/registry.js';
+import { CONNECTORS, getConnector } from '../../connectors/registry.js';
 import { generateSecret } from '../../connectors/webhook/signing.js';
 import { Id, limitParam } from '../runtime/route-schemas.js';
 import type { PluginContext, PluginRouteDef, PluginRouter } from '../runtime/types.js';
@@ -23,7 +23,11 @@ import { WebhookService, type Delivery, type WebhookOptions } from './service.js
 
 const IdParam = z.strictObject({ id: Id });
 const ConnectorId = z.string().regex(/^[a-z0-9-]{1,40}$/);
-const ListQuery = z.strictObject({ connector: ConnectorId.optional() });
+/** A listing filter names a connector that exists: a typo (`webhooks` for `webhook`) is an error, not an empty list. */
+const KnownConnector = z.enum(CONNECTORS.map((c) => c.id) as [string, ...string[]], {
+  error: (iss) => `unknown connector ${JSON.stringify(iss.input)}; one of ${CONNECTORS.map((c) => c.id).join(', ')}`,
+});
+const ListQuery = z.strictObject({ connector: KnownConnector.optional() });
 const ConfigBody = z.record(z.string().max(100), z.unknown());
 const CreateConnection = z.strictObject({ connector: ConnectorId, name: z.string().min(1).max(200).optional(), config: ConfigBody });
 const PatchConnection = z

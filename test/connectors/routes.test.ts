@@ -231,6 +231,13 @@ test.serial('webhook routes name a webhook when one is missing; bodies, queries 
   assertInvalid(t, await api.http.get('/v1/webhooks').set(...bearer(admin)).send({ a: 1 }), 'body.a', 'GET webhooks {a:1}');
   assertInvalid(t, await api.http.get('/v1/webhooks?x=1').set(...bearer(admin)), 'query.x', 'GET webhooks ?x=1');
   assertInvalid(t, await api.http.get('/v1/connections?connector=webhook&connector=webhook').set(...bearer(admin)), 'query.connector', 'repeated connector');
+  for (const unknown of ['webhooks', 'nope']) {
+    const r = await api.http.get(`/v1/connections?connector=${unknown}`).set(...bearer(admin));
+    assertInvalid(t, r, 'query.connector', `connector=${unknown}`);
+    t.regex(r.body.error.message, /one of webhook, google-drive, dropbox/);
+  }
+  const listed = (await api.http.get('/v1/connections?connector=webhook').set(...bearer(admin))).body.connections as Array<{ id: string; connector: string }>;
+  t.true(listed.some((c) => c.id === id) && listed.every((c) => c.connector === 'webhook'));
   assertInvalid(t, await api.http.post(`/v1/connections/${id}/test`).set(...bearer(admin)).send({ x: 1 }), 'body.x', 'POST test {x:1}');
   assertInvalid(t, await api.http.delete(`/v1/webhooks/${id}`).set(...bearer(admin)).send({ $ne: null }), 'body.$ne', 'DELETE webhook operator');
   assertInvalid(t, await api.http.delete(`/v1/connections/${id}?force=1`).set(...bearer(admin)), 'query.force', 'DELETE connection ?force=1');

@@ -41,3 +41,21 @@ test('over the per-connection message and frame limits: RATE_LIMITED with retryA
     c.close();
   }
 });
+
+test('more frames waiting than the connection may queue: RATE_LIMITED with retryAfter', async (t) => {
+  const e = await openEdgeHub(servers, { sendRateLimitPerMinute: 100_000 }, { maxPendingFrames: 4, framesBurst: 1000, framesPerSecond: 1000, sendBurst: 1000, sendPerSecond: 1000 });
+  t.teardown(() => e.close());
+  const [alice, bob] = await Promise.all([makeUser(e.hub, 'Alice'), makeUser(e.hub, 'Bob')]);
+  const conv = await group(e.hub, alice, [bob]);
+  const c = await wsClient(e.url, alice.token, { cursors: {} });
+  // Sent at once: each waits for the one before it (a store write), so the queue fills.
+  const acks = await Promise.all(Array.from({ length: 30 }, (_, i) => c.request('send-message', { conversationId: conv.id, text: `m${i}` })));
+  const over = acks.filter((a) => !a.ok);
+  t.true(over.length > 0, 'some were refused');
+  for (const a of over) {
+    t.is(a.error.code, 'RATE_LIMITED');
+    t.regex(a.error.message, /waiting on this connection/);
+    t.is(a.error.details.retryAfter, 1);
+  }
+  c.close();
+});
