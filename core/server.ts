@@ -13,7 +13,7 @@ import { closeHub, openHub, type Hub } from './hub.js';
 import { createLogger } from './log.js';
 import { startEmbedded, type EmbeddedServices } from './supervisor.js';
 import { buildApp } from './http/app.js';
-import { answerClientError } from './http/client-error.js';
+import { answerClientError, trackResponse } from './http/client-error.js';
 import { PluginRuntime } from '../plugins/runtime/runtime.js';
 import { selectPlugins } from '../plugins/index.js';
 import { startHubCollectors } from './telemetry/collectors.js';
@@ -81,6 +81,8 @@ export async function runHub(config: Config, opts: RunOptions): Promise<RunningH
     const app = buildApp(hub, { pluginRoutes: runtime.routes() });
     server = createServer(app.callback());
     server.keepAliveTimeout = 65_000;
+    // Before the app's listener, so a response is known from its request's first moment.
+    server.prependListener('request', trackResponse);
     server.on('clientError', answerClientError);
     server.on('connection', (socket: Socket) => {
       sockets.add(socket);

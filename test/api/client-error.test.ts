@@ -18,17 +18,41 @@ test.after.always(async () => {
   await servers?.dispose();
 });
 
-/** Writes raw bytes and collects everything the server sends until it closes the connection. */
-function raw(bytes: string): Promise<string> {
+/** How long a connection may take to be answered and closed; the bugs these tests guard against never close it. */
+const CLOSE_WITHIN_MS = 10_000;
+
+/**
+ * Writes raw bytes (each string its own write, a tick apart) and collects everything the server sends until it
+ * closes the connection; `closed` is false when it had not closed within CLOSE_WITHIN_MS.
+ */
+function exchange(...parts: string[]): Promise<{ got: string; closed: boolean }> {
   return new Promise((resolve, reject) => {
     const sock = connect(running.port, '127.0.0.1');
     let got = '';
+    const deadline = setTimeout(() => {
+      sock.removeAllListeners('close');
+      sock.destroy();
+      resolve({ got, closed: false });
+    }, CLOSE_WITHIN_MS);
     sock.setEncoding('utf8');
     sock.on('data', (d: string) => (got += d));
     sock.once('error', reject);
-    sock.once('close', () => resolve(got));
-    sock.write(bytes);
+    sock.once('close', () => {
+      clearTimeout(deadline);
+      resolve({ got, closed: true });
+    });
+    void (async () => {
+      for (const part of parts) {
+        sock.write(part);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })();
   });
+}
+
+/** Writes raw bytes and collects everything the server sends until it closes the connection. */
+async function raw(bytes: string): Promise<string> {
+  return (await exchange(bytes)).got;
 }
 
 /** The JSON body of each response in a raw stream, in order, with its status. */
@@ -73,4 +97,75 @@ test('headers over the limit get 431 HEADERS_TOO_LARGE as JSON', async (t) => {
   const [r] = responses(got);
   t.is(r?.status, 431, got.slice(0, 200));
   t.is(r?.body.error?.code, 'HEADERS_TOO_LARGE');
+});
+
+const chunkedLogin = 'POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n';
+
+test('a bad chunk in the body of the request being read gets 400 MALFORMED_REQUEST at once, and the connection closes', async (t) => {
+  const { got, closed } = await exchange(`${chunkedLogin}ZZ\r\nabc\r\n0\r\n\r\n`);
+  t.true(closed, 'the connection was still open after 10 s');
+  t.deepEqual(
+    responses(got).map((r) => [r.status, r.body.error?.code]),
+    [[400, 'MALFORMED_REQUEST']],
+    got,
+  );
+});
+
+test('a valid chunk, then a bad one in a later packet: 400 MALFORMED_REQUEST, and the connection closes', async (t) => {
+  const { got, closed } = await exchange(`${chunkedLogin}5\r\n{"tex`, 'ZZ');
+  t.true(closed, 'the connection was still open after 10 s');
+  t.deepEqual(
+    responses(got).map((r) => [r.status, r.body.error?.code]),
+    [[400, 'MALFORMED_REQUEST']],
+    got,
+  );
+});
+
+test('a peer that never hangs up after a bad chunk: the hub still lets go of the connection (the body read is aborted)', async (t) => {
+  // allowHalfOpen: this client does not close when the hub ends its side, so only the hub can close the socket.
+  const sock = connect({ port: running.port, host: '127.0.0.1', allowHalfOpen: true });
+  t.teardown(() => sock.destroy());
+  let got = '';
+  sock.setEncoding('utf8');
+  sock.on('data', (d: string) => (got += d));
+  const ended = new Promise<boolean>((resolve) => {
+    const deadline = setTimeout(() => resolve(false), CLOSE_WITHIN_MS);
+    sock.once('end', () => {
+      clearTimeout(deadline);
+      resolve(true);
+    });
+  });
+  await new Promise<void>((resolve) => sock.once('connect', resolve));
+  sock.write(`${chunkedLogin}5\r\n{"tex`);
+  await new Promise((r) => setTimeout(r, 20));
+  sock.write('ZZ');
+  t.true(await ended, 'no answer within 10 s');
+  t.is(responses(got)[0]?.body.error?.code, 'MALFORMED_REQUEST', got);
+  // The hub's side closes without waiting for the peer: no connection is left on the server.
+  const deadline = Date.now() + CLOSE_WITHIN_MS;
+  let open = -1;
+  while (Date.now() < deadline) {
+    open = await new Promise<number>((resolve, reject) => running.server!.getConnections((err, n) => (err ? reject(err) : resolve(n))));
+    if (open === 0) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  t.is(open, 0, 'the hub kept the connection open');
+});
+
+test('pipelined requests before the broken bytes are all answered, in order, then MALFORMED_REQUEST', async (t) => {
+  const { got, closed } = await exchange('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /readyz HTTP/1.1\r\nHost: x\r\n\r\nBLAH BLAH\r\n\r\n');
+  t.true(closed, 'the connection was still open after 10 s');
+  const rs = responses(got);
+  t.deepEqual(
+    rs.map((r) => [r.status, r.body.error?.code]),
+    [
+      [200, undefined],
+      [200, undefined],
+      [400, 'MALFORMED_REQUEST'],
+    ],
+    got,
+  );
+  // The second is /readyz's report (the test servers are up), not a second /healthz.
+  t.is((rs[1]?.body as { status?: string }).status, 'ok');
+  t.truthy((rs[1]?.body as { checks?: unknown }).checks);
 });
