@@ -238,6 +238,11 @@ export function initEdgeSeries(): void {
   metrics.messagesSent.inc({ transport: 'rest' }, 0);
 }
 
+/** Zero series for a notification channel whose plugin runs here (email, push), whether or not it is configured. */
+export function initNotificationSeries(channel: 'email' | 'push'): void {
+  for (const outcome of ['sent', 'failed']) metrics.notificationsSent.inc({ channel, outcome }, 0);
+}
+
 /** Zero series for each plugin the process runs (the runtime calls this with its plugin names). */
 export function initPluginSeries(plugins: Iterable<string>): void {
   for (const plugin of plugins) {

@@ -19,7 +19,7 @@ import { closeBullmq } from '../../connectors/queues.js';
 import type { UserRecord } from '../../core/domain.js';
 import { VoxaError } from '../../core/errors.js';
 import type { Hub } from '../../core/hub.js';
-import { metrics } from '../../core/telemetry/metrics.js';
+import { initNotificationSeries, metrics } from '../../core/telemetry/metrics.js';
 import { recordSent } from '../analytics/facts.js';
 import { definePlugin, type Plugin } from '../runtime/types.js';
 import { buildDigest, escapeHtml, unsubscribeUrl, verifyUnsubscribeToken } from './digest.js';
@@ -111,6 +111,7 @@ export function createEmailPlugin(opts: EmailPluginOptions = {}): Plugin {
     async start(ctx) {
       hub = ctx.hub;
       log = ctx.log;
+      initNotificationSeries('email');
       if (!opts.transport && !hub.config.smtpUrl) {
         log.info('email plugin: no SMTP server configured (VOXA_SMTP_URL), digests are off');
         return;

@@ -24,7 +24,7 @@ import { z } from 'zod';
 import type { UserRecord } from '../../core/domain.js';
 import { VoxaError } from '../../core/errors.js';
 import type { Hub } from '../../core/hub.js';
-import { metrics } from '../../core/telemetry/metrics.js';
+import { initNotificationSeries, metrics } from '../../core/telemetry/metrics.js';
 import { presenceUserKey } from '../edge/presence.js';
 import { recordSent } from '../analytics/facts.js';
 import { ConversationParams } from '../runtime/route-schemas.js';
@@ -157,6 +157,7 @@ export function createPushPlugin(opts: PushPluginOptions = {}): Plugin {
     async start(ctx) {
       hub = ctx.hub;
       log = ctx.log;
+      initNotificationSeries('push');
       if (!hub.config.fcmCredentials) {
         log.info('push plugin: no FCM service account configured (VOXA_FCM_CREDENTIALS), pushes are off');
         return;
