@@ -19,7 +19,15 @@ type FieldDoc = { env: string; doc: string; sensitive?: Sensitivity };
 const bool = z.union([z.boolean(), z.enum(['1', '0', 'true', 'false', 'yes', 'no'])]).transform((v) =>
   typeof v === 'boolean' ? v : ['1', 'true', 'yes'].includes(v),
 );
-const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+/**
+ * A whole number from a config file (a JSON number) or the environment (decimal digits, surrounding spaces
+ * allowed): `1e3`, `0x10` or `1.0` are refused as the API refuses them in a query, not read as 1000 or 16.
+ */
+const int = (min: number, max: number) =>
+  z
+    .union([z.number(), z.string().trim().regex(/^-?\d+$/, 'a whole number in decimal digits')])
+    .transform(Number)
+    .pipe(z.number().int().min(min).max(max));
 
 /**
  * The connector-secrets key as its 32 bytes, or null when the value is not that much base64. One rule for the

@@ -14,6 +14,8 @@ const BAD: Array<[Record<string, string>, RegExp]> = [
   [{ VOXA_ORIGINS: 'https://app.example.com,notaurl' }, /invalid config field "corsOrigins" \(env VOXA_ORIGINS\): "notaurl" is not an origin/],
   [{ VOXA_ORIGINS: 'https://app.example.com/' }, /invalid config field "corsOrigins" \(env VOXA_ORIGINS\): "https:\/\/app.example.com\/" is not an origin/],
   [{ VOXA_PREVIOUS_SECRET_KEYS: `${Buffer.alloc(32, 3).toString('base64')},prevkey1` }, /invalid config field "previousSecretKeys" \(env VOXA_PREVIOUS_SECRET_KEYS\): each must be 32 bytes, base64/],
+  [{ VOXA_AUTH_RATE_LIMIT: '1e1' }, /invalid config field "authRateLimitPerMinute" \(env VOXA_AUTH_RATE_LIMIT\): a whole number in decimal digits/],
+  [{ PORT: '0x1f90' }, /invalid config field "port" \(env PORT\): a whole number in decimal digits/],
   [{ MONGO_URL: 'foo' }, /invalid config field "mongoUrl" \(env MONGO_URL\): .*mongodb:\/\//],
 ];
 
