@@ -7,7 +7,7 @@
  * go on calling themselves connected until their own keep-alives give up, half a minute or more later.
  */
 import type { Hub } from '../hub.js';
-import { metrics } from './metrics.js';
+import { DEPENDENCIES, metrics } from './metrics.js';
 import { withTimeout } from '../timeout.js';
 
 /**
@@ -17,8 +17,8 @@ import { withTimeout } from '../timeout.js';
  */
 export const PROBE_TIMEOUT_MS = 1000;
 
-export type Dependency = 'store' | 'nats' | 'redis';
-export const DEPENDENCIES: readonly Dependency[] = ['store', 'nats', 'redis'];
+/** The dependencies voxa_dependency_up reports (its label values). */
+export type Dependency = (typeof DEPENDENCIES)[number];
 
 type Probed = Pick<Hub, 'store' | 'bus' | 'redis'>;
 
