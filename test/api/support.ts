@@ -2,7 +2,6 @@
  * Helpers for the API tests: a hub on the file's real NATS/Redis, the app's callback for supertest, and
  * shortcuts to register users and read the namespace's JetStream stream.
  */
-import { once } from 'node:events';
 import type { Server } from 'node:http';
 import { createServer } from 'node:http';
 import request from 'supertest';
@@ -38,8 +37,6 @@ export async function openApiHub(
   app: BuildAppOptions | ((hub: Hub) => Promise<BuildAppOptions>) = {},
 ): Promise<ApiHub> {
   const hub = await openTestHub(servers, overrides);
-  // The rate limiter fails open until Redis is ready; tests that count hits need it ready from the start.
-  if (hub.redis && hub.redis.status !== 'ready') await once(hub.redis, 'ready');
   const server = createServer(buildApp(hub, typeof app === 'function' ? await app(hub) : app).callback());
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const http = request(server);

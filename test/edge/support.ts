@@ -27,7 +27,6 @@ export interface EdgeHub {
 
 export async function openEdgeHub(servers: TestServers, overrides: ConfigInput = {}, edgeOpts: Partial<EdgeOptions> = {}): Promise<EdgeHub> {
   const hub = await openTestHub(servers, overrides);
-  if (hub.redis && hub.redis.status !== 'ready') await once(hub.redis, 'ready');
   const server = createServer(buildApp(hub).callback());
   const edge = startEdge(hub, server, edgeOpts);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
