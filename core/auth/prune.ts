@@ -11,6 +11,8 @@
  *   started, and the callback refuses an expired flow before it even looks for the state.
  *
  * Every hub process prunes on a timer; deletes are idempotent, so several processes doing it is harmless.
+ * The pruner itself is generic (rules of collection, time field and retention): the webhooks plugin runs one
+ * for its delivery log too.
  */
 import type { Logger } from 'pino';
 import type { DocumentStore } from '../store/port.js';
@@ -40,8 +42,8 @@ export const PRUNE_RULES: readonly PruneRule[] = [
   { collection: OIDC_USED_STATES_COLLECTION, field: 'at', retainMs: OIDC_FLOW_TTL_MS + CLOCK_SKEW_MS },
 ];
 
-/** Deletes every expired record as of `now`; returns how many per collection. */
-export async function pruneAuthRecords(docs: DocumentStore, now: Date = new Date(), rules: readonly PruneRule[] = PRUNE_RULES): Promise<Record<string, number>> {
+/** Deletes every expired record as of `now`, rule by rule in order; returns how many per collection. */
+export async function pruneRecords(docs: DocumentStore, now: Date = new Date(), rules: readonly PruneRule[] = PRUNE_RULES): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
   const batch = 1000;
   for (const rule of rules) {
@@ -66,16 +68,23 @@ export interface Pruner {
 }
 
 /**
- * Prunes every `intervalMs` (0: never). The first run comes after at most a minute, so a hub that is
- * restarted more often than the interval still prunes. The timer is unref'd: it never keeps a process alive.
+ * Prunes every `intervalMs` (0: never) by `rules` (default: the sign-in records above; `what` names them in
+ * the logs). The first run comes after at most a minute, so a hub that is restarted more often than the
+ * interval still prunes. The timer is unref'd: it never keeps a process alive.
  */
-export function startPruner(docs: DocumentStore, intervalMs: number, log?: Logger): Pruner {
+export function startPruner(
+  docs: DocumentStore,
+  intervalMs: number,
+  log?: Logger,
+  opts: { rules?: readonly PruneRule[]; what?: string } = {},
+): Pruner {
+  const what = opts.what ?? 'expired sign-in records';
   let timer: NodeJS.Timeout | null = null;
   const inFlight = new Set<Promise<void>>();
   let stopped = false;
 
   const runOnce = (now?: Date): Promise<Record<string, number>> => {
-    const p = pruneAuthRecords(docs, now);
+    const p = pruneRecords(docs, now, opts.rules);
     const settled = p.then(
       () => undefined,
       () => undefined,
@@ -92,9 +101,9 @@ export function startPruner(docs: DocumentStore, intervalMs: number, log?: Logge
       runOnce()
         .then((counts) => {
           const total = Object.values(counts).reduce((a, b) => a + b, 0);
-          if (total > 0) log?.debug({ pruned: counts }, 'pruned expired sign-in records');
+          if (total > 0) log?.debug({ pruned: counts }, `pruned ${what}`);
         })
-        .catch((err: unknown) => log?.warn({ err }, 'pruning expired sign-in records failed; will retry'))
+        .catch((err: unknown) => log?.warn({ err }, `pruning ${what} failed; will retry`))
         .finally(() => schedule(intervalMs));
     }, delay);
     timer.unref();

@@ -9,24 +9,22 @@ import { ConnectorQueues } from '../../connectors/queues.js';
 import { definePlugin, RetryableError, type Plugin } from '../runtime/types.js';
 import { WEBHOOK_EVENT_TYPES } from './events.js';
 import { connectionRoutes } from './routes.js';
-import { WebhookService, type WebhookOptions } from './service.js';
+import { deliveryPruneRules, WebhookService, type WebhookOptions } from './service.js';
+import { startPruner, type Pruner } from '../../core/auth/prune.js';
 
 /** How long stop() waits for kicks in flight (a Redis that does not answer must not hold the stop). */
 const KICK_SETTLE_MS = 2000;
 /**
- * How often the delivery log is pruned, and when first after start-up (a process restarted more often than
- * hourly still prunes). Every process running the plugin prunes; the deletes are idempotent.
+ * How often the delivery log is pruned (the shared pruner runs first within a minute of start-up, so a process
+ * restarted more often than hourly still prunes). Every process running the plugin prunes; deletes are idempotent.
  */
 const PRUNE_EVERY_MS = 3600_000;
-const FIRST_PRUNE_MS = 60_000;
 
 export function createWebhooksPlugin(opts: WebhookOptions = {}): Plugin & { service(): WebhookService } {
   let service: WebhookService | null = null;
   let queues: ConnectorQueues | null = null;
   let sweeper: NodeJS.Timeout | null = null;
-  let pruneTimers: NodeJS.Timeout[] = [];
-  // The prune in progress, which stop() waits for: the store closes after the plugins stop.
-  let pruning: Promise<void> | null = null;
+  let pruner: Pruner | null = null;
   // The REST routes' own queue handle (kicks after a re-enable), made on first use.
   let routeQueues: ConnectorQueues | null = null;
   const plugin = definePlugin({
@@ -49,23 +47,10 @@ export function createWebhooksPlugin(opts: WebhookOptions = {}): Plugin & { serv
       // Safety net for a kick lost to a Redis blip between writing a delivery and adding its drain job.
       sweeper = setInterval(() => void service?.sweep().catch(() => undefined), 30_000);
       sweeper.unref();
-      const prune = (): void => {
-        if (pruning || !service) return;
-        const svc = service;
-        pruning = svc
-          .prune()
-          .then(
-            (n) => {
-              if (n.deliveries || n.keys) ctx.hub.log.info(n, 'webhook deliveries pruned');
-            },
-            (err: unknown) => ctx.hub.log.warn({ err: (err as Error).message }, 'webhook delivery prune failed; the next one retries'),
-          )
-          .finally(() => {
-            pruning = null;
-          });
-      };
-      pruneTimers = [setTimeout(prune, FIRST_PRUNE_MS), setInterval(prune, PRUNE_EVERY_MS)];
-      for (const t of pruneTimers) t.unref();
+      pruner = startPruner(ctx.hub.store.docs, PRUNE_EVERY_MS, ctx.log, {
+        rules: deliveryPruneRules(ctx.hub.config.webhookDeliveryRetentionDays),
+        what: 'webhook deliveries past their retention',
+      });
     },
     async handle(event) {
       if (!service) throw new RetryableError('webhooks plugin not started');
@@ -76,9 +61,9 @@ export function createWebhooksPlugin(opts: WebhookOptions = {}): Plugin & { serv
     },
     async stop() {
       if (sweeper) clearInterval(sweeper);
-      for (const t of pruneTimers) clearTimeout(t);
-      pruneTimers = [];
-      await pruning;
+      // Waits for a prune in progress: the store closes after the plugins stop.
+      await pruner?.stop();
+      pruner = null;
       // Kicks for rows already written go out before the queues close, unless Redis keeps them waiting.
       await service?.settleKicks(KICK_SETTLE_MS);
       // Together: each close may wait out its grace on a Redis that does not answer.

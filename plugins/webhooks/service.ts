@@ -29,6 +29,7 @@
  */
 import type { Job } from 'bullmq';
 import type { Actor, AnyEvent, EventEnvelope } from '../../core/events/catalog.js';
+import { pruneRecords, type PruneRule } from '../../core/auth/prune.js';
 import type { Hub } from '../../core/hub.js';
 import { newId } from '../../core/ids.js';
 import type { DocWrite } from '../../core/store/port.js';
@@ -48,6 +49,20 @@ const TEST_EVENT = 'webhook.test';
 /** Rows per deleteBefore call of a prune, and per step of a removal's clean-up. */
 const PRUNE_BATCH = 500;
 const DAY_MS = 24 * 3600_000;
+
+/**
+ * What the delivery log's retention deletes: settled deliveries, then idempotency keys, older than `days`
+ * (0: nothing). Rows go first so that a key never goes before its row; pending rows and their keys carry no
+ * time, so they are never matched. Deletes are idempotent, so processes pruning at once only share the work.
+ */
+export function deliveryPruneRules(days: number): PruneRule[] {
+  if (!days) return [];
+  const retainMs = days * DAY_MS;
+  return [
+    { collection: DELIVERIES, field: 'settledAt', retainMs },
+    { collection: DELIVERY_KEYS, field: 'at', retainMs },
+  ];
+}
 
 /** An idempotency key: which delivery an event became; `at` is set when that delivery settles. */
 export interface DeliveryKey {
@@ -573,25 +588,11 @@ export class WebhookService {
 
   /**
    * Deletes settled deliveries, then idempotency keys, older than webhookDeliveryRetentionDays as of `now`
-   * (0 keeps everything), a batch at a time. Rows go first so that a key never goes before its row. Deletes
-   * are idempotent, so processes pruning at the same time only share the work.
+   * (0 keeps everything), through the shared pruner's rules (the plugin's timer runs the same rules).
    */
   async prune(now: number = Date.now()): Promise<{ deliveries: number; keys: number }> {
-    const days = this.hub.config.webhookDeliveryRetentionDays;
-    if (!days) return { deliveries: 0, keys: 0 };
-    const cutoff = new Date(now - days * DAY_MS).toISOString();
-    const deliveries = await this.deleteAllBefore(DELIVERIES, 'settledAt', cutoff);
-    const keys = await this.deleteAllBefore(DELIVERY_KEYS, 'at', cutoff);
-    return { deliveries, keys };
-  }
-
-  private async deleteAllBefore(collection: string, field: string, cutoff: string): Promise<number> {
-    let total = 0;
-    for (;;) {
-      const n = await this.hub.store.docs.deleteBefore(collection, field, cutoff, PRUNE_BATCH);
-      total += n;
-      if (n < PRUNE_BATCH) return total;
-    }
+    const counts = await pruneRecords(this.hub.store.docs, new Date(now), deliveryPruneRules(this.hub.config.webhookDeliveryRetentionDays));
+    return { deliveries: counts[DELIVERIES] ?? 0, keys: counts[DELIVERY_KEYS] ?? 0 };
   }
 
   /**

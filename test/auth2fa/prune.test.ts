@@ -6,7 +6,7 @@ import {
   OIDC_USED_STATES_COLLECTION,
   RECOVERY_USED_COLLECTION,
   TOTP_STEPS_COLLECTION,
-  pruneAuthRecords,
+  pruneRecords as pruneAuthRecords,
   startPruner,
 } from '../../core/auth/prune.js';
 import { SqliteStore } from '../../core/store/sqlite.js';
