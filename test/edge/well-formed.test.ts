@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { WebSocket } from 'ws';
 import { startServers } from '../helpers/hub.js';
 import { group, makeUser, openEdgeHub, sioClient, wsClient } from './support.js';
@@ -12,47 +12,50 @@ test.after.always(async () => {
   await servers?.dispose();
 });
 
-test('frames with lone UTF-16 surrogates are refused with VALIDATION_FAILED naming the field, on both transports', async (t) => {
+/** Alice on /ws and Bob on Socket.IO in a group; all closed after the test. */
+async function twoOnline(t: ExecutionContext) {
   const e = await openEdgeHub(servers);
-  try {
-    const [alice, bob] = await Promise.all([makeUser(e.hub, 'Alice'), makeUser(e.hub, 'Bob')]);
-    const conv = await group(e.hub, alice, [bob]);
-    const ws = await wsClient(e.url, alice.token, { cursors: {} });
-    const sio = await sioClient(e.url, bob.token, { cursors: {} });
-    try {
-      // JSON.stringify writes a lone surrogate as a \u escape, so the frames carry exactly what a client could send.
-      for (const [client, name] of [[ws, 'ws'], [sio, 'socket.io']] as const) {
-        const text = await client.request('send-message', { conversationId: conv.id, text: '\ud800 x' });
-        t.false(text.ok, name);
-        t.is(text.error.code, 'VALIDATION_FAILED', name);
-        t.deepEqual(text.error.details.fields, ['data.text'], name);
-        const cid = await client.request('send-message', { conversationId: conv.id, text: 'ok', clientId: 'c\udfff' });
-        t.deepEqual(cid.error?.details?.fields, ['data.clientId'], name);
-      }
-      t.is((await e.hub.store.listMessages(conv.id, { limit: 10 })).messages.length, 0, 'nothing was stored');
+  t.teardown(() => e.close());
+  const [alice, bob] = await Promise.all([makeUser(e.hub, 'Alice'), makeUser(e.hub, 'Bob')]);
+  const conv = await group(e.hub, alice, [bob]);
+  const ws = await wsClient(e.url, alice.token, { cursors: {} });
+  const sio = await sioClient(e.url, bob.token, { cursors: {} });
+  // Teardowns run last-registered first: the clients close before the hub.
+  t.teardown(() => {
+    ws.close();
+    sio.close();
+  });
+  return { e, alice, bob, conv, ws, sio };
+}
 
-      // A surrogate pair is ordinary text.
-      const ok = await ws.request('send-message', { conversationId: conv.id, text: '\u{1F600}', clientId: 'c-1' });
-      t.true(ok.ok);
-      t.is((await e.hub.store.listMessages(conv.id, { limit: 10 })).messages[0]!.text, '\u{1F600}');
-    } finally {
-      ws.close();
-      sio.close();
-    }
-
-    // In the auth frame: refused like any bad handshake (error frame, then close 4002).
-    const raw = new WebSocket(e.url.replace(/^http/, 'ws') + '/ws');
-    await once(raw, 'open');
-    const frames: Array<{ type: string; data: { code: string; details?: { fields: string[] } } }> = [];
-    raw.on('message', (m) => frames.push(JSON.parse(m.toString())));
-    const closed = once(raw, 'close');
-    raw.send(JSON.stringify({ type: 'auth', data: { token: alice.token, cursors: { ['\ud800']: 1 } } }));
-    const [code] = (await closed) as [number];
-    t.is(code, 4002);
-    t.is(frames[0]?.data.code, 'VALIDATION_FAILED');
-  } finally {
-    await e.close();
+test('frames with lone UTF-16 surrogates are refused with VALIDATION_FAILED naming the field, on both transports', async (t) => {
+  const { e, alice, conv, ws, sio } = await twoOnline(t);
+  // JSON.stringify writes a lone surrogate as a \u escape, so the frames carry exactly what a client could send.
+  for (const [client, name] of [[ws, 'ws'], [sio, 'socket.io']] as const) {
+    const text = await client.request('send-message', { conversationId: conv.id, text: '\ud800 x' });
+    t.false(text.ok, name);
+    t.is(text.error.code, 'VALIDATION_FAILED', name);
+    t.deepEqual(text.error.details.fields, ['data.text'], name);
+    const cid = await client.request('send-message', { conversationId: conv.id, text: 'ok', clientId: 'c\udfff' });
+    t.deepEqual(cid.error?.details?.fields, ['data.clientId'], name);
   }
+  t.is((await e.hub.store.listMessages(conv.id, { limit: 10 })).messages.length, 0, 'nothing was stored');
+
+  // A surrogate pair is ordinary text.
+  const ok = await ws.request('send-message', { conversationId: conv.id, text: '\u{1F600}', clientId: 'c-1' });
+  t.true(ok.ok);
+  t.is((await e.hub.store.listMessages(conv.id, { limit: 10 })).messages[0]!.text, '\u{1F600}');
+
+  // In the auth frame: refused like any bad handshake (error frame, then close 4002).
+  const raw = new WebSocket(e.url.replace(/^http/, 'ws') + '/ws');
+  await once(raw, 'open');
+  const frames: Array<{ type: string; data: { code: string; details?: { fields: string[] } } }> = [];
+  raw.on('message', (m) => frames.push(JSON.parse(m.toString())));
+  const closed = once(raw, 'close');
+  raw.send(JSON.stringify({ type: 'auth', data: { token: alice.token, cursors: { ['\ud800']: 1 } } }));
+  const [code] = (await closed) as [number];
+  t.is(code, 4002);
+  t.is(frames[0]?.data.code, 'VALIDATION_FAILED');
 });
 
 test('the chat rules name fields under data on the edge, in the same {fields, issues} shape', async (t) => {
@@ -77,30 +80,17 @@ test('the chat rules name fields under data on the edge, in the same {fields, is
 });
 
 test('prototype keys in resume cursors are refused, as REST refuses them in a body (handshake and resume, both transports)', async (t) => {
-  const e = await openEdgeHub(servers);
-  try {
-    const [alice, bob] = await Promise.all([makeUser(e.hub, 'Alice'), makeUser(e.hub, 'Bob')]);
-    const conv = await group(e.hub, alice, [bob]);
-    const ws = await wsClient(e.url, alice.token, { cursors: {} });
-    const sio = await sioClient(e.url, bob.token, { cursors: {} });
-    try {
-      for (const [client, name] of [[ws, 'ws'], [sio, 'socket.io']] as const) {
-        for (const key of ['__proto__', 'constructor']) {
-          // An own key, as JSON.parse makes it from a client's frame.
-          const cursors = JSON.parse(`{"${key}": 1, "${conv.id}": 0}`) as Record<string, number>;
-          const res = await client.request('resume', { cursors });
-          t.false(res.ok, `${name} ${key}`);
-          t.is(res.error.code, 'VALIDATION_FAILED', `${name} ${key}`);
-          t.deepEqual(res.error.details.fields, [`data.cursors.${key}`], `${name} ${key}`);
-        }
-      }
-      const refused = await t.throwsAsync(sioClient(e.url, bob.token, { cursors: JSON.parse('{"__proto__": 1}') as Record<string, number> }));
-      t.is((refused as Error & { data?: { code?: string } }).data?.code, 'VALIDATION_FAILED');
-    } finally {
-      ws.close();
-      sio.close();
+  const { e, bob, conv, ws, sio } = await twoOnline(t);
+  for (const [client, name] of [[ws, 'ws'], [sio, 'socket.io']] as const) {
+    for (const key of ['__proto__', 'constructor']) {
+      // An own key, as JSON.parse makes it from a client's frame.
+      const cursors = JSON.parse(`{"${key}": 1, "${conv.id}": 0}`) as Record<string, number>;
+      const res = await client.request('resume', { cursors });
+      t.false(res.ok, `${name} ${key}`);
+      t.is(res.error.code, 'VALIDATION_FAILED', `${name} ${key}`);
+      t.deepEqual(res.error.details.fields, [`data.cursors.${key}`], `${name} ${key}`);
     }
-  } finally {
-    await e.close();
   }
+  const refused = await t.throwsAsync(sioClient(e.url, bob.token, { cursors: JSON.parse('{"__proto__": 1}') as Record<string, number> }));
+  t.is((refused as Error & { data?: { code?: string } }).data?.code, 'VALIDATION_FAILED');
 });
