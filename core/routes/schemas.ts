@@ -64,7 +64,9 @@ export const UsersResponse = z.object({ users: z.array(UserSchema) });
 export const UserParams = z.strictObject({ id: Id });
 export const AccountChangeBody = z
   .strictObject({ role: RoleSchema.optional(), disabled: z.boolean().optional() })
-  .refine((b) => b.role !== undefined || b.disabled !== undefined, 'name at least one of role and disabled');
+  .refine((b) => b.role !== undefined || b.disabled !== undefined, 'name at least one of role and disabled')
+  // The refinement has no JSON Schema form; minProperties says the same in /v1/openapi.json.
+  .meta({ minProperties: 1 });
 export const AccountResponse = z.object({ user: UserSchema, disabled: z.boolean(), changed: z.boolean() });
 
 // Conversations
@@ -81,7 +83,8 @@ export const UpdateConversationBody = z
   })
   .refine((b) => b.title !== undefined || (b.addMembers?.length ?? 0) > 0 || (b.removeMembers?.length ?? 0) > 0, {
     message: 'Give a title, addMembers or removeMembers.',
-  });
+  })
+  .meta({ minProperties: 1 });
 export const ConversationsQuery = z.strictObject({ limit: Limit });
 export const ConversationResponse = z.object({ conversation: ConversationSchema });
 export const ConversationsResponse = z.object({ conversations: z.array(ConversationSummarySchema) });

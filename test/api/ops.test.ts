@@ -94,6 +94,11 @@ test.serial('openapi.json says what the server enforces: optional bodies, the co
     t.is((await api.http.post(msgs).set(...bearer(b)).send({ text: 'x'.repeat(500) })).status, 201);
     t.is((await api.http.post(msgs).set(...bearer(b)).send({ text: 'x'.repeat(501) })).status, 400);
 
+    // Bodies of optional fields that need at least one say so (minProperties); the server refuses {}.
+    const bodyOf = (path: string, method: string) => doc.paths[path][method].requestBody.content['application/json'].schema;
+    t.is(bodyOf('/v1/users/{id}', 'patch').minProperties, 1);
+    t.is(bodyOf('/v1/conversations/{id}', 'patch').minProperties, 1);
+
     // Integer query parameters are integers with their range and default, not only a pattern.
     const param = (path: string, name: string) =>
       (doc.paths[path].get.parameters as Array<{ name: string; in: string; required: boolean; schema: Record<string, unknown> }>).find((p) => p.name === name && p.in === 'query');
