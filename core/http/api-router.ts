@@ -151,6 +151,7 @@ function parametersOf(schema: z.ZodType | undefined, where: 'path' | 'query'): u
       name,
       in: where,
       required: where === 'path' || (js.required ?? []).includes(name),
+      ...(typeof s.description === 'string' ? { description: s.description } : {}),
       schema: fallback !== undefined && s.default === undefined ? { ...s, default: fallback } : s,
     };
   });

@@ -20,7 +20,10 @@ const Day = z
   .refine((s) => !Number.isNaN(Date.parse(`${s}T00:00:00Z`)) && new Date(`${s}T00:00:00Z`).toISOString().startsWith(s), 'a real calendar date');
 
 /** The query of GET /v1/analytics (and parseRange's input); parseRange checks the range itself. */
-const RangeQuery = z.strictObject({ from: Day.optional(), to: Day.optional() });
+const RangeQuery = z.strictObject({
+  from: Day.optional().describe('The first day (UTC, YYYY-MM-DD). Default: 29 days before `to`.'),
+  to: Day.optional().describe('The last day (UTC, YYYY-MM-DD), included. Default: today.'),
+});
 
 const Stats = z.object({
   messages: z.number().int(),

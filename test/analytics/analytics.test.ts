@@ -195,6 +195,9 @@ test('GET /v1/analytics: agents and admins of the workspace only, dates validate
     t.like(res.body.days[0], { day: today, messages: 2, activeUsers: 2, conversationsOpened: 1 });
     t.is(res.body.days[0].firstResponse.count, 1);
     t.is((await api.http.get('/v1/analytics').set(...bearer(admin))).body.days.length, 30); // default: the last 30 days
+    const params = (await api.http.get('/v1/openapi.json')).body.paths['/v1/analytics'].get.parameters as Array<{ name: string; description?: string }>;
+    t.regex(params.find((p) => p.name === 'from')?.description ?? '', /Default: 29 days before `to`/, 'openapi.json says what the default range is');
+    t.regex(params.find((p) => p.name === 'to')?.description ?? '', /Default: today/);
 
     t.is((await api.http.get('/v1/analytics').set(...bearer(customer))).status, 403);
     t.is((await api.http.get('/v1/analytics')).status, 401);
