@@ -309,16 +309,12 @@ export function register(program: Command): void {
     .addHelpText('after', '\nExamples:\n  $ voxa connections remove con_01j…')
     .action(async (id: string, _opts: unknown, cmd: Command) => {
       await withContext({}, async (ctx) => {
-        const svc = new ConnectionService(ctx.hub);
-        if ((await svc.getRecord(id, workspaceOf(cmd))).connector === 'webhook') {
-          // A webhook's delivery log goes with it, as with `voxa webhooks remove` and the REST routes.
-          const queues = new ConnectorQueues(ctx.hub);
-          const { deliveries } = await new WebhookService(ctx.hub, queues).remove(id, workspaceOf(cmd)).finally(() => queues.close());
-          output(cmd, { removed: id, deliveries }, (r: { deliveries: number }) => `removed ${id} and its ${r.deliveries} deliveries`);
-          return;
-        }
-        await svc.remove(id, workspaceOf(cmd));
-        output(cmd, { removed: id }, () => `removed ${id}`);
+        // Job queues are opened only for a webhook (its pending deliveries' jobs go with its log).
+        let queues: ConnectorQueues | undefined;
+        const webhooks = () => new WebhookService(ctx.hub, (queues = new ConnectorQueues(ctx.hub)));
+        const { deliveries } = await WebhookService.removeConnection(ctx.hub, id, { workspaceId: workspaceOf(cmd), webhooks }).finally(() => queues?.close());
+        if (deliveries === undefined) output(cmd, { removed: id }, () => `removed ${id}`);
+        else output(cmd, { removed: id, deliveries }, (r: { deliveries: number }) => `removed ${id} and its ${r.deliveries} deliveries`);
       });
     });
 

@@ -207,11 +207,7 @@ export function connectionRoutes(router: PluginRouter, ctx: PluginContext, queue
     errors: ['NOT_FOUND'],
     async handler(k, { params: { id } }) {
       const user = k.state.user as UserRecord;
-      const svc = service(user);
-      const current = await run(() => svc.get(id, user.workspaceId));
-      // A webhook goes through the webhook service, which deletes its deliveries too (as DELETE /webhooks/:id).
-      if (current.connector === 'webhook') await run(() => webhooks().remove(id, user.workspaceId, { type: 'user', id: user.id }));
-      else await run(() => svc.remove(id, user.workspaceId));
+      await run(() => WebhookService.removeConnection(hub, id, { workspaceId: user.workspaceId, actor: { type: 'user', id: user.id }, webhooks }));
       k.status = 204;
     },
   });

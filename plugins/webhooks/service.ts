@@ -596,6 +596,24 @@ export class WebhookService {
   }
 
   /**
+   * Removes any connection: a webhook through remove() below, so its delivery log goes with it; any other
+   * connector through ConnectionService.remove alone. The one place that choice is made (the CLI's
+   * `connections remove` and `DELETE /v1/connections/:id`). `webhooks` is called only for a webhook, so a
+   * caller can open the job queues for it then.
+   */
+  static async removeConnection(
+    hub: Hub,
+    id: string,
+    opts: { workspaceId?: string; actor?: Actor; webhooks: () => WebhookService },
+  ): Promise<{ connector: string; deliveries?: number }> {
+    const connections = new ConnectionService(hub, opts.actor);
+    const { connector } = await connections.getRecord(id, opts.workspaceId);
+    if (connector === 'webhook') return { connector, ...(await opts.webhooks().remove(id, opts.workspaceId, opts.actor)) };
+    await connections.remove(id, opts.workspaceId);
+    return { connector };
+  }
+
+  /**
    * Removes a webhook subscription (ConnectionService.remove, as `actor`: its webhook.changed event and
    * audit entry), then deletes its deliveries and their keys. The subscription goes first: from then on no
    * event enqueues for it and its drain job stops at its first look-up, so nothing adds rows behind the
