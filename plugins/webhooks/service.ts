@@ -48,6 +48,9 @@ const CONNECTOR = 'webhook';
 const TEST_EVENT = 'webhook.test';
 /** Rows per deleteBefore call of a prune, and per step of a removal's clean-up. */
 const PRUNE_BATCH = 500;
+/** The plugin's own bookkeeping (one document per one-time migration). */
+const WEBHOOK_META = 'webhook_meta';
+const SETTLED_BACKFILL = 'settled-at-backfill';
 const DAY_MS = 24 * 3600_000;
 
 /**
@@ -217,6 +220,32 @@ export class WebhookService {
     // The hourly prune reads through these: it deletes what has aged out instead of scanning every row.
     await this.hub.store.docs.ensureIndex(DELIVERIES, ['settledAt']);
     await this.hub.store.docs.ensureIndex(DELIVERY_KEYS, ['at']);
+    const n = await this.backfillSettledAt();
+    if (n) this.hub.log.info({ deliveries: n }, 'webhook deliveries settled before retention existed now age from their last attempt');
+  }
+
+  /**
+   * Rows that settled before retention existed have no settledAt (nor their keys `at`), so no prune would ever
+   * take them. Gives each its last attempt's time (its creation's if it has none), with its key in the same
+   * write, once per store: a marker document says it is done, so later starts read nothing. Two processes
+   * starting together may both run it; each write is the same. Returns how many rows it changed.
+   */
+  async backfillSettledAt(): Promise<number> {
+    const docs = this.hub.store.docs;
+    if (await docs.get(WEBHOOK_META, SETTLED_BACKFILL)) return 0;
+    let changed = 0;
+    for (const status of ['succeeded', 'failed'] as const) {
+      for (let afterId: string | undefined; ; ) {
+        const rows = await docs.find<Delivery>(DELIVERIES, { status }, { limit: PRUNE_BATCH, ...(afterId ? { afterId } : {}) });
+        const legacy = rows.filter((d) => !d.settledAt);
+        await Promise.all(legacy.map((d) => docs.writeAll(WebhookService.settleWrites({ ...d, settledAt: d.lastAttemptAt ?? d.createdAt }))));
+        changed += legacy.length;
+        if (rows.length < PRUNE_BATCH) break;
+        afterId = rows.at(-1)!.id;
+      }
+    }
+    await docs.put(WEBHOOK_META, SETTLED_BACKFILL, { at: new Date().toISOString(), deliveries: changed });
+    return changed;
   }
 
   /**

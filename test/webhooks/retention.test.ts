@@ -168,6 +168,43 @@ test("remove deletes the subscription's deliveries and keys in batches, and leav
   await teardown(c);
 });
 
+test('rows settled before retention existed (no settledAt, keys without `at`) get their last attempt time at start, once, and then age out', async (t) => {
+  const c = await setup(7);
+  t.teardown(() => teardown(c));
+  const old = new Date(Date.now() - 40 * DAY).toISOString();
+  const legacy = (i: number, status: Delivery['status'], lastAttemptAt: string | null): Delivery => ({
+    ...WebhookService.deliveryOf(`dlv_legacy_${i}`, c.sub, event(c.hub)),
+    status,
+    lastAttemptAt,
+    createdAt: old,
+  });
+  const rows = [legacy(1, 'succeeded', old), legacy(2, 'failed', null), legacy(3, 'pending', null)];
+  for (const d of rows) {
+    await c.hub.store.docs.writeAll([
+      { op: 'insert', collection: DELIVERY_KEYS, id: `${d.subscriptionId}:${d.eventId}`, doc: { deliveryId: d.id } },
+      { op: 'insert', collection: DELIVERIES, id: d.id, doc: d },
+    ]);
+  }
+  t.deepEqual(await c.svc.prune(), { deliveries: 0, keys: 0 }, 'before: nothing to prune them by');
+
+  await c.svc.init(); // what the plugin's start does
+  for (const d of rows.slice(0, 2)) {
+    t.is((await row(c, d.id))?.settledAt, old, `the ${d.status} row ages from its last attempt (or its creation)`);
+    t.deepEqual(await keyOf(c, d), { deliveryId: d.id, at: old });
+  }
+  t.is((await row(c, rows[2]!.id))?.settledAt, undefined, 'a pending row is left alone');
+  // Done once: a marker stops a later start from reading the log again (this late row is left as it is).
+  const late = legacy(4, 'succeeded', old);
+  await c.hub.store.docs.put(DELIVERIES, late.id, late);
+  t.is(await c.svc.backfillSettledAt(), 0);
+  t.is((await row(c, late.id))?.settledAt, undefined);
+  await c.hub.store.docs.delete(DELIVERIES, late.id);
+
+  t.deepEqual(await c.svc.prune(), { deliveries: 2, keys: 2 }, 'both are past the seven days');
+  t.truthy(await row(c, rows[2]!.id));
+  t.truthy(await keyOf(c, rows[2]!));
+});
+
 test('on SQLite the prune reads through an index on settledAt and at, not a scan of every row', async (t) => {
   const c = await setup(7);
   t.teardown(() => teardown(c));
