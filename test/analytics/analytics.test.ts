@@ -6,16 +6,10 @@ import { FACTS_COLLECTION, recordSent, type Fact } from '../../plugins/analytics
 import { createAnalyticsPlugin } from '../../plugins/analytics/index.js';
 import { buildReport, percentile } from '../../plugins/analytics/report.js';
 import type { Plugin } from '../../plugins/runtime/types.js';
-import { startServers } from '../helpers/hub.js';
+import { serversForFile } from '../helpers/hub.js';
 import { assertInvalid, bearer, createUser, openPluginApi, type PluginApi } from '../notifications/support.js';
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 const info = { attempt: 1, streamSeq: 1, subject: 'x' };
 const actor = (id: string) => ({ type: 'user' as const, id });

@@ -5,16 +5,10 @@
  */
 import test from 'ava';
 import { newId } from '../../core/ids.js';
-import { startServers } from '../helpers/hub.js';
+import { serversForFile } from '../helpers/hub.js';
 import { bearer, eventually, openApiHub, streamEvents } from './support.js';
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 test('disable locks the account out everywhere at once; enable lets it sign in anew; each change is an event', async (t) => {
   const api = await openApiHub(servers);

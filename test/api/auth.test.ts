@@ -1,18 +1,12 @@
 import test from 'ava';
 import jwt from 'jsonwebtoken';
-import { startServers } from '../helpers/hub.js';
+import { serversForFile } from '../helpers/hub.js';
 import { preRegisterUser } from '../../core/auth/service.js';
 import { verifyAccessToken } from '../../core/auth/tokens.js';
 import { isVoxaError } from '../../core/errors.js';
 import { bearer, eventually, openApiHub, streamEvents } from './support.js';
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 test('register, me, login, refresh rotation, reuse revokes the family, logout', async (t) => {
   // No grace window: the reuse below comes right after the rotation (the window has its own test).

@@ -1,14 +1,8 @@
 import test from 'ava';
-import { startServers } from '../helpers/hub.js';
+import { serversForFile } from '../helpers/hub.js';
 import { bearer, openApiHub, streamEvents } from './support.js';
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 test('bad input gets a 4xx with a code, never a 500, and writes nothing', async (t) => {
   const api = await openApiHub(servers, { bodyLimitBytes: 4096 });

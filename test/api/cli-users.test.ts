@@ -1,16 +1,10 @@
 import test from 'ava';
 import { runCli, type CliResult } from '../helpers/cli.js';
-import { startServers, testConfig } from '../helpers/hub.js';
+import { testConfig, serversForFile } from '../helpers/hub.js';
 import { openApiHub, streamEvents, eventually } from './support.js';
 import { makeUser, openEdgeHub, wsClient } from '../edge/support.js';
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 function voxa(env: Record<string, string>, ...args: string[]): Promise<CliResult> {
   return runCli({ PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', LOG_LEVEL: 'silent', ...env }, args);

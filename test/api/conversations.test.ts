@@ -1,14 +1,8 @@
 import test from 'ava';
-import { startServers } from '../helpers/hub.js';
+import { serversForFile } from '../helpers/hub.js';
 import { bearer, eventually, openApiHub, streamEvents, type ApiHub, type Session } from './support.js';
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 async function direct(api: ApiHub, a: Session, b: Session): Promise<string> {
   const res = await api.http.post('/v1/conversations').set(...bearer(a)).send({ type: 'direct', members: [b.id] });

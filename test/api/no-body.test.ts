@@ -1,15 +1,9 @@
 import { request } from 'node:http';
 import test from 'ava';
-import { startServers } from '../helpers/hub.js';
+import { serversForFile } from '../helpers/hub.js';
 import { bearer, openApiHub } from './support.js';
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 test('routes that take no body (GET and HEAD too) accept none or {}, refuse a JSON field (400) and non-JSON bodies (415)', async (t) => {
   const api = await openApiHub(servers);

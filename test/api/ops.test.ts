@@ -1,15 +1,9 @@
 import test from 'ava';
-import { startServers } from '../helpers/hub.js';
+import { startServers, serversForFile } from '../helpers/hub.js';
 import { bearer, eventually, openApiHub } from './support.js';
 
 // Serial: the metrics registry is per process, and these tests flip the same dependency gauges.
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 test.serial('healthz, metrics by route pattern, openapi lists every route', async (t) => {
   const api = await openApiHub(servers);

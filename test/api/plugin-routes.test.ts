@@ -3,16 +3,10 @@ import { createServer } from 'node:http';
 import request from 'supertest';
 import { z } from 'zod';
 import { buildApp } from '../../core/http/app.js';
-import { startServers } from '../helpers/hub.js';
+import { serversForFile } from '../helpers/hub.js';
 import { bearer, openApiHub } from './support.js';
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 test('plugin routes are declared under /v1 behind authentication, checked like core routes and listed in the OpenAPI document', async (t) => {
   const api = await openApiHub(servers);

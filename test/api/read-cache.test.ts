@@ -12,16 +12,10 @@ import { publicUser, type UserRecord } from '../../core/domain.js';
 import { createEvent } from '../../core/events/catalog.js';
 import { buildApp } from '../../core/http/app.js';
 import { closeHub, openHub, type Hub } from '../../core/hub.js';
-import { startServers, testConfig, type TestServers } from '../helpers/hub.js';
+import { testConfig, serversForFile } from '../helpers/hub.js';
 import { openApiHub, bearer, eventually, type Session } from './support.js';
 
-let servers: TestServers & { dispose(): Promise<void> };
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 const send = (http: ReturnType<typeof request>, s: Session, convId: string, text: string) =>
   http.post(`/v1/conversations/${convId}/messages`).set(...bearer(s)).send({ text });

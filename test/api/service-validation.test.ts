@@ -1,15 +1,9 @@
 import test from 'ava';
 import { newId } from '../../core/ids.js';
-import { startServers } from '../helpers/hub.js';
+import { serversForFile } from '../helpers/hub.js';
 import { bearer, openApiHub } from './support.js';
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 test('VALIDATION_FAILED from the chat rules has the documented {fields, issues} shape, like schema errors', async (t) => {
   const api = await openApiHub(servers, { maxMessageLength: 10 });

@@ -1,16 +1,10 @@
 import test from 'ava';
 import { ConfigError } from '../../core/config.js';
 import { ClientIpResolver, parseTrustProxy } from '../../core/http/client-ip.js';
-import { startServers, testConfig } from '../helpers/hub.js';
+import { testConfig, serversForFile } from '../helpers/hub.js';
 import { eventually, openApiHub, streamEvents, type ApiHub } from './support.js';
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 const bucketKey = (api: ApiHub, kind: string, ip: string) => `voxa:${api.hub.config.natsNamespace}:rl:${kind}:ip:${ip}`;
 

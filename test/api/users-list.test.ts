@@ -1,15 +1,9 @@
 import test from 'ava';
 import { newId } from '../../core/ids.js';
-import { startServers } from '../helpers/hub.js';
+import { serversForFile } from '../helpers/hub.js';
 import { bearer, openApiHub } from './support.js';
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 test('GET /v1/users: limit counts only listed users (invited and disabled accounts are left out before it)', async (t) => {
   const api = await openApiHub(servers);

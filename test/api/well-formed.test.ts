@@ -1,14 +1,8 @@
 import test from 'ava';
-import { startServers } from '../helpers/hub.js';
+import { serversForFile } from '../helpers/hub.js';
 import { bearer, openApiHub } from './support.js';
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 test('strings with lone UTF-16 surrogates are refused in bodies and query strings, naming the field; valid escapes pass intact', async (t) => {
   const api = await openApiHub(servers);

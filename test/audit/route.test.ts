@@ -2,16 +2,10 @@ import test from 'ava';
 import { createAuditPlugin } from '../../plugins/audit/index.js';
 import { verifyChain } from '../../plugins/audit/chain.js';
 import { PluginRuntime } from '../../plugins/runtime/runtime.js';
-import { startServers } from '../helpers/hub.js';
+import { serversForFile } from '../helpers/hub.js';
 import { assertInvalid, bearer, eventually, openPluginApi } from '../notifications/support.js';
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 test('through the runtime: sign-ups and sign-ins land in the chain; GET /v1/audit is for admins only', async (t) => {
   const plugin = createAuditPlugin();

@@ -1,6 +1,6 @@
 import test from 'ava';
 import { base32Decode, base32Encode, hashRecoveryCode, hotp, matchStep, otpauthUri, totp, type TotpAlgorithm } from '../../core/auth/totp.js';
-import { startServers } from '../helpers/hub.js';
+import { serversForFile } from '../helpers/hub.js';
 import { bearer, eventually, openApiHub, streamEvents } from '../api/support.js';
 
 // RFC 6238 Appendix B: the seeds are ASCII strings of the hash's block-ish length, codes have 8 digits.
@@ -58,13 +58,7 @@ test('matchStep accepts one step of drift and never a step at or before the last
   t.is(hashRecoveryCode('ABCDE-12345'), hashRecoveryCode('abcde12345'));
 });
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 /** Waits until the current 30 s step has at least 6 s left, so a test's codes stay in the drift window. */
 async function awayFromStepEdge(): Promise<void> {

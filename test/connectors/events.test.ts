@@ -12,15 +12,9 @@ import { ConnectionService } from '../../connectors/connections.js';
 import { openToolContext } from '../../connectors/context.js';
 import { generateSecret } from '../../connectors/webhook/signing.js';
 import { freePort } from '../helpers/servers.js';
-import { startServers, testConfig, type TestServers } from '../helpers/hub.js';
+import { testConfig, serversForFile } from '../helpers/hub.js';
 
-let servers: TestServers & { dispose(): Promise<void> };
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 /** Every event in the namespace's events stream, oldest first. */
 async function streamEvents(ns: string): Promise<EventEnvelope[]> {

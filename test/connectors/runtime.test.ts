@@ -11,17 +11,11 @@ import { generateSecret } from '../../connectors/webhook/signing.js';
 import { PluginRuntime } from '../../plugins/runtime/runtime.js';
 import { createDriveSyncPlugin } from '../../plugins/storage-sync/index.js';
 import { createWebhooksPlugin } from '../../plugins/webhooks/index.js';
-import { openTestHub, startServers, type TestServers } from '../helpers/hub.js';
+import { openTestHub, serversForFile } from '../helpers/hub.js';
 import { startReceiver, until } from './receiver.js';
 import { startStandIn } from './standins.js';
 
-let servers: TestServers & { dispose(): Promise<void> };
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 test('a sent message reaches a webhook receiver and a Drive transcript through the plugin runtime', async (t) => {
   const hub = await openTestHub(servers, { webhooksAllowPrivate: true });

@@ -20,18 +20,12 @@ import { RetryableError, type ConnectionRecord } from '../../connectors/types.js
 import { LeaseLostError, Leases } from '../../plugins/storage-sync/lease.js';
 import { StorageSync, type StorageConnectorId } from '../../plugins/storage-sync/service.js';
 import { runCli } from '../helpers/cli.js';
-import { openTestHub, startServers, type TestServers } from '../helpers/hub.js';
+import { openTestHub, serversForFile } from '../helpers/hub.js';
 import { cliEnv } from './cli-proc.js';
 import { until } from './receiver.js';
 import { startStandIn, type StandIn } from './standins.js';
 
-let servers: TestServers & { dispose(): Promise<void> };
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 interface World {
   hub: Hub & { close(): Promise<void> };

@@ -15,17 +15,11 @@ import { mapDriveError } from '../../connectors/google-drive/index.js';
 import { AuthExpiredError, RetryableError } from '../../connectors/types.js';
 import { metrics } from '../../core/telemetry/metrics.js';
 import { StorageSync } from '../../plugins/storage-sync/service.js';
-import { openTestHub, startServers, type TestServers } from '../helpers/hub.js';
+import { openTestHub, serversForFile } from '../helpers/hub.js';
 import { until } from './receiver.js';
 import { startStandIn, type StandIn } from './standins.js';
 
-let servers: TestServers & { dispose(): Promise<void> };
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 interface World {
   hub: Hub & { close(): Promise<void> };

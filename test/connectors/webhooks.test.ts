@@ -5,16 +5,10 @@ import { ConnectorQueues } from '../../connectors/queues.js';
 import { generateSecret, sign } from '../../connectors/webhook/signing.js';
 import type { Hub } from '../../core/hub.js';
 import { DELIVERIES, WebhookService, type Delivery } from '../../plugins/webhooks/service.js';
-import { openTestHub, startServers, type TestServers } from '../helpers/hub.js';
+import { openTestHub, serversForFile } from '../helpers/hub.js';
 import { startReceiver, until, type Receiver } from './receiver.js';
 
-let servers: TestServers & { dispose(): Promise<void> };
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 interface Ctx {
   hub: Hub & { close(): Promise<void> };

@@ -5,15 +5,9 @@
 import test from 'ava';
 import { closeHub, openHub } from '../../core/hub.js';
 import { freePort } from '../helpers/servers.js';
-import { startServers, testConfig } from '../helpers/hub.js';
+import { testConfig, serversForFile } from '../helpers/hub.js';
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 test('a command right after openHub reaches Redis', async (t) => {
   for (let i = 0; i < 3; i++) {

@@ -2,15 +2,9 @@ import test from 'ava';
 import type { StoredMsg } from 'nats';
 import type { UserRecord } from '../../core/domain.js';
 import { closeHub, openHub } from '../../core/hub.js';
-import { startServers, testConfig, type TestServers } from '../helpers/hub.js';
+import { testConfig, serversForFile } from '../helpers/hub.js';
 
-let servers: TestServers & { dispose(): Promise<void> };
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 function user(id: string, workspaceId: string): UserRecord {
   return { id, workspaceId, email: `${id}@example.test`, name: id, role: 'customer', createdAt: new Date().toISOString(), passwordHash: 'x', disabled: false };

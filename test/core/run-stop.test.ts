@@ -4,15 +4,9 @@
  */
 import test from 'ava';
 import { runHub } from '../../core/server.js';
-import { startServers, testConfig } from '../helpers/hub.js';
+import { testConfig, serversForFile } from '../helpers/hub.js';
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 test('a plugin stop that throws still closes the hub, and the stop reports the failure', async (t) => {
   const config = testConfig(servers, { host: '127.0.0.1', port: 0 });

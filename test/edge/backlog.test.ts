@@ -4,16 +4,10 @@
  */
 import test from 'ava';
 import { newId } from '../../core/ids.js';
-import { startServers } from '../helpers/hub.js';
+import { serversForFile } from '../helpers/hub.js';
 import { eventually, group, makeUser, openEdgeHub, seqsOf, sioClient, wsClient, type TestClient } from './support.js';
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 test('resuming thousands of messages in several conversations at once: all arrive, in order, once, no SLOW_CONSUMER', async (t) => {
   const e = await openEdgeHub(servers);

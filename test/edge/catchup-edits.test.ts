@@ -7,16 +7,10 @@ import test from 'ava';
 import type { Message } from '../../core/domain.js';
 import type { Store } from '../../core/store/port.js';
 import { newId } from '../../core/ids.js';
-import { startServers } from '../helpers/hub.js';
+import { serversForFile } from '../helpers/hub.js';
 import { eventually, group, makeUser, openEdgeHub, seqsOf, wsClient, type EdgeHub } from './support.js';
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 type Out = { kind: string; seq?: number };
 interface State {

@@ -3,16 +3,10 @@
  * `details.retryAfter` in whole seconds, as the shared per-user limits do, so a client knows when to go on.
  */
 import test from 'ava';
-import { startServers } from '../helpers/hub.js';
+import { serversForFile } from '../helpers/hub.js';
 import { group, makeUser, openEdgeHub, sioClient, wsClient } from './support.js';
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 test('over the per-connection message and frame limits: RATE_LIMITED with retryAfter', async (t) => {
   // Two messages at once, then one every 4 s; five frames at once, then one a second.

@@ -7,16 +7,10 @@ import test, { type ExecutionContext } from 'ava';
 import { publicUser, type UserRecord } from '../../core/domain.js';
 import { createEvent } from '../../core/events/catalog.js';
 import { recordOutbox, toOutbox } from '../../core/events/outbox-entry.js';
-import { startServers } from '../helpers/hub.js';
+import { serversForFile } from '../helpers/hub.js';
 import { eventually, group, makeUser, openEdgeHub, sioClient, wsClient, type EdgeHub } from './support.js';
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 /** Disables the account in the store; with `announce`, publishes its `user.updated` as the CLI would. */
 async function disable(e: EdgeHub, user: UserRecord, announce: boolean): Promise<void> {

@@ -3,16 +3,10 @@ import jwt from 'jsonwebtoken';
 import { io as sioConnect } from 'socket.io-client';
 import { WebSocket } from 'ws';
 import { metrics } from '../../core/telemetry/metrics.js';
-import { startServers } from '../helpers/hub.js';
+import { serversForFile } from '../helpers/hub.js';
 import { eventually, group, makeUser, openEdgeHub, seqsOf, sioClient, sleep, wsClient } from './support.js';
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 test('handshakes: bad or expired token and foreign origin are refused; the token is never taken from the URL', async (t) => {
   const h = await openEdgeHub(servers, { corsOrigins: ['https://app.example.test'] });

@@ -9,17 +9,11 @@ import { WebSocket } from 'ws';
 import { jwtKey, jwtVerifyOptions } from '../../core/auth/tokens.js';
 import { withNamespace } from '../../core/events/catalog.js';
 import { newId } from '../../core/ids.js';
-import { startServers } from '../helpers/hub.js';
+import { serversForFile } from '../helpers/hub.js';
 import { uniqueNamespace } from '../helpers/servers.js';
 import { eventually, group, makeUser, openEdgeHub, seqsOf, sioClient, sleep, spawnEdge, wsClient, type TestUser } from './support.js';
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 test('send-message carries attachments exactly like REST: files of the conversation only, at most 10', async (t) => {
   const e = await openEdgeHub(servers);

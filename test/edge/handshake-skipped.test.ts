@@ -3,16 +3,10 @@
  * client that resumes through the handshake can tell "nothing new" from "you were removed while away".
  */
 import test from 'ava';
-import { startServers } from '../helpers/hub.js';
+import { serversForFile } from '../helpers/hub.js';
 import { group, makeUser, openEdgeHub, seqsOf, sioClient, wsClient, eventually } from './support.js';
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 test('ready.skipped names handshake cursors of conversations the user is not in, on both transports', async (t) => {
   const e = await openEdgeHub(servers);

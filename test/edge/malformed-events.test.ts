@@ -6,16 +6,10 @@
 import test from 'ava';
 import { createEvent, subjectOf, type AnyEvent } from '../../core/events/catalog.js';
 import { newId } from '../../core/ids.js';
-import { startServers } from '../helpers/hub.js';
+import { serversForFile } from '../helpers/hub.js';
 import { eventually, group, makeUser, openEdgeHub, seqsOf, sioClient, wsClient, type EdgeHub } from './support.js';
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 /** Publishes a hand-made event straight on NATS (by default on its own subject), as `nats pub` would. */
 async function publishRaw(e: EdgeHub, ev: object, subject = subjectOf(ev as AnyEvent, e.hub.bus.namespace)): Promise<void> {

@@ -2,17 +2,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
-import { startServers } from '../helpers/hub.js';
+import { serversForFile } from '../helpers/hub.js';
 import { uniqueNamespace } from '../helpers/servers.js';
 import { eventually, group, makeUser, openEdgeHub, seqsOf, sioClient, sleep, spawnEdge, wsClient, type TestClient } from './support.js';
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 /** Two hubs on one SQLite file (WAL) and one NATS namespace: two edges of one deployment. */
 function shared() {

@@ -2,16 +2,10 @@ import { once } from 'node:events';
 import type { Duplex } from 'node:stream';
 import test from 'ava';
 import { WebSocket } from 'ws';
-import { startServers } from '../helpers/hub.js';
+import { serversForFile } from '../helpers/hub.js';
 import { eventually, group, makeUser, openEdgeHub, sioClient, wsClient, type TestClient, type TestUser } from './support.js';
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 test('ready lists the peers online right now, on both transports: only users sharing a conversation, never yourself', async (t) => {
   const h = await openEdgeHub(servers);

@@ -1,15 +1,9 @@
 import test from 'ava';
-import { startServers } from '../helpers/hub.js';
+import { serversForFile } from '../helpers/hub.js';
 import { eventually, group, makeUser, openEdgeHub, seqsOf, sioClient, sleep, wsClient } from './support.js';
 
 // Its own servers: this file stops Redis.
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 test('with Redis down, chat over sockets goes on and presence degrades without errors', async (t) => {
   const h = await openEdgeHub(servers);

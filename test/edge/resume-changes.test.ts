@@ -6,16 +6,10 @@ import test from 'ava';
 import { WebSocket } from 'ws';
 import { io as sioConnect } from 'socket.io-client';
 import { once } from 'node:events';
-import { startServers } from '../helpers/hub.js';
+import { serversForFile } from '../helpers/hub.js';
 import { eventually, group, makeUser, openEdgeHub, seqsOf, sioClient, wsClient, type EdgeHub, type Received, type TestUser } from './support.js';
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
 

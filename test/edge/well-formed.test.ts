@@ -1,16 +1,10 @@
 import { once } from 'node:events';
 import test, { type ExecutionContext } from 'ava';
 import { WebSocket } from 'ws';
-import { startServers } from '../helpers/hub.js';
+import { serversForFile } from '../helpers/hub.js';
 import { group, makeUser, openEdgeHub, sioClient, wsClient } from './support.js';
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 /** Alice on /ws and Bob on Socket.IO in a group; all closed after the test. */
 async function twoOnline(t: ExecutionContext) {

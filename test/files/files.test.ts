@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { contentDisposition, nameForType, sanitizeName } from '../../core/files/names.js';
 import { sniff } from '../../core/files/sniff.js';
-import { startServers } from '../helpers/hub.js';
+import { serversForFile } from '../helpers/hub.js';
 import { bearer, eventually, openApiHub, streamEvents, type ApiHub, type Session } from '../api/support.js';
 import { multipart, postChunked } from './support.js';
 
@@ -65,13 +65,7 @@ test('names lose path separators, control and bidi characters, reserved device n
 
 // ---------- API ----------
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 async function setup(api: ApiHub) {
   const [ana, bo, cy] = [await api.register('Ana'), await api.register('Bo'), await api.register('Cy')];

@@ -60,6 +60,32 @@ export async function openTestHub(servers: TestServers, overrides: ConfigInput =
 }
 
 /**
+ * The servers of one test file: registers its before/after hooks (call it at the top level of the test file)
+ * and returns a handle to pass wherever TestServers go. Its fields are readable inside tests, once `before` ran.
+ */
+export function serversForFile(): TestServers {
+  let servers: (TestServers & { dispose(): Promise<void> }) | undefined;
+  test.before(async () => {
+    servers = await startServers();
+  });
+  test.after.always(async () => {
+    await servers?.dispose();
+  });
+  const started = () => {
+    if (!servers) throw new Error('serversForFile: the servers exist only once the before hook ran');
+    return servers;
+  };
+  return {
+    get nats() {
+      return started().nats;
+    },
+    get redis() {
+      return started().redis;
+    },
+  };
+}
+
+/**
  * Servers and one hub shared by every test of a file: registers the file's before/after hooks (call it at the
  * top level of the test file). Read `.hub` and `.servers` inside tests, where `before` has run.
  */

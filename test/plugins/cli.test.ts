@@ -7,20 +7,14 @@ import { fileURLToPath } from 'node:url';
 import test from 'ava';
 import type { Hub } from '../../core/hub.js';
 import { CLI_ARGS, runCli, type CliResult } from '../helpers/cli.js';
-import { openTestHub, startServers } from '../helpers/hub.js';
+import { openTestHub, serversForFile } from '../helpers/hub.js';
 import { listDeadLetters } from '../../plugins/runtime/dlq.js';
 import { PluginRuntime } from '../../plugins/runtime/runtime.js';
 import { definePlugin, PermanentError } from '../../plugins/runtime/types.js';
 import { messageEvent, publishEvents, seenEvent, sleep, waitFor } from './helpers.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 function env(hub: Hub): NodeJS.ProcessEnv {
   return { PATH: process.env.PATH, HOME: process.env.HOME, NATS_URL: servers.nats.url, VOXA_NATS_NAMESPACE: hub.bus.namespace, LOG_LEVEL: 'silent' };

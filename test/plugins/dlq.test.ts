@@ -3,20 +3,14 @@ import test from 'ava';
 import type { JetStreamClient } from 'nats';
 import type { Hub } from '../../core/hub.js';
 import { runCli } from '../helpers/cli.js';
-import { openTestHub, startServers } from '../helpers/hub.js';
+import { openTestHub, serversForFile } from '../helpers/hub.js';
 import { runtimeNames } from '../../plugins/runtime/control.js';
 import { listDeadLetters, retryAllDeadLetters, type NatsHandles } from '../../plugins/runtime/dlq.js';
 import { PluginRuntime } from '../../plugins/runtime/runtime.js';
 import { definePlugin, PermanentError } from '../../plugins/runtime/types.js';
 import { FAST, messageEvent, publishEvents, waitFor } from './helpers.js';
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 async function lastDlqSeq(hub: Hub): Promise<number> {
   return (await hub.bus.jsm.streams.info(runtimeNames(hub.bus.namespace).deadLetter)).state.last_seq;

@@ -10,20 +10,14 @@ import type { ConnectionRecord } from '../../connectors/types.js';
 import type { AnyEvent, EventEnvelope } from '../../core/events/catalog.js';
 import type { Hub } from '../../core/hub.js';
 import { metrics } from '../../core/telemetry/metrics.js';
-import { openTestHub, startServers } from '../helpers/hub.js';
+import { openTestHub, serversForFile } from '../helpers/hub.js';
 import { consumerName, runtimeNames } from '../../plugins/runtime/control.js';
 import { listDeadLetters, retryDeadLetter } from '../../plugins/runtime/dlq.js';
 import { PluginRuntime } from '../../plugins/runtime/runtime.js';
 import { definePlugin, type DeliveryInfo, type Plugin, type PluginManifest } from '../../plugins/runtime/types.js';
 import { FAST, messageEvent, waitFor } from './helpers.js';
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 /**
  * A plugin that writes transcript lines from message.created, the way a real one would: it trusts

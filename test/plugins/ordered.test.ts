@@ -4,19 +4,13 @@
  */
 import test from 'ava';
 import type { AnyEvent } from '../../core/events/catalog.js';
-import { openTestHub, startServers } from '../helpers/hub.js';
+import { openTestHub, serversForFile } from '../helpers/hub.js';
 import { consumerName, runtimeNames } from '../../plugins/runtime/control.js';
 import { PluginRuntime } from '../../plugins/runtime/runtime.js';
 import { definePlugin, RetryableError, type DeliveryInfo, type Plugin, type PluginManifest } from '../../plugins/runtime/types.js';
 import { FAST, messageEvent, openSibling, publishEvents, sleep, waitFor } from './helpers.js';
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 interface Call {
   seq: number;

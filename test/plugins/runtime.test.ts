@@ -1,7 +1,7 @@
 import test from 'ava';
 import type { AnyEvent } from '../../core/events/catalog.js';
 import { metrics } from '../../core/telemetry/metrics.js';
-import { openTestHub, startServers } from '../helpers/hub.js';
+import { openTestHub, serversForFile } from '../helpers/hub.js';
 import { listPlugins, rewindPlugin, setPaused } from '../../plugins/runtime/admin.js';
 import { consumerName, runtimeNames } from '../../plugins/runtime/control.js';
 import { listDeadLetters, retryDeadLetter } from '../../plugins/runtime/dlq.js';
@@ -10,13 +10,7 @@ import { PluginRuntime } from '../../plugins/runtime/runtime.js';
 import { definePlugin, PermanentError, RetryableError, type DeliveryInfo, type Plugin, type PluginManifest } from '../../plugins/runtime/types.js';
 import { FAST, messageEvent, openSibling, publishEvents, seenEvent, sleep, waitFor } from './helpers.js';
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 type Seen = { event: AnyEvent; info: DeliveryInfo; at: number };
 

@@ -1,14 +1,8 @@
 import test from 'ava';
-import { startServers } from '../helpers/hub.js';
+import { serversForFile } from '../helpers/hub.js';
 import { bearer, openApiHub } from '../api/support.js';
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 test('GET /v1/search: only the caller\'s conversations, highlights, edits and deletes show at once, bad input is 4xx', async (t) => {
   const api = await openApiHub(servers);

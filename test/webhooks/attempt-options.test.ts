@@ -7,16 +7,10 @@ import test from 'ava';
 import { ConnectorQueues } from '../../connectors/queues.js';
 import { generateSecret } from '../../connectors/webhook/signing.js';
 import { WebhookService } from '../../plugins/webhooks/service.js';
-import { openTestHub, startServers, type TestServers } from '../helpers/hub.js';
+import { openTestHub, serversForFile } from '../helpers/hub.js';
 import { event } from './support.js';
 
-let servers: TestServers & { dispose(): Promise<void> };
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 /** An endpoint that answers 200, but only after `delayMs`. */
 async function slowEndpoint(delayMs: number): Promise<{ url: string; hits: number; close(): Promise<void> }> {

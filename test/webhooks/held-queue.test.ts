@@ -8,17 +8,11 @@ import type { Hub } from '../../core/hub.js';
 import { ConnectorQueues } from '../../connectors/queues.js';
 import { generateSecret } from '../../connectors/webhook/signing.js';
 import { WebhookService } from '../../plugins/webhooks/service.js';
-import { openTestHub, startServers, type TestServers } from '../helpers/hub.js';
+import { openTestHub, serversForFile } from '../helpers/hub.js';
 import { startReceiver, until, type Receiver } from '../connectors/receiver.js';
 import { event } from './support.js';
 
-let servers: TestServers & { dispose(): Promise<void> };
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 
 /** A subscription whose first delivery failed once and now waits a minute for its retry, one more behind it. */

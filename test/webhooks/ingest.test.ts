@@ -16,17 +16,11 @@ import { CONNECTIONS } from '../../connectors/connections.js';
 import { ConnectorQueues } from '../../connectors/queues.js';
 import { generateSecret } from '../../connectors/webhook/signing.js';
 import { DELIVERIES, DELIVERY_KEYS, WebhookService, type Delivery } from '../../plugins/webhooks/service.js';
-import { openTestHub, startServers, type TestServers } from '../helpers/hub.js';
+import { openTestHub, serversForFile } from '../helpers/hub.js';
 import { startReceiver, until, type Receiver } from '../connectors/receiver.js';
 import { event } from './support.js';
 
-let servers: TestServers & { dispose(): Promise<void> };
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 
 interface Ctx {

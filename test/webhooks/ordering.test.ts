@@ -9,17 +9,11 @@ import { generateSecret } from '../../connectors/webhook/signing.js';
 import { PluginRuntime } from '../../plugins/runtime/runtime.js';
 import { createWebhooksPlugin } from '../../plugins/webhooks/index.js';
 import { DELIVERIES, WebhookService, type Delivery } from '../../plugins/webhooks/service.js';
-import { openTestHub, startServers, testConfig } from '../helpers/hub.js';
+import { openTestHub, testConfig, serversForFile } from '../helpers/hub.js';
 import { FAST, messageEvent, publishEvents, waitFor } from '../plugins/helpers.js';
 import { startReceiver } from '../connectors/receiver.js';
 
-let servers: Awaited<ReturnType<typeof startServers>>;
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 test('hub and worker both running the webhooks plugin deliver in stream order', async (t) => {
   const hub = await openTestHub(servers, { webhooksAllowPrivate: true });

@@ -11,18 +11,12 @@ import { generateSecret } from '../../connectors/webhook/signing.js';
 import type { Hub } from '../../core/hub.js';
 import { DELIVERIES, DELIVERY_KEYS, WebhookService, type Delivery, type DeliveryKey } from '../../plugins/webhooks/service.js';
 import { startReceiver, until, type Receiver } from '../connectors/receiver.js';
-import { openTestHub, startServers, type TestServers } from '../helpers/hub.js';
+import { openTestHub, serversForFile } from '../helpers/hub.js';
 import { event } from './support.js';
 
 const DAY = 24 * 3600_000;
 
-let servers: TestServers & { dispose(): Promise<void> };
-test.before(async () => {
-  servers = await startServers();
-});
-test.after.always(async () => {
-  await servers?.dispose();
-});
+const servers = serversForFile();
 
 interface Ctx {
   hub: Hub & { close(): Promise<void> };
