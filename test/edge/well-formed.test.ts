@@ -88,3 +88,13 @@ test('prototype keys in resume cursors are refused, as REST refuses them in a bo
   const refused = await t.throwsAsync(sioClient(e.url, bob.token, { cursors: JSON.parse('{"__proto__": 1}') as Record<string, number> }));
   t.is((refused as Error & { data?: { code?: string } }).data?.code, 'VALIDATION_FAILED');
 });
+
+test('a frame over 64 KiB closes the connection: 1009 on /ws, a transport close on Socket.IO (as websocket.md says); nothing is stored', async (t) => {
+  const { e, conv, ws, sio } = await twoOnline(t);
+  const big = { conversationId: conv.id, text: 'x'.repeat(70 * 1024), clientId: 'too-big' };
+  sio.emit('send-message', big);
+  t.deepEqual(await sio.closed, { reason: 'transport close' });
+  ws.emit('send-message', big);
+  t.is((await ws.closed).code, 1009);
+  t.is((await e.hub.store.listMessages(conv.id, { limit: 10 })).messages.length, 0);
+});
