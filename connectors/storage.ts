@@ -44,13 +44,19 @@ export interface AccountStorageClient extends StorageClient {
  * factory the sync plugin uses.
  */
 export function defineStorageConnector<S extends z.ZodObject, C>(
-  def: Pick<Connector<S>, 'id' | 'displayName' | 'description' | 'configSchema' | 'rateLimit'> & { oauth: Omit<OAuthSpec, 'authorizeUrlField' | 'tokenUrlField'> },
+  def: Pick<Connector<S>, 'id' | 'displayName' | 'description' | 'configSchema' | 'rateLimit'> & {
+    oauth: Omit<OAuthSpec, 'authorizeUrlField' | 'tokenUrlField'>;
+    /** The config field that overrides the API's base URL (besides authorizeUrl and tokenUrl). */
+    apiUrlField: string;
+  },
   Client: new (conn: ResolvedConnection<C>, ctx: ConnectorContext) => AccountStorageClient,
 ): Connector<S> & { client: StorageClientFactory } {
   const client = (conn: ResolvedConnection<unknown>, ctx: ConnectorContext) => new Client(conn as ResolvedConnection<C>, ctx);
+  const { apiUrlField, ...rest } = def;
   const connector = defineConnector<S>({
-    ...def,
+    ...rest,
     authKind: 'oauth2',
+    endpointFields: [apiUrlField, 'authorizeUrl', 'tokenUrl'],
     secretFields: ['clientSecret', 'accessToken', 'refreshToken'],
     oauthFields: ['accessToken', 'refreshToken', 'expiresAt'],
     oauth: { ...def.oauth, authorizeUrlField: 'authorizeUrl', tokenUrlField: 'tokenUrl' },

@@ -78,6 +78,13 @@ export interface Connector<S extends z.ZodObject = z.ZodObject> {
   secretFields: string[];
   /** Fields filled by the OAuth2 flow rather than by the user (tokens); not prompted for. */
   oauthFields?: string[];
+  /**
+   * Fields that say where the connection's requests, and with them its credentials, are sent (API base and
+   * OAuth endpoint overrides, for proxies and test stand-ins). The hub operator sets them with the CLI; the
+   * REST API refuses them, so a workspace admin can neither aim the hub at internal addresses nor send a
+   * stored refresh token or client secret to a server of their own.
+   */
+  endpointFields?: string[];
   oauth?: OAuthSpec;
   /** The provider's quota, enforced by the connector's BullMQ queue limiter. */
   rateLimit?: { max: number; durationMs: number };
@@ -85,7 +92,7 @@ export interface Connector<S extends z.ZodObject = z.ZodObject> {
   test(conn: ResolvedConnection<z.infer<S>>, ctx: ConnectorContext): Promise<TestResult>;
 }
 
-/** JSON Schema of a connector's config for prompts and docs; secret fields carry `writeOnly` and `x-secret`. */
+/** JSON Schema of a connector's config for prompts and docs; secret fields carry `writeOnly` and `x-secret`, endpoint overrides `x-operator-only`. */
 export function jsonSchemaOf(c: Connector): Record<string, unknown> {
   const schema = z.toJSONSchema(c.configSchema, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown> & {
     properties?: Record<string, Record<string, unknown>>;
@@ -98,6 +105,10 @@ export function jsonSchemaOf(c: Connector): Record<string, unknown> {
   for (const f of c.oauthFields ?? []) {
     const p = schema.properties?.[f];
     if (p) Object.assign(p, { readOnly: true, 'x-oauth': true });
+  }
+  for (const f of c.endpointFields ?? []) {
+    const p = schema.properties?.[f];
+    if (p) Object.assign(p, { 'x-operator-only': true });
   }
   return schema;
 }

@@ -22,9 +22,9 @@ export const DropboxConfigSchema = z.object({
     .regex(/^\/[^\\]*$/, 'an absolute Dropbox path such as /Voxa Hub')
     .default('/Voxa Hub')
     .describe('Folder transcripts go into.'),
-  apiBaseUrl: z.string().url().optional().describe('Base URL override for api/content hosts (for tests and proxies).'),
-  authorizeUrl: z.string().url().optional().describe('OAuth authorize endpoint override.'),
-  tokenUrl: z.string().url().optional().describe('OAuth token endpoint override.'),
+  apiBaseUrl: z.string().url().optional().describe('Base URL override for api/content hosts (for tests and proxies; operator only: CLI, not REST).'),
+  authorizeUrl: z.string().url().optional().describe('OAuth authorize endpoint override (operator only).'),
+  tokenUrl: z.string().url().optional().describe('OAuth token endpoint override (operator only).'),
   accessToken: z.string().optional(),
   refreshToken: z.string().optional(),
   expiresAt: z.string().optional(),
@@ -87,6 +87,7 @@ export const dropboxConnector = defineStorageConnector(
     displayName: 'Dropbox',
     description: 'Keeps a transcript file per conversation (and its attachments) in a Dropbox folder; nightly backup.',
     configSchema: DropboxConfigSchema,
+    apiUrlField: 'apiBaseUrl',
     oauth: {
       authorizeUrl: AUTHORIZE_URL,
       tokenUrl: TOKEN_URL,

@@ -97,15 +97,29 @@ function apiError(err: unknown, noun: 'connection' | 'webhook'): unknown {
   return err;
 }
 
-/** Unknown config fields are refused rather than silently dropped (connector schemas strip them). */
-function refuseUnknownFields(connectorId: string, config: Record<string, unknown>): void {
+/**
+ * What the API checks in a connection's config before the connector's schema does:
+ * - unknown fields are refused rather than silently dropped (connector schemas strip them);
+ * - endpoint overrides (Connector.endpointFields) are the operator's, set with the CLI: over REST they would let
+ *   a workspace admin aim the hub at internal addresses, or send a stored refresh token to their own server;
+ * - a webhook's url gets the same target check as POST /v1/webhooks.
+ */
+function checkApiConfig(connectorId: string, config: Record<string, unknown>, allowPrivate: boolean): void {
   const connector = getConnector(connectorId);
   if (!connector) throw new VoxaError('VALIDATION_FAILED', `body.connector: unknown connector "${connectorId}"`, { fields: ['body.connector'], issues: [{ path: 'body.connector', code: 'unknown_connector', message: 'Unknown connector.' }] });
-  const unknown = Object.keys(config).filter((k) => !(k in connector.configSchema.shape));
-  if (unknown.length) {
-    const issues = unknown.map((k) => ({ path: `body.config.${k}`, code: 'unknown_field', message: 'Unknown field.' }));
-    throw new VoxaError('VALIDATION_FAILED', `${issues[0]!.path}: Unknown field.`, { fields: issues.map((i) => i.path), issues });
+  const issues = Object.keys(config).flatMap((k) => {
+    const path = `body.config.${k}`;
+    if (!(k in connector.configSchema.shape)) return [{ path, code: 'unknown_field', message: 'Unknown field.' }];
+    if (connector.endpointFields?.includes(k)) {
+      return [{ path, code: 'operator_only', message: 'Set by the hub operator only (voxa connections add), not over the API.' }];
+    }
+    return [];
+  });
+  if (connectorId === 'webhook' && typeof config.url === 'string') {
+    const problem = webhookTargetProblem(config.url, allowPrivate);
+    if (problem) issues.push({ path: 'body.config.url', code: 'refused_target', message: problem });
   }
+  if (issues.length) throw new VoxaError('VALIDATION_FAILED', `${issues[0]!.path}: ${issues[0]!.message}`, { fields: issues.map((i) => i.path), issues });
 }
 
 /**
@@ -154,7 +168,7 @@ export function connectionRoutes(router: PluginRouter, ctx: PluginContext, queue
     errors: ['CONFLICT'],
     async handler(k, { body }) {
       const user = k.state.user as UserRecord;
-      refuseUnknownFields(body.connector, body.config);
+      checkApiConfig(body.connector, body.config, hub.config.webhooksAllowPrivate);
       const connection = await run(() => service(user).create(user.workspaceId, body.connector, body.config, body.name));
       k.status = 201;
       k.body = { connection };
@@ -186,7 +200,7 @@ export function connectionRoutes(router: PluginRouter, ctx: PluginContext, queue
       const user = k.state.user as UserRecord;
       const svc = service(user);
       const current = await run(() => svc.get(id, user.workspaceId));
-      if (body.config) refuseUnknownFields(current.connector, body.config);
+      if (body.config) checkApiConfig(current.connector, body.config, hub.config.webhooksAllowPrivate);
       let view = current;
       if (body.config !== undefined || body.name !== undefined) view = await run(() => svc.update(id, body.config ?? {}, user.workspaceId, body.name !== undefined ? { name: body.name } : {}));
       if (body.status !== undefined && body.status !== view.status) {

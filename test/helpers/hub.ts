@@ -62,10 +62,13 @@ export async function openTestHub(servers: TestServers, overrides: ConfigInput =
 /**
  * The servers of one test file: registers its before/after hooks (call it at the top level of the test file)
  * and returns a handle to pass wherever TestServers go. Its fields are readable inside tests, once `before` ran.
+ * A file with its own after hooks should not use it: ava runs after hooks side by side, so the servers could
+ * stop while a hub still closes; use startServers in the file's one before/after pair, or hubForFile.
  */
 export function serversForFile(): TestServers {
   let servers: (TestServers & { dispose(): Promise<void> }) | undefined;
-  test.before(async () => {
+  // Serial: the file's own before hooks, declared after this call, start only once the servers are up.
+  test.serial.before(async () => {
     servers = await startServers();
   });
   test.after.always(async () => {
