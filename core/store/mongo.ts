@@ -27,12 +27,19 @@ import { VoxaError } from '../errors.js';
 import { ulid } from '../ids.js';
 import { assertCollection, assertFieldName, assertId, assertIndex, checkedFilter, checkedWrites, escapeRegex, firstTakenInsert, requireInt, requireIsoTime, requireString } from './guards.js';
 import type { ChangedQuery, DocValue, DocumentStore, DocWrite, HistoryQuery, NewMessage, OutboxEntry, OutboxFor, RefreshTokenRecord, SearchQuery, SearchResult, Store, WriteAllResult } from './port.js';
-import { decodeCursor, encodeCursor, makeSnippet, mongoTextSearch, searchTerms } from '../search/query.js';
+import { decodeCursor, encodeCursor, makeSnippet, searchTerms } from '../search/query.js';
 
 /** How old a pending (standalone-mode) outbox entry must be before the sweeper decides its fate. */
 const PENDING_VERIFY_MS = 5 * 60_000;
 /** How many recent operation ids a document remembers for that check. */
 const OPS_KEPT = 20;
+/**
+ * Word boundaries for message search, with "word character" as core/search/query.ts `searchTerms` defines it
+ * (letters, digits, marks). MongoDB's regex engine (PCRE/PCRE2) runs in UTF mode, where \p{…} classes and
+ * case-insensitive matching cover all of Unicode; \b and \w would be ASCII-only on some server versions.
+ */
+const WORD_START = '(?<![\\p{L}\\p{N}\\p{M}])';
+const WORD_END = '(?![\\p{L}\\p{N}\\p{M}])';
 const WRITE_CONCERN = { w: 'majority' as const, journal: true };
 const TXN_OPTS: TransactionOptions = {
   readConcern: { level: 'majority' },
@@ -278,9 +285,8 @@ export class MongoStore implements Store {
           unique: true,
           partialFilterExpression: { clientId: { $type: 'string' } },
         },
-        // Full-text search (issue 7). Language 'none': no stemming or stop words, since chats mix languages.
-        // The index changes with the document, so edits and deletes are searchable (or gone) at once.
-        { key: { text: 'text' }, name: 'text_search', default_language: 'none', language_override: '_no_language_field' },
+        // No text index: searchMessages matches by regex, which `$text` cannot serve (see there). A deployment
+        // created by an earlier version still has the unused `text_search` index; it can be dropped.
         // Edited and deleted messages by seq (listChangedMessages): partial, so they hold the changed messages
         // only. Two of them because a partial filter cannot say "edited or deleted" on every server version.
         { key: { conversationId: 1, seq: 1 }, name: 'edited_seq', partialFilterExpression: { editedAt: { $type: 'string' } } },
@@ -761,28 +767,55 @@ export class MongoStore implements Store {
 
   // Search
 
+  /**
+   * The same result set as the SQLite adapter's FTS5 query (core/search/query.ts `ftsQuery`): every term must
+   * be a whole word of the message, except the last, which only has to start a word (search-as-you-type);
+   * a term never matches inside another word. A word is a run of letters, digits and marks, as `searchTerms`
+   * splits the query. MongoDB's `$text` cannot do this (no prefixes; quoted phrases match as substrings), so
+   * each term is a case-insensitive regex anchored at a word start by a look-behind, all of them required.
+   *
+   * Ranking: the number of matched words (ties newest first). SQLite ranks by bm25, so the order of equally
+   * good hits can differ between the adapters; the set cannot, except that SQLite also folds diacritics
+   * ("cafe" finds "café") and compatibility forms (NFKC) of the stored text, which a regex does not.
+   *
+   * Cost: an unanchored regex cannot use index bounds, so a search reads every (not deleted) message of the
+   * caller's conversations (or of the one conversation asked for) through the {conversationId, seq} index and
+   * tests it: O(messages in those conversations) per query, each keystroke of search-as-you-type included.
+   * The sort is a top-k of offset + limit + 1 documents in memory. When that gets too slow, the indexable way
+   * is a stored array of normalised words per message (multikey index: equality for whole terms, an anchored
+   * `^prefix` regex for the last), or Atlas Search.
+   */
   async searchMessages(userId: string, q: string, opts: SearchQuery): Promise<SearchResult> {
     str(userId, 'userId');
     const terms = searchTerms(str(q, 'q'));
     const limit = Math.max(0, int(opts.limit, 'limit'));
     const offset = decodeCursor(opts.cursor);
     if (terms.length === 0 || limit === 0) return { hits: [], nextCursor: null };
-    // The caller's conversations first (by the member index), then the text search inside them.
+    // The caller's conversations first (by the member index), then the match inside them.
     const convFilter: Filter<ConversationDoc> = { members: userId };
     if (opts.conversationId !== undefined) convFilter._id = str(opts.conversationId, 'conversationId');
     const convIds = (await this.conversations.find(convFilter, { projection: { _id: 1 } }).toArray()).map((c) => c._id);
     if (convIds.length === 0) return { hits: [], nextCursor: null };
+    // Terms hold only word characters (searchTerms), escaped anyway so nothing in them can act as syntax.
+    const termPattern = (t: string, i: number) => (i === terms.length - 1 ? escapeRegex(t) : `${escapeRegex(t)}${WORD_END}`);
+    const match: Filter<MessageDoc> = {
+      conversationId: { $in: convIds },
+      deleted: { $ne: true },
+      $and: terms.map((t, i) => ({ text: { $regex: `${WORD_START}${termPattern(t, i)}`, $options: 'i' } })),
+    };
+    // Any term at a word start, counted over the whole text: the score.
+    const anyTerm = `${WORD_START}(?:${terms.map(termPattern).join('|')})`;
     const docs = await this.messages
-      .find(
-        { $text: { $search: mongoTextSearch(terms), $caseSensitive: false, $diacriticSensitive: false }, conversationId: { $in: convIds }, deleted: { $ne: true } },
-        { projection: { score: { $meta: 'textScore' } } },
-      )
-      .sort({ score: { $meta: 'textScore' }, _id: -1 })
-      .skip(offset)
-      .limit(limit + 1)
+      .aggregate<MessageDoc & { score: number }>([
+        { $match: match },
+        { $addFields: { score: { $size: { $regexFindAll: { input: '$text', regex: anyTerm, options: 'i' } } } } },
+        { $sort: { score: -1, _id: -1 } },
+        { $skip: offset },
+        { $limit: limit + 1 },
+      ])
       .toArray();
     const hits = docs.slice(0, limit).map((d) => {
-      const { score, ...doc } = d as MessageDoc & { score: number };
+      const { score, ...doc } = d;
       const message = toMessage(doc);
       return { message, ...makeSnippet(message.text, terms), score: Number(score) };
     });
