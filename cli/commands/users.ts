@@ -1,6 +1,7 @@
 /**
- * `voxa users add | list | set-role | disable | enable`: manage accounts from a terminal, straight against the
- * configured store.
+ * `voxa users add | invite | list | set-role | disable | enable`: manage accounts from a terminal, straight
+ * against the configured store. `add` and `invite` print an invite code, once: an invited email registers with
+ * it (core/auth/invites.ts).
  *
  * The store is the source of truth and every change is written with its event in the store's outbox. The event
  * is published at once when NATS (NATS_URL, else the embedded hub's port) answers within 1.5 s, the same way
@@ -9,6 +10,7 @@
  */
 import type { Command } from 'commander';
 import { changeAccount, type AccountChange } from '../../core/auth/accounts.js';
+import { DEFAULT_INVITE_DAYS, issueInvite, MAX_INVITE_DAYS } from '../../core/auth/invites.js';
 import { preRegisterUser, normalizeEmail } from '../../core/auth/service.js';
 import { loadConfig, type Config } from '../../core/config.js';
 import { RoleSchema, publicUser, type Role, type UserRecord } from '../../core/domain.js';
@@ -24,6 +26,19 @@ function parseRole(value: string): Role {
   const r = RoleSchema.safeParse(value);
   if (!r.success) throw new CliError(`--role must be one of ${RoleSchema.options.join(', ')} (got "${value}")`, EXIT.USAGE, 'VALIDATION_FAILED');
   return r.data;
+}
+
+function parseInviteDays(value: string | undefined): number {
+  if (value === undefined) return DEFAULT_INVITE_DAYS;
+  const n = /^\d+$/.test(value) ? Number(value) : NaN;
+  if (!(n >= 1 && n <= MAX_INVITE_DAYS)) throw new CliError(`--invite-days must be a whole number from 1 to ${MAX_INVITE_DAYS} (got "${value}")`, EXIT.USAGE, 'VALIDATION_FAILED');
+  return n;
+}
+
+/** The lines that hand an invite code over: it is shown this once. */
+function renderInvite(invite: { code: string; expiresAt: string }, email: string): string {
+  return `invite code: ${invite.code}  (expires ${invite.expiresAt}; shown only now)
+they register with ${email}, a password of their own and this code (POST /v1/auth/register {"invite": …})`;
 }
 
 function parseEmail(value: string): string {
@@ -85,29 +100,50 @@ export function register(program: Command): void {
 
   users
     .command('add')
-    .description('Pre-register a user with a role; they set their password by registering with this email.')
+    .description('Pre-register (invite) a user with a role. Prints an invite code, once: they register with this email and the code, and set their password.')
     .requiredOption('--email <email>', 'the email the user will register with')
     .requiredOption('--role <role>', 'admin, agent or customer')
     .option('--name <name>', 'display name (default: the part of the email before @)')
     .option('--workspace <id>', 'workspace id (default: the default workspace)')
+    .option('--invite-days <n>', `days the invite code stays valid, 1 to ${MAX_INVITE_DAYS}`, String(DEFAULT_INVITE_DAYS))
     .option('--json', 'machine-readable JSON output')
     .addHelpText('after', '\nExamples:\n  $ voxa users add --email ada@example.com --role admin --name "Ada L."\n  $ voxa users add --email bob@example.com --role agent --workspace support --json')
-    .action(async (opts: { email: string; role: string; name?: string; workspace?: string }, cmd: Command) => {
+    .action(async (opts: { email: string; role: string; name?: string; workspace?: string; inviteDays?: string }, cmd: Command) => {
       const email = parseEmail(opts.email);
       const role = parseRole(opts.role);
+      const inviteDays = parseInviteDays(opts.inviteDays);
       if (opts.name !== undefined && (opts.name.trim().length === 0 || opts.name.length > 100)) {
         throw new CliError('--name must be 1 to 100 characters', EXIT.USAGE, 'VALIDATION_FAILED');
       }
       const result = await withStore(async (store, config) => {
         const workspaceId = opts.workspace ?? config.defaultWorkspaceId;
         if (!(await store.getWorkspace(workspaceId))) throw new CliError(`no workspace "${workspaceId}"`, EXIT.NOT_FOUND, 'NOT_FOUND');
-        const { user, entries } = await preRegisterUser(store, config.natsNamespace, { email, role, name: opts.name?.trim(), workspaceId }, CLI_ACTOR);
+        const { user, entries, invite } = await preRegisterUser(store, config.natsNamespace, { email, role, name: opts.name?.trim(), workspaceId, inviteDays }, CLI_ACTOR);
         const published = await publishNow(store, config, entries);
-        return { user: listed(user), eventPublished: published };
+        return { user: listed(user), invite, eventPublished: published };
       });
       output(cmd, result, (r: typeof result) =>
-        `added ${renderUser(r.user)}\n${r.eventPublished ? 'event published' : 'event queued in the outbox (the running hub publishes it)'}`,
+        `added ${renderUser(r.user)}\n${renderInvite(r.invite, r.user.email)}\n${r.eventPublished ? 'event published' : 'event queued in the outbox (the running hub publishes it)'}`,
       );
+    });
+
+  users
+    .command('invite')
+    .description('Issue a new invite code for an invited user who has not registered yet (the old code stops working).')
+    .requiredOption('--email <email>', 'the invited user')
+    .option('--invite-days <n>', `days the invite code stays valid, 1 to ${MAX_INVITE_DAYS}`, String(DEFAULT_INVITE_DAYS))
+    .option('--json', 'machine-readable JSON output')
+    .addHelpText('after', '\nExamples:\n  $ voxa users invite --email ada@example.com\n  $ voxa users invite --email ada@example.com --invite-days 2 --json')
+    .action(async (opts: { email: string; inviteDays?: string }, cmd: Command) => {
+      const email = parseEmail(opts.email);
+      const inviteDays = parseInviteDays(opts.inviteDays);
+      const result = await withStore(async (store) => {
+        const user = await store.getUserByEmail(email);
+        if (!user) throw new CliError(`no user with email ${email}`, EXIT.NOT_FOUND, 'USER_NOT_FOUND');
+        if (user.passwordHash !== null) throw new CliError(`${email} has registered already; an invite is for an account that has not`, EXIT.USAGE, 'ALREADY_REGISTERED');
+        return { user: listed(user), invite: await issueInvite(store.docs, user.id, inviteDays) };
+      });
+      output(cmd, result, (r: typeof result) => `${renderUser(r.user)}\n${renderInvite(r.invite, r.user.email)}`);
     });
 
   users

@@ -24,6 +24,7 @@ import type { Hub } from '../hub.js';
 import { newId } from '../ids.js';
 import { OIDC_FLOW_TTL_MS, OIDC_USED_STATES_COLLECTION } from './prune.js';
 import type { AuthService, Session } from './service.js';
+import { dropInvite } from './invites.js';
 
 export const OIDC_COOKIE = 'voxa_oidc';
 /** How long a started sign-in may take before its cookie is no longer accepted. */
@@ -220,7 +221,11 @@ export class GoogleSignIn {
     let user = await this.hub.store.getUserByEmail(email);
     if (user) {
       // An invited account (no password yet) becomes usable; an existing one keeps its password.
-      if (user.passwordHash === null) user = (await this.hub.store.updateUser(user.id, { passwordHash: NO_PASSWORD }, () => [])) ?? user;
+      // Google has verified the address, which is what the invite code stands for: the code is spent too.
+      if (user.passwordHash === null) {
+        user = (await this.hub.store.updateUser(user.id, { passwordHash: NO_PASSWORD }, () => [])) ?? user;
+        await dropInvite(this.hub.store.docs, user.id);
+      }
     } else {
       const mode = await this.auth.registrationMode();
       if (mode === 'closed') throw new VoxaError('REGISTRATION_CLOSED');

@@ -8,7 +8,8 @@
  *   refused without the claim. The claim is marked `settledAt` only after that removal committed, so a
  *   claim whose removal never happened (a crash in between) is never pruned and keeps the code dead;
  * - a used Google sign-in state (`oidc_used_states`): its flow cookie expires FLOW_TTL_MS after the flow
- *   started, and the callback refuses an expired flow before it even looks for the state.
+ *   started, and the callback refuses an expired flow before it even looks for the state;
+ * - an invite code (`user_invites`): refused once past its expiresAt (core/auth/invites.ts).
  *
  * Every hub process prunes on a timer; deletes are idempotent, so several processes doing it is harmless.
  * The pruner itself is generic (rules of collection, time field and retention): the webhooks plugin runs one
@@ -16,6 +17,7 @@
  */
 import type { Logger } from 'pino';
 import type { DocumentStore } from '../store/port.js';
+import { INVITES_COLLECTION } from './invites.js';
 
 export const TOTP_STEPS_COLLECTION = 'totp_steps';
 export const RECOVERY_USED_COLLECTION = 'totp_recovery_used';
@@ -40,6 +42,8 @@ export const PRUNE_RULES: readonly PruneRule[] = [
   // A request that read the user before the code was used up could still be in flight: give it a day.
   { collection: RECOVERY_USED_COLLECTION, field: 'settledAt', retainMs: 24 * 3600_000 },
   { collection: OIDC_USED_STATES_COLLECTION, field: 'at', retainMs: OIDC_FLOW_TTL_MS + CLOCK_SKEW_MS },
+  // An expired invite code is refused on its own; its record only has to go.
+  { collection: INVITES_COLLECTION, field: 'expiresAt', retainMs: CLOCK_SKEW_MS },
 ];
 
 /** Deletes every expired record as of `now`, rule by rule in order; returns how many per collection. */

@@ -14,6 +14,7 @@ import type { Hub } from '../hub.js';
 import { newId } from '../ids.js';
 import type { OutboxEntry, RefreshTokenRecord, Store } from '../store/port.js';
 import { recordOutbox, toOutbox } from '../events/outbox-entry.js';
+import { dropInvite, inviteMatches, issueInvite } from './invites.js';
 import { dummyVerify, hashPassword, needsRehash, verifyPassword } from './passwords.js';
 import { hashRefreshToken, newRefreshToken, signAccessToken } from './tokens.js';
 import { TotpService } from './totp.js';
@@ -34,15 +35,17 @@ export function normalizeEmail(email: string): string {
 
 /**
  * Builds a pre-registered (invited) user and its user.registered outbox entry: no password until the person
- * registers with this email, which then keeps the assigned role. Used by `voxa users add`, which may run
- * without NATS: the entry sits in the outbox until the hub's sweeper publishes it. `actor` is who added them.
+ * registers with this email and the invite code returned here (core/auth/invites.ts), which then keeps the
+ * assigned role. Used by `voxa users add`, which may run without NATS: the entry sits in the outbox until the
+ * hub's sweeper publishes it. `actor` is who added them. The user is written first: a crash before the code is
+ * stored leaves an invited account with no code, which `voxa users invite` gives one.
  */
 export async function preRegisterUser(
   store: Store,
   namespace: string,
-  input: { email: string; role: Role; name?: string | undefined; workspaceId: string },
+  input: { email: string; role: Role; name?: string | undefined; workspaceId: string; inviteDays?: number | undefined },
   actor: Actor,
-): Promise<{ user: UserRecord; entries: OutboxEntry[] }> {
+): Promise<{ user: UserRecord; entries: OutboxEntry[]; invite: { code: string; expiresAt: string } }> {
   const email = normalizeEmail(input.email);
   const user: UserRecord = {
     id: newId('usr'),
@@ -58,7 +61,8 @@ export async function preRegisterUser(
     toOutbox(createEvent('user.registered', { workspaceId: u.workspaceId, userId: u.id, actor, data: { user: publicUser(u) } }), namespace),
   ]);
   const created = await store.createUser(user, events);
-  return { user: created, entries: events.entries };
+  const invite = await issueInvite(store.docs, created.id, input.inviteDays);
+  return { user: created, entries: events.entries, invite };
 }
 
 export class AuthService {
@@ -88,7 +92,7 @@ export class AuthService {
     return { user: publicUser(user), accessToken: signAccessToken(this.hub, user, record.familyId), refreshToken: token };
   }
 
-  async register(input: { email: string; password: string; name: string }, ip: string): Promise<Session> {
+  async register(input: { email: string; password: string; name: string; invite?: string | undefined }, ip: string): Promise<Session> {
     const email = normalizeEmail(input.email);
     await this.limit('register', ip, email);
     const mode = await this.registrationMode();
@@ -96,10 +100,18 @@ export class AuthService {
     const existing = await this.hub.store.getUserByEmail(email);
     if (existing && existing.passwordHash !== null) throw new VoxaError('EMAIL_TAKEN');
     if (!existing && mode === 'invite') throw new VoxaError('INVITE_REQUIRED');
+    // An invited (pre-registered) account is claimed only with its invite code, whatever the mode: the email
+    // alone would hand its role to whoever registered first.
+    if (existing && !(await inviteMatches(this.hub.store.docs, existing.id, input.invite))) {
+      throw new VoxaError('INVITE_REQUIRED', 'This email has an invitation: register with its invite code (ask whoever invited you for a new one if it expired).', { field: 'body.invite' });
+    }
     const passwordHash = await hashPassword(input.password);
 
     if (existing) {
-      // An invited (pre-registered) account: registering sets the password and keeps the assigned role.
+      // The code is single-use: of two registrations racing with it, the one that deletes it goes on. (A crash
+      // right after leaves the account invited with no code: `voxa users invite` issues a new one.)
+      if (!(await dropInvite(this.hub.store.docs, existing.id))) throw new VoxaError('CONFLICT', 'The invitation was just used; sign in instead.');
+      // Registering sets the password and keeps the assigned role.
       const events = recordOutbox((u: UserRecord) => this.userEvents(u, 'user.updated', { user: publicUser(u), changes: ['password', 'name'] }));
       const updated = await this.hub.store.updateUser(existing.id, { passwordHash, name: input.name }, events);
       if (!updated) throw new VoxaError('CONFLICT', 'The invitation changed; try again.');

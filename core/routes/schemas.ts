@@ -34,7 +34,13 @@ export const Password = z.string().min(8, 'at least 8 characters').max(256);
 export const PersonName = z.string().trim().min(1).max(100);
 
 // Auth
-export const RegisterBody = z.strictObject({ email: Email, password: Password, name: PersonName });
+export const RegisterBody = z.strictObject({
+  email: Email,
+  password: Password,
+  name: PersonName,
+  /** The code that came with an invitation (`voxa users add`): needed to register an invited email. */
+  invite: z.string().min(1).max(100).optional(),
+});
 export const LoginBody = z.strictObject({
   email: z.string().min(1).max(254),
   password: z.string().min(1).max(256),

@@ -1,6 +1,8 @@
 import test from 'ava';
 import jwt from 'jsonwebtoken';
 import { serversForFile } from '../helpers/hub.js';
+import { INVITES_COLLECTION, issueInvite } from '../../core/auth/invites.js';
+import { pruneRecords } from '../../core/auth/prune.js';
 import { preRegisterUser } from '../../core/auth/service.js';
 import { verifyAccessToken } from '../../core/auth/tokens.js';
 import { isVoxaError } from '../../core/errors.js';
@@ -188,7 +190,7 @@ test('registration modes: closed, invite (pre-registered keeps its role), open',
     t.is(denied.status, 403);
     t.is(denied.body.error.code, 'INVITE_REQUIRED');
 
-    const { user, entries } = await preRegisterUser(
+    const { user, entries, invite: code } = await preRegisterUser(
       invite.hub.store,
       invite.hub.config.natsNamespace,
       { email: 'Boss@Example.test', role: 'admin', workspaceId: invite.hub.config.defaultWorkspaceId },
@@ -196,22 +198,60 @@ test('registration modes: closed, invite (pre-registered keeps its role), open',
     );
     t.is(user.passwordHash, null);
     t.is(entries.length, 1);
+    t.regex(code.code, /^vxi_[A-Za-z0-9_-]{32}$/);
     // An invited account cannot sign in before registering.
     const early = await invite.http.post('/v1/auth/login').send({ email: 'boss@example.test', password: 'anything at all' });
     t.is(early.body.error.code, 'INVALID_CREDENTIALS');
 
-    const reg = await invite.http.post('/v1/auth/register').send({ email: 'boss@example.test', password: 'long enough pw', name: 'The Boss' });
+    // The email alone does not claim it (that handed an admin account to whoever registered first), nor a wrong code.
+    for (const extra of [{}, { invite: 'vxi_wrong' }, { invite: `${code.code}x` }]) {
+      const claim = await invite.http.post('/v1/auth/register').send({ email: 'boss@example.test', password: 'attacker pw 1', name: 'Mallory', ...extra });
+      t.is(claim.status, 403, JSON.stringify(extra));
+      t.is(claim.body.error.code, 'INVITE_REQUIRED');
+      t.is(claim.body.error.details.field, 'body.invite');
+    }
+    t.is((await invite.hub.store.getUserByEmail('boss@example.test'))?.passwordHash, null, 'still unclaimed');
+
+    const reg = await invite.http.post('/v1/auth/register').send({ email: 'boss@example.test', password: 'long enough pw', name: 'The Boss', invite: code.code });
     t.is(reg.status, 201);
     t.is(reg.body.user.id, user.id);
     t.is(reg.body.user.role, 'admin');
     t.is(reg.body.user.name, 'The Boss');
-    const again = await invite.http.post('/v1/auth/register').send({ email: 'boss@example.test', password: 'other password', name: 'Nope' });
-    t.is(again.body.error.code, 'EMAIL_TAKEN');
+    const again = await invite.http.post('/v1/auth/register').send({ email: 'boss@example.test', password: 'other password', name: 'Nope', invite: code.code });
+    t.is(again.body.error.code, 'EMAIL_TAKEN', 'the code is single-use');
     // The outbox sweeper publishes the pre-registration event that nobody dispatched.
     await eventually(async () => (await streamEvents(invite.hub)).some((e) => e.event.type === 'user.registered' && e.event.userId === user.id));
     t.pass();
   } finally {
     await invite.close();
+  }
+});
+
+test('in open mode too, an invited email is claimed only with its code; an expired code is refused; prune drops it', async (t) => {
+  const api = await openApiHub(servers);
+  try {
+    t.is(api.hub.config.registration, 'open');
+    const ws = api.hub.config.defaultWorkspaceId;
+    const cli = { type: 'system' as const, id: 'voxa-cli' };
+    const { invite } = await preRegisterUser(api.hub.store, api.hub.config.natsNamespace, { email: 'agent@example.test', role: 'agent', workspaceId: ws }, cli);
+    const claim = await api.http.post('/v1/auth/register').send({ email: 'agent@example.test', password: 'attacker pw 1', name: 'Mallory' });
+    t.is(claim.status, 403);
+    t.is(claim.body.error.code, 'INVITE_REQUIRED');
+    // Strangers still register freely, as customers.
+    t.is((await api.http.post('/v1/auth/register').send({ email: 'new@example.test', password: 'long enough pw', name: 'New' })).body.user.role, 'customer');
+    const ok = await api.http.post('/v1/auth/register').send({ email: 'agent@example.test', password: 'long enough pw', name: 'Agent', invite: invite.code });
+    t.is(ok.status, 201);
+    t.is(ok.body.user.role, 'agent');
+
+    // A code past its expiry is refused, and the pruner deletes its record.
+    const late = await preRegisterUser(api.hub.store, api.hub.config.natsNamespace, { email: 'late@example.test', role: 'agent', workspaceId: ws }, cli);
+    const expired = await issueInvite(api.hub.store.docs, late.user.id, 1, Date.now() - 2 * 24 * 3600_000);
+    const r = await api.http.post('/v1/auth/register').send({ email: 'late@example.test', password: 'long enough pw', name: 'Late', invite: expired.code });
+    t.is(r.body.error.code, 'INVITE_REQUIRED');
+    t.is((await pruneRecords(api.hub.store.docs))[INVITES_COLLECTION], 1);
+    t.is(await api.hub.store.docs.get(INVITES_COLLECTION, late.user.id), null);
+  } finally {
+    await api.close();
   }
 });
 

@@ -20,6 +20,16 @@ test('voxa users add (store only) queues the event; the hub publishes it; regist
   const out = JSON.parse(added.stdout);
   t.like(out.user, { email: 'admin@example.test', role: 'admin', name: 'Root', invited: true });
   t.false(out.eventPublished);
+  t.regex(out.invite.code, /^vxi_/);
+  t.true(Date.parse(out.invite.expiresAt) > Date.now() + 6.9 * 24 * 3600_000, 'seven days by default');
+
+  // A new code replaces the old one; a bad --invite-days is a usage error.
+  const reissued = await voxa(env, 'users', 'invite', '--email', 'admin@example.test', '--invite-days', '2', '--json');
+  t.is(reissued.code, 0, reissued.stderr);
+  const code = JSON.parse(reissued.stdout).invite.code as string;
+  t.not(code, out.invite.code);
+  for (const days of ['0', '91', '1.5', 'x']) t.is((await voxa(env, 'users', 'invite', '--email', 'admin@example.test', '--invite-days', days)).code, 2, days);
+  t.is((await voxa(env, 'users', 'invite', '--email', 'nobody@example.test')).code, 3);
 
   const dup = await voxa(env, 'users', 'add', '--email', 'admin@example.test', '--role', 'agent', '--json');
   t.is(dup.code, 2, 'a taken email is bad input, not a failure');
@@ -36,10 +46,15 @@ test('voxa users add (store only) queues the event; the hub publishes it; regist
   try {
     const ev = await eventually(async () => (await streamEvents(api.hub)).find((e) => e.event.type === 'user.registered'));
     t.is(ev.event.userId, out.user.id);
-    const reg = await api.http.post('/v1/auth/register').send({ email: 'admin@example.test', password: 'long enough pw', name: 'Root Admin' });
+    const stale = await api.http.post('/v1/auth/register').send({ email: 'admin@example.test', password: 'long enough pw', name: 'Root Admin', invite: out.invite.code });
+    t.is(stale.body.error.code, 'INVITE_REQUIRED', 'the replaced code no longer works');
+    const reg = await api.http.post('/v1/auth/register').send({ email: 'admin@example.test', password: 'long enough pw', name: 'Root Admin', invite: code });
     t.is(reg.status, 201);
     t.is(reg.body.user.role, 'admin');
     t.is(reg.body.user.id, out.user.id);
+    const done = await voxa(env, 'users', 'invite', '--email', 'admin@example.test', '--json');
+    t.is(done.code, 2, 'a registered account gets no invite');
+    t.is(JSON.parse(done.stderr).error.code, 'ALREADY_REGISTERED');
   } finally {
     await api.close();
   }
