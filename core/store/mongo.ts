@@ -226,6 +226,8 @@ export class MongoStore implements Store {
   private readonly db: Db;
   private transactions = false;
   private connected: Promise<MongoClient> | null = null;
+  /** The last queued send per conversation (see appendMessage); an entry lives only while sends are queued. */
+  private readonly sendQueues = new Map<string, Promise<void>>();
 
   readonly workspaces: Collection<WorkspaceDoc>;
   readonly users: Collection<UserDoc>;
@@ -642,8 +644,33 @@ export class MongoStore implements Store {
 
   // Messages
 
+  /**
+   * Sends to one conversation from this process run one after another, in call order, so their seqs follow
+   * the order they arrived in, as in the SQLite adapter. Run concurrently, each would be its own transaction
+   * racing for the conversation's `$inc`, and the losers retry after a random backoff, so seq order would be
+   * random. Across processes the `$inc` on the conversation document (in the send's transaction) still gives
+   * every send a distinct seq; only the order between processes is whoever commits first. Sends to the same
+   * conversation would conflict anyway, so queueing them costs little throughput; other conversations are not
+   * held up.
+   */
   async appendMessage(msg: NewMessage, outbox: OutboxFor<Message>): Promise<{ message: Message; created: boolean }> {
     const conversationId = str(msg.conversationId, 'conversationId');
+    const prev = this.sendQueues.get(conversationId);
+    const run = () => this.appendNow(conversationId, msg, outbox);
+    // A failed send does not stop the ones queued after it.
+    const result = prev ? prev.then(run) : run();
+    const tail = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.sendQueues.set(conversationId, tail);
+    void tail.then(() => {
+      if (this.sendQueues.get(conversationId) === tail) this.sendQueues.delete(conversationId);
+    });
+    return result;
+  }
+
+  private async appendNow(conversationId: string, msg: NewMessage, outbox: OutboxFor<Message>): Promise<{ message: Message; created: boolean }> {
     const senderId = str(msg.senderId, 'senderId');
     const id = str(msg.id, 'id');
     const createdAt = str(msg.createdAt, 'createdAt');
