@@ -296,7 +296,11 @@ export class MongoStore implements Store {
       ]),
       this.markers.createIndexes([{ key: { conversationId: 1 }, name: 'conversation' }]),
       this.outbox.createIndexes([
-        { key: { createdAt: 1 }, name: 'created' },
+        // Serves outboxPending's sort {createdAt, _id} as well as its range, so a drain batch reads about `limit`
+        // entries, not every entry older than the cutoff. A new name: createIndexes refuses an existing name with
+        // other keys. Deployments made by an earlier version also have `created` on {createdAt: 1}, now unused;
+        // it can be dropped.
+        { key: { createdAt: 1, _id: 1 }, name: 'created_id' },
         { key: { insertedAt: 1 }, name: 'pending_inserted', partialFilterExpression: { pending: true } },
       ]),
       this.docsColl.createIndexes([{ key: { collection: 1, id: 1 }, name: 'collection_id_unique', unique: true }]),
