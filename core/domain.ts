@@ -85,6 +85,27 @@ export const ConversationSummarySchema = ConversationSchema.extend({
 });
 export type ConversationSummary = z.infer<typeof ConversationSummarySchema>;
 
+/**
+ * Whether `text` has more than `max` characters, counted as Unicode code points (what JSON Schema's maxLength
+ * and the docs mean by characters), not UTF-16 units: an emoji is one character, not two. Counts only when
+ * the UTF-16 length leaves it open.
+ */
+export function longerThan(text: string, max: number): boolean {
+  if (text.length <= max) return false;
+  if (text.length > 2 * max) return true;
+  let n = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    // A high surrogate followed by a low one is one character.
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) {
+      const d = text.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) i++;
+    }
+    if (++n > max) return true;
+  }
+  return false;
+}
+
 export function publicUser(u: UserRecord | User): User {
   return { id: u.id, workspaceId: u.workspaceId, email: u.email, name: u.name, role: u.role, createdAt: u.createdAt };
 }

@@ -3,7 +3,7 @@
  * edits) shared by the REST API and the WebSocket edge, so a send over a socket means exactly what
  * `POST /v1/conversations/:id/messages` means.
  */
-import type { Conversation, ConversationSummary, Message, UserRecord } from '../domain.js';
+import { longerThan, type Conversation, type ConversationSummary, type Message, type UserRecord } from '../domain.js';
 import { VoxaError } from '../errors.js';
 import { createEvent, type EventEnvelope } from '../events/catalog.js';
 import { newId } from '../ids.js';
@@ -194,7 +194,7 @@ export class ChatService {
   private checkText(text: string, where: InputRoot, hasAttachments = false): void {
     if (text.trim().length === 0 && !hasAttachments) throw fieldError(`${where}.text`, 'A message needs text.');
     const max = this.hub.config.maxMessageLength;
-    if (text.length > max) throw fieldError(`${where}.text`, `Text is longer than ${max} characters.`, { maxLength: max });
+    if (longerThan(text, max)) throw fieldError(`${where}.text`, `Text is longer than ${max} characters.`, { maxLength: max });
   }
 
   private async ownMessage(actor: UserRecord, conversationId: string, messageId: string, allowAdmin: boolean): Promise<Message> {

@@ -4,7 +4,7 @@
  * ` 5` or a repeated parameter are rejected instead of silently reinterpreted.
  */
 import { z } from 'zod';
-import { ConversationSchema, ConversationSummarySchema, MessageSchema, RoleSchema, UserSchema, type Conversation, type Message } from '../domain.js';
+import { ConversationSchema, ConversationSummarySchema, longerThan, MessageSchema, RoleSchema, UserSchema, type Conversation, type Message } from '../domain.js';
 import { ID_PATTERN } from '../ids.js';
 
 export const Id = z.string().regex(ID_PATTERN, 'must be an id ([A-Za-z0-9_-], 1-64 chars)');
@@ -102,7 +102,12 @@ export const MessageParams = z.strictObject({ id: Id, messageId: Id });
  * hub from its config, so the limit in /v1/openapi.json is the one this server enforces. ChatService checks
  * the same limit with the same words for the WebSocket edge.
  */
-const MessageText = (maxLength: number) => z.string().max(maxLength, `Text is longer than ${maxLength} characters.`);
+const MessageText = (maxLength: number) =>
+  z
+    .string()
+    .refine((s) => !longerThan(s, maxLength), `Text is longer than ${maxLength} characters.`)
+    // Characters are code points, as JSON Schema counts them (the refinement has no JSON Schema form).
+    .meta({ maxLength });
 export const sendMessageBody = (maxLength: number) =>
   z.strictObject({
     text: MessageText(maxLength),

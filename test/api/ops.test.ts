@@ -87,6 +87,11 @@ test.serial('openapi.json says what the server enforces: optional bodies, the co
     const msgs = `/v1/conversations/${conv.body.conversation.id as string}/messages`;
     t.is((await api.http.post(msgs).set(...bearer(b)).send({ text: 'x'.repeat(500) })).status, 201);
     t.is((await api.http.post(msgs).set(...bearer(b)).send({ text: 'x'.repeat(501) })).status, 400);
+    // Characters are code points, as maxLength counts them: 500 emoji (1000 UTF-16 units) fit, 501 do not.
+    t.is((await api.http.post(msgs).set(...bearer(b)).send({ text: '😀'.repeat(500) })).status, 201);
+    const over = await api.http.post(msgs).set(...bearer(b)).send({ text: `${'😀'.repeat(500)}x` });
+    t.is(over.status, 400);
+    t.is(over.body.error.message, 'body.text: Text is longer than 500 characters.');
 
     // Bodies of optional fields that need at least one say so (minProperties); the server refuses {}.
     const bodyOf = (path: string, method: string) => doc.paths[path][method].requestBody.content['application/json'].schema;
