@@ -463,16 +463,25 @@ export class MongoStore implements Store {
     const pattern = escapeRegex(str(q, 'q'));
     const n = Math.max(0, int(limit, 'limit'));
     if (n === 0) return []; // limit(0) would mean "no limit" to MongoDB
+    // No collation: workspaceId matches exactly, and the `workspace_name` index (simple collation) can serve it;
+    // a query collation would make it case-insensitive and unable to use that index. The regex finds every match
+    // in the workspace anyway, so the order is a top-k sort in memory: lower-cased name, name, id, like SQLite's
+    // ORDER BY voxa_lower(name), name, id (MongoDB's $toLower folds ASCII only, so non-ASCII capitals can
+    // sort differently).
     const docs = await this.users
-      .find({
-        workspaceId: str(workspaceId, 'workspaceId'),
-        // $ne: null also leaves out documents without the field; $ne: true those without `disabled`.
-        ...(opts.activeOnly === true ? { passwordHash: { $ne: null }, disabled: { $ne: true } } : {}),
-        $or: [{ name: { $regex: pattern, $options: 'i' } }, { email: { $regex: pattern, $options: 'i' } }],
-      })
-      .collation({ locale: 'en', strength: 2 })
-      .sort({ name: 1, _id: 1 })
-      .limit(n)
+      .aggregate<UserDoc>([
+        {
+          $match: {
+            workspaceId: str(workspaceId, 'workspaceId'),
+            // $ne: null also leaves out documents without the field; $ne: true those without `disabled`.
+            ...(opts.activeOnly === true ? { passwordHash: { $ne: null }, disabled: { $ne: true } } : {}),
+            $or: [{ name: { $regex: pattern, $options: 'i' } }, { email: { $regex: pattern, $options: 'i' } }],
+          },
+        },
+        { $addFields: { _nameKey: { $toLower: '$name' } } },
+        { $sort: { _nameKey: 1, name: 1, _id: 1 } },
+        { $limit: n },
+      ])
       .toArray();
     return docs.map(toUser);
   }
