@@ -927,9 +927,10 @@ export class MongoStore implements Store {
       if (next === null) return null;
       await this.putOutbox(ctx, outbox(next), 'docs', key);
       // Matching the document as read makes this a compare-and-set without transactions too: a concurrent
-      // change makes it miss, and the next round calls `change` on what that one wrote.
+      // change makes it miss, and the next round calls `change` on what that one wrote. $eq, so a stored
+      // document whose first key starts with `$` is compared literally, not read as an operator.
       const res = await this.docsColl.updateOne(
-        { collection, id, doc: cur.doc },
+        { collection, id, doc: { $eq: cur.doc } },
         { $set: { doc: next as Record<string, unknown> }, $push: pushOp(ctx.op) } as unknown as UpdateFilter<DocDoc>,
         { session: ctx.session },
       );
@@ -969,7 +970,8 @@ export class MongoStore implements Store {
                 if (isDuplicate(err)) throw new WriteConflict(collection, id);
                 throw err;
               }
-              if (!ctx.session) undo.push(() => this.docsColl.deleteOne({ collection, id }));
+              // Each undo only takes back this batch's own write: a concurrent writer's later change stays.
+              if (!ctx.session) undo.push(() => this.docsColl.deleteOne({ collection, id, doc: { $eq: doc } }));
             } else {
               const before = ctx.session ? null : await this.docsColl.findOne({ collection, id });
               try {
@@ -980,7 +982,8 @@ export class MongoStore implements Store {
                 throw err;
               }
               if (!ctx.session) {
-                undo.push(() => (before ? this.docsColl.replaceOne({ collection, id }, { collection, id, doc: before.doc }) : this.docsColl.deleteOne({ collection, id })));
+                const mine = { collection, id, doc: { $eq: doc } };
+                undo.push(() => (before ? this.docsColl.replaceOne(mine, { collection, id, doc: before.doc }) : this.docsColl.deleteOne(mine)));
               }
             }
           }
