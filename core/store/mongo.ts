@@ -607,23 +607,58 @@ export class MongoStore implements Store {
     return d ? toConversation(d) : null;
   }
 
+  /**
+   * Four queries whatever the number of conversations: the conversations, then the caller's read markers (by
+   * _id), then the last messages and the unread counts together (each an $or of per-conversation branches,
+   * served by the {conversationId, seq} index). Not one snapshot, as it is not on SQLite's single statement
+   * either side of a concurrent send; the counts are bounded by the conversations' lastSeq as read.
+   */
   async listConversations(userId: string, opts: { limit?: number } = {}): Promise<ConversationSummary[]> {
     str(userId, 'userId');
     const limit = Math.max(0, int(opts.limit ?? 200, 'limit'));
     if (limit === 0) return [];
     const convs = await this.conversations.find({ members: userId }).sort({ updatedAt: -1, _id: -1 }).limit(limit).toArray();
-    return Promise.all(
-      convs.map(async (d) => {
-        const conv = toConversation(d);
-        const marker = await this.markers.findOne({ _id: markerId(conv.id, userId) });
-        const readSeq = marker?.seq ?? 0;
-        const [last, unread] = await Promise.all([
-          conv.lastSeq > 0 ? this.messages.findOne({ conversationId: conv.id, seq: conv.lastSeq }) : null,
-          this.messages.countDocuments({ conversationId: conv.id, seq: { $gt: readSeq }, senderId: { $ne: userId }, deleted: { $ne: true } }),
-        ]);
-        return { ...conv, lastMessage: last ? toMessage(last) : null, unreadCount: unread, readSeq };
+    if (convs.length === 0) return [];
+    const markers = await this.markers.find({ _id: { $in: convs.map((c) => markerId(c._id, userId)) } }, { projection: { conversationId: 1, seq: 1 } }).toArray();
+    const readSeqOf = new Map(markers.map((m) => [m.conversationId, m.seq]));
+    const readSeq = (c: ConversationDoc) => readSeqOf.get(c._id) ?? 0;
+    const withMessages = convs.filter((c) => c.lastSeq > 0);
+    const withUnread = withMessages.filter((c) => c.lastSeq > readSeq(c));
+    const [lastDocs, counts] = await Promise.all([
+      withMessages.length ? this.messages.find({ $or: withMessages.map((c) => ({ conversationId: c._id, seq: c.lastSeq })) }).toArray() : [],
+      withUnread.length
+        ? this.messages
+            .aggregate<{ _id: string; n: number }>([
+              {
+                $match: {
+                  $or: withUnread.map((c) => ({
+                    conversationId: c._id,
+                    seq: { $gt: readSeq(c), $lte: c.lastSeq },
+                    senderId: { $ne: userId },
+                    deleted: { $ne: true },
+                  })),
+                },
+              },
+              { $group: { _id: '$conversationId', n: { $sum: 1 } } },
+            ])
+            .toArray()
+        : [],
+    ]);
+    const lastOf = new Map(lastDocs.map((m) => [m.conversationId, m]));
+    const unreadOf = new Map(counts.map((r) => [r._id, r.n]));
+    // Standalone mode only: a send that failed after its seq increment leaves lastSeq naming no message; the
+    // newest message that exists is the last one then (one more query per such conversation, rare).
+    const missing = withMessages.filter((c) => !lastOf.has(c._id));
+    await Promise.all(
+      missing.map(async (c) => {
+        const [d] = await this.messages.find({ conversationId: c._id }).sort({ seq: -1 }).limit(1).toArray();
+        if (d) lastOf.set(c._id, d);
       }),
     );
+    return convs.map((d) => {
+      const last = lastOf.get(d._id);
+      return { ...toConversation(d), lastMessage: last ? toMessage(last) : null, unreadCount: unreadOf.get(d._id) ?? 0, readSeq: readSeq(d) };
+    });
   }
 
   async updateMembers(
