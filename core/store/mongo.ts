@@ -538,10 +538,23 @@ export class MongoStore implements Store {
   async rotateRefreshToken(oldId: string, usedAt: string, next: RefreshTokenRecord): Promise<boolean> {
     str(oldId, 'oldId');
     const nextDoc = this.tokenDoc(next);
-    // Without transactions a crash between the two writes leaves the old token used and no successor:
-    // the user signs in again. That fails closed, which is the right side for a credential.
+    const used = str(usedAt, 'usedAt');
+    if (!this.transactions) {
+      // Standalone: the successor goes in first, then the old token is marked used only if it is still live.
+      // A revokeTokenFamily running at any point in between either revokes the successor too or makes the
+      // compare-and-set fail (and the successor is removed), so a revoked family never keeps a live token; in
+      // the other order it could revoke the family just before the successor was inserted. A crash part-way
+      // leaves at most an unused successor whose secret nobody was given, or the old token used and the
+      // successor never handed out: the user signs in again, which fails closed.
+      await this.tokens.insertOne(nextDoc);
+      const res = await this.tokens.updateOne({ _id: oldId, usedAt: null, revokedAt: null }, { $set: { usedAt: used } });
+      if (res.modifiedCount === 1) return true;
+      await this.tokens.deleteOne({ _id: nextDoc._id });
+      return false;
+    }
+    // In a transaction the two writes are atomic.
     return this.unit(async (ctx) => {
-      const res = await this.tokens.updateOne({ _id: oldId, usedAt: null, revokedAt: null }, { $set: { usedAt: str(usedAt, 'usedAt') } }, { session: ctx.session });
+      const res = await this.tokens.updateOne({ _id: oldId, usedAt: null, revokedAt: null }, { $set: { usedAt: used } }, { session: ctx.session });
       if (res.modifiedCount !== 1) return false;
       await this.tokens.insertOne(nextDoc, { session: ctx.session });
       return true;
