@@ -17,8 +17,11 @@
  *   entry, never a change without its event: the sweeper (outboxPending) checks, once the entry is older
  *   than PENDING_VERIFY_MS, whether the document carries the operation id; if so the change happened and the
  *   event is released, if not the event is dropped. So an orphan event is either made true or never
- *   published. The price in this mode: a crash or a lost race between the seq increment and the message
- *   insert can leave a gap in seq numbers (never a duplicate).
+ *   published. The price in this mode: a crash or a failed send (a lost clientId race, an outbox builder
+ *   that throws, a network error) between the seq increment and the message insert can leave a gap in seq
+ *   numbers (never a duplicate), and the conversation's updatedAt raised, so it moves up the list with
+ *   nothing new in it (listConversations then shows the newest message that exists). Batches of documents
+ *   (writeAll) are undone on error but not across a crash. Use a replica set for anything but development.
  */
 import { createHash } from 'node:crypto';
 import { MongoClient, MongoServerError, type ClientSession, type Collection, type Db, type Filter, type TransactionOptions, type UpdateFilter } from 'mongodb';
