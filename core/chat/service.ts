@@ -7,7 +7,7 @@ import { longerThan, type Conversation, type ConversationSummary, type Message, 
 import { VoxaError } from '../errors.js';
 import { createEvent, type EventEnvelope } from '../events/catalog.js';
 import { newId } from '../ids.js';
-import type { OutboxEntry } from '../store/port.js';
+import type { ConversationPosition, OutboxEntry } from '../store/port.js';
 import type { HubCore } from '../hub.js';
 import { recordOutbox, toOutbox, type RecordedOutbox } from '../events/outbox-entry.js';
 import { checkAttachments } from '../files/attachments.js';
@@ -149,7 +149,7 @@ export class ChatService {
     return updated;
   }
 
-  listConversations(actor: UserRecord, opts: { limit?: number } = {}): Promise<ConversationSummary[]> {
+  listConversations(actor: UserRecord, opts: { limit?: number; after?: ConversationPosition } = {}): Promise<ConversationSummary[]> {
     return this.hub.store.listConversations(actor.id, opts);
   }
 

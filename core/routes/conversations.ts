@@ -18,6 +18,7 @@ import {
   ReadBody,
   ReadResponse,
   UpdateConversationBody,
+  conversationCursor,
   conversationOut,
   editMessageBody,
   messageOut,
@@ -57,14 +58,19 @@ export function conversationRoutes(api: ApiRouter, hub: Hub): void {
     query: ConversationsQuery,
     responses: { 200: { description: 'Conversation summaries.', schema: ConversationsResponse } },
     async handler(ctx, { query }) {
-      const list = await chat.listConversations(ctx.state.user!, { limit: query.limit });
+      // One more than asked says whether another page follows.
+      const list = await chat.listConversations(ctx.state.user!, { limit: query.limit + 1, ...(query.cursor ? { after: query.cursor } : {}) });
+      const page = list.slice(0, query.limit);
+      const hasMore = list.length > query.limit;
       ctx.body = {
-        conversations: list.map((c) => ({
+        conversations: page.map((c) => ({
           ...conversationOut(c),
           lastMessage: c.lastMessage ? messageOut(c.lastMessage) : null,
           unreadCount: c.unreadCount,
           readSeq: c.readSeq,
         })),
+        hasMore,
+        nextCursor: hasMore ? conversationCursor(page.at(-1)!) : null,
       };
     },
   });

@@ -91,9 +91,40 @@ export const UpdateConversationBody = z
     message: 'Give a title, addMembers or removeMembers.',
   })
   .meta({ minProperties: 1 });
-export const ConversationsQuery = z.strictObject({ limit: Limit });
+/**
+ * Where the next page of the conversation list starts: the last conversation of the page before, as an opaque
+ * text (base64url of its updatedAt and id). Parsed into a store position; anything else is a 400 naming it.
+ */
+export const ConversationCursor = z
+  .string()
+  .max(200)
+  .regex(/^[A-Za-z0-9_-]+$/, 'must be a nextCursor from an earlier answer')
+  .transform((text, ctx) => {
+    let pair: unknown;
+    try {
+      pair = JSON.parse(Buffer.from(text, 'base64url').toString('utf8'));
+    } catch {
+      pair = null;
+    }
+    const [updatedAt, id] = Array.isArray(pair) && pair.length === 2 ? (pair as unknown[]) : [];
+    if (typeof updatedAt !== 'string' || Number.isNaN(Date.parse(updatedAt)) || !Id.safeParse(id).success) {
+      ctx.addIssue({ code: 'custom', message: 'must be a nextCursor from an earlier answer' });
+      return z.NEVER;
+    }
+    return { updatedAt, id: id as string };
+  })
+  .describe('The nextCursor of the previous page.');
+export function conversationCursor(c: { updatedAt: string; id: string }): string {
+  return Buffer.from(JSON.stringify([c.updatedAt, c.id]), 'utf8').toString('base64url');
+}
+export const ConversationsQuery = z.strictObject({ limit: Limit, cursor: ConversationCursor.optional() });
 export const ConversationResponse = z.object({ conversation: ConversationSchema });
-export const ConversationsResponse = z.object({ conversations: z.array(ConversationSummarySchema) });
+export const ConversationsResponse = z.object({
+  conversations: z.array(ConversationSummarySchema),
+  /** More conversations follow: ask again with cursor = nextCursor. */
+  hasMore: z.boolean(),
+  nextCursor: z.string().nullable(),
+});
 
 // Messages
 export const MessageParams = z.strictObject({ id: Id, messageId: Id });

@@ -104,6 +104,12 @@ export const MAX_WRITE_BATCH = 1000;
  * A small document store for plugins and connectors (webhooks, connections, devices, audit entries…), so a
  * feature does not need its own adapter pair. Filters are equality on top-level fields.
  */
+/** A place in the conversation list's order: a conversation's updatedAt and id. */
+export interface ConversationPosition {
+  updatedAt: string;
+  id: string;
+}
+
 export interface DocumentStore {
   get<T extends object>(collection: string, id: string): Promise<T | null>;
   /** Insert or replace. */
@@ -196,8 +202,12 @@ export interface Store {
     outbox: OutboxFor<Conversation>,
   ): Promise<{ conversation: Conversation; created: boolean }>;
   getConversation(id: string): Promise<Conversation | null>;
-  /** The user's conversations, most recently active first, with last message, unread count and read marker. */
-  listConversations(userId: string, opts?: { limit?: number }): Promise<ConversationSummary[]>;
+  /**
+   * The user's conversations, most recently active first (updatedAt, then id, both descending), with last
+   * message, unread count and read marker. `after`: only those that come after this position in that order
+   * (the last one of the previous page), so a caller reads the whole list a page at a time.
+   */
+  listConversations(userId: string, opts?: { limit?: number; after?: ConversationPosition }): Promise<ConversationSummary[]>;
   /** Adds and removes members of a group; returns the updated conversation. */
   updateMembers(
     conversationId: string,

@@ -18,6 +18,7 @@ import { VoxaError } from '../errors.js';
 import { assertCollection, assertFieldName, assertId, assertIndex, checkedFilter, checkedWrites, escapeLike, firstTakenInsert, requireInt as int, requireIsoTime, requireString as str } from './guards.js';
 import type {
   ChangedQuery,
+  ConversationPosition,
   DocValue,
   DocumentStore,
   DocWrite,
@@ -794,9 +795,10 @@ export class SqliteStore implements Store {
     return this.readConversation(str(id, 'id'));
   }
 
-  async listConversations(userId: string, opts: { limit?: number } = {}): Promise<ConversationSummary[]> {
+  async listConversations(userId: string, opts: { limit?: number; after?: ConversationPosition } = {}): Promise<ConversationSummary[]> {
     str(userId, 'userId');
     const limit = Math.max(0, int(opts.limit ?? 200, 'limit'));
+    const after = opts.after ? { updatedAt: str(opts.after.updatedAt, 'after.updatedAt'), id: str(opts.after.id, 'after.id') } : null;
     const rows = this.q(
       `SELECT c.*,
          (SELECT json_group_array(user_id) FROM
@@ -808,9 +810,10 @@ export class SqliteStore implements Store {
        JOIN conversations c ON c.id = cm.conversation_id
        LEFT JOIN read_markers r ON r.conversation_id = c.id AND r.user_id = cm.user_id
        WHERE cm.user_id = ?
+         AND (? IS NULL OR c.updated_at < ? OR (c.updated_at = ? AND c.id < ?))
        ORDER BY c.updated_at DESC, c.id DESC
        LIMIT ?`,
-    ).all(userId, userId, limit) as Row[];
+    ).all(userId, userId, after?.updatedAt ?? null, after?.updatedAt ?? null, after?.updatedAt ?? null, after?.id ?? null, limit) as Row[];
     const last = this.q('SELECT * FROM messages WHERE conversation_id = ? AND seq = ?');
     return rows.map((r) => {
       const conv = toConversation(r);

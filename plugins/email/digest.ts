@@ -3,8 +3,8 @@
  * came from users (names, titles, message text) is HTML-escaped in the HTML part; the text part is plain.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import type { Message, UserRecord } from '../../core/domain.js';
-import type { Store } from '../../core/store/port.js';
+import type { ConversationSummary, Message, UserRecord } from '../../core/domain.js';
+import type { ConversationPosition, Store } from '../../core/store/port.js';
 import { mutedConversations } from '../push/mutes.js';
 
 /** Conversations shown in one digest; the rest are summed up in one line. */
@@ -55,13 +55,26 @@ export function unsubscribeUrl(baseUrl: string, secret: string, userId: string):
   return `${baseUrl}/v1/notifications/unsubscribe?u=${encodeURIComponent(userId)}&t=${unsubscribeToken(secret, userId)}`;
 }
 
+/** Every conversation of the user with something unread, most recently active first, read a page at a time. */
+export async function unreadConversations(store: Store, userId: string): Promise<ConversationSummary[]> {
+  const unread: ConversationSummary[] = [];
+  const page = 200;
+  for (let after: ConversationPosition | undefined; ; ) {
+    const list = await store.listConversations(userId, { limit: page, ...(after ? { after } : {}) });
+    unread.push(...list.filter((c) => c.unreadCount > 0));
+    if (list.length < page) return unread;
+    const last = list.at(-1)!;
+    after = { updatedAt: last.updatedAt, id: last.id };
+  }
+}
+
 /**
  * The digest for `user`, or null when they have nothing unread (outside muted conversations): then the
  * digest is dropped. Messages by the user themselves never count as unread.
  */
 export async function buildDigest(store: Store, user: UserRecord, baseUrl: string, unsubscribeLink: string): Promise<Digest | null> {
   const muted = await mutedConversations(store.docs, user.id);
-  const unread = (await store.listConversations(user.id, { limit: 200 })).filter((c) => c.unreadCount > 0 && !muted.has(c.id));
+  const unread = (await unreadConversations(store, user.id)).filter((c) => !muted.has(c.id));
   if (unread.length === 0) return null;
 
   const names = new Map<string, string>();

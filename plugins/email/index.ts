@@ -22,7 +22,7 @@ import type { Hub } from '../../core/hub.js';
 import { initNotificationSeries, metrics } from '../../core/telemetry/metrics.js';
 import { recordSent } from '../analytics/facts.js';
 import { definePlugin, type Plugin } from '../runtime/types.js';
-import { buildDigest, escapeHtml, unsubscribeUrl, verifyUnsubscribeToken } from './digest.js';
+import { buildDigest, escapeHtml, unreadConversations, unsubscribeUrl, verifyUnsubscribeToken } from './digest.js';
 import { getEmailPrefs, updateEmailPrefs } from './prefs.js';
 
 export interface EmailPluginOptions {
@@ -97,8 +97,7 @@ export function createEmailPlugin(opts: EmailPluginOptions = {}): Plugin {
 
   /** True when the user has nothing unread left anywhere. */
   async function caughtUp(userId: string): Promise<boolean> {
-    const convs = await hub!.store.listConversations(userId, { limit: 200 });
-    return convs.every((c) => c.unreadCount === 0);
+    return (await unreadConversations(hub!.store, userId)).length === 0;
   }
 
   const plugin = definePlugin({

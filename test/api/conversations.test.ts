@@ -263,3 +263,47 @@ test('sends are rate-limited per user: over the limit is 429 with Retry-After an
     await api.close();
   }
 });
+
+test('the conversation list pages with hasMore and nextCursor until every conversation was seen once, unread counts included', async (t) => {
+  const api = await openApiHub(servers);
+  try {
+    const [a, b] = [await api.register('A'), await api.register('B')];
+    // Created back to back, several share an updatedAt: the id breaks ties, so paging neither skips nor repeats.
+    const ids: string[] = [];
+    for (let i = 0; i < 13; i++) {
+      const g = await api.http.post('/v1/conversations').set(...bearer(a)).send({ type: 'group', title: `g${i}`, members: [b.id] });
+      ids.push(g.body.conversation.id as string);
+    }
+    // The oldest one gets a message from A: B has one unread there, and it moves to the top.
+    await api.http.post(`/v1/conversations/${ids[0]!}/messages`).set(...bearer(a)).send({ text: 'hi' });
+
+    const seen: Array<{ id: string; unreadCount: number }> = [];
+    const pages: number[] = [];
+    let cursor: string | null = null;
+    do {
+      const r = await api.http.get(`/v1/conversations?limit=5${cursor ? `&cursor=${cursor}` : ''}`).set(...bearer(b));
+      t.is(r.status, 200, JSON.stringify(r.body));
+      t.deepEqual(Object.keys(r.body).sort(), ['conversations', 'hasMore', 'nextCursor']);
+      seen.push(...r.body.conversations);
+      pages.push(r.body.conversations.length);
+      t.is(r.body.hasMore, r.body.nextCursor !== null);
+      cursor = r.body.nextCursor as string | null;
+    } while (cursor);
+    t.deepEqual(pages, [5, 5, 3]);
+    t.deepEqual(seen.map((c) => c.id), [ids[0], ...ids.slice(1).reverse()], 'most recently active first, each once');
+    t.is(seen[0]!.unreadCount, 1);
+
+    const all = await api.http.get('/v1/conversations?limit=13').set(...bearer(b));
+    t.is(all.body.conversations.length, 13);
+    t.false(all.body.hasMore, 'a page that holds the rest says so');
+    t.is(all.body.nextCursor, null);
+
+    for (const bad of ['x', '!!', Buffer.from('[1,2]').toString('base64url'), Buffer.from('["not a time","c_1"]').toString('base64url'), 'a'.repeat(201)]) {
+      const r = await api.http.get(`/v1/conversations?cursor=${bad}`).set(...bearer(b));
+      t.is(r.status, 400, bad);
+      t.deepEqual(r.body.error.details.fields, ['query.cursor'], bad);
+    }
+  } finally {
+    await api.close();
+  }
+});

@@ -623,6 +623,27 @@ for (const backend of backends) {
     t.deepEqual(await s.listConversations('nobody'), []);
   });
 
+  it('listConversations pages from a position: after the last one seen, ties on updatedAt broken by id', async (t, s) => {
+    // Four conversations active at the same instant and one older: the same order a page at a time as whole.
+    const same = await Promise.all([0, 1, 2, 3].map((i) => group(s, ['u1', 'u2'], { createdAt: at(5), updatedAt: at(5), title: `same ${i}` })));
+    await group(s, ['u1', 'u2'], { createdAt: at(1), updatedAt: at(1), title: 'older' });
+    const whole = (await s.listConversations('u1')).map((c) => c.title);
+    t.is(whole.length, 5);
+    t.is(whole[4], 'older');
+    t.deepEqual(whole.slice(0, 4), [...same].sort((x, y) => (x.id < y.id ? 1 : -1)).map((c) => c.title), 'ties: by id, descending');
+    const paged: string[] = [];
+    let after: { updatedAt: string; id: string } | undefined;
+    for (;;) {
+      const page = await s.listConversations('u1', { limit: 2, ...(after ? { after } : {}) });
+      paged.push(...page.map((c) => c.title!));
+      if (page.length < 2) break;
+      after = { updatedAt: page[1]!.updatedAt, id: page[1]!.id };
+    }
+    t.deepEqual(paged, whole);
+    t.deepEqual(await s.listConversations('u1', { after: { updatedAt: at(1), id: 'zzz' } }).then((l) => l.map((c) => c.title)), ['older'], 'same time, smaller id');
+    t.deepEqual(await s.listConversations('u1', { after: { updatedAt: at(0), id: 'a' } }), []);
+  });
+
   // Outbox
 
   it('outbox: pending oldest first before a cutoff, delete and count', async (t, s) => {
