@@ -629,11 +629,15 @@ export class MongoStore implements Store {
    * served by the {conversationId, seq} index). Not one snapshot, as it is not on SQLite's single statement
    * either side of a concurrent send; the counts are bounded by the conversations' lastSeq as read.
    */
-  async listConversations(userId: string, opts: { limit?: number } = {}): Promise<ConversationSummary[]> {
+  async listConversations(userId: string, opts: { limit?: number; after?: { updatedAt: string; id: string } } = {}): Promise<ConversationSummary[]> {
     str(userId, 'userId');
     const limit = Math.max(0, int(opts.limit ?? 200, 'limit'));
     if (limit === 0) return [];
-    const convs = await this.conversations.find({ members: userId }).sort({ updatedAt: -1, _id: -1 }).limit(limit).toArray();
+    // `after`: only conversations past that position in the list's order (updatedAt, then id, descending).
+    const after = opts.after ? { updatedAt: str(opts.after.updatedAt, 'after.updatedAt'), id: str(opts.after.id, 'after.id') } : null;
+    const filter: Filter<ConversationDoc> = { members: userId };
+    if (after) filter.$or = [{ updatedAt: { $lt: after.updatedAt } }, { updatedAt: after.updatedAt, _id: { $lt: after.id } }];
+    const convs = await this.conversations.find(filter).sort({ updatedAt: -1, _id: -1 }).limit(limit).toArray();
     if (convs.length === 0) return [];
     const markers = await this.markers.find({ _id: { $in: convs.map((c) => markerId(c._id, userId)) } }, { projection: { conversationId: 1, seq: 1 } }).toArray();
     const readSeqOf = new Map(markers.map((m) => [m.conversationId, m.seq]));
