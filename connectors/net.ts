@@ -28,11 +28,19 @@ export type Resolver = (hostname: string) => Promise<Array<{ address: string; fa
 
 const systemResolver: Resolver = (hostname) => dnsLookup(hostname, { all: true, verbatim: true });
 
-/** True only for globally routable unicast addresses. IPv4-mapped IPv6 is judged as the IPv4 it carries. */
+/** IPv6 global unicast, 2000::/3: the only IPv6 block that is routed on the internet. */
+const GLOBAL_UNICAST_V6 = ipaddr.parseCIDR('2000::/3');
+
+/**
+ * True only for globally routable unicast addresses. IPv4-mapped IPv6 is judged as the IPv4 it carries. An
+ * IPv6 address must also lie in 2000::/3: outside it, blocks ipaddr.js has no name for (the deprecated
+ * IPv4-compatible ::/96, such as ::7f00:1, and the rest of the unassigned space) would pass as "unicast".
+ */
 export function isPublicAddress(address: string): boolean {
   if (!ipaddr.isValid(address)) return false;
   let ip = ipaddr.parse(address);
   if (ip.kind() === 'ipv6' && (ip as ipaddr.IPv6).isIPv4MappedAddress()) ip = (ip as ipaddr.IPv6).toIPv4Address();
+  if (ip.kind() === 'ipv6' && !(ip as ipaddr.IPv6).match(GLOBAL_UNICAST_V6 as [ipaddr.IPv6, number])) return false;
   // ipaddr.js names every special-purpose block (private, loopback, linkLocal, uniqueLocal, carrierGradeNat,
   // multicast, unspecified, broadcast, reserved, 6to4, teredo, …); only what is left is "unicast".
   return ip.range() === 'unicast';

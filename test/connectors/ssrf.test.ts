@@ -35,6 +35,9 @@ const refused = [
   'http://[::1]/',
   'http://[::ffff:127.0.0.1]/', // IPv4-mapped IPv6
   'http://[::ffff:7f00:1]/',
+  'http://[::7f00:1]/', // IPv4-compatible (deprecated ::/96) 127.0.0.1
+  'http://[::a00:1]/', // IPv4-compatible 10.0.0.1
+  'http://[4000::1]/', // outside global unicast 2000::/3
   'http://[0:0:0:0:0:ffff:a00:1]/', // mapped 10.0.0.1
   'http://0.0.0.0/',
   'http://0/',
@@ -70,6 +73,8 @@ test('public addresses and names pass the URL check; private ones pass when allo
   t.notThrows(() => checkUrl('http://127.0.0.1/', true));
   t.true(isPublicAddress('8.8.8.8'));
   t.false(isPublicAddress('::ffff:192.168.0.1'));
+  t.false(isPublicAddress('::7f00:1'));
+  t.true(isPublicAddress('2a00:1450:4001:80b::200e'));
 });
 
 test.serial('a name whose DNS answer is loopback is refused at connect time (rebinding)', async (t) => {
