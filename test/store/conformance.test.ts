@@ -941,6 +941,11 @@ for (const backend of backends) {
     t.is((await s.searchMessages('u1', 'invoice', { limit: 10, conversationId: mine.id })).hits.length, 2);
     // All terms must match; the last one also as a prefix.
     t.deepEqual((await s.searchMessages('u1', 'invoice quarter', { limit: 10 })).hits.map((h) => h.message.id), [m1.id]);
+    const ids = async (q: string) => (await s.searchMessages('u1', q, { limit: 10 })).hits.map((h) => h.message.id);
+    t.deepEqual(await ids('quart'), [m1.id], 'search as you type: the last term as a prefix');
+    t.deepEqual(await ids('invoice attach'), [m1.id]);
+    t.deepEqual(await ids('quarter invoice'), [], 'a term before the last is a whole word ("quarter" is not "quarterly")');
+    t.deepEqual(await ids('voice'), [], 'never inside a word');
     t.deepEqual((await s.searchMessages('u1', 'nothing', { limit: 10 })).hits.length, 1);
     // A member who leaves stops finding the conversation.
     await s.updateMembers(mine.id, { remove: ['u2'] }, ob('conversation.updated'));
