@@ -174,10 +174,16 @@ export class TotpService {
     return { secret, otpauthUri: uri, qrCode };
   }
 
-  /** Turns TOTP on with a first valid code; returns the recovery codes (the only time they are shown). */
-  async confirm(user: UserRecord, code: string): Promise<{ recoveryCodes: string[] }> {
+  /**
+   * Turns TOTP on with the account password and a first valid code; returns the recovery codes (the only time
+   * they are shown). The password, as for disable: with an access token alone, whoever stole one could turn
+   * 2FA on with their own authenticator and lock the owner out for good.
+   */
+  async confirm(user: UserRecord, password: string, code: string): Promise<{ recoveryCodes: string[] }> {
     if (!user.totp) throw new VoxaError('CONFLICT', 'Enroll first.');
     if (user.totp.enabled) throw new VoxaError('CONFLICT', 'Two-factor sign-in is already on.');
+    await this.hub.rateLimiter.hit(`otp:pw:${user.id}`, OTP_ATTEMPTS, OTP_WINDOW_MS);
+    if (!user.passwordHash || !(await verifyPassword(password, user.passwordHash))) throw new VoxaError('INVALID_CREDENTIALS');
     await this.hub.rateLimiter.hit(`otp:${user.id}`, OTP_ATTEMPTS, OTP_WINDOW_MS);
     const step = matchStep(this.secretOf(user), code, Date.now() / 1000);
     if (step === null || !(await this.claimStep(user.id, step))) throw new VoxaError('INVALID_OTP');
@@ -190,6 +196,7 @@ export class TotpService {
     );
     if (!updated) throw new VoxaError('USER_NOT_FOUND');
     await this.hub.rateLimiter.reset(`otp:${user.id}`);
+    await this.hub.rateLimiter.reset(`otp:pw:${user.id}`);
     await this.hub.chat.publish(events.entries);
     return { recoveryCodes };
   }

@@ -39,13 +39,14 @@ export function twoFactorRoutes(api: ApiRouter, totp: TotpService): void {
     method: 'post',
     path: '/v1/me/2fa/confirm',
     tag: 'auth',
-    summary: 'Turn two-factor sign-in on with a first valid code; answers the ten recovery codes, shown only this once.',
+    summary:
+      'Turn two-factor sign-in on with the account password and a first valid code; answers the ten recovery codes, shown only this once. The password keeps a stolen access token from locking the owner out.',
     auth: true,
-    body: z.object({ code: Code }).strict(),
+    body: z.object({ password: z.string().min(1).max(1024), code: Code }).strict(),
     responses: { 200: { description: 'Two-factor sign-in is on.', schema: ConfirmResponse } },
-    errors: ['CONFLICT', 'INVALID_OTP', 'RATE_LIMITED'],
+    errors: ['CONFLICT', 'INVALID_CREDENTIALS', 'INVALID_OTP', 'RATE_LIMITED'],
     async handler(ctx, { body }) {
-      ctx.body = await totp.confirm(ctx.state.user!, body.code);
+      ctx.body = await totp.confirm(ctx.state.user!, body.password, body.code);
     },
   });
 

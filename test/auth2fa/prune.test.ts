@@ -9,6 +9,7 @@ import {
   pruneRecords as pruneAuthRecords,
   startPruner,
 } from '../../core/auth/prune.js';
+import { INVITES_COLLECTION } from '../../core/auth/invites.js';
 import { SqliteStore } from '../../core/store/sqlite.js';
 import { openTestHub, startServers } from '../helpers/hub.js';
 import { eventually } from '../api/support.js';
@@ -39,11 +40,16 @@ test('expired step, recovery and Google-state records are pruned; live and unset
     await s.docs.insert(RECOVERY_USED_COLLECTION, 'u1:unsettled', { userId: 'u1', at: ago(90 * 24 * 60 * MIN) });
     await s.docs.insert(OIDC_USED_STATES_COLLECTION, 'st-old', { at: ago(16 * MIN) });
     await s.docs.insert(OIDC_USED_STATES_COLLECTION, 'st-live', { at: ago(9 * MIN) });
+    // Invite codes go once expired (plus the clock-skew room); a live one stays.
+    await s.docs.insert(INVITES_COLLECTION, 'usr_old', { hash: 'h', expiresAt: ago(6 * MIN) });
+    await s.docs.insert(INVITES_COLLECTION, 'usr_live', { hash: 'h', expiresAt: ago(-24 * 60 * MIN) });
     // Something else in the store with an old `at` is not ours to prune.
     await s.docs.insert('identities', 'google:x', { userId: 'u1', at: ago(365 * 24 * 60 * MIN) });
 
     const counts = await pruneAuthRecords(s.docs, NOW);
-    t.deepEqual(counts, { [TOTP_STEPS_COLLECTION]: 1, [RECOVERY_USED_COLLECTION]: 1, [OIDC_USED_STATES_COLLECTION]: 1 });
+    t.deepEqual(counts, { [TOTP_STEPS_COLLECTION]: 1, [RECOVERY_USED_COLLECTION]: 1, [OIDC_USED_STATES_COLLECTION]: 1, [INVITES_COLLECTION]: 1 });
+    t.is(await s.docs.get(INVITES_COLLECTION, 'usr_old'), null);
+    t.truthy(await s.docs.get(INVITES_COLLECTION, 'usr_live'));
     t.is(await s.docs.get(TOTP_STEPS_COLLECTION, 'u1:100'), null);
     t.truthy(await s.docs.get(TOTP_STEPS_COLLECTION, 'u1:200'));
     t.is(await s.docs.get(RECOVERY_USED_COLLECTION, 'u1:old'), null);
@@ -55,7 +61,7 @@ test('expired step, recovery and Google-state records are pruned; live and unset
 
     // Time moves on: what was live expires too, and a second run is a no-op on what is gone.
     const later = new Date(NOW.getTime() + 2 * 24 * 60 * MIN);
-    t.deepEqual(await pruneAuthRecords(s.docs, later), { [TOTP_STEPS_COLLECTION]: 1, [RECOVERY_USED_COLLECTION]: 1, [OIDC_USED_STATES_COLLECTION]: 1 });
+    t.deepEqual(await pruneAuthRecords(s.docs, later), { [TOTP_STEPS_COLLECTION]: 1, [RECOVERY_USED_COLLECTION]: 1, [OIDC_USED_STATES_COLLECTION]: 1, [INVITES_COLLECTION]: 1 });
     t.is(await s.docs.count(TOTP_STEPS_COLLECTION), 0);
     t.is(await s.docs.count(RECOVERY_USED_COLLECTION), 1, 'only the unsettled claim is left');
   });

@@ -75,7 +75,7 @@ test('enrol, confirm, login needs a code, replay refused (also concurrently), re
 
     t.like((await api.http.get('/v1/me/2fa').set(...bearer(ana))).body, { enabled: false, pending: false });
     // Confirming before enrolling is a conflict, not a crash.
-    t.is((await api.http.post('/v1/me/2fa/confirm').set(...bearer(ana)).send({ code: '123456' })).body.error.code, 'CONFLICT');
+    t.is((await api.http.post('/v1/me/2fa/confirm').set(...bearer(ana)).send({ password: PASSWORD, code: '123456' })).body.error.code, 'CONFLICT');
 
     const enr = await api.http.post('/v1/me/2fa/enroll').set(...bearer(ana));
     t.is(enr.status, 200);
@@ -96,8 +96,13 @@ test('enrol, confirm, login needs a code, replay refused (also concurrently), re
 
     await awayFromStepEdge();
     const base = Date.now() / 1000;
-    t.is((await api.http.post('/v1/me/2fa/confirm').set(...bearer(ana)).send({ code: totp(key, base - 90) })).body.error.code, 'INVALID_OTP');
-    const conf = await api.http.post('/v1/me/2fa/confirm').set(...bearer(ana)).send({ code: totp(key, base - 30) });
+    t.is((await api.http.post('/v1/me/2fa/confirm').set(...bearer(ana)).send({ password: PASSWORD, code: totp(key, base - 90) })).body.error.code, 'INVALID_OTP');
+    // The access token alone does not turn 2FA on (a stolen one would lock the owner out): the password is asked for.
+    t.is((await api.http.post('/v1/me/2fa/confirm').set(...bearer(ana)).send({ code: totp(key, base - 30) })).status, 400);
+    const wrongPw = await api.http.post('/v1/me/2fa/confirm').set(...bearer(ana)).send({ password: 'not the password', code: totp(key, base - 30) });
+    t.is(wrongPw.body.error.code, 'INVALID_CREDENTIALS');
+    t.false((await api.hub.store.getUser(ana.id))!.totp!.enabled, 'still off');
+    const conf = await api.http.post('/v1/me/2fa/confirm').set(...bearer(ana)).send({ password: PASSWORD, code: totp(key, base - 30) });
     t.is(conf.status, 200);
     const recovery = conf.body.recoveryCodes as string[];
     t.is(recovery.length, 10);
@@ -163,7 +168,7 @@ test('wrong codes are rate-limited per account, even when a right code follows',
     const key = base32Decode((await api.http.post('/v1/me/2fa/enroll').set(...bearer(bo))).body.secret);
     await awayFromStepEdge();
     const base = Date.now() / 1000;
-    t.is((await api.http.post('/v1/me/2fa/confirm').set(...bearer(bo)).send({ code: totp(key, base - 30) })).status, 200);
+    t.is((await api.http.post('/v1/me/2fa/confirm').set(...bearer(bo)).send({ password: PASSWORD, code: totp(key, base - 30) })).status, 200);
     const wrong = totp(key, base) === '123456' ? '654321' : '123456';
     const statuses: number[] = [];
     for (let i = 0; i < 7; i++) {
