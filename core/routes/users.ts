@@ -22,7 +22,11 @@ export function userRoutes(api: ApiRouter, hub: Hub): void {
       const me = ctx.state.user!;
       // Invited accounts that never registered and disabled ones cannot be talked to, so they are not listed;
       // the store leaves them out before the limit, which otherwise they could use up.
-      const found = await hub.store.searchUsers(me.workspaceId, query.q, query.limit, { activeOnly: true });
+      // Where customers may talk only to agents, a customer sees only the people they can talk to: other
+      // customers' names and emails are not theirs to browse.
+      const ws = me.role === 'customer' ? await hub.store.getWorkspace(me.workspaceId) : null;
+      const roles = ws?.settings.customersTalkToAgentsOnly ? (['agent', 'admin'] as const) : undefined;
+      const found = await hub.store.searchUsers(me.workspaceId, query.q, query.limit, { activeOnly: true, ...(roles ? { roles: [...roles] } : {}) });
       ctx.body = { users: found.map(publicUser) };
     },
   });

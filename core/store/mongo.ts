@@ -25,7 +25,7 @@
  */
 import { createHash } from 'node:crypto';
 import { MongoClient, MongoServerError, type ClientSession, type Collection, type Db, type Filter, type TransactionOptions, type UpdateFilter } from 'mongodb';
-import type { Conversation, ConversationSummary, Message, UserRecord, Workspace, WorkspaceSettings } from '../domain.js';
+import type { Conversation, ConversationSummary, Message, Role, UserRecord, Workspace, WorkspaceSettings } from '../domain.js';
 import { VoxaError } from '../errors.js';
 import { ulid } from '../ids.js';
 import { assertCollection, assertFieldName, assertId, assertIndex, checkedFilter, checkedWrites, escapeRegex, firstTakenInsert, requireInt, requireIsoTime, requireString } from './guards.js';
@@ -461,7 +461,7 @@ export class MongoStore implements Store {
     return d ? toUser(d) : null;
   }
 
-  async searchUsers(workspaceId: string, q: string, limit: number, opts: { activeOnly?: boolean } = {}): Promise<UserRecord[]> {
+  async searchUsers(workspaceId: string, q: string, limit: number, opts: { activeOnly?: boolean; roles?: Role[] } = {}): Promise<UserRecord[]> {
     // The text is escaped so that it is matched literally, wildcards and regex syntax included.
     const pattern = escapeRegex(str(q, 'q'));
     const n = Math.max(0, int(limit, 'limit'));
@@ -478,6 +478,8 @@ export class MongoStore implements Store {
             workspaceId: str(workspaceId, 'workspaceId'),
             // $ne: null also leaves out documents without the field; $ne: true those without `disabled`.
             ...(opts.activeOnly === true ? { passwordHash: { $ne: null }, disabled: { $ne: true } } : {}),
+            // Strings only (checked), so nothing from a caller becomes an operator.
+            ...(opts.roles ? { role: { $in: opts.roles.map((r) => str(r, 'roles')) } } : {}),
             $or: [{ name: { $regex: pattern, $options: 'i' } }, { email: { $regex: pattern, $options: 'i' } }],
           },
         },

@@ -5,7 +5,7 @@
  * Every write that produces events takes them as outbox entries and commits them in the same atomic unit as
  * the change itself; the outbox relay publishes them afterwards and deletes them once JetStream has acked.
  */
-import type { Conversation, ConversationSummary, Message, UserRecord, Workspace, WorkspaceSettings } from '../domain.js';
+import type { Conversation, ConversationSummary, Message, Role, UserRecord, Workspace, WorkspaceSettings } from '../domain.js';
 
 /** An event waiting to be (confirmed) published. `payload` is the JSON envelope. */
 export interface OutboxEntry {
@@ -172,9 +172,10 @@ export interface Store {
   /**
    * Users of a workspace whose name or email contains q (case-insensitive, literal text), ordered by name.
    * With `activeOnly`, invited accounts that never registered (no password) and disabled ones are left out in
-   * the query itself, so `limit` counts only users that are returned.
+   * the query itself, so `limit` counts only users that are returned. With `roles`, only users of those roles,
+   * in the query too.
    */
-  searchUsers(workspaceId: string, q: string, limit: number, opts?: { activeOnly?: boolean }): Promise<UserRecord[]>;
+  searchUsers(workspaceId: string, q: string, limit: number, opts?: { activeOnly?: boolean; roles?: Role[] }): Promise<UserRecord[]>;
   updateUser(
     id: string,
     patch: Partial<Pick<UserRecord, 'name' | 'role' | 'passwordHash' | 'disabled' | 'totp' | 'tokensValidAfter'>>,

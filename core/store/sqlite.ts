@@ -13,7 +13,7 @@ import Database from 'better-sqlite3';
 import { context } from '@opentelemetry/api';
 import { createHash } from 'node:crypto';
 import { closeSync, fdatasync, openSync } from 'node:fs';
-import type { Conversation, ConversationSummary, Message, UserRecord, Workspace, WorkspaceSettings } from '../domain.js';
+import type { Conversation, ConversationSummary, Message, Role, UserRecord, Workspace, WorkspaceSettings } from '../domain.js';
 import { VoxaError } from '../errors.js';
 import { assertCollection, assertFieldName, assertId, assertIndex, checkedFilter, checkedWrites, escapeLike, firstTakenInsert, requireInt as int, requireIsoTime, requireString as str } from './guards.js';
 import type {
@@ -670,15 +670,18 @@ export class SqliteStore implements Store {
     return r ? toUser(r) : null;
   }
 
-  async searchUsers(workspaceId: string, q: string, limit: number, opts: { activeOnly?: boolean } = {}): Promise<UserRecord[]> {
+  async searchUsers(workspaceId: string, q: string, limit: number, opts: { activeOnly?: boolean; roles?: Role[] } = {}): Promise<UserRecord[]> {
     const pattern = `%${escapeLike(str(q, 'q').toLowerCase())}%`;
     // A fixed string chosen by a boolean, never built from input.
     const active = opts.activeOnly === true ? 'AND password_hash IS NOT NULL AND disabled = 0' : '';
+    // The roles travel as one JSON parameter; the statement text stays the same for any set of them.
+    const roles = opts.roles ? JSON.stringify(opts.roles.map((r) => str(r, 'roles'))) : null;
     const rows = this.q(
       `SELECT * FROM users WHERE workspace_id = ? ${active}
+         AND (? IS NULL OR role IN (SELECT value FROM json_each(?)))
          AND (voxa_lower(name) LIKE ? ESCAPE '\\' OR email LIKE ? ESCAPE '\\')
        ORDER BY voxa_lower(name), name, id LIMIT ?`,
-    ).all(str(workspaceId, 'workspaceId'), pattern, pattern, Math.max(0, int(limit, 'limit'))) as Row[];
+    ).all(str(workspaceId, 'workspaceId'), roles, roles, pattern, pattern, Math.max(0, int(limit, 'limit'))) as Row[];
     return rows.map(toUser);
   }
 

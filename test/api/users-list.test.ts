@@ -44,3 +44,18 @@ test('GET /v1/users: q with control characters is refused (a NUL used to match e
     await api.close();
   }
 });
+
+test('GET /v1/users: where customers talk only to agents, a customer lists only agents and admins; staff list everyone', async (t) => {
+  const api = await openApiHub(servers);
+  try {
+    const [cust, other, agent, admin] = [await api.register('Cust'), await api.register('Other customer'), await api.register('Agent', { role: 'agent' }), await api.register('Admin', { role: 'admin' })];
+    const ids = async (who: typeof cust) => ((await api.http.get('/v1/users').set(...bearer(who))).body.users as Array<{ id: string }>).map((u) => u.id).sort();
+    t.deepEqual(await ids(cust), [cust.id, other.id, agent.id, admin.id].sort(), 'the default: everyone');
+    await api.hub.store.updateWorkspaceSettings(api.hub.config.defaultWorkspaceId, { customersTalkToAgentsOnly: true }, () => []);
+    t.deepEqual(await ids(cust), [agent.id, admin.id].sort(), "other customers' names and emails are not listed");
+    t.deepEqual(await ids(agent), [cust.id, other.id, agent.id, admin.id].sort());
+    t.deepEqual(await ids(admin), [cust.id, other.id, agent.id, admin.id].sort());
+  } finally {
+    await api.close();
+  }
+});

@@ -9,7 +9,7 @@ import Database from 'better-sqlite3';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Message, UserRecord, Workspace } from '../../core/domain.js';
+import type { Message, Role, UserRecord, Workspace } from '../../core/domain.js';
 import { VoxaError, type ErrorCode } from '../../core/errors.js';
 import { newId, ulid } from '../../core/ids.js';
 import { MAX_WRITE_BATCH, type DocValue, type OutboxEntry, type RefreshTokenRecord, type Store } from '../../core/store/port.js';
@@ -273,6 +273,19 @@ for (const backend of backends) {
     t.deepEqual(await names(10, true), ['Ada', 'Alan']);
     t.deepEqual(await names(10), ['Aaron', 'Abe', 'Ada', 'Alan'], 'everyone without the option (the CLI lists invited users too)');
     t.deepEqual(await names(10, false), ['Aaron', 'Abe', 'Ada', 'Alan']);
+  });
+
+  it('searchUsers with roles lists only those roles, before the limit', async (t, s) => {
+    await workspace(s);
+    await s.createUser(userRec({ id: 'u1', name: 'Aaron', email: 'aaron@example.test', role: 'customer' }), ob('user.created'));
+    await s.createUser(userRec({ id: 'u2', name: 'Abe', email: 'abe@example.test', role: 'agent' }), ob('user.created'));
+    await s.createUser(userRec({ id: 'u3', name: 'Ada', email: 'ada@example.test', role: 'admin' }), ob('user.created'));
+    await s.createUser(userRec({ id: 'u4', name: 'Alan', email: 'alan@example.test', role: 'customer' }), ob('user.created'));
+    const names = async (roles: Role[], limit = 10) => (await s.searchUsers('ws1', 'a', limit, { activeOnly: true, roles })).map((u) => u.name);
+    t.deepEqual(await names(['agent', 'admin']), ['Abe', 'Ada']);
+    t.deepEqual(await names(['agent', 'admin'], 1), ['Abe'], 'the limit counts only listed users');
+    t.deepEqual(await names(['customer']), ['Aaron', 'Alan']);
+    t.deepEqual(await names([]), []);
   });
 
   // Refresh tokens
