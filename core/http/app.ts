@@ -37,9 +37,17 @@ export interface BuildAppOptions {
 
 const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
 
-/** Counts and times every request by route pattern (never the raw URL, which would explode cardinality). */
+/**
+ * The operational endpoints: probes and the scrape. They are not API traffic, so they are neither counted in
+ * the API's request metrics nor traced (telemetry/tracing.ts): a readiness probe answering 503 slowly during a
+ * dependency outage would otherwise fire the API's error-rate and latency alerts by itself.
+ */
+export const OPERATIONAL_PATHS: ReadonlySet<string> = new Set(['/healthz', '/readyz', '/metrics']);
+
+/** Counts and times every API request by route pattern (never the raw URL, which would explode cardinality). */
 function httpMetrics(): Middleware {
   return async function measure(ctx, next) {
+    if (OPERATIONAL_PATHS.has(ctx.path)) return next();
     const started = process.hrtime.bigint();
     try {
       await next();

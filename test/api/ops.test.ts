@@ -26,6 +26,8 @@ test.serial('healthz, metrics by route pattern, openapi lists every route', asyn
     t.regex(m.text, /voxa_http_requests_total\{route="\/v1\/conversations\/:id\/messages",method="GET",status="200"\} 1/);
     t.regex(m.text, /voxa_http_request_duration_seconds_bucket\{le="[^"]+",route="\/v1\/auth\/register",method="POST"\}/);
     t.false(m.text.includes(id), 'raw URLs (ids) never become labels');
+    // Probes and the scrape are not API traffic: a slow 503 from /readyz in an outage must not fire the API alerts.
+    t.false(/voxa_http_request[^\n]*route="\/(healthz|readyz|metrics)"/.test(m.text), 'operational endpoints are not counted');
     t.regex(m.text, /voxa_dependency_up\{dependency="redis"\} 1/);
     t.regex(m.text, /voxa_process_/);
 
