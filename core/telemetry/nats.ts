@@ -6,7 +6,7 @@
  * the event id (which is also `Nats-Msg-Id`). The producer span's context travels in the `traceparent` header,
  * and each consumer span is its child, so one trace covers the request, the publish and every plugin.
  */
-import { context, propagation, SpanKind, SpanStatusCode, trace, type Context, type Span } from '@opentelemetry/api';
+import { context, propagation, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span } from '@opentelemetry/api';
 import type { MsgHdrs } from 'nats';
 import { contextFromHeaders } from './propagation.js';
 
@@ -90,6 +90,23 @@ export interface ConsumedMessage {
 }
 
 /**
+ * The attributes of a CONSUMER span of `pluginName` processing one event (OpenTelemetry messaging semantic
+ * conventions: the consumer group is the plugin); withConsumerSpan and the plugin runtime both use them.
+ */
+export function consumerSpanAttributes(pluginName: string, subject: string, eventId?: string, eventType?: string): Attributes {
+  return {
+    'messaging.system': 'nats',
+    'messaging.operation.type': 'process',
+    'messaging.operation.name': 'process',
+    'messaging.destination.name': subject,
+    'messaging.consumer.group.name': pluginName,
+    'voxa.plugin': pluginName,
+    ...(eventId ? { 'messaging.message.id': eventId } : {}),
+    ...(eventType ? { 'voxa.event.type': eventType } : {}),
+  };
+}
+
+/**
  * Runs `fn` inside a CONSUMER span for `pluginName` processing `msg`, whose parent is the producer span named
  * in the message's `traceparent` header. Errors are recorded on the span and rethrown (the runtime decides
  * between retry and dead letter).
@@ -104,14 +121,7 @@ export async function withConsumerSpan<T>(pluginName: string, msg: ConsumedMessa
     {
       kind: SpanKind.CONSUMER,
       attributes: {
-        'messaging.system': 'nats',
-        'messaging.operation.type': 'process',
-        'messaging.operation.name': 'process',
-        'messaging.destination.name': msg.subject,
-        'messaging.consumer.group.name': pluginName,
-        'voxa.plugin': pluginName,
-        ...(eventId ? { 'messaging.message.id': eventId } : {}),
-        ...(eventType ? { 'voxa.event.type': eventType } : {}),
+        ...consumerSpanAttributes(pluginName, msg.subject, eventId, eventType),
         ...(msg.info?.redeliveryCount !== undefined ? { 'messaging.nats.delivery_count': msg.info.redeliveryCount } : {}),
         ...(msg.info?.streamSequence !== undefined ? { 'messaging.nats.stream_sequence': msg.info.streamSequence } : {}),
       },

@@ -1,7 +1,7 @@
 /**
  * Spans around store calls. The SQLite adapter runs in-process (no driver instrumentation exists for it) and
  * the MongoDB driver's own spans do not say which hub operation they belong to, so the hub wraps its store:
- * every port method becomes a `store.<method>` span. Outbox entries built inside a write capture that span's
+ * every port method called inside a trace becomes a `store.<method>` span. Outbox entries built inside a write capture that span's
  * context, which makes the store write the parent of the NATS publish in the message's trace.
  *
  * When no tracer provider is registered (tracing off, the default) the wrapper calls the adapter directly:
@@ -26,8 +26,11 @@ export function tracingActive(): boolean {
   return !(p instanceof ProxyTracerProvider) || p.getDelegate() !== NOOP_PROVIDER;
 }
 
-/** Called by readiness probes and collectors every few seconds: not worth a span each. */
-const UNTRACED = new Set<string | symbol>(['ping', 'outboxCount', 'constructor']);
+/**
+ * Called by readiness probes and collectors every few seconds: not worth a span each. `q` is the SQLite
+ * adapter's prepared-statement helper (the collectors read through it), not a port method.
+ */
+const UNTRACED = new Set<string | symbol>(['ping', 'outboxCount', 'constructor', 'q']);
 
 /** The store with a span around each method call; the adapter itself is unchanged. */
 export function traceStore<S extends Store>(store: S): S {
@@ -42,7 +45,10 @@ export function traceStore<S extends Store>(store: S): S {
       if (!fn) {
         const method = value as (...args: unknown[]) => unknown;
         fn = function traced(...args: unknown[]): unknown {
-          if (!tracingActive()) return method.apply(target, args);
+          // A store call is traced as part of something: a request, a consumed event, a CLI command's span.
+          // Outside any span (the outbox sweeper's poll, the pruners, the collectors) it would be a trace of
+          // one span every few seconds, most of what an idle hub exports.
+          if (!tracingActive() || !trace.getActiveSpan()) return method.apply(target, args);
           return tracer.startActiveSpan(
             `store.${prop}`,
             { kind: SpanKind.INTERNAL, attributes: { 'db.system.name': dbSystem, 'db.operation.name': prop } },

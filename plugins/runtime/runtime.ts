@@ -25,6 +25,7 @@ import type { Logger } from 'pino';
 import { EnvelopeSchema, checkEventData, filterSubjectOf, isDurable, type AnyEvent, type EventType } from '../../core/events/catalog.js';
 import type { Hub } from '../../core/hub.js';
 import { initPluginSeries, metrics } from '../../core/telemetry/metrics.js';
+import { consumerSpanAttributes } from '../../core/telemetry/nats.js';
 import { contextFromHeaders } from '../../core/telemetry/propagation.js';
 import {
   HDR,
@@ -491,12 +492,7 @@ export class PluginRuntime {
       {
         kind: SpanKind.CONSUMER,
         attributes: {
-          'messaging.system': 'nats',
-          'messaging.operation': 'process',
-          'messaging.destination.name': subject,
-          'messaging.message.id': event.id,
-          'voxa.plugin': s.name,
-          'voxa.event.type': event.type,
+          ...consumerSpanAttributes(s.name, subject, event.id, event.type),
           'voxa.delivery.attempt': attempt,
           'voxa.delivery.source': source,
         },
@@ -653,7 +649,7 @@ export class PluginRuntime {
       `${s.name} process ${event.type}`,
       {
         kind: SpanKind.CONSUMER,
-        attributes: { 'messaging.system': 'nats', 'messaging.operation': 'process', 'messaging.destination.name': m.subject, 'voxa.plugin': s.name, 'voxa.event.type': event.type },
+        attributes: { ...consumerSpanAttributes(s.name, m.subject, event.id, event.type), 'voxa.delivery.source': 'broadcast' },
       },
       contextFromHeaders(m.headers),
       async (span) => {

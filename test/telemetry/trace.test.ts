@@ -106,7 +106,10 @@ test.serial('a message sent over REST is one trace: HTTP → store write → pub
   t.regex(String(producer.attributes['messaging.message.id']), /^evt_/);
   t.is(parentOf(producer), store!.spanContext().spanId, 'the publish is a child of the store write');
   for (const c of consumers) {
-    t.is(parentOf(c), producer.spanContext().spanId, `${String(c.attributes['voxa.plugin'])} consumes as a child of the publish`);
+    const plugin = String(c.attributes['voxa.plugin']);
+    t.is(parentOf(c), producer.spanContext().spanId, `${plugin} consumes as a child of the publish`);
+    // The messaging conventions, the same on the runtime's spans as on the edge's.
+    t.like(c.attributes, { 'messaging.operation.type': 'process', 'messaging.consumer.group.name': plugin, 'messaging.message.id': producer.attributes['messaging.message.id'] }, plugin);
   }
 
   // Every span of the trace hangs off the HTTP span (no orphans, no second root).
@@ -153,4 +156,13 @@ test.serial('concurrent sends, committed together in one group, each publish und
   t.is(new Set(parents.map((s) => s!.spanContext().spanId)).size, n, 'no two publishes share a store write');
   for (const [i, p] of producers.entries()) t.is(p.spanContext().traceId, parents[i]!.spanContext().traceId);
   t.is(new Set(producers.map((p) => p.spanContext().traceId)).size, n, 'one trace per request');
+});
+
+test.serial('an idle hub exports no store spans of its own: the sweeper, collectors and pruners run outside any trace', async (t) => {
+  // outboxSweepMs is 100 in tests: in two seconds the sweeper polls about twenty times.
+  await hubWithConversation(t, 'voxa-trace-idle-test', 'all', ['Eve', 'Fay']);
+  exporter.reset();
+  await new Promise((r) => setTimeout(r, 2000));
+  const roots = exporter.getFinishedSpans().filter((s) => s.name.startsWith('store.') && !parentOf(s));
+  t.deepEqual([...new Set(roots.map((s) => s.name))], [], 'no root store spans');
 });
