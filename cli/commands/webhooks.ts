@@ -7,7 +7,7 @@ import { ConnectionService, type ConnectionView } from '../../connectors/connect
 import { ConnectorQueues } from '../../connectors/queues.js';
 import { generateSecret } from '../../connectors/webhook/signing.js';
 import { WEBHOOK_EVENT_TYPES, webhookEventsError } from '../../plugins/webhooks/events.js';
-import { WebhookService, type Delivery } from '../../plugins/webhooks/service.js';
+import { deliveryView, WebhookService, type Delivery } from '../../plugins/webhooks/service.js';
 import { CliError, EXIT, isJson, output } from '../util.js';
 import { checkWebhookUrl, toCliError, withContext, workspaceOf } from './connections.js';
 
@@ -18,11 +18,6 @@ function renderSub(c: ConnectionView): string {
   return `${c.id}  ${c.status}${c.statusReason ? ` (${c.statusReason})` : ''}  ${cfg.url}  [${cfg.events.join(',')}]${cfg.description ? `  ${cfg.description}` : ''}`;
 }
 
-/** A delivery without its body (the body can be large and is not needed to read the log). */
-function deliveryView(d: Delivery): Omit<Delivery, 'body'> {
-  const { body: _body, ...rest } = d;
-  return rest;
-}
 
 function renderDelivery(d: Omit<Delivery, 'body'>): string {
   return `${d.id}  ${d.status.padEnd(9)} ${d.eventType.padEnd(18)} attempts=${d.attempts} last=${d.lastStatusCode ?? '-'}${d.lastError && d.status !== 'succeeded' ? ` (${d.lastError})` : ''}  ${d.lastAttemptAt ?? ''}`;

@@ -19,7 +19,7 @@ import { generateSecret } from '../../connectors/webhook/signing.js';
 import { Id, limitParam } from '../runtime/route-schemas.js';
 import type { PluginContext, PluginRouteDef, PluginRouter } from '../runtime/types.js';
 import { WEBHOOK_EVENT_TYPES, WebhookEventType } from './events.js';
-import { WebhookService, type Delivery, type WebhookOptions } from './service.js';
+import { deliveryView, WebhookService, type WebhookOptions } from './service.js';
 
 const IdParam = z.strictObject({ id: Id });
 const ConnectorId = z.string().regex(/^[a-z0-9-]{1,40}$/);
@@ -72,11 +72,6 @@ const DeliveryOut = z.object({
   settledAt: z.string().optional(),
 });
 
-/** A delivery without its body (large, and not needed to read the log). */
-function deliveryView(d: Delivery): Omit<Delivery, 'body'> {
-  const { body: _body, ...rest } = d;
-  return rest;
-}
 
 /**
  * Framework errors as API errors: field names in the details, never a value. `noun` names what a missing id

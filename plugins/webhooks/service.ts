@@ -27,12 +27,15 @@
  * id) and one store commit (the key and the row together; every subscription's in the same group commit).
  * Redis is off that path. `npm run bench:webhooks` measures it.
  */
+import { SpanKind, trace } from '@opentelemetry/api';
 import type { Job } from 'bullmq';
 import type { Actor, AnyEvent, EventEnvelope } from '../../core/events/catalog.js';
 import { pruneRecords, type PruneRule } from '../../core/auth/prune.js';
 import type { Hub } from '../../core/hub.js';
 import { newId } from '../../core/ids.js';
 import type { DocWrite } from '../../core/store/port.js';
+import { failSpan } from '../../core/telemetry/nats.js';
+import { contextFromCarrier, currentTraceHeaders } from '../../core/telemetry/propagation.js';
 import { withTimeout } from '../../core/timeout.js';
 import { ConnectionService, CONNECTIONS } from '../../connectors/connections.js';
 import type { BackfillTarget } from '../../connectors/backfill.js';
@@ -48,6 +51,8 @@ const CONNECTOR = 'webhook';
 const TEST_EVENT = 'webhook.test';
 /** Rows per deleteBefore call of a prune, and per step of a removal's clean-up. */
 const PRUNE_BATCH = 500;
+const tracer = trace.getTracer('voxa-webhooks');
+
 /** The plugin's own bookkeeping (one document per one-time migration). */
 const WEBHOOK_META = 'webhook_meta';
 const SETTLED_BACKFILL = 'settled-at-backfill';
@@ -113,6 +118,18 @@ export interface Delivery {
    * pending, and on rows settled before retention existed. Retention counts from here.
    */
   settledAt?: string;
+  /**
+   * The trace context of the event's processing when the row was written (traceparent, tracestate), so the
+   * drain job's attempts join the message's trace and the receiver's `traceparent` leads back to it. Absent
+   * while tracing is off.
+   */
+  trace?: Record<string, string>;
+}
+
+/** A delivery as the API and the CLI show it: without its body (large, not needed to read the log) and trace context. */
+export function deliveryView(d: Delivery): Omit<Delivery, 'body' | 'trace'> {
+  const { body: _body, trace: _trace, ...rest } = d;
+  return rest;
 }
 
 export interface WebhookOptions {
@@ -305,6 +322,7 @@ export class WebhookService {
 
   /** A new, pending delivery of an event to a subscription. */
   static deliveryOf(id: string, sub: ConnectionRecord, event: EventEnvelope): Delivery {
+    const traceHeaders = currentTraceHeaders();
     return {
       id,
       subscriptionId: sub.id,
@@ -321,6 +339,7 @@ export class WebhookService {
       lastError: null,
       log: [],
       createdAt: new Date().toISOString(),
+      ...(traceHeaders.traceparent ? { trace: traceHeaders } : {}),
     };
   }
 
@@ -461,7 +480,7 @@ export class WebhookService {
           return { sent };
         }
         const cfg = (await this.connections.resolve<WebhookConfig>(sub)).config;
-        const r = await deliverOnce(cfg, head.eventId, head.body, this.deliverOptions());
+        const r = await this.inTrace(head, () => deliverOnce(cfg, head.eventId, head.body, this.deliverOptions()));
         const d = await this.record(head, r);
         if (r.ok) {
           sent++;
@@ -554,7 +573,30 @@ export class WebhookService {
     };
   }
 
-  /** Manual redelivery: one attempt now, same webhook-id and body, recorded in the log. */
+  /**
+   * Runs an attempt of the drain job in a span of the trace the delivery was written in (the drain runs in a
+   * BullMQ job, outside it), so the HTTP request and its traceparent belong to the message's trace.
+   */
+  private inTrace<T>(d: Delivery, fn: () => Promise<T>): Promise<T> {
+    if (!d.trace) return fn();
+    return tracer.startActiveSpan(
+      `webhooks deliver ${d.eventType}`,
+      { kind: SpanKind.INTERNAL, attributes: { 'voxa.plugin': 'webhooks', 'voxa.event.type': d.eventType, 'messaging.message.id': d.eventId, 'voxa.delivery.attempt': d.attempts + 1 } },
+      contextFromCarrier(d.trace),
+      async (span) => {
+        try {
+          return await fn();
+        } catch (err) {
+          failSpan(span, err);
+          throw err;
+        } finally {
+          span.end();
+        }
+      },
+    );
+  }
+
+  /** Manual redelivery (in its caller's trace): one attempt now, same webhook-id and body, recorded in the log. */
   async redeliver(deliveryId: string, workspaceId?: string): Promise<Delivery> {
     const d = await this.getDelivery(deliveryId);
     if (!d || (workspaceId !== undefined && d.workspaceId !== workspaceId)) throw new PermanentError(`no delivery ${deliveryId}`);

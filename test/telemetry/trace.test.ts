@@ -15,6 +15,9 @@ const { startServers, testConfig } = await import('../helpers/hub.js');
 const { runHub } = await import('../../core/server.js');
 const { loadPlugins, pluginNames } = await import('../../plugins/index.js');
 const { wsClient } = await import('../edge/support.js');
+const { startReceiver } = await import('../connectors/receiver.js');
+const { ConnectionService } = await import('../../connectors/connections.js');
+const { generateSecret } = await import('../../connectors/webhook/signing.js');
 const plugins = await loadPlugins(pluginNames('all', { api: true }));
 
 let servers: Awaited<ReturnType<typeof startServers>>;
@@ -39,8 +42,8 @@ async function until<T>(fn: () => T | undefined, what: string, timeoutMs = 20_00
 }
 
 /** A hub with the API (and `plugins`), two registered users and a direct conversation between them. */
-async function hubWithConversation(t: ExecutionContext, name: string, plugins: string, who: [string, string]) {
-  const config = testConfig(servers, { host: '127.0.0.1', port: 0, plugins });
+async function hubWithConversation(t: ExecutionContext, name: string, plugins: string, who: [string, string], overrides: Record<string, unknown> = {}) {
+  const config = testConfig(servers, { host: '127.0.0.1', port: 0, plugins, ...overrides });
   const running = await runHub(config, { api: true, embedded: false, plugins, name });
   t.teardown(() => running.stop());
   const base = `http://127.0.0.1:${running.port}`;
@@ -56,7 +59,7 @@ async function hubWithConversation(t: ExecutionContext, name: string, plugins: s
   const b = await post('/v1/auth/register', { email: `${who[1].toLowerCase()}.trace@example.test`, password: 'correct horse battery', name: who[1] });
   const conv = await post('/v1/conversations', { type: 'direct', members: [b.body.user.id] }, a.body.accessToken);
   t.is(conv.status, 201);
-  return { base, post, a, b, conv };
+  return { base, post, a, b, conv, hub: running.hub };
 }
 
 test.serial('a message sent over REST is one trace: HTTP → store write → publish → each plugin', async (t) => {
@@ -165,4 +168,22 @@ test.serial('an idle hub exports no store spans of its own: the sweeper, collect
   await new Promise((r) => setTimeout(r, 2000));
   const roots = exporter.getFinishedSpans().filter((s) => s.name.startsWith('store.') && !parentOf(s));
   t.deepEqual([...new Set(roots.map((s) => s.name))], [], 'no root store spans');
+});
+
+test.serial("a webhook's delivery, made later by its drain job, is in the message's trace: the receiver's traceparent leads back to it", async (t) => {
+  const { post, a, conv, hub } = await hubWithConversation(t, 'voxa-trace-webhook-test', 'webhooks', ['Gus', 'Hal'], { webhooksAllowPrivate: true });
+  const rcv = await startReceiver();
+  t.teardown(() => rcv.close());
+  await new ConnectionService(hub).create(hub.config.defaultWorkspaceId, 'webhook', { url: rcv.url, events: ['message.created'], secret: generateSecret() });
+
+  exporter.reset();
+  const sent = await post(`/v1/conversations/${conv.body.conversation.id}/messages`, { text: 'to the webhook' }, a.body.accessToken);
+  t.is(sent.status, 201);
+  const got = await until(() => rcv.received.find((r) => r.json.type === 'message.created'), 'the delivery');
+  const traceparent = String(got.headers.traceparent);
+  const server = exporter.getFinishedSpans().find((s) => s.kind === SpanKind.SERVER && s.spanContext().traceId === traceparent.split('-')[1]);
+  t.truthy(server, `the receiver's traceparent (${traceparent}) is in the trace of the HTTP send`);
+  const deliver = await until(() => exporter.getFinishedSpans().find((s) => s.name === 'webhooks deliver message.created'), 'the deliver span');
+  t.is(deliver.spanContext().traceId, server!.spanContext().traceId);
+  t.is(deliver.attributes['messaging.message.id'], got.id, 'the span names the event the receiver got (webhook-id)');
 });
