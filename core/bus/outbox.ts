@@ -68,6 +68,11 @@ export class OutboxRelay {
    * read the outbox. A drain pass settles it (never later than the pass), so nothing waits across an outage.
    */
   private waiting: Waiting | null = null;
+  /**
+   * An outage was logged (a drain pass could not publish) and not yet its end: one warning when events start
+   * waiting, one line when the relay has caught up, not a line per pass.
+   */
+  private outage: { since: number; republished: number } | null = null;
   /** Published and acked count, for metrics and tests. */
   published = 0;
   republished = 0;
@@ -239,6 +244,7 @@ export class OutboxRelay {
       return 0;
     }
     if (!this.publisher.isConnected) {
+      this.noteOutage('NATS is disconnected');
       this.giveUp([]);
       return 0;
     }
@@ -261,8 +267,11 @@ export class OutboxRelay {
         count += ok;
         this.republished += ok;
         metrics.outboxRepublished.inc(ok);
+        if (this.outage) this.outage.republished += ok;
         if (ok < batch.length) {
           failed = true; // NATS trouble: the next sweep tries again
+          const first = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+          this.noteOutage((first?.reason as Error | undefined)?.message ?? 'a publish failed');
           break;
         }
         if (batch.length < limit) {
@@ -280,6 +289,10 @@ export class OutboxRelay {
     } finally {
       this.sweeping = false;
     }
+    if (!this.behind && this.outage) {
+      this.log?.info({ republished: this.outage.republished, waitedMs: Date.now() - this.outage.since }, 'outbox caught up: every waiting event is published, in commit order');
+      this.outage = null;
+    }
     this.failing = failed;
     if (failed) this.giveUp(served);
     if (this.behind && this.drainAgain) {
@@ -287,6 +300,13 @@ export class OutboxRelay {
       void this.drain();
     }
     return count;
+  }
+
+  /** Logs the start of an outage once; the end is logged when a drain catches up. */
+  private noteOutage(reason: string): void {
+    if (this.outage) return;
+    this.outage = { since: Date.now(), republished: 0 };
+    this.log?.warn({ reason }, 'outbox: NATS is not taking events; they wait in the outbox and go out in commit order when it does (sends still succeed)');
   }
 
   /** Rejects callers whose events a drain pass could not publish; the events stay in the outbox. */

@@ -46,6 +46,12 @@ test.serial('sends succeed while NATS is down and the event arrives once when it
   await hub.store.createUser(b, () => []);
   const { conversation } = await hub.chat.openConversation(a, { type: 'direct', members: [b.id] });
   await until(async () => (await hub.store.outboxCount()) === 0);
+  // What an operator reads in the log: one warning when events start waiting, one line when they are all out.
+  const lines: Array<[string, Record<string, unknown>, string]> = [];
+  for (const level of ['warn', 'info'] as const) {
+    (hub.log as unknown as Record<string, unknown>)[level] = (obj: Record<string, unknown>, msg: string) => void lines.push([level, obj, msg]);
+  }
+  const outboxLines = () => lines.filter(([, , msg]) => msg.startsWith('outbox'));
 
   await servers.nats.stop();
   await until(() => !hub.bus.publisher.isConnected);
@@ -59,8 +65,20 @@ test.serial('sends succeed while NATS is down and the event arrives once when it
   );
   t.is(await hub.store.outboxCount(), 5, 'committed events wait in the outbox');
 
+  await new Promise((r) => setTimeout(r, 500)); // several sweep ticks (100 ms) of the outage
+  t.deepEqual(
+    outboxLines().map(([level, , msg]) => [level, msg.split(';')[0]]),
+    [['warn', 'outbox: NATS is not taking events']],
+    'one warning for the outage, not one per pass',
+  );
+
   await servers.nats.start();
   await until(async () => (await hub.store.outboxCount()) === 0, 30_000);
+  await until(() => outboxLines().length === 2);
+  const [level, fields, line] = outboxLines()[1]!;
+  t.is(level, 'info');
+  t.regex(line, /^outbox caught up/);
+  t.true(Number(fields.republished) >= 5, `republished ${String(fields.republished)}`);
   const msgs = await readStream(hub);
   const created = msgs
     .map((m) => JSON.parse(new TextDecoder().decode(m.data)) as { id: string; type: string; data: { message: { seq: number } } })
