@@ -105,16 +105,21 @@ export class Presence {
     this.timer.unref();
   }
 
+  /** Whether to try Redis at all: a connection that is up. Whether it answers is learnt from the commands. */
   private ready(): boolean {
-    if (this.redis && this.redis.status === 'ready') {
-      if (this.degraded) {
-        this.degraded = false;
-        this.log.info('presence: redis is back');
-      }
-      return true;
-    }
+    if (this.redis && this.redis.status === 'ready') return true;
     this.warn('redis not ready');
     return false;
+  }
+
+  /**
+   * A command answered: presence works again. Only an answer says so: a frozen Redis keeps its connection
+   * 'ready' while every command times out, so the connection state alone would announce a recovery every tick.
+   */
+  private answered(): void {
+    if (!this.degraded) return;
+    this.degraded = false;
+    this.log.info('presence: redis answers again');
   }
 
   private warn(reason: string): void {
@@ -128,6 +133,7 @@ export class Presence {
     const now = Date.now();
     try {
       const before = (await this.redis!.eval(JOIN, 2, this.key(d.userId), this.devicesKey, d.deviceId, String(now + this.opts.ttlMs), String(now), Presence.member(d))) as number;
+      this.answered();
       if (before === 0) this.onChange('online', d);
     } catch (err) {
       this.warn((err as Error).message);
@@ -138,6 +144,7 @@ export class Presence {
     if (!this.ready()) return;
     try {
       const left = (await this.redis!.eval(LEAVE, 2, this.key(d.userId), this.devicesKey, d.deviceId, Presence.member(d), String(Date.now()))) as number;
+      this.answered();
       if (left === 0) this.onChange('offline', d);
     } catch (err) {
       this.warn((err as Error).message);
@@ -172,6 +179,7 @@ export class Presence {
     let removed = 0;
     try {
       const expired = await this.redis!.zrangebyscore(this.devicesKey, '-inf', String(Date.now()), 'LIMIT', 0, 500);
+      this.answered();
       for (const m of expired) {
         const [workspaceId, userId, deviceId] = m.split('|');
         if (!workspaceId || !userId || !deviceId) {
@@ -208,6 +216,7 @@ export class Presence {
         const hits = (await this.redis!.eval(ONLINE, batch.length, ...batch.map((u) => this.key(u)), now)) as number[];
         for (const h of hits) online.push(batch[h - 1]!);
       }
+      this.answered();
       return online;
     };
     try {
