@@ -48,6 +48,8 @@ export interface OpenHubOptions {
   logger?: Logger;
   /** Lifetime of the send path's read caches (default 5 s; 0 turns them off). For tests and benchmarks. */
   readCacheTtlMs?: number;
+  /** Told when start-up begins and stops waiting for a dependency's first connection (the API answers 503 meanwhile). */
+  onWait?: (dependency: 'nats' | 'redis', waiting: boolean) => void;
 }
 
 /** How long the hub's Redis client waits for an answer before a command fails (and rate limits count in this process instead). */
@@ -81,7 +83,7 @@ export async function openHub(config: Config, opts: OpenHubOptions = {}): Promis
   const caches = createReadCaches(opts.readCacheTtlMs);
   const store = invalidatingStore(traceStore(await createStore(config)), caches);
   await store.init();
-  const bus = await openBus(config.natsUrl, name, config.natsNamespace);
+  const bus = await openBus(config.natsUrl, name, config.natsNamespace, { log, onWait: (w) => opts.onWait?.('nats', w) });
   watchInvalidations(bus.nc, config.natsNamespace, caches);
   const redis = new Redis(config.redisUrl, {
     lazyConnect: false,
@@ -97,7 +99,10 @@ export async function openHub(config: Config, opts: OpenHubOptions = {}): Promis
   // This client queues nothing while it connects, so a command in the first moments after start would fail
   // ("Stream isn't writeable"): wait for the first connection, briefly. A Redis that is down at start is not
   // fatal; the hub runs degraded (rate limits count in-process, presence is off) and the client keeps trying.
-  if (!(await redisReady(redis, REDIS_READY_WAIT_MS))) log.warn({ waitedMs: REDIS_READY_WAIT_MS }, 'Redis is not reachable yet; starting without it');
+  opts.onWait?.('redis', true);
+  const redisUp = await redisReady(redis, REDIS_READY_WAIT_MS);
+  opts.onWait?.('redis', false);
+  if (!redisUp) log.warn({ waitedMs: REDIS_READY_WAIT_MS }, 'Redis is not reachable yet; starting without it');
   const outbox = new OutboxRelay(store, bus.publisher, { sweepMs: config.outboxSweepMs, graceMs: config.outboxGraceMs }, log);
   const rateLimiter = new RateLimiter(redis, `${redisPrefix(config.natsNamespace)}:`, log);
   const core: HubCore = { config, log, store, bus, redis, outbox, rateLimiter, secrets, caches };

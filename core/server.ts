@@ -3,7 +3,7 @@
  * NATS/Redis when not configured, API + edge on one port, every built-in plugin); `voxa worker` runs chosen
  * plugins without the API. The Koa app itself is built by core/http/app.ts and never listens on its own.
  */
-import { createServer, type Server } from 'node:http';
+import { createServer, type RequestListener, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -57,11 +57,46 @@ export async function runHub(config: Config, opts: RunOptions): Promise<RunningH
     embedded = await startEmbedded({ natsUrl: config.natsUrl, redisUrl: config.redisUrl, dataDir: config.dataDir, projectRoot: PROJECT_ROOT, natsPort: config.embeddedNatsPort, natsMonitorPort: config.embeddedNatsMonitorPort, redisPort: config.embeddedRedisPort }, log);
     config = { ...config, natsUrl: embedded.natsUrl, redisUrl: embedded.redisUrl };
   }
+  let server: Server | null = null;
+  // Every accepted socket, upgraded WebSockets included (server.closeAllConnections() does not reach those).
+  const sockets = new Set<Socket>();
+  /** Dependencies start-up is waiting for; what the port answers about until the app takes over. */
+  const waitingFor = new Set<string>();
+  let handle: RequestListener = startingHandler(() => [...waitingFor].sort());
+  let port = 0;
+  if (opts.api) {
+    // The port is open from the start: while the hub opens (NATS down at start-up keeps it waiting), probes and
+    // clients get an answer (503 naming what is awaited) instead of a refused connection.
+    server = createServer((req, res) => handle(req, res));
+    server.keepAliveTimeout = 65_000;
+    // Before the app's listener, so a response is known from its request's first moment.
+    server.prependListener('request', trackResponse);
+    server.on('clientError', answerClientError);
+    server.on('connection', (socket: Socket) => {
+      sockets.add(socket);
+      socket.once('close', () => sockets.delete(socket));
+    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server!.once('error', reject);
+        server!.listen(config.port, config.host, () => resolve());
+      });
+    } catch (err) {
+      // e.g. the port is taken: nothing else has started but the embedded children.
+      await embedded?.stop();
+      throw err;
+    }
+    port = (server.address() as { port: number }).port;
+  }
+  const closeEarly = async () => {
+    if (server) await new Promise<void>((r) => server!.close(() => r()));
+    await embedded?.stop();
+  };
   let hub: Hub;
   try {
-    hub = await openHub(config, { name, logger: log });
+    hub = await openHub(config, { name, logger: log, onWait: (dependency, waiting) => void (waiting ? waitingFor.add(dependency) : waitingFor.delete(dependency)) });
   } catch (err) {
-    await embedded?.stop();
+    await closeEarly();
     throw err;
   }
   let plugins: Awaited<ReturnType<typeof selectPlugins>>;
@@ -71,26 +106,11 @@ export async function runHub(config: Config, opts: RunOptions): Promise<RunningH
     runtime = new PluginRuntime(hub, plugins);
   } catch (err) {
     await closeHub(hub).catch(() => undefined);
-    await embedded?.stop();
+    await closeEarly();
     throw err;
   }
-  let server: Server | null = null;
-  // Every accepted socket, upgraded WebSockets included (server.closeAllConnections() does not reach those).
-  const sockets = new Set<Socket>();
-  if (opts.api) {
-    const app = buildApp(hub, { pluginRoutes: runtime.routes() });
-    server = createServer(app.callback());
-    server.keepAliveTimeout = 65_000;
-    // Before the app's listener, so a response is known from its request's first moment.
-    server.prependListener('request', trackResponse);
-    server.on('clientError', answerClientError);
-    server.on('connection', (socket: Socket) => {
-      sockets.add(socket);
-      socket.once('close', () => sockets.delete(socket));
-    });
-  }
+  if (server) handle = buildApp(hub, { pluginRoutes: runtime.routes() }).callback();
   let stopCollectors = (): void => undefined;
-  let port = 0;
   let metricsServer: MetricsServer | null = null;
   let stopping: Promise<void> | null = null;
   // Also what undoes a start that failed part-way: each step copes with what never started.
@@ -130,11 +150,6 @@ export async function runHub(config: Config, opts: RunOptions): Promise<RunningH
     await runtime.start({ httpServer: server ?? undefined });
     stopCollectors = startHubCollectors(hub);
     if (server) {
-      await new Promise<void>((resolve, reject) => {
-        server!.once('error', reject);
-        server!.listen(config.port, config.host, () => resolve());
-      });
-      port = (server.address() as { port: number }).port;
       log.info({ port, plugins: plugins.map((p) => p.manifest.name), store: hub.store.kind }, `Voxa Hub listening on http://localhost:${port}`);
     } else {
       metricsServer = await startMetricsServer({ port: config.workerMetricsPort, host: config.host });
@@ -155,6 +170,29 @@ export async function runHub(config: Config, opts: RunOptions): Promise<RunningH
     async killChildren() {
       await embedded?.stopNow();
     },
+  };
+}
+
+/**
+ * What the API port answers while the hub is still opening: /healthz says the process is alive, /readyz is 503
+ * naming the dependencies start-up waits for (the same shape as the real one), anything else is 503
+ * UNAVAILABLE with Retry-After. A WebSocket upgrade finds no listener yet and is closed.
+ */
+function startingHandler(waiting: () => string[]): RequestListener {
+  return (req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    const failing = waiting();
+    const send = (status: number, body: unknown, headers: Record<string, string> = {}) => {
+      res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'x-content-type-options': 'nosniff', ...headers });
+      res.end(JSON.stringify(body));
+    };
+    if (req.method === 'GET' && path === '/healthz') return send(200, { status: 'ok' });
+    const note = failing.length ? `waiting for ${failing.join(' and ')}` : 'opening';
+    if (req.method === 'GET' && path === '/readyz') {
+      const checks = Object.fromEntries((failing.length ? failing : ['hub']).map((d) => [d, { ok: false, ms: 0, error: `the hub is starting: ${note}` }]));
+      return send(503, { status: 'unavailable', failing: Object.keys(checks), checks });
+    }
+    send(503, { error: { code: 'UNAVAILABLE', message: `The hub is starting (${note}); try again shortly.`, details: { failing } } }, { 'retry-after': '5' });
   };
 }
 

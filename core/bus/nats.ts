@@ -20,6 +20,8 @@ import {
   type StreamConfig,
   type Subscription,
 } from 'nats';
+import type { Logger } from 'pino';
+import { maskUrl } from '../config.js';
 import { withNamespace } from '../events/catalog.js';
 
 export const nanos = (ms: number): number => ms * 1_000_000;
@@ -257,8 +259,41 @@ export interface Bus {
   streams: StreamNames;
 }
 
-export async function openBus(url: string, name: string, namespace: string, opts: { ensure?: boolean; replicas?: number } = {}): Promise<Bus> {
-  const nc = await connectNats(url, name);
+/** After this long without a first connection, a process says in its log that it is waiting for NATS (then every NATS_WAIT_REPEAT_MS). */
+export const NATS_WAIT_LOG_MS = 2000;
+const NATS_WAIT_REPEAT_MS = 30_000;
+
+export async function openBus(
+  url: string,
+  name: string,
+  namespace: string,
+  opts: { ensure?: boolean; replicas?: number; log?: Logger; onWait?: (waiting: boolean) => void } = {},
+): Promise<Bus> {
+  // The first connection is awaited (a bus without one cannot declare streams or consumers), but not in
+  // silence: a process started while NATS is down says what it waits for until it answers.
+  opts.onWait?.(true);
+  const started = Date.now();
+  let warned = false;
+  const say = () => {
+    warned = true;
+    opts.log?.warn({ natsUrl: maskUrl(url), waitedMs: Date.now() - started }, 'waiting for NATS: start-up goes on when it answers');
+  };
+  const first = setTimeout(() => {
+    say();
+    repeat = setInterval(say, NATS_WAIT_REPEAT_MS);
+    repeat.unref();
+  }, NATS_WAIT_LOG_MS);
+  first.unref();
+  let repeat: NodeJS.Timeout | undefined;
+  let nc: NatsConnection;
+  try {
+    nc = await connectNats(url, name);
+  } finally {
+    clearTimeout(first);
+    clearInterval(repeat);
+    opts.onWait?.(false);
+  }
+  if (warned) opts.log?.info({ waitedMs: Date.now() - started }, 'NATS answered; starting');
   const jsm = await nc.jetstreamManager();
   const streams = opts.ensure === false ? streamNames(namespace) : await ensureStreams(jsm, namespace, opts.replicas ?? 1);
   return { nc, js: nc.jetstream(), jsm, publisher: new JetStreamPublisher(nc), namespace, streams };
