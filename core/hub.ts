@@ -50,6 +50,8 @@ export interface OpenHubOptions {
   readCacheTtlMs?: number;
   /** Told when start-up begins and stops waiting for a dependency's first connection (the API answers 503 meanwhile). */
   onWait?: (dependency: 'nats' | 'redis', waiting: boolean) => void;
+  /** Calls off the wait for NATS's first connection (openHub then rejects, having closed what it opened). */
+  signal?: AbortSignal;
 }
 
 /** How long the hub's Redis client waits for an answer before a command fails (and rate limits count in this process instead). */
@@ -83,7 +85,13 @@ export async function openHub(config: Config, opts: OpenHubOptions = {}): Promis
   const caches = createReadCaches(opts.readCacheTtlMs);
   const store = invalidatingStore(traceStore(await createStore(config)), caches);
   await store.init();
-  const bus = await openBus(config.natsUrl, name, config.natsNamespace, { log, onWait: (w) => opts.onWait?.('nats', w) });
+  let bus: Bus;
+  try {
+    bus = await openBus(config.natsUrl, name, config.natsNamespace, { log, onWait: (w) => opts.onWait?.('nats', w), ...(opts.signal ? { signal: opts.signal } : {}) });
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
   watchInvalidations(bus.nc, config.natsNamespace, caches);
   const redis = new Redis(config.redisUrl, {
     lazyConnect: false,

@@ -47,7 +47,22 @@ export interface RunOptions {
   logger?: Logger;
   /** Spawn nats-server / redis-server when their URLs are not configured. */
   embedded?: boolean;
+  /**
+   * Stops a start-up still in progress (a signal while it waits for NATS): what started is stopped, the
+   * embedded children included, and runHub rejects with StartAborted.
+   */
+  signal?: AbortSignal;
 }
+
+/** runHub was stopped by its signal before it finished starting. */
+export class StartAborted extends Error {
+  constructor() {
+    super('start-up was stopped before it finished');
+    this.name = 'StartAborted';
+  }
+}
+
+
 
 export async function runHub(config: Config, opts: RunOptions): Promise<RunningHub> {
   const name = opts.name ?? (opts.api ? 'voxa-hub' : 'voxa-worker');
@@ -94,10 +109,15 @@ export async function runHub(config: Config, opts: RunOptions): Promise<RunningH
   };
   let hub: Hub;
   try {
-    hub = await openHub(config, { name, logger: log, onWait: (dependency, waiting) => void (waiting ? waitingFor.add(dependency) : waitingFor.delete(dependency)) });
+    hub = await openHub(config, {
+      name,
+      logger: log,
+      onWait: (dependency, waiting) => void (waiting ? waitingFor.add(dependency) : waitingFor.delete(dependency)),
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    });
   } catch (err) {
     await closeEarly();
-    throw err;
+    throw opts.signal?.aborted ? new StartAborted() : err;
   }
   let plugins: Awaited<ReturnType<typeof selectPlugins>>;
   let runtime: PluginRuntime;
@@ -209,6 +229,30 @@ async function flushSpans(log: Logger, timeoutMs = 3000): Promise<void> {
 
 /** A repeat of the stop signal within this long is the same request delivered twice, not a second one. */
 const REPEAT_SIGNAL_MS = 1000;
+
+/**
+ * SIGINT/SIGTERM while runHub is still starting: aborts the returned signal (pass it to runHub, which then stops
+ * what it started, the embedded children included, and rejects with StartAborted). `release()` hands the
+ * signals over once start-up is done (to stopOnSignals). Without this, a Ctrl-C while start-up waited for NATS
+ * ended the process at once and left an embedded redis-server running.
+ */
+export function abortStartOnSignals(log: Logger): { signal: AbortSignal; release(): void } {
+  const controller = new AbortController();
+  const handler = (signal: NodeJS.Signals) => {
+    if (controller.signal.aborted) return; // npm passes a Ctrl-C on as well: the same request twice
+    log.info({ signal }, 'stopping before start-up finished');
+    controller.abort();
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+  return {
+    signal: controller.signal,
+    release() {
+      process.off('SIGINT', handler);
+      process.off('SIGTERM', handler);
+    },
+  };
+}
 
 /**
  * Stops cleanly on SIGINT/SIGTERM. A second signal (a second later or more), or a stop still running after

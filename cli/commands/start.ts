@@ -16,11 +16,23 @@ export function register(program: Command): void {
       const config = await loadRunConfig({ ...(opts.port ? { port: opts.port as unknown as number } : {}), ...(opts.plugins ? { plugins: opts.plugins } : {}) }, { api: true });
       const { startTelemetry } = await import('../../core/telemetry/tracing.js');
       await startTelemetry({ serviceName: 'voxa-hub' });
-      const { runHub, stopOnSignals } = await import('../../core/server.js');
+      const { abortStartOnSignals, runHub, StartAborted, stopOnSignals } = await import('../../core/server.js');
       const log = createLogger(config.logLevel, 'voxa-hub');
-      const running = await runHub(config, { api: true, logger: log }).catch((err: Error) => {
+      const early = abortStartOnSignals(log);
+      const running = await runHub(config, { api: true, logger: log, signal: early.signal }).catch((err: Error) => {
+        if (err instanceof StartAborted) {
+          log.info('stopped');
+          process.exit(0);
+        }
         throw usageError(err) ?? new CliError(err.message, EXIT.UNAVAILABLE, 'START_FAILED');
       });
+      early.release();
+      if (early.signal.aborted) {
+        // The signal came after the hub had opened (while the plugins started): stop it now.
+        await running.stop();
+        log.info('stopped');
+        process.exit(0);
+      }
       stopOnSignals(running, log, config.stopTimeoutMs);
     });
 }

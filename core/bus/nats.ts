@@ -26,18 +26,47 @@ import { withNamespace } from '../events/catalog.js';
 
 export const nanos = (ms: number): number => ms * 1_000_000;
 
-/** Connects with reconnect-forever settings; the nats.js default gives up after about 20 s. */
-export async function connectNats(url: string, name: string): Promise<NatsConnection> {
-  return connect({
-    servers: url.split(','),
-    name,
-    maxReconnectAttempts: -1,
-    reconnectTimeWait: 250,
-    reconnectJitter: 100,
-    waitOnFirstConnect: true,
-    pingInterval: 10_000,
-    maxPingOut: 3,
-  });
+/** Errors of a first connection that retrying cannot fix: credentials, permissions, TLS, options. */
+const FATAL_CONNECT = new Set(['AUTHORIZATION_VIOLATION', 'BAD_AUTHENTICATION', 'BAD_CREDS', 'AUTHENTICATION_EXPIRED', 'ACCOUNT_EXPIRED', 'PERMISSIONS_VIOLATION', 'INVALID_OPTION', 'TLS']);
+
+/**
+ * Connects with reconnect-forever settings (the nats.js default gives up after about 20 s). The first connection
+ * is retried here, every 250 ms, until a server answers or `signal` aborts (a stop during start-up); nats.js's
+ * own waitOnFirstConnect would wait the same way but could not be called off. A refused credential fails at once.
+ */
+export async function connectNats(url: string, name: string, signal?: AbortSignal): Promise<NatsConnection> {
+  for (;;) {
+    if (signal?.aborted) throw abortError();
+    try {
+      return await connect({
+        servers: url.split(','),
+        name,
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: 250,
+        reconnectJitter: 100,
+        timeout: 5000,
+        pingInterval: 10_000,
+        maxPingOut: 3,
+      });
+    } catch (err) {
+      if (FATAL_CONNECT.has(String((err as { code?: unknown }).code))) throw err;
+    }
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, 250);
+      function done() {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', done);
+        resolve();
+      }
+      signal?.addEventListener('abort', done, { once: true });
+    });
+  }
+}
+
+function abortError(): Error {
+  const err = new Error('stopped while waiting for NATS');
+  err.name = 'AbortError';
+  return err;
 }
 
 export interface StreamNames {
@@ -267,7 +296,7 @@ export async function openBus(
   url: string,
   name: string,
   namespace: string,
-  opts: { ensure?: boolean; replicas?: number; log?: Logger; onWait?: (waiting: boolean) => void } = {},
+  opts: { ensure?: boolean; replicas?: number; log?: Logger; onWait?: (waiting: boolean) => void; signal?: AbortSignal } = {},
 ): Promise<Bus> {
   // The first connection is awaited (a bus without one cannot declare streams or consumers), but not in
   // silence: a process started while NATS is down says what it waits for until it answers.
@@ -287,7 +316,7 @@ export async function openBus(
   let repeat: NodeJS.Timeout | undefined;
   let nc: NatsConnection;
   try {
-    nc = await connectNats(url, name);
+    nc = await connectNats(url, name, opts.signal);
   } finally {
     clearTimeout(first);
     clearInterval(repeat);

@@ -5,14 +5,14 @@
  */
 import test from 'ava';
 import type { Logger } from 'pino';
-import { runHub } from '../../core/server.js';
+import { runHub, StartAborted } from '../../core/server.js';
 import { createLogger } from '../../core/log.js';
 import { serversForFile, testConfig } from '../helpers/hub.js';
 import { freePort } from '../helpers/servers.js';
 
 const servers = serversForFile(); // this file stops and starts its NATS
 
-test('NATS down at start-up: 503s that name it and a log line, then a normal start when it returns', async (t) => {
+test.serial('NATS down at start-up: 503s that name it and a log line, then a normal start when it returns', async (t) => {
   const port = await freePort();
   const config = testConfig(servers, { host: '127.0.0.1', port, plugins: 'audit' });
   const lines: string[] = [];
@@ -57,4 +57,24 @@ test('NATS down at start-up: 503s that name it and a log line, then a normal sta
   t.is((await fetch(`${url}/readyz`)).status, 200);
   const reg = await fetch(`${url}/v1/auth/register`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: 'late@example.test', password: 'long enough pw', name: 'Late' }) });
   t.is(reg.status, 201);
+});
+
+test.serial('a stop while start-up waits for NATS: runHub rejects with StartAborted and the port is closed again', async (t) => {
+  const port = await freePort();
+  const config = testConfig(servers, { host: '127.0.0.1', port, plugins: 'audit' });
+  await servers.nats.stop();
+  t.teardown(() => servers.nats.start().catch(() => undefined));
+  const abort = new AbortController();
+  const starting = runHub(config, { api: true, embedded: false, plugins: 'audit', name: 'no-nats-abort-test', logger: createLogger('silent', 'test'), signal: abort.signal });
+  starting.catch(() => undefined);
+  const url = `http://127.0.0.1:${port}`;
+  let up = false;
+  for (let i = 0; i < 100 && !up; i++) {
+    up = (await fetch(`${url}/healthz`).catch(() => undefined))?.status === 200;
+    if (!up) await new Promise((r) => setTimeout(r, 50));
+  }
+  t.true(up, 'serving while it waits');
+  abort.abort();
+  await t.throwsAsync(starting, { instanceOf: StartAborted });
+  await t.throwsAsync(fetch(`${url}/healthz`), undefined, 'the port is closed');
 });

@@ -384,3 +384,30 @@ test('one Ctrl-C delivered twice at once (terminal group + npm passing it on) is
   t.false(await portOpen(Number(env.VOXA_EMBEDDED_NATS_PORT)));
   t.false(await portOpen(Number(env.VOXA_EMBEDDED_REDIS_PORT)));
 });
+
+test('SIGTERM while start-up waits for an external NATS: exit 0, and the embedded redis-server it spawned is stopped', async (t) => {
+  const env = { ...(await hubEnv(t, 'voxa-start-wait-')), NATS_URL: `nats://127.0.0.1:${await freePort()}` };
+  const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'cli', 'index.ts'), 'start'], {
+    cwd: root,
+    env: { ...process.env, REDIS_URL: '', MONGO_URL: '', LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const deadline = Date.now() + 60_000;
+  while (!out.includes('waiting for NATS')) {
+    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`no wait announced: ${out}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const redisPort = Number(env.VOXA_EMBEDDED_REDIS_PORT);
+  t.true(await portOpen(redisPort), 'the embedded redis-server runs');
+  t.is((await fetch(`http://127.0.0.1:${env.PORT}/readyz`)).status, 503);
+  const code = await new Promise<number | null>((resolve) => {
+    child.once('exit', (c) => resolve(c));
+    child.kill('SIGTERM');
+  });
+  t.is(code, 0, out);
+  t.regex(out, /stopping before start-up finished/);
+  t.false(await portOpen(redisPort), 'no redis-server left behind');
+});
