@@ -386,7 +386,7 @@ test('one Ctrl-C delivered twice at once (terminal group + npm passing it on) is
 });
 
 test('SIGTERM while start-up waits for an external NATS: exit 0, and the embedded redis-server it spawned is stopped', async (t) => {
-  const env = { ...(await hubEnv(t, 'voxa-start-wait-')), NATS_URL: `nats://127.0.0.1:${await freePort()}` };
+  const env: Record<string, string> = { ...(await hubEnv(t, 'voxa-start-wait-')), NATS_URL: `nats://127.0.0.1:${await freePort()}` };
   const child = spawn(process.execPath, ['--import', 'tsx', join(root, 'cli', 'index.ts'), 'start'], {
     cwd: root,
     env: { ...process.env, REDIS_URL: '', MONGO_URL: '', LOG_LEVEL: 'info', ...env },
