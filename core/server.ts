@@ -52,6 +52,8 @@ export interface RunOptions {
    * embedded children included, and runHub rejects with StartAborted.
    */
   signal?: AbortSignal;
+  /** Given, as soon as they run, a way to end the embedded children at once (a second signal during start-up). */
+  onChildren?: (killChildren: () => Promise<void>) => void;
 }
 
 /** runHub was stopped by its signal before it finished starting. */
@@ -71,6 +73,8 @@ export async function runHub(config: Config, opts: RunOptions): Promise<RunningH
   if (opts.embedded !== false && (!config.natsUrl || !config.redisUrl)) {
     embedded = await startEmbedded({ natsUrl: config.natsUrl, redisUrl: config.redisUrl, dataDir: config.dataDir, projectRoot: PROJECT_ROOT, natsPort: config.embeddedNatsPort, natsMonitorPort: config.embeddedNatsMonitorPort, redisPort: config.embeddedRedisPort }, log);
     config = { ...config, natsUrl: embedded.natsUrl, redisUrl: embedded.redisUrl };
+    const children = embedded;
+    opts.onChildren?.(() => children.stopNow());
   }
   let server: Server | null = null;
   // Every accepted socket, upgraded WebSockets included (server.closeAllConnections() does not reach those).
@@ -129,7 +133,9 @@ export async function runHub(config: Config, opts: RunOptions): Promise<RunningH
     await closeEarly();
     throw err;
   }
-  if (server) handle = buildApp(hub, { pluginRoutes: runtime.routes() }).callback();
+  // The app takes the port over only once the plugins (the WebSocket edge among them) have started: until then
+  // /readyz keeps saying 503, so a load balancer sends nothing to an instance whose /ws would still be a 404.
+  const appHandler = server ? buildApp(hub, { pluginRoutes: runtime.routes() }).callback() : null;
   let stopCollectors = (): void => undefined;
   let metricsServer: MetricsServer | null = null;
   let stopping: Promise<void> | null = null;
@@ -167,7 +173,10 @@ export async function runHub(config: Config, opts: RunOptions): Promise<RunningH
     return stopping;
   };
   try {
+    waitingFor.add('plugins');
     await runtime.start({ httpServer: server ?? undefined });
+    waitingFor.delete('plugins');
+    if (appHandler) handle = appHandler;
     stopCollectors = startHubCollectors(hub);
     if (server) {
       log.info({ port, plugins: plugins.map((p) => p.manifest.name), store: hub.store.kind }, `Voxa Hub listening on http://localhost:${port}`);
@@ -236,10 +245,20 @@ const REPEAT_SIGNAL_MS = 1000;
  * signals over once start-up is done (to stopOnSignals). Without this, a Ctrl-C while start-up waited for NATS
  * ended the process at once and left an embedded redis-server running.
  */
-export function abortStartOnSignals(log: Logger): { signal: AbortSignal; release(): void } {
+export function abortStartOnSignals(log: Logger): { signal: AbortSignal; release(): void; onChildren(kill: () => Promise<void>): void } {
   const controller = new AbortController();
+  let signalledAt = 0;
+  let killChildren: (() => Promise<void>) | null = null;
   const handler = (signal: NodeJS.Signals) => {
-    if (controller.signal.aborted) return; // npm passes a Ctrl-C on as well: the same request twice
+    if (signalledAt) {
+      // npm passes a Ctrl-C on as well: the same request twice. A later one asks again, for a start-up step
+      // that does not return (only the wait for NATS can be called off): end the children and exit now.
+      if (Date.now() - signalledAt < REPEAT_SIGNAL_MS) return;
+      log.warn('second signal: exiting now');
+      void (killChildren?.() ?? Promise.resolve()).catch(() => undefined).finally(() => process.exit(130));
+      return;
+    }
+    signalledAt = Date.now();
     log.info({ signal }, 'stopping before start-up finished');
     controller.abort();
   };
@@ -247,6 +266,9 @@ export function abortStartOnSignals(log: Logger): { signal: AbortSignal; release
   process.on('SIGTERM', handler);
   return {
     signal: controller.signal,
+    onChildren(kill) {
+      killChildren = kill;
+    },
     release() {
       process.off('SIGINT', handler);
       process.off('SIGTERM', handler);

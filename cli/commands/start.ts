@@ -19,7 +19,7 @@ export function register(program: Command): void {
       const { abortStartOnSignals, runHub, StartAborted, stopOnSignals } = await import('../../core/server.js');
       const log = createLogger(config.logLevel, 'voxa-hub');
       const early = abortStartOnSignals(log);
-      const running = await runHub(config, { api: true, logger: log, signal: early.signal }).catch((err: Error) => {
+      const running = await runHub(config, { api: true, logger: log, signal: early.signal, onChildren: early.onChildren }).catch((err: Error) => {
         if (err instanceof StartAborted) {
           log.info('stopped');
           process.exit(0);

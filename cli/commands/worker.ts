@@ -35,7 +35,7 @@ export function register(program: Command): void {
       const log = createLogger(config.logLevel, 'voxa-worker');
       // A worker never spawns its own nats-server/redis-server: it joins the ones the hub uses.
       const early = abortStartOnSignals(log);
-      const running = await runHub(config, { api: false, plugins: opts.plugins, logger: log, embedded: false, signal: early.signal }).catch((err: Error) => {
+      const running = await runHub(config, { api: false, plugins: opts.plugins, logger: log, embedded: false, signal: early.signal, onChildren: early.onChildren }).catch((err: Error) => {
         if (err instanceof StartAborted) {
           log.info('stopped');
           process.exit(0);

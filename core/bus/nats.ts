@@ -26,13 +26,18 @@ import { withNamespace } from '../events/catalog.js';
 
 export const nanos = (ms: number): number => ms * 1_000_000;
 
-/** Errors of a first connection that retrying cannot fix: credentials, permissions, TLS, options. */
-const FATAL_CONNECT = new Set(['AUTHORIZATION_VIOLATION', 'BAD_AUTHENTICATION', 'BAD_CREDS', 'AUTHENTICATION_EXPIRED', 'ACCOUNT_EXPIRED', 'PERMISSIONS_VIOLATION', 'INVALID_OPTION', 'TLS']);
+/**
+ * Errors of a first connection that mean "no server there yet" and are worth retrying: refused, timed out, cut,
+ * a name that does not resolve yet (a container still starting). Anything else (an unparsable URL, refused
+ * credentials, TLS) fails start-up at once: waiting would not fix it.
+ */
+const RETRYABLE_CONNECT = new Set(['CONNECTION_REFUSED', 'CONNECTION_TIMEOUT', 'CONNECTION_CLOSED', 'DISCONNECT', 'ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EAI_AGAIN']);
 
 /**
  * Connects with reconnect-forever settings (the nats.js default gives up after about 20 s). The first connection
  * is retried here, every 250 ms, until a server answers or `signal` aborts (a stop during start-up); nats.js's
- * own waitOnFirstConnect would wait the same way but could not be called off. A refused credential fails at once.
+ * own waitOnFirstConnect would wait the same way but could not be called off. Only "nobody there yet" errors are
+ * retried (RETRYABLE_CONNECT); a bad URL or a refused credential fails at once.
  */
 export async function connectNats(url: string, name: string, signal?: AbortSignal): Promise<NatsConnection> {
   for (;;) {
@@ -49,7 +54,7 @@ export async function connectNats(url: string, name: string, signal?: AbortSigna
         maxPingOut: 3,
       });
     } catch (err) {
-      if (FATAL_CONNECT.has(String((err as { code?: unknown }).code))) throw err;
+      if (!RETRYABLE_CONNECT.has(String((err as { code?: unknown }).code))) throw err;
     }
     await new Promise<void>((resolve) => {
       const timer = setTimeout(done, 250);

@@ -78,3 +78,10 @@ test.serial('a stop while start-up waits for NATS: runHub rejects with StartAbor
   await t.throwsAsync(starting, { instanceOf: StartAborted });
   await t.throwsAsync(fetch(`${url}/healthz`), undefined, 'the port is closed');
 });
+
+test.serial('a NATS URL that cannot work (unparsable) fails start-up at once instead of waiting forever', async (t) => {
+  const config = testConfig(servers, { host: '127.0.0.1', port: await freePort(), plugins: 'audit', natsUrl: 'nats://[::1' });
+  const started = Date.now();
+  await t.throwsAsync(runHub(config, { api: true, embedded: false, plugins: 'audit', name: 'bad-nats-url-test', logger: createLogger('silent', 'test') }), { message: /Invalid URL/ });
+  t.true(Date.now() - started < 5000);
+});
