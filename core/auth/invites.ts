@@ -9,7 +9,7 @@
  * `voxa users invite` issues a new one (which replaces the old).
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { DocumentStore } from '../store/port.js';
+import type { DocumentStore, Store } from '../store/port.js';
 
 export const INVITES_COLLECTION = 'user_invites';
 export const DEFAULT_INVITE_DAYS = 7;
@@ -19,6 +19,8 @@ interface InviteRecord {
   /** SHA-256 of the code, hex. */
   hash: string;
   expiresAt: string;
+  /** Set by the registration that used the code (claimInvite); a used code never matches again. */
+  usedAt?: string;
 }
 
 const digest = (code: string) => createHash('sha256').update(code, 'utf8').digest();
@@ -31,17 +33,30 @@ export async function issueInvite(docs: DocumentStore, userId: string, days = DE
   return { code, expiresAt };
 }
 
-/** True when `code` is the user's current, unexpired invite code. */
-export async function inviteMatches(docs: DocumentStore, userId: string, code: string | undefined, now = Date.now()): Promise<boolean> {
-  if (!code) return false;
-  const rec = await docs.get<InviteRecord>(INVITES_COLLECTION, userId);
-  if (!rec || typeof rec.hash !== 'string' || !(Date.parse(rec.expiresAt) > now)) return false;
+function matches(rec: InviteRecord | null, got: Buffer, now: number): boolean {
+  if (!rec || typeof rec.hash !== 'string' || rec.usedAt || !(Date.parse(rec.expiresAt) > now)) return false;
   const want = Buffer.from(rec.hash, 'hex');
-  const got = digest(code);
   return want.length === got.length && timingSafeEqual(want, got);
 }
 
-/** Removes a user's invite (used, or the account was completed another way); false when there was none. */
+/** True when `code` is the user's current, unused, unexpired invite code (a cheap check before the real claim). */
+export async function inviteMatches(docs: DocumentStore, userId: string, code: string | undefined, now = Date.now()): Promise<boolean> {
+  return !!code && matches(await docs.get<InviteRecord>(INVITES_COLLECTION, userId), digest(code), now);
+}
+
+/**
+ * Uses the code, once: a compare-and-set on the invite record marks it used only if it still holds this very
+ * code, unused and unexpired. Of two registrations racing with one code, one wins; a code replaced meanwhile
+ * (`voxa users invite`) no longer matches, and the new one stays. The record ages out with its expiresAt.
+ */
+export async function claimInvite(store: Pick<Store, 'updateDoc'>, userId: string, code: string | undefined, now = Date.now()): Promise<boolean> {
+  if (!code) return false;
+  const got = digest(code);
+  const claimed = await store.updateDoc<InviteRecord>(INVITES_COLLECTION, userId, (cur) => (matches(cur, got, now) ? { ...cur, usedAt: new Date(now).toISOString() } : null), () => []);
+  return claimed !== null;
+}
+
+/** Removes a user's invite (the account was completed another way: Google sign-in); false when there was none. */
 export async function dropInvite(docs: DocumentStore, userId: string): Promise<boolean> {
   return docs.delete(INVITES_COLLECTION, userId);
 }

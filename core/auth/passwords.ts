@@ -78,3 +78,11 @@ export async function dummyVerify(password: string): Promise<false> {
   await verifyPassword(password, await dummy);
   return false;
 }
+
+/**
+ * Whether an account has a password to sign in with: invited accounts have none yet (null), and accounts made
+ * by Google sign-in hold a marker that starts with "!" (oidc.ts NO_PASSWORD), which no hash ever does.
+ */
+export function hasUsablePassword(passwordHash: string | null): boolean {
+  return typeof passwordHash === 'string' && !passwordHash.startsWith('!');
+}

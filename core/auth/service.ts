@@ -14,7 +14,7 @@ import type { Hub } from '../hub.js';
 import { newId } from '../ids.js';
 import type { OutboxEntry, RefreshTokenRecord, Store } from '../store/port.js';
 import { recordOutbox, toOutbox } from '../events/outbox-entry.js';
-import { dropInvite, inviteMatches, issueInvite } from './invites.js';
+import { claimInvite, inviteMatches, issueInvite } from './invites.js';
 import { dummyVerify, hashPassword, needsRehash, verifyPassword } from './passwords.js';
 import { hashRefreshToken, newRefreshToken, signAccessToken } from './tokens.js';
 import { TotpService } from './totp.js';
@@ -99,18 +99,20 @@ export class AuthService {
     if (mode === 'closed') throw new VoxaError('REGISTRATION_CLOSED');
     const existing = await this.hub.store.getUserByEmail(email);
     if (existing && existing.passwordHash !== null) throw new VoxaError('EMAIL_TAKEN');
-    if (!existing && mode === 'invite') throw new VoxaError('INVITE_REQUIRED');
+    // One answer for "not invited" (invite mode) and "invited, but no valid code": it does not say which.
+    const inviteRequired = () => new VoxaError('INVITE_REQUIRED', 'Registration needs an invitation: register with the invite code you were given (ask for a new one if it expired).', { field: 'body.invite' });
+    if (!existing && mode === 'invite') throw inviteRequired();
     // An invited (pre-registered) account is claimed only with its invite code, whatever the mode: the email
-    // alone would hand its role to whoever registered first.
-    if (existing && !(await inviteMatches(this.hub.store.docs, existing.id, input.invite))) {
-      throw new VoxaError('INVITE_REQUIRED', 'This email has an invitation: register with its invite code (ask whoever invited you for a new one if it expired).', { field: 'body.invite' });
-    }
+    // alone would hand its role to whoever registered first. (A cheap check first: no password hashing for a
+    // wrong code.)
+    if (existing && !(await inviteMatches(this.hub.store.docs, existing.id, input.invite))) throw inviteRequired();
     const passwordHash = await hashPassword(input.password);
 
     if (existing) {
-      // The code is single-use: of two registrations racing with it, the one that deletes it goes on. (A crash
-      // right after leaves the account invited with no code: `voxa users invite` issues a new one.)
-      if (!(await dropInvite(this.hub.store.docs, existing.id))) throw new VoxaError('CONFLICT', 'The invitation was just used; sign in instead.');
+      // The code is used once (compare-and-set): of two registrations racing with it one goes on, and a code
+      // replaced in the meantime does not count. A crash right after leaves the account invited with a used
+      // code: `voxa users invite` issues a new one.
+      if (!(await claimInvite(this.hub.store, existing.id, input.invite))) throw new VoxaError('CONFLICT', 'The invitation was just used or replaced; sign in, or ask for a new code.');
       // Registering sets the password and keeps the assigned role.
       const events = recordOutbox((u: UserRecord) => this.userEvents(u, 'user.updated', { user: publicUser(u), changes: ['password', 'name'] }));
       const updated = await this.hub.store.updateUser(existing.id, { passwordHash, name: input.name }, events);

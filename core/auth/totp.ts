@@ -25,7 +25,7 @@ import { createEvent } from '../events/catalog.js';
 import type { Hub } from '../hub.js';
 import type { OutboxEntry } from '../store/port.js';
 import { recordOutbox } from '../events/outbox-entry.js';
-import { verifyPassword } from './passwords.js';
+import { hasUsablePassword, verifyPassword } from './passwords.js';
 import { RECOVERY_USED_COLLECTION, TOTP_STEPS_COLLECTION } from './prune.js';
 import { encodeBase32 } from '../base32.js';
 
@@ -165,6 +165,9 @@ export class TotpService {
   /** A new (unconfirmed) secret. Refused while TOTP is on: disable first, so a stolen session cannot swap it. */
   async enroll(user: UserRecord): Promise<Enrollment> {
     if (user.totp?.enabled) throw new VoxaError('CONFLICT', 'Two-factor sign-in is already on; disable it first.');
+    // The second factor guards password sign-in, and turning it on asks for the password: an account that signs
+    // in with Google only (no usable password) could start enrolling and never finish.
+    if (!hasUsablePassword(user.passwordHash)) throw new VoxaError('CONFLICT', 'This account has no password (it signs in with Google): two-factor sign-in protects password sign-in.');
     const secret = base32Encode(randomBytes(20));
     const secretEnc = this.keyring.seal(secret, this.aad(user.id));
     const updated = await this.hub.store.updateUser(user.id, { totp: { secretEnc, enabled: false } }, () => []);

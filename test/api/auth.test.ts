@@ -1,7 +1,7 @@
 import test from 'ava';
 import jwt from 'jsonwebtoken';
 import { serversForFile } from '../helpers/hub.js';
-import { INVITES_COLLECTION, issueInvite } from '../../core/auth/invites.js';
+import { claimInvite, INVITES_COLLECTION, inviteMatches, issueInvite } from '../../core/auth/invites.js';
 import { pruneRecords } from '../../core/auth/prune.js';
 import { preRegisterUser } from '../../core/auth/service.js';
 import { verifyAccessToken } from '../../core/auth/tokens.js';
@@ -204,12 +204,15 @@ test('registration modes: closed, invite (pre-registered keeps its role), open',
     t.is(early.body.error.code, 'INVALID_CREDENTIALS');
 
     // The email alone does not claim it (that handed an admin account to whoever registered first), nor a wrong code.
+    let claimShape: Record<string, unknown> = {};
     for (const extra of [{}, { invite: 'vxi_wrong' }, { invite: `${code.code}x` }]) {
       const claim = await invite.http.post('/v1/auth/register').send({ email: 'boss@example.test', password: 'attacker pw 1', name: 'Mallory', ...extra });
       t.is(claim.status, 403, JSON.stringify(extra));
       t.is(claim.body.error.code, 'INVITE_REQUIRED');
       t.is(claim.body.error.details.field, 'body.invite');
+      claimShape = claim.body.error;
     }
+    t.is(denied.body.error.message, claimShape.message);
     t.is((await invite.hub.store.getUserByEmail('boss@example.test'))?.passwordHash, null, 'still unclaimed');
 
     const reg = await invite.http.post('/v1/auth/register').send({ email: 'boss@example.test', password: 'long enough pw', name: 'The Boss', invite: code.code });
@@ -217,8 +220,12 @@ test('registration modes: closed, invite (pre-registered keeps its role), open',
     t.is(reg.body.user.id, user.id);
     t.is(reg.body.user.role, 'admin');
     t.is(reg.body.user.name, 'The Boss');
+    t.truthy((await invite.hub.store.docs.get<{ usedAt?: string }>(INVITES_COLLECTION, user.id))?.usedAt, 'the code is marked used');
+    t.false(await inviteMatches(invite.hub.store.docs, user.id, code.code), 'and matches no more');
     const again = await invite.http.post('/v1/auth/register').send({ email: 'boss@example.test', password: 'other password', name: 'Nope', invite: code.code });
-    t.is(again.body.error.code, 'EMAIL_TAKEN', 'the code is single-use');
+    t.is(again.body.error.code, 'EMAIL_TAKEN');
+    // A stranger in invite mode gets the same answer as an invited email without its code: it says nothing about which.
+    t.deepEqual(denied.body.error, { ...claimShape, message: denied.body.error.message });
     // The outbox sweeper publishes the pre-registration event that nobody dispatched.
     await eventually(async () => (await streamEvents(invite.hub)).some((e) => e.event.type === 'user.registered' && e.event.userId === user.id));
     t.pass();
@@ -250,6 +257,30 @@ test('in open mode too, an invited email is claimed only with its code; an expir
     t.is(r.body.error.code, 'INVITE_REQUIRED');
     t.is((await pruneRecords(api.hub.store.docs))[INVITES_COLLECTION], 1);
     t.is(await api.hub.store.docs.get(INVITES_COLLECTION, late.user.id), null);
+  } finally {
+    await api.close();
+  }
+});
+
+test('an invite code is used once: two registrations racing with it, one wins; a replaced code no longer counts', async (t) => {
+  const api = await openApiHub(servers);
+  try {
+    const ws = api.hub.config.defaultWorkspaceId;
+    const cli = { type: 'system' as const, id: 'voxa-cli' };
+    const { user, invite } = await preRegisterUser(api.hub.store, api.hub.config.natsNamespace, { email: 'race@example.test', role: 'agent', workspaceId: ws }, cli);
+    const body = (name: string) => ({ email: 'race@example.test', password: `long enough pw ${name}`, name, invite: invite.code });
+    const both = await Promise.all([api.http.post('/v1/auth/register').send(body('One')), api.http.post('/v1/auth/register').send(body('Two'))]);
+    t.deepEqual(both.map((r) => r.status).sort(), [201, 409], JSON.stringify(both.map((r) => r.body)));
+    const winner = both.find((r) => r.status === 201)!;
+    t.is((await api.hub.store.getUser(user.id))?.name, winner.body.user.name, 'the account is the winner\'s');
+
+    // Replaced: the old code is refused, even at the claim (the compare-and-set), and the new one stays usable.
+    const second = await preRegisterUser(api.hub.store, api.hub.config.natsNamespace, { email: 'swap@example.test', role: 'agent', workspaceId: ws }, cli);
+    t.true(await inviteMatches(api.hub.store.docs, second.user.id, second.invite.code));
+    const fresh = await issueInvite(api.hub.store.docs, second.user.id);
+    t.false(await claimInvite(api.hub.store, second.user.id, second.invite.code), 'the replaced code cannot be claimed');
+    t.true(await inviteMatches(api.hub.store.docs, second.user.id, fresh.code), 'the new code still works');
+    t.is((await api.http.post('/v1/auth/register').send({ email: 'swap@example.test', password: 'long enough pw', name: 'Swap', invite: fresh.code })).status, 201);
   } finally {
     await api.close();
   }

@@ -152,6 +152,11 @@ test('the happy path: PKCE S256, HttpOnly SameSite=Lax cookie, new account, then
     t.truthy(ex, 'a token request carried the verifier matching this flow’s challenge');
     // The new account has no usable password.
     t.is((await api.http.post('/v1/auth/login').send({ email: 'gia@example.test', password: '!external' })).body.error.code, 'INVALID_CREDENTIALS');
+    // So two-factor sign-in (which guards password sign-in, and asks for the password to turn on) is refused up
+    // front instead of an enrolment that could never be confirmed.
+    const enroll = await api.http.post('/v1/me/2fa/enroll').set(...bearer({ accessToken: first.res.body.accessToken } as never));
+    t.is(enroll.status, 409);
+    t.regex(enroll.body.error.message, /no password/);
 
     // Same Google account (sub) later, even with a changed email: the same hub user.
     const again = await signIn(api, verified('gia.new@example.test'));
