@@ -43,6 +43,12 @@ export function createWebhooksPlugin(opts: WebhookOptions = {}): Plugin & { serv
       queues = new ConnectorQueues(ctx.hub);
       service = new WebhookService(ctx.hub, queues, opts);
       await service.init();
+      // Once per store, in the background: a large old log must not hold up the start.
+      const svc = service;
+      void svc
+        .backfillSettledAt()
+        .then((n) => n && ctx.log.info({ deliveries: n }, 'webhook deliveries settled before retention existed now age from their last attempt'))
+        .catch((err: unknown) => ctx.log.warn({ err }, 'dating old webhook deliveries failed; the next start tries again'));
       service.startWorker();
       // Safety net for a kick lost to a Redis blip between writing a delivery and adding its drain job.
       sweeper = setInterval(() => void service?.sweep().catch(() => undefined), 30_000);

@@ -237,26 +237,32 @@ export class WebhookService {
     // The hourly prune reads through these: it deletes what has aged out instead of scanning every row.
     await this.hub.store.docs.ensureIndex(DELIVERIES, ['settledAt']);
     await this.hub.store.docs.ensureIndex(DELIVERY_KEYS, ['at']);
-    const n = await this.backfillSettledAt();
-    if (n) this.hub.log.info({ deliveries: n }, 'webhook deliveries settled before retention existed now age from their last attempt');
   }
 
   /**
    * Rows that settled before retention existed have no settledAt (nor their keys `at`), so no prune would ever
-   * take them. Gives each its last attempt's time (its creation's if it has none), with its key in the same
-   * write, once per store: a marker document says it is done, so later starts read nothing. Two processes
-   * starting together may both run it; each write is the same. Returns how many rows it changed.
+   * take them. Gives each its last attempt's time (its creation's if it has none), then its key `at`, once per
+   * store: a marker document says it is done, so later starts read nothing. The plugin runs it in the background
+   * after start. A row changes by compare-and-set, so a manual attempt writing it meanwhile is not undone (its
+   * own settledAt wins). Two processes starting together may both run it; each write is the same. Returns how
+   * many rows it changed.
    */
   async backfillSettledAt(): Promise<number> {
     const docs = this.hub.store.docs;
     if (await docs.get(WEBHOOK_META, SETTLED_BACKFILL)) return 0;
     let changed = 0;
+    const dated = (cur: Delivery): Delivery | null => (cur.settledAt || cur.status === 'pending' ? null : { ...cur, settledAt: cur.lastAttemptAt ?? cur.createdAt });
     for (const status of ['succeeded', 'failed'] as const) {
       for (let afterId: string | undefined; ; ) {
         const rows = await docs.find<Delivery>(DELIVERIES, { status }, { limit: PRUNE_BATCH, ...(afterId ? { afterId } : {}) });
         const legacy = rows.filter((d) => !d.settledAt);
-        await Promise.all(legacy.map((d) => docs.writeAll(WebhookService.settleWrites({ ...d, settledAt: d.lastAttemptAt ?? d.createdAt }))));
-        changed += legacy.length;
+        const done = await Promise.all(legacy.map((d) => this.hub.store.updateDoc<Delivery>(DELIVERIES, d.id, dated, () => [])));
+        for (const d of done) {
+          if (!d) continue; // settled meanwhile by a manual attempt, which dated it and its key itself
+          changed++;
+          // A test send has no key.
+          if (d.eventType !== TEST_EVENT) await docs.put(DELIVERY_KEYS, `${d.subscriptionId}:${d.eventId}`, { deliveryId: d.id, at: d.settledAt } satisfies DeliveryKey);
+        }
         if (rows.length < PRUNE_BATCH) break;
         afterId = rows.at(-1)!.id;
       }

@@ -181,7 +181,7 @@ test('rows settled before retention existed (no settledAt, keys without `at`) ge
   }
   t.deepEqual(await c.svc.prune(), { deliveries: 0, keys: 0 }, 'before: nothing to prune them by');
 
-  await c.svc.init(); // what the plugin's start does
+  await c.svc.backfillSettledAt(); // what the plugin's start runs in the background
   for (const d of rows.slice(0, 2)) {
     t.is((await row(c, d.id))?.settledAt, old, `the ${d.status} row ages from its last attempt (or its creation)`);
     t.deepEqual(await keyOf(c, d), { deliveryId: d.id, at: old });
