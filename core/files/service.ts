@@ -153,12 +153,17 @@ export class FileService {
       }
       let settled = false;
       let writing: Promise<Spooled> | null = null;
+      /** The file part being written, while it is. */
+      let part: Readable | null = null;
       const fail = (err: unknown) => {
         if (settled) return;
         settled = true;
         // Stop parsing; the rest of the body is discarded and the connection closed after the answer.
         req.unpipe(bb);
         req.resume();
+        // Unpiped, busboy would never end the file part: its pipeline would wait forever, holding the temp file
+        // and its descriptor (an aborted upload left both behind). Ending it with the error removes the file.
+        part?.destroy(err instanceof Error ? err : new Error(String(err)));
         reject(err);
       };
       bb.on('file', (field, stream: Readable, info) => {
@@ -166,6 +171,8 @@ export class FileService {
           stream.resume();
           return;
         }
+        part = stream;
+        stream.once('end', () => (part = null));
         const path = join(tmpDir, `upload-${randomBytes(12).toString('hex')}`);
         const hash = createHash('sha256');
         const headParts: Buffer[] = [];
@@ -200,7 +207,12 @@ export class FileService {
           fail,
         );
       });
-      req.on('aborted', () => fail(new VoxaError('VALIDATION_FAILED', 'The upload was aborted.')));
+      const aborted = () => fail(new VoxaError('VALIDATION_FAILED', 'The upload was aborted.'));
+      req.on('aborted', aborted);
+      // A client that goes away mid-body: the request closes before it completed.
+      req.on('close', () => {
+        if (!req.complete) aborted();
+      });
       req.pipe(bb);
     });
   }

@@ -1,5 +1,7 @@
 import test from 'ava';
-import { readdirSync, existsSync } from 'node:fs';
+import { readdirSync, existsSync, readlinkSync } from 'node:fs';
+import { request } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { contentDisposition, nameForType, sanitizeName } from '../../core/files/names.js';
@@ -260,6 +262,38 @@ test('messages carry attachments of their own conversation only', async (t) => {
     }
     const hist = await api.http.get(`/v1/conversations/${conv.id}/messages`).set(...bearer(ana));
     t.is(hist.body.messages.length, 2);
+  } finally {
+    await api.close();
+  }
+});
+
+test('an upload the client abandons mid-body leaves no temp file and no open descriptor behind', async (t) => {
+  const api = await openApiHub(servers);
+  try {
+    const { ana, conv } = await setup(api);
+    const { port } = api.server.address() as AddressInfo;
+    const mp = multipart([{ field: 'file', filename: 'big.bin', contentType: 'application/octet-stream', data: Buffer.alloc(400_000, 7) }]);
+    const tmp = join(api.hub.config.dataDir, 'tmp');
+    const openTemp = () => readdirSync(`/proc/${process.pid}/fd`).filter((fd) => {
+      try {
+        return readlinkSync(`/proc/${process.pid}/fd/${fd}`).startsWith(tmp);
+      } catch {
+        return false;
+      }
+    }).length;
+    for (let i = 0; i < 3; i++) {
+      // Half the body, then the client goes away (a phone losing signal).
+      await new Promise<void>((resolve) => {
+        const req = request({ host: '127.0.0.1', port, path: `/v1/conversations/${conv.id}/files`, method: 'POST', headers: { Authorization: `Bearer ${ana.accessToken}`, 'Content-Type': mp.type, 'Content-Length': mp.body.length } });
+        req.on('error', () => resolve());
+        req.write(mp.body.subarray(0, 200_000), () => setTimeout(() => {
+          req.destroy();
+          resolve();
+        }, 200));
+      });
+    }
+    await eventually(async () => (!existsSync(tmp) || readdirSync(tmp).length === 0) && openTemp() === 0, 10_000);
+    t.is(await api.hub.store.docs.count('files'), 0, 'nothing stored');
   } finally {
     await api.close();
   }
