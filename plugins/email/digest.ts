@@ -94,7 +94,8 @@ export async function buildDigest(store: Store, user: UserRecord, baseUrl: strin
       title,
       unreadCount: c.unreadCount,
       link: `${baseUrl}/conversations/${encodeURIComponent(c.id)}`,
-      latest: await Promise.all(fresh.map(async (m) => ({ sender: await nameOf(m.senderId), text: preview(m.text), createdAt: m.createdAt }))),
+      // A message that is only an attachment says so, as its push does.
+      latest: await Promise.all(fresh.map(async (m) => ({ sender: await nameOf(m.senderId), text: preview(m.text) || 'Attachment', createdAt: m.createdAt }))),
     });
   }
   const unreadTotal = unread.reduce((n, c) => n + c.unreadCount, 0);

@@ -24,12 +24,15 @@ import { recordSent } from '../analytics/facts.js';
 import { definePlugin, type Plugin } from '../runtime/types.js';
 import { buildDigest, escapeHtml, unreadConversations, unsubscribeUrl, verifyUnsubscribeToken } from './digest.js';
 import { getEmailPrefs, updateEmailPrefs } from './prefs.js';
+import { mutedConversations } from '../push/mutes.js';
 
 export interface EmailPluginOptions {
   /** Replaces the transport built from config.smtpUrl (tests may pass their own options). */
   transport?: Transporter;
   /** How long stop() waits for digests in flight and for Redis before it returns anyway (default 10 s, as connector queues). */
   closeGraceMs?: number;
+  /** Attempts per digest and the first retry delay, doubling (default 5 and 30 s; tests shorten them). */
+  retry?: { attempts: number; backoffMs: number };
 }
 
 interface DigestJob {
@@ -151,12 +154,22 @@ export function createEmailPlugin(opts: EmailPluginOptions = {}): Plugin {
           if (!user || user.disabled || user.passwordHash === null || !user.email) continue;
           const prefs = await getEmailPrefs(hub.store.docs, userId, hub.config.emailDigestDelaySeconds);
           if (!prefs.enabled) continue;
+          // A muted conversation's messages never make a digest: they would only send the same other unread again.
+          if ((await mutedConversations(hub.store.docs, userId)).has(conv.id)) continue;
           // An existing job under this id makes add() a no-op: one pending digest per user, and a redelivered
-          // event cannot schedule a second one.
+          // event cannot schedule a second one. So a job that failed for good is removed, not kept: kept, it
+          // held the id and silently swallowed every later digest of that user (the failure is in the log).
           await queue.add(
             'digest',
             { userId },
-            { jobId: digestJobId(userId), delay: prefs.delaySeconds * 1000, removeOnComplete: true, removeOnFail: 100, attempts: 5, backoff: { type: 'exponential', delay: 30_000 } },
+            {
+              jobId: digestJobId(userId),
+              delay: prefs.delaySeconds * 1000,
+              removeOnComplete: true,
+              removeOnFail: true,
+              attempts: opts.retry?.attempts ?? 5,
+              backoff: { type: 'exponential', delay: opts.retry?.backoffMs ?? 30_000 },
+            },
           );
         }
       } else if (event.type === 'message.seen') {

@@ -231,6 +231,51 @@ test.serial('preferences: off means no digest is scheduled, muted conversations 
   }
 });
 
+test.serial('a digest that failed for good does not block the next one; a muted conversation schedules none', async (t) => {
+  // SMTP refuses (a greylisting server, an outage) until `failing` is cleared, then delivers to the test inbox.
+  let failing = true;
+  const real = nodemailer.createTransport({ host: '127.0.0.1', port: smtpPort, secure: false, ignoreTLS: true });
+  const flaky = nodemailer.createTransport({
+    name: 'flaky',
+    version: '1',
+    send(mail, callback) {
+      if (failing) return callback(new Error('451 temporary failure'), undefined as never);
+      void real.sendMail(mail.data).then((info) => callback(null, info as never), (err: Error) => callback(err, undefined as never));
+    },
+  });
+  const plugin = createEmailPlugin({ transport: flaky, retry: { attempts: 1, backoffMs: 10 } });
+  const api = await open(0, true, plugin);
+  const q = inspectQueue(api.hub);
+  try {
+    const alice = await api.register('Alice');
+    const erin = await api.register('Erin');
+    const conv = await api.http.post('/v1/conversations').set(...bearer(alice)).send({ type: 'direct', members: [erin.id] });
+    const cid = conv.body.conversation.id as string;
+    await send(api, alice, cid, 'lost to the outage');
+    // The one attempt fails; the job is gone, not kept as failed under the user's id.
+    await eventually(async () => (await q.queue.getFailedCount()) === 0 && (await q.queue.getJobCounts('delayed', 'waiting', 'active')).delayed === 0 && (await notificationsSent('email', 'failed')) > 0);
+    await eventually(async () => (await q.queue.getJob(digestJobId(erin.id))) === undefined);
+    failing = false;
+    await send(api, alice, cid, 'after the outage');
+    await eventually(async () => mailsTo(erin).length === 1);
+    t.true(mailsTo(erin)[0]!.text!.includes('after the outage'), 'the next message makes a digest again');
+
+    // A muted conversation's message schedules nothing (it would only send the other unread again).
+    await api.http.put('/v1/me/notifications').set(...bearer(erin)).send({ email: { delaySeconds: 3600 } });
+    const group = await api.http.post('/v1/conversations').set(...bearer(alice)).send({ type: 'group', title: 'Noisy', members: [erin.id] });
+    await setMuted(api.hub.store.docs, erin.id, group.body.conversation.id as string, true);
+    await send(api, alice, group.body.conversation.id as string, 'noise');
+    await new Promise((r) => setTimeout(r, 1000));
+    t.is(await q.queue.getJob(digestJobId(erin.id)), undefined, 'no digest for a muted conversation');
+    await send(api, alice, cid, 'not muted');
+    await eventually(async () => (await q.queue.getJob(digestJobId(erin.id))) !== undefined);
+    t.pass();
+  } finally {
+    await q.close();
+    await api.close();
+  }
+});
+
 /** voxa_notifications_sent_total for one channel and outcome, read from prom-client. */
 async function notificationsSent(channel: string, outcome: string): Promise<number> {
   return (await metrics.notificationsSent.get()).values.find((v) => v.labels.channel === channel && v.labels.outcome === outcome)?.value ?? 0;
