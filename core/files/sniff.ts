@@ -20,6 +20,18 @@ export type SniffResult = { ok: true; type: Sniffed } | { ok: false; reason: str
 /** Bytes the sniffer needs to see (more is ignored). */
 export const SNIFF_BYTES = 512;
 
+/**
+ * An MPEG audio frame header (an MP3 without ID3 tag): 11 sync bits, then a version that is not the reserved
+ * one and layer II or III. Layer I and the reserved values are left out, so text starting with a UTF-16
+ * byte-order mark (FF FE, FF FF) is not taken for audio.
+ */
+function mpegAudioFrame(b: Buffer): boolean {
+  if (b.length < 2 || b[0] !== 0xff || (b[1]! & 0xe0) !== 0xe0) return false;
+  const version = (b[1]! >> 3) & 0b11; // 01 is reserved
+  const layer = (b[1]! >> 1) & 0b11; // 01 layer III, 10 layer II, 11 layer I, 00 reserved
+  return version !== 0b01 && (layer === 0b01 || layer === 0b10);
+}
+
 const startsWith = (b: Buffer, sig: number[], at = 0) => b.length >= at + sig.length && sig.every((v, i) => b[at + i] === v);
 const ascii = (b: Buffer, text: string, at = 0) => b.length >= at + text.length && b.toString('latin1', at, at + text.length) === text;
 
@@ -83,7 +95,7 @@ export function sniff(head: Buffer): SniffResult {
   }
   if (ascii(b, 'OggS')) return ok('audio/ogg', ['ogg'], 'attachment');
   if (ascii(b, 'RIFF') && ascii(b, 'WAVE', 8)) return ok('audio/wav', ['wav'], 'attachment');
-  if (ascii(b, 'ID3') || (b[0] === 0xff && b.length > 1 && (b[1]! & 0xe0) === 0xe0)) return ok('audio/mpeg', ['mp3'], 'attachment');
+  if (ascii(b, 'ID3') || mpegAudioFrame(b)) return ok('audio/mpeg', ['mp3'], 'attachment');
 
   // Text: look at where markup or code would start.
   if (isText(b)) {
