@@ -19,7 +19,7 @@ import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import sharp from 'sharp';
 import type { Conversation, UserRecord } from '../domain.js';
-import { VoxaError } from '../errors.js';
+import { isVoxaError, VoxaError } from '../errors.js';
 import { fieldError } from '../http/validate.js';
 import { createEvent } from '../events/catalog.js';
 import type { Hub } from '../hub.js';
@@ -173,6 +173,11 @@ export class FileService {
         }
         part = stream;
         stream.once('end', () => (part = null));
+        // Listened to at once: the pipeline below attaches only after mkdir, and a body that ends without its
+        // closing boundary errors this stream before that. Unheard, the 'error' event would end the process.
+        // The error itself reaches the pipeline, which answers it (below).
+        let partError: Error | null = null;
+        stream.on('error', (err: Error) => void (partError ??= err));
         const path = join(tmpDir, `upload-${randomBytes(12).toString('hex')}`);
         const hash = createHash('sha256');
         const headParts: Buffer[] = [];
@@ -189,6 +194,8 @@ export class FileService {
           .then(() => ({ path, size: counter.bytes, sha256: hash.digest('hex'), head: Buffer.concat(headParts), filename: info.filename ?? '' }))
           .catch(async (err: unknown) => {
             await rm(path, { force: true });
+            // The part itself broke (the body ended mid-part, say): bad input, not a failure of ours.
+            if (!isVoxaError(err) && partError) throw fieldError('body.file', `the multipart body is malformed (${partError.message})`);
             throw err;
           });
         writing.catch(fail);

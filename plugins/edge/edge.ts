@@ -737,8 +737,10 @@ export class Edge {
     metrics.edgeFramesIn.inc({ transport: s.transport.kind });
     const a = s.active(this.opts);
     if (!a.frameBucket.take()) return errorAck(bucketLimited(a.frameBucket, 'Too many frames on this connection; slow down.'));
-    if (!isClientEvent(type)) {
-      return errorAck(new VoxaError('VALIDATION_FAILED', `Unknown event type "${type.slice(0, 64)}".`, { type: 'unknown-event' }));
+    // Socket.IO allows any value as an event name (`42[1,{}]` names event 1): only a known string is one.
+    if (typeof type !== 'string' || !isClientEvent(type)) {
+      const name = typeof type === 'string' ? type.slice(0, 64) : typeof type;
+      return errorAck(new VoxaError('VALIDATION_FAILED', `Unknown event type "${name}".`, { type: 'unknown-event', fields: ['type'] }));
     }
     const parsed = CLIENT_EVENTS[type].safeParse(data);
     if (!parsed.success) {

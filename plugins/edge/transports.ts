@@ -118,7 +118,13 @@ class WsTransport implements Transport {
       return;
     }
     if (frame.type === 'auth') return this.reply(frame, errorAck(new VoxaError('CONFLICT', 'Already authenticated.')));
-    void this.edge.handle(this.session, frame.type, frame.data).then((data) => this.reply(frame, data));
+    void this.edge
+      .handle(this.session, frame.type, frame.data)
+      .catch((err: unknown) => {
+        this.edge.log.error({ err }, 'edge frame failed');
+        return errorAck(new VoxaError('INTERNAL'));
+      })
+      .then((data) => this.reply(frame, data));
   }
 
   /**
@@ -346,7 +352,14 @@ class SioTransport implements Transport {
     // Socket.IO hands over parsed data only (no raw text to test for \u first); frames are small objects.
     const illFormed = illFormedPath(data, 'data');
     if (illFormed !== null) return this.answer(event, ack, errorAck(illFormedError(illFormed)));
-    void this.edge.handle(this.session!, event, data).then((res) => this.answer(event, ack, res));
+    // A frame that throws is answered as an internal error: never an unhandled rejection (it would end the process).
+    void this.edge
+      .handle(this.session!, event, data)
+      .catch((err: unknown) => {
+        this.edge.log.error({ err }, 'edge frame failed');
+        return errorAck(new VoxaError('INTERNAL'));
+      })
+      .then((res) => this.answer(typeof event === 'string' ? event : String(event), ack, res));
   }
 
   /** Answers an event: the ack when the client asked for one, else an `error` event (with `ref`) when it failed. */

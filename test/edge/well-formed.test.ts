@@ -98,3 +98,17 @@ test('a frame over 64 KiB closes the connection: 1009 on /ws, a transport close 
   t.is((await ws.closed).code, 1009);
   t.is((await e.hub.store.listMessages(conv.id, { limit: 10 })).messages.length, 0);
 });
+
+test('a Socket.IO event whose name is not a string (42[1,{}]) is refused, and the hub keeps serving', async (t) => {
+  const { conv, sio } = await twoOnline(t);
+  const errors: unknown[] = [];
+  sio.socket.on('error', (e: unknown) => void errors.push(e));
+  // The official client sends whatever it is given as the name.
+  (sio.socket.emit as (ev: unknown, ...args: unknown[]) => void)(1, {});
+  const acked = await (sio.socket.timeout(5000).emitWithAck as (ev: unknown, ...args: unknown[]) => Promise<{ ok: boolean; error: { code: string } }>)(2, {});
+  t.false(acked.ok);
+  t.is(acked.error.code, 'VALIDATION_FAILED');
+  const sent = await sio.request('send-message', { conversationId: conv.id, text: 'still here', clientId: 'after-numeric' });
+  t.true(sent.ok, 'the connection and the hub still work');
+  t.like(errors[0], { code: 'VALIDATION_FAILED' });
+});
