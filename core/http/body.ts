@@ -83,19 +83,22 @@ export function jsonDepth(text: string, max = MAX_DEPTH): number {
   return deepest;
 }
 
-/** Finds a prototype-reaching key anywhere in a parsed document (iteratively; depth is already bounded). */
-function forbiddenKey(value: unknown): string | null {
-  const stack: unknown[] = [value];
+/**
+ * Finds a prototype-reaching key anywhere in a parsed document (iteratively; depth is already bounded) and
+ * returns it with its path under `root` (`body.config.__proto__`), as every other refusal names its field.
+ */
+function forbiddenKey(value: unknown, root: string): { key: string; path: string } | null {
+  const stack: Array<[unknown, string]> = [[value, root]];
   while (stack.length) {
-    const v = stack.pop();
+    const [v, path] = stack.pop()!;
     if (v === null || typeof v !== 'object') continue;
     if (Array.isArray(v)) {
-      for (const item of v) stack.push(item);
+      v.forEach((item, i) => stack.push([item, `${path}.${i}`]));
       continue;
     }
     for (const k of Object.keys(v)) {
-      if (FORBIDDEN_KEYS.has(k)) return k;
-      stack.push((v as Record<string, unknown>)[k]);
+      if (FORBIDDEN_KEYS.has(k)) return { key: k, path: `${path}.${k}` };
+      stack.push([(v as Record<string, unknown>)[k], `${path}.${k}`]);
     }
   }
   return null;
@@ -112,10 +115,16 @@ export function parseJsonText(text: string): unknown {
   } catch (err) {
     throw new VoxaError('MALFORMED_JSON', `The body is not valid JSON: ${(err as Error).message}`);
   }
-  // Cheap substring test first: the walk only runs when such a key could be present.
-  if (text.includes('__proto__') || text.includes('constructor') || text.includes('prototype')) {
-    const key = forbiddenKey(value);
-    if (key) throw new VoxaError('VALIDATION_FAILED', `The key "${key}" is not allowed.`, { fields: [key], issues: [{ path: key, message: 'forbidden key' }] });
+  // Cheap substring test first: the walk only runs when such a key could be present, spelt out or with a
+  // \u escape in it ("__proto\u005f_" is the same key once parsed).
+  if (text.includes('__proto__') || text.includes('constructor') || text.includes('prototype') || text.includes('\\u')) {
+    const found = forbiddenKey(value, 'body');
+    if (found) {
+      throw new VoxaError('VALIDATION_FAILED', `${found.path}: the key "${found.key}" is not allowed.`, {
+        fields: [found.path],
+        issues: [{ path: found.path, code: 'forbidden_key', message: 'A key that reaches an object prototype.' }],
+      });
+    }
   }
   assertWellFormed(value, text, 'body');
   return value;

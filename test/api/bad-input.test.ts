@@ -41,8 +41,11 @@ test('bad input gets a 4xx with a code, never a 500, and writes nothing', async 
       { name: 'missing body', method: 'post', path: msgs, status: 400, code: 'VALIDATION_FAILED' },
       { name: 'malformed JSON', method: 'post', path: msgs, body: '{"text": "x",', status: 400, code: 'MALFORMED_JSON' },
       { name: 'deep nesting', method: 'post', path: msgs, body: `{"text":${deep}}`, status: 400, code: 'JSON_TOO_DEEP' },
-      { name: 'prototype key', method: 'post', path: msgs, body: '{"text":"x","__proto__":{"admin":true}}', status: 400, code: 'VALIDATION_FAILED' },
-      { name: 'constructor key', method: 'post', path: '/v1/auth/register', body: '{"email":"evil@example.test","password":"long enough pw","name":"E","constructor":{"prototype":{}}}', auth: false, status: 400, code: 'VALIDATION_FAILED' },
+      { name: 'prototype key', method: 'post', path: msgs, body: '{"text":"x","__proto__":{"admin":true}}', status: 400, code: 'VALIDATION_FAILED', field: 'body.__proto__' },
+      { name: 'constructor key', method: 'post', path: '/v1/auth/register', body: '{"email":"evil@example.test","password":"long enough pw","name":"E","constructor":{"prototype":{}}}', auth: false, status: 400, code: 'VALIDATION_FAILED', field: 'body.constructor' },
+      // The same keys written with a \u escape are the same keys once parsed.
+      { name: 'escaped prototype key', method: 'post', path: `/v1/conversations/${id}/read`, body: '{"seq":{"__proto\\u005f_":{"a":1}}}', status: 400, code: 'VALIDATION_FAILED', field: 'body.seq.__proto__' },
+      { name: 'escaped constructor key', method: 'post', path: msgs, body: '{"text":"x","constructo\\u0072":1}', status: 400, code: 'VALIDATION_FAILED', field: 'body.constructor' },
       { name: 'too large', method: 'post', path: msgs, body: { text: 'x'.repeat(5000) }, status: 413, code: 'PAYLOAD_TOO_LARGE' },
       { name: 'wrong content type', method: 'post', path: msgs, body: 'text=hi', type: 'application/x-www-form-urlencoded', status: 415, code: 'UNSUPPORTED_MEDIA_TYPE' },
       { name: 'text/plain JSON', method: 'post', path: msgs, body: '{"text":"hi"}', type: 'text/plain', status: 415, code: 'UNSUPPORTED_MEDIA_TYPE' },
