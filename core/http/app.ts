@@ -15,6 +15,7 @@ import type { PluginContext, PluginRouter, PluginRoutes, PublicPluginRouter, Pub
 import { authRoutes } from '../routes/auth.js';
 import { conversationRoutes } from '../routes/conversations.js';
 import { userRoutes } from '../routes/users.js';
+import { workspaceRoutes } from '../routes/workspace.js';
 import { twoFactorRoutes } from '../routes/twofactor.js';
 import { searchRoutes } from '../routes/search.js';
 import { fileRoutes } from '../routes/files.js';
@@ -73,6 +74,7 @@ export function buildApp(hub: Hub, opts: BuildAppOptions = {}): Koa<ApiState> {
   const accounts = new AuthService(hub);
   authRoutes(api, accounts);
   userRoutes(api, hub);
+  workspaceRoutes(api, hub);
   conversationRoutes(api, hub);
   twoFactorRoutes(api, new TotpService(hub));
   searchRoutes(api, hub);
