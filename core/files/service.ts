@@ -201,7 +201,7 @@ export class FileService {
         writing.catch(fail);
       });
       bb.on('error', () => fail(fieldError('body.file', 'the multipart body is malformed')));
-      bb.on('partsLimit', () => fail(new VoxaError('VALIDATION_FAILED', 'Too many parts in the multipart body.')));
+      bb.on('partsLimit', () => fail(fieldError('body', 'too many parts in the multipart body (at most 12)')));
       bb.on('close', () => {
         if (settled) return;
         if (!writing) return fail(fieldError('body.file', 'the body has no part named "file"'));

@@ -13,6 +13,7 @@ import { errorAck, type AckData, type Edge, type Session, type Transport } from 
 import type { Frame, SioEncoded, SioEncoder } from './frame.js';
 import { CLOSE, handshakeRefusal, HandshakeSchema, WsFrameSchema, type Handshake } from './protocol.js';
 import { illFormedError, illFormedPath, illFormedPathOfJson } from '../../core/http/well-formed.js';
+import { validationDetails } from '../../core/http/validate.js';
 
 export interface TransportHandles {
   close(): Promise<void>;
@@ -90,15 +91,23 @@ class WsTransport implements Transport {
     if (isBinary) return this.send({ type: 'error', data: { code: 'VALIDATION_FAILED', message: 'Frames are JSON text.' } });
     let frame: { type: string; data?: unknown; ackId?: string | number };
     let text: string;
+    /** What a refused envelope is answered with as `ref`: the ackId it carried, else its type (so a client can match it). */
+    let ref: string | number | undefined;
     try {
       text = raw.toString();
-      const parsed = WsFrameSchema.safeParse(JSON.parse(text));
-      if (!parsed.success) throw new VoxaError('VALIDATION_FAILED', 'A frame is {type, data, ackId?}.');
+      const json: unknown = JSON.parse(text);
+      const parsed = WsFrameSchema.safeParse(json);
+      if (!parsed.success) {
+        const { ackId, type } = (json !== null && typeof json === 'object' ? json : {}) as { ackId?: unknown; type?: unknown };
+        ref = typeof ackId === 'string' || typeof ackId === 'number' ? ackId : typeof type === 'string' ? type.slice(0, 64) : undefined;
+        const details = validationDetails(parsed.error);
+        throw new VoxaError('VALIDATION_FAILED', `A frame is {type, data, ackId?}${details.fields.length ? `; look at ${details.fields.join(', ')}` : ''}.`, details);
+      }
       frame = parsed.data;
     } catch (err) {
       if (!this.session) return this.refuseHandshake();
       const e = isVoxaError(err) ? err : new VoxaError('MALFORMED_JSON', 'The frame is not valid JSON.');
-      return this.send({ type: 'error', data: (errorAck(e) as { error: unknown }).error });
+      return this.send({ type: 'error', data: { ...(errorAck(e) as { error: object }).error, ...(ref !== undefined ? { ref } : {}) } });
     }
     // ws already refused invalid UTF-8, so only a \u escape can put a lone surrogate in a frame.
     const illFormed = illFormedPathOfJson(frame, text);

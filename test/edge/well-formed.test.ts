@@ -2,7 +2,7 @@ import { once } from 'node:events';
 import test, { type ExecutionContext } from 'ava';
 import { WebSocket } from 'ws';
 import { serversForFile } from '../helpers/hub.js';
-import { group, makeUser, openEdgeHub, sioClient, wsClient } from './support.js';
+import { eventually, group, makeUser, openEdgeHub, sioClient, wsClient } from './support.js';
 
 const servers = serversForFile();
 
@@ -111,4 +111,24 @@ test('a Socket.IO event whose name is not a string (42[1,{}]) is refused, and th
   const sent = await sio.request('send-message', { conversationId: conv.id, text: 'still here', clientId: 'after-numeric' });
   t.true(sent.ok, 'the connection and the hub still work');
   t.like(errors[0], { code: 'VALIDATION_FAILED' });
+});
+
+test('a /ws frame with a bad envelope is answered with details naming the field and a ref to match it; unknown types name the field too', async (t) => {
+  const { conv, ws, sio } = await twoOnline(t);
+  const errors = () => ws.received.filter((f) => f.type === 'error').map((f) => f.data as { code: string; details?: { fields?: string[] }; ref?: unknown });
+  ws.ws.send(JSON.stringify({ type: 'typing', data: { conversationId: conv.id }, ackId: -1 }));
+  ws.ws.send(JSON.stringify({ type: 'typing', data: { conversationId: conv.id }, ackId: 'x', extra: 1 }));
+  ws.ws.send(JSON.stringify({ type: 7, data: {} }));
+  await eventually(() => errors().length === 3, 5000, 'three error frames');
+  const [negative, extra, numeric] = errors();
+  t.like(negative, { code: 'VALIDATION_FAILED', ref: -1 });
+  t.deepEqual(negative!.details?.fields, ['ackId']);
+  t.like(extra, { code: 'VALIDATION_FAILED', ref: 'x' });
+  t.true(extra!.details?.fields?.some((f) => f.includes('extra')), JSON.stringify(extra));
+  t.deepEqual(numeric!.details?.fields, ['type']);
+  for (const client of [ws, sio]) {
+    const unknown = await client.request('nope', {});
+    t.false(unknown.ok);
+    t.deepEqual(unknown.error.details.fields, ['type']);
+  }
 });
