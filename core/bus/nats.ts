@@ -148,8 +148,13 @@ export async function ensureStream(
     try {
       await jsm.streams.add(cfg);
     } catch (addErr) {
-      // Another process created it between our info and add: fine.
-      if (!/already (in use|exists)/i.test(String((addErr as Error).message))) throw addErr;
+      // Another process created it between our info and add: fine. The server may say so as "already in use",
+      // or (nats-server 2.9, two adds at once) as "subjects overlap with an existing stream": that one is fine
+      // only if the stream that now exists is ours.
+      const message = String((addErr as Error).message);
+      if (/already (in use|exists)/i.test(message)) return;
+      if (/subjects overlap/i.test(message) && (await jsm.streams.info(cfg.name).then(() => true, () => false))) return;
+      throw addErr;
     }
   }
 }
