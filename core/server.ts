@@ -64,8 +64,6 @@ export class StartAborted extends Error {
   }
 }
 
-
-
 export async function runHub(config: Config, opts: RunOptions): Promise<RunningHub> {
   const name = opts.name ?? (opts.api ? 'voxa-hub' : 'voxa-worker');
   const log = opts.logger ?? createLogger(config.logLevel, name);
@@ -274,6 +272,34 @@ export function abortStartOnSignals(log: Logger): { signal: AbortSignal; release
       process.off('SIGTERM', handler);
     },
   };
+}
+
+/**
+ * What `voxa start` and `voxa worker` run: runHub with SIGINT/SIGTERM honoured from the first moment. A signal
+ * during start-up stops what had started (exit 0); after it, stopOnSignals' clean stop. `failed` turns a start
+ * error into what the command reports.
+ */
+export async function runUntilSignalled(config: Config, opts: Omit<RunOptions, 'signal' | 'onChildren'> & { logger: Logger }, failed: (err: Error) => Error): Promise<void> {
+  const log = opts.logger;
+  const early = abortStartOnSignals(log);
+  let running: RunningHub;
+  try {
+    running = await runHub(config, { ...opts, signal: early.signal, onChildren: early.onChildren });
+  } catch (err) {
+    if (err instanceof StartAborted) {
+      log.info('stopped');
+      process.exit(0);
+    }
+    throw failed(err as Error);
+  }
+  early.release();
+  if (early.signal.aborted) {
+    // The signal came after the hub had opened (while the plugins started): stop it now.
+    await running.stop();
+    log.info('stopped');
+    process.exit(0);
+  }
+  stopOnSignals(running, log, config.stopTimeoutMs);
 }
 
 /**

@@ -16,23 +16,8 @@ export function register(program: Command): void {
       const config = await loadRunConfig({ ...(opts.port ? { port: opts.port as unknown as number } : {}), ...(opts.plugins ? { plugins: opts.plugins } : {}) }, { api: true });
       const { startTelemetry } = await import('../../core/telemetry/tracing.js');
       await startTelemetry({ serviceName: 'voxa-hub' });
-      const { abortStartOnSignals, runHub, StartAborted, stopOnSignals } = await import('../../core/server.js');
+      const { runUntilSignalled } = await import('../../core/server.js');
       const log = createLogger(config.logLevel, 'voxa-hub');
-      const early = abortStartOnSignals(log);
-      const running = await runHub(config, { api: true, logger: log, signal: early.signal, onChildren: early.onChildren }).catch((err: Error) => {
-        if (err instanceof StartAborted) {
-          log.info('stopped');
-          process.exit(0);
-        }
-        throw usageError(err) ?? new CliError(err.message, EXIT.UNAVAILABLE, 'START_FAILED');
-      });
-      early.release();
-      if (early.signal.aborted) {
-        // The signal came after the hub had opened (while the plugins started): stop it now.
-        await running.stop();
-        log.info('stopped');
-        process.exit(0);
-      }
-      stopOnSignals(running, log, config.stopTimeoutMs);
+      await runUntilSignalled(config, { api: true, logger: log }, (err) => usageError(err) ?? new CliError(err.message, EXIT.UNAVAILABLE, 'START_FAILED'));
     });
 }

@@ -31,25 +31,12 @@ export function register(program: Command): void {
       };
       const { startTelemetry } = await import('../../core/telemetry/tracing.js');
       await startTelemetry({ serviceName: 'voxa-worker' });
-      const { abortStartOnSignals, runHub, StartAborted, stopOnSignals } = await import('../../core/server.js');
+      const { runUntilSignalled } = await import('../../core/server.js');
       const log = createLogger(config.logLevel, 'voxa-worker');
       // A worker never spawns its own nats-server/redis-server: it joins the ones the hub uses.
-      const early = abortStartOnSignals(log);
-      const running = await runHub(config, { api: false, plugins: opts.plugins, logger: log, embedded: false, signal: early.signal, onChildren: early.onChildren }).catch((err: Error) => {
-        if (err instanceof StartAborted) {
-          log.info('stopped');
-          process.exit(0);
-        }
-        throw usageError(err) ?? new CliError(`worker could not start (NATS ${maskUrl(config.natsUrl)}): ${err.message}`, EXIT.UNAVAILABLE, 'START_FAILED');
-      });
-      early.release();
-      if (early.signal.aborted) {
-        // The signal came after the hub had opened (while the plugins started): stop it now.
-        await running.stop();
-        log.info('stopped');
-        process.exit(0);
-      }
-      stopOnSignals(running, log, config.stopTimeoutMs);
+      await runUntilSignalled(config, { api: false, plugins: opts.plugins, logger: log, embedded: false }, (err) =>
+        usageError(err) ?? new CliError(`worker could not start (NATS ${maskUrl(config.natsUrl)}): ${err.message}`, EXIT.UNAVAILABLE, 'START_FAILED'),
+      );
     });
 }
 

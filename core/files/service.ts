@@ -123,6 +123,16 @@ interface Spooled {
   filename: string;
 }
 
+/** Where a workspace keeps an upload limit below the hub's: `{maxBytes}` keyed by workspace id (PATCH /v1/workspace). */
+export const FILE_LIMITS = 'file_limits';
+
+/** The upload limit for a workspace: the config's, or a lower one the workspace set. */
+export async function uploadLimitFor(hub: Pick<Hub, 'store' | 'config'>, workspaceId: string): Promise<number> {
+  const ws = await hub.store.docs.get<{ maxBytes?: number }>(FILE_LIMITS, workspaceId);
+  const max = hub.config.uploadMaxBytes;
+  return typeof ws?.maxBytes === 'number' && ws.maxBytes > 0 ? Math.min(ws.maxBytes, max) : max;
+}
+
 export class FileService {
   readonly blobs: BlobStore;
   constructor(
@@ -132,11 +142,9 @@ export class FileService {
     this.blobs = blobs ?? createBlobStore(hub);
   }
 
-  /** The upload limit for a workspace: the config's, or a lower one the workspace set (`file_limits` doc). */
-  async limitFor(workspaceId: string): Promise<number> {
-    const ws = await this.hub.store.docs.get<{ maxBytes?: number }>('file_limits', workspaceId);
-    const max = this.hub.config.uploadMaxBytes;
-    return typeof ws?.maxBytes === 'number' && ws.maxBytes > 0 ? Math.min(ws.maxBytes, max) : max;
+  /** The upload limit for a workspace (uploadLimitFor). */
+  limitFor(workspaceId: string): Promise<number> {
+    return uploadLimitFor(this.hub, workspaceId);
   }
 
   /** Reads one `file` part of a multipart request into a temp file, enforcing the byte limit while reading. */

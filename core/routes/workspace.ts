@@ -10,9 +10,8 @@ import { createEvent } from '../events/catalog.js';
 import { VoxaError } from '../errors.js';
 import type { Hub } from '../hub.js';
 import type { ApiRouter } from '../http/api-router.js';
+import { FILE_LIMITS, uploadLimitFor } from '../files/service.js';
 
-/** The per-workspace upload limit lives in its own document (read by core/files/service.ts limitFor). */
-const FILE_LIMITS = 'file_limits';
 
 const WorkspaceOut = z.object({
   id: z.string(),
@@ -36,11 +35,7 @@ const WorkspacePatch = z
   .meta({ minProperties: 1 });
 
 export function workspaceRoutes(api: ApiRouter, hub: Hub): void {
-  const view = async (ws: Workspace) => {
-    const own = await hub.store.docs.get<{ maxBytes?: number }>(FILE_LIMITS, ws.id);
-    const max = hub.config.uploadMaxBytes;
-    return { id: ws.id, name: ws.name, settings: ws.settings, uploadMaxBytes: typeof own?.maxBytes === 'number' && own.maxBytes > 0 ? Math.min(own.maxBytes, max) : max, createdAt: ws.createdAt };
-  };
+  const view = async (ws: Workspace) => ({ id: ws.id, name: ws.name, settings: ws.settings, uploadMaxBytes: await uploadLimitFor(hub, ws.id), createdAt: ws.createdAt });
 
   api.add({
     method: 'get',

@@ -13,6 +13,7 @@ import type { UserRecord } from '../../core/domain.js';
 import { VoxaError } from '../../core/errors.js';
 import { ConnectionError, ConnectionService, type ConnectionView } from '../../connectors/connections.js';
 import { webhookTargetProblem } from '../../connectors/net.js';
+import { fieldError } from '../../core/http/validate.js';
 import type { ConnectorQueues } from '../../connectors/queues.js';
 import { CONNECTORS, getConnector } from '../../connectors/registry.js';
 import { generateSecret } from '../../connectors/webhook/signing.js';
@@ -264,7 +265,7 @@ export function connectionRoutes(router: PluginRouter, ctx: PluginContext, queue
       const user = k.state.user as UserRecord;
       // Refuse obviously private targets now; names are checked again against their DNS answers on every send.
       const problem = webhookTargetProblem(body.url, hub.config.webhooksAllowPrivate);
-      if (problem) throw new VoxaError('VALIDATION_FAILED', `body.url: ${problem}`, { fields: ['body.url'], issues: [{ path: 'body.url', code: 'refused_target', message: problem }] });
+      if (problem) throw fieldError('body.url', problem, {}, 'refused_target');
       const secret = generateSecret();
       const webhook = await run(
         () => service(user).create(user.workspaceId, 'webhook', { url: body.url, events: body.events, secret, ...(body.description ? { description: body.description } : {}) }, body.description ?? body.url),

@@ -260,8 +260,8 @@ export class WebhookService {
         for (const d of done) {
           if (!d) continue; // settled meanwhile by a manual attempt, which dated it and its key itself
           changed++;
-          // A test send has no key.
-          if (d.eventType !== TEST_EVENT) await docs.put(DELIVERY_KEYS, `${d.subscriptionId}:${d.eventId}`, { deliveryId: d.id, at: d.settledAt } satisfies DeliveryKey);
+          const key = WebhookService.settledKeyWrite(d); // a test send has none
+          if (key) await docs.writeAll([key]);
         }
         if (rows.length < PRUNE_BATCH) break;
         afterId = rows.at(-1)!.id;
@@ -549,11 +549,14 @@ export class WebhookService {
    * has no key.
    */
   private static settleWrites(d: Delivery): DocWrite[] {
-    const writes: DocWrite[] = [{ op: 'put', collection: DELIVERIES, id: d.id, doc: d }];
-    if (d.settledAt && d.eventType !== TEST_EVENT) {
-      writes.push({ op: 'put', collection: DELIVERY_KEYS, id: `${d.subscriptionId}:${d.eventId}`, doc: { deliveryId: d.id, at: d.settledAt } satisfies DeliveryKey });
-    }
-    return writes;
+    const key = WebhookService.settledKeyWrite(d);
+    return [{ op: 'put', collection: DELIVERIES, id: d.id, doc: d }, ...(key ? [key] : [])];
+  }
+
+  /** The key of a settled delivery of a real event, dated with its settledAt; null for a pending one or a test send. */
+  private static settledKeyWrite(d: Delivery): DocWrite | null {
+    if (!d.settledAt || d.eventType === TEST_EVENT) return null;
+    return { op: 'put', collection: DELIVERY_KEYS, id: `${d.subscriptionId}:${d.eventId}`, doc: { deliveryId: d.id, at: d.settledAt } satisfies DeliveryKey };
   }
 
   private async giveUp(d: Delivery, sub: ConnectionRecord, reason: string): Promise<void> {

@@ -22,7 +22,6 @@ import { event } from './support.js';
 
 const servers = serversForFile();
 
-
 interface Ctx {
   hub: Hub & { close(): Promise<void> };
   queues: ConnectorQueues;
