@@ -35,14 +35,6 @@ export function eventTraceHeaders(ctx: Context = context.active()): Record<strin
   return carrier;
 }
 
-/**
- * The trace context saved as plain headers (currentTraceHeaders) with work that runs later, outside the trace
- * that asked for it: a job in a queue, a row a drain picks up. With no saved headers, the current context.
- */
-export function contextFromCarrier(carrier: Record<string, string> | undefined): Context {
-  return carrier ? propagation.extract(context.active(), carrier) : context.active();
-}
-
 /** The trace context a received NATS message carries. */
 export function contextFromHeaders(h: MsgHdrs | undefined): Context {
   if (!h) return context.active();

@@ -1,8 +1,8 @@
 /**
  * Spans around store calls. The SQLite adapter runs in-process (no driver instrumentation exists for it) and
  * the MongoDB driver's own spans do not say which hub operation they belong to, so the hub wraps its store:
- * every port method called inside a trace becomes a `store.<method>` span. Outbox entries built inside a write capture that span's
- * context, which makes the store write the parent of the NATS publish in the message's trace.
+ * every port method called inside a trace becomes a `store.<method>` span. Outbox entries built inside a write
+ * capture that span's context, which makes the store write the parent of the NATS publish in the message's trace.
  *
  * When no tracer provider is registered (tracing off, the default) the wrapper calls the adapter directly:
  * a no-op span still costs a context switch and a few allocations per call, about a tenth of a send.

@@ -34,8 +34,8 @@ import { pruneRecords, type PruneRule } from '../../core/auth/prune.js';
 import type { Hub } from '../../core/hub.js';
 import { newId } from '../../core/ids.js';
 import type { DocWrite } from '../../core/store/port.js';
-import { failSpan } from '../../core/telemetry/nats.js';
-import { contextFromCarrier, currentTraceHeaders } from '../../core/telemetry/propagation.js';
+import { contextFromRecord, failSpan } from '../../core/telemetry/nats.js';
+import { currentTraceHeaders } from '../../core/telemetry/propagation.js';
 import { withTimeout } from '../../core/timeout.js';
 import { ConnectionService, CONNECTIONS } from '../../connectors/connections.js';
 import type { BackfillTarget } from '../../connectors/backfill.js';
@@ -591,7 +591,7 @@ export class WebhookService {
     return tracer.startActiveSpan(
       `webhooks deliver ${d.eventType}`,
       { kind: SpanKind.INTERNAL, attributes: { 'voxa.plugin': 'webhooks', 'voxa.event.type': d.eventType, 'messaging.message.id': d.eventId, 'voxa.delivery.attempt': d.attempts + 1 } },
-      contextFromCarrier(d.trace),
+      contextFromRecord(d.trace),
       async (span) => {
         try {
           return await fn();
