@@ -18,6 +18,8 @@ export interface ApiState {
   user?: UserRecord;
   jwt?: AccessClaims;
   body?: unknown;
+  /** This request's id, also in the X-Request-Id response header (request-id.ts). */
+  requestId?: string;
 }
 
 export type ApiContext = ParameterizedContext<ApiState> & { params: Record<string, string> };

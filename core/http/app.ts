@@ -2,9 +2,10 @@
  * The HTTP API as a Koa app, built from the hub's dependencies. It never listens: the server entry calls
  * `buildApp(hub).callback()` and owns the socket; tests drive the same callback with supertest.
  *
- * Middleware order (outermost first): request metrics (sees the final status), the error renderer, then the
- * declared routes (each: authenticate → role check → JSON body → validation → handler), core's and the
- * plugins' alike, and a last stop that answers 405 or 404.
+ * Middleware order (outermost first): client address, request id, request metrics (sees the final status), the
+ * error renderer, cross-origin headers and preflights, then the declared routes (each: authenticate → role
+ * check → JSON body → validation → handler), core's and the plugins' alike, and a last stop that answers 405
+ * or 404.
  */
 import Koa, { type Middleware } from 'koa';
 import type { z } from 'zod';
@@ -29,6 +30,8 @@ import { authenticate } from './auth.js';
 import { clientIp } from './client-ip.js';
 import { errorMiddleware, routeOf } from './errors.js';
 import { healthRoutes } from './health.js';
+import { requestId } from './request-id.js';
+import { cors } from './cors.js';
 
 export interface BuildAppOptions {
   /** REST routes of plugins, declared under /v1 (behind authentication unless public). */
@@ -102,8 +105,10 @@ export function buildApp(hub: Hub, opts: BuildAppOptions = {}): Koa<ApiState> {
   });
 
   app.use(clientIp(hub.config.trustProxy));
+  app.use(requestId());
   app.use(httpMetrics());
   app.use(errorMiddleware(hub.log));
+  app.use(cors(hub.config.corsOrigins));
   app.use(async (ctx, next) => {
     ctx.set('X-Content-Type-Options', 'nosniff');
     ctx.set('Cache-Control', 'no-store');

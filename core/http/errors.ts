@@ -37,7 +37,7 @@ export function errorMiddleware(log: Logger): Middleware {
       await next();
     } catch (err) {
       const { error, unexpected } = toVoxaError(err);
-      if (unexpected) log.error({ err, method: ctx.method, route: routeOf(ctx) }, 'unhandled error in request');
+      if (unexpected) log.error({ err, method: ctx.method, route: routeOf(ctx), requestId: (ctx.state as { requestId?: string }).requestId }, 'unhandled error in request');
       ctx.status = error.status;
       ctx.body = error.toJSON();
       if (error.headers) for (const [k, v] of Object.entries(error.headers)) ctx.set(k, v);
