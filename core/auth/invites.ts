@@ -44,16 +44,74 @@ export async function inviteMatches(docs: DocumentStore, userId: string, code: s
   return !!code && matches(await docs.get<InviteRecord>(INVITES_COLLECTION, userId), digest(code), now);
 }
 
+/** The claim a registration holds: what it wrote, so that only this very claim can be handed back. */
+interface Claim {
+  hash: string;
+  usedAt: string;
+}
+
+async function claim(store: Pick<Store, 'updateDoc'>, userId: string, code: string | undefined, now: number): Promise<Claim | null> {
+  if (!code) return null;
+  const got = digest(code);
+  const claimed = await store.updateDoc<InviteRecord>(INVITES_COLLECTION, userId, (cur) => (matches(cur, got, now) ? { ...cur, usedAt: new Date(now).toISOString() } : null), () => []);
+  return claimed ? { hash: claimed.hash, usedAt: claimed.usedAt! } : null;
+}
+
 /**
  * Uses the code, once: a compare-and-set on the invite record marks it used only if it still holds this very
  * code, unused and unexpired. Of two registrations racing with one code, one wins; a code replaced meanwhile
  * (`voxa users invite`) no longer matches, and the new one stays. The record ages out with its expiresAt.
  */
 export async function claimInvite(store: Pick<Store, 'updateDoc'>, userId: string, code: string | undefined, now = Date.now()): Promise<boolean> {
-  if (!code) return false;
-  const got = digest(code);
-  const claimed = await store.updateDoc<InviteRecord>(INVITES_COLLECTION, userId, (cur) => (matches(cur, got, now) ? { ...cur, usedAt: new Date(now).toISOString() } : null), () => []);
-  return claimed !== null;
+  return (await claim(store, userId, code, now)) !== null;
+}
+
+/**
+ * Makes a used code unused again, but only the use `held` recorded: a code replaced meanwhile, or claimed
+ * anew after another hand-back, is left alone. Compare-and-set like the claim.
+ */
+async function release(store: Pick<Store, 'updateDoc'>, userId: string, held: Claim): Promise<void> {
+  await store.updateDoc<InviteRecord>(
+    INVITES_COLLECTION,
+    userId,
+    (cur) => {
+      if (cur.hash !== held.hash || cur.usedAt !== held.usedAt) return null;
+      const { usedAt: _used, ...unused } = cur;
+      return unused;
+    },
+    () => [],
+  );
+}
+
+/**
+ * Registration with an invite code: claims the code (claimInvite), then runs `complete`, the write that gives
+ * the account its password. The two cannot be one atomic unit of the store (the invite is a document, the
+ * account a user row, and the port commits those separately), so the claim is taken first, which is what
+ * decides a race between two registrations, and handed back if `complete` throws: a write that failed (a
+ * store error, the account gone or changed meanwhile) must not spend the code and lock the invited person out.
+ *
+ * `{ claimed: false }` when the code was not (or no longer) the user's valid one; nothing ran then. A write
+ * whose outcome is unknown (it failed after the store may have committed it) also hands the code back; that
+ * is harmless, since a registered account (one with a password) refuses registration before any code is
+ * looked at. Only a crash between the claim and the write's end can still leave a code used with the
+ * account not registered: `voxa users invite` issues a new one. If handing back fails too, `onReleaseFailed`
+ * hears of it (the write's own error is what is thrown).
+ */
+export async function registerWithInvite<T>(
+  store: Pick<Store, 'updateDoc'>,
+  userId: string,
+  code: string | undefined,
+  complete: () => Promise<T>,
+  opts: { now?: number; onReleaseFailed?: (err: unknown) => void } = {},
+): Promise<{ claimed: false } | { claimed: true; value: T }> {
+  const held = await claim(store, userId, code, opts.now ?? Date.now());
+  if (!held) return { claimed: false };
+  try {
+    return { claimed: true, value: await complete() };
+  } catch (err) {
+    await release(store, userId, held).catch((releaseErr: unknown) => opts.onReleaseFailed?.(releaseErr));
+    throw err;
+  }
 }
 
 /** Removes a user's invite (the account was completed another way: Google sign-in); false when there was none. */

@@ -14,7 +14,7 @@ import type { Hub } from '../hub.js';
 import { newId } from '../ids.js';
 import type { OutboxEntry, RefreshTokenRecord, Store } from '../store/port.js';
 import { recordOutbox, toOutbox } from '../events/outbox-entry.js';
-import { claimInvite, inviteMatches, issueInvite } from './invites.js';
+import { inviteMatches, issueInvite, registerWithInvite } from './invites.js';
 import { dummyVerify, hashPassword, needsRehash, verifyPassword } from './passwords.js';
 import { hashRefreshToken, newRefreshToken, signAccessToken } from './tokens.js';
 import { TotpService } from './totp.js';
@@ -110,15 +110,24 @@ export class AuthService {
 
     if (existing) {
       // The code is used once (compare-and-set): of two registrations racing with it one goes on, and a code
-      // replaced in the meantime does not count. A crash right after leaves the account invited with a used
-      // code: `voxa users invite` issues a new one.
-      if (!(await claimInvite(this.hub.store, existing.id, input.invite))) throw new VoxaError('CONFLICT', 'The invitation was just used or replaced; sign in, or ask for a new code.');
-      // Registering sets the password and keeps the assigned role.
+      // replaced in the meantime does not count. Should the account write then fail, the claim is handed back
+      // (registerWithInvite), so the invited person can try again with the same code.
       const events = recordOutbox((u: UserRecord) => this.userEvents(u, 'user.updated', { user: publicUser(u), changes: ['password', 'name'] }));
-      const updated = await this.hub.store.updateUser(existing.id, { passwordHash, name: input.name }, events);
-      if (!updated) throw new VoxaError('CONFLICT', 'The invitation changed; try again.');
+      const done = await registerWithInvite(
+        this.hub.store,
+        existing.id,
+        input.invite,
+        async () => {
+          // Registering sets the password and keeps the assigned role.
+          const updated = await this.hub.store.updateUser(existing.id, { passwordHash, name: input.name }, events);
+          if (!updated) throw new VoxaError('CONFLICT', 'The invitation changed; try again.');
+          return updated;
+        },
+        { onReleaseFailed: (err) => this.hub.log.warn({ err: (err as Error).message, userId: existing.id }, 'registration failed and its invite code could not be handed back; `voxa users invite` issues a new one') },
+      );
+      if (!done.claimed) throw new VoxaError('CONFLICT', 'The invitation was just used or replaced; sign in, or ask for a new code.');
       await this.hub.chat.publish(events.entries);
-      return this.issueSession(updated);
+      return this.issueSession(done.value);
     }
 
     const user: UserRecord = {
