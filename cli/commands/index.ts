@@ -5,6 +5,7 @@ import { register as config } from './config.js';
 import { register as audit } from './audit.js';
 import { register as analytics } from './analytics.js';
 import { register as users } from './users.js';
+import { register as workspace } from './workspace.js';
 import { register as plugins } from './plugins.js';
 import { register as dlq } from './dlq.js';
 import { register as events } from './events.js';
@@ -14,4 +15,4 @@ import { register as connections } from './connections.js';
 import { register as webhooks } from './webhooks.js';
 import { register as completion } from './completion.js';
 
-export const COMMANDS: Array<(program: Command) => void> = [start, config, audit, analytics, users, plugins, dlq, events, worker, connectors, connections, webhooks, completion];
+export const COMMANDS: Array<(program: Command) => void> = [start, config, audit, analytics, users, workspace, plugins, dlq, events, worker, connectors, connections, webhooks, completion];
