@@ -59,7 +59,7 @@ export const CONFIG_DOCS: Record<string, FieldDoc> = {
   port: { env: 'PORT', doc: 'TCP port the API and the WebSocket edge listen on.' },
   host: { env: 'HOST', doc: 'Address the API binds to.' },
   dataDir: { env: 'VOXA_DATA_DIR', doc: 'Directory for the SQLite store, the embedded NATS and Redis data.' },
-  natsUrl: { env: 'NATS_URL', doc: 'External NATS server; when unset, `voxa start` spawns nats-server -c nats.conf.', sensitive: 'url' },
+  natsUrl: { env: 'NATS_URL', doc: 'External NATS server, or a comma-separated list of the servers of a NATS cluster; when unset, `voxa start` spawns nats-server -c nats.conf.', sensitive: 'url' },
   redisUrl: { env: 'REDIS_URL', doc: 'External Redis; when unset, `voxa start` spawns redis-server.', sensitive: 'url' },
   workerMetricsPort: { env: 'VOXA_METRICS_PORT', doc: 'Port of the /metrics endpoint of a process without the API (`voxa worker`); 0 picks a free port.' },
   embeddedNatsPort: { env: 'VOXA_EMBEDDED_NATS_PORT', doc: 'Client port of the nats-server that `voxa start` spawns when NATS_URL is unset.' },
@@ -67,6 +67,7 @@ export const CONFIG_DOCS: Record<string, FieldDoc> = {
   embeddedRedisPort: { env: 'VOXA_EMBEDDED_REDIS_PORT', doc: 'Port of the redis-server that `voxa start` spawns when REDIS_URL is unset.' },
   mongoUrl: { env: 'MONGO_URL', doc: 'MongoDB connection string; when set the MongoDB store is used instead of SQLite.', sensitive: 'url' },
   mongoDb: { env: 'MONGO_DB', doc: 'Database name inside MongoDB.' },
+  natsReplicas: { env: 'VOXA_NATS_REPLICAS', doc: 'Copies a NATS cluster keeps of each stream the hub declares (and of the plugin runtime\'s control bucket): 1 on a single server, 3 on a three-node cluster (at most the number of JetStream servers).' },
   natsNamespace: { env: 'VOXA_NATS_NAMESPACE', doc: 'Prefix for stream names and subjects, so several hubs (or tests) can share one NATS server.' },
   jwtSecret: { env: 'VOXA_JWT_SECRET', doc: 'HS256 signing key for access tokens (min 32 chars). Generated and kept under dataDir when unset.', sensitive: 'secret' },
   jwtIssuer: { env: 'VOXA_JWT_ISSUER', doc: 'The `iss` claim access tokens carry and that is required on verify.' },
@@ -125,6 +126,7 @@ export const ConfigSchema = z
     embeddedRedisPort: int(1, 65535).default(6390),
     mongoUrl: z.string().optional(),
     mongoDb: z.string().min(1).default('voxa'),
+    natsReplicas: int(1, 5).default(1),
     natsNamespace: z
       .string()
       .regex(/^[A-Za-z0-9_-]*$/, 'letters, digits, _ and - only')

@@ -87,7 +87,7 @@ export async function openHub(config: Config, opts: OpenHubOptions = {}): Promis
   await store.init();
   let bus: Bus;
   try {
-    bus = await openBus(config.natsUrl, name, config.natsNamespace, { log, onWait: (w) => opts.onWait?.('nats', w), ...(opts.signal ? { signal: opts.signal } : {}) });
+    bus = await openBus(config.natsUrl, name, config.natsNamespace, { log, replicas: config.natsReplicas, onWait: (w) => opts.onWait?.('nats', w), ...(opts.signal ? { signal: opts.signal } : {}) });
   } catch (err) {
     await store.close();
     throw err;

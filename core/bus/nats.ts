@@ -296,6 +296,11 @@ export interface Bus {
   publisher: JetStreamPublisher;
   namespace: string;
   streams: StreamNames;
+  /**
+   * Copies of each stream (and of the plugin runtime's stream and KV bucket) kept by a NATS cluster: config
+   * natsReplicas, 1 on a single server, 3 on a three-node cluster.
+   */
+  replicas: number;
 }
 
 /** After this long without a first connection, a process says in its log that it is waiting for NATS (then every NATS_WAIT_REPEAT_MS). */
@@ -335,7 +340,19 @@ export async function openBus(
   if (warned) opts.log?.info({ waitedMs: Date.now() - started }, 'NATS answered; starting');
   const jsm = await nc.jetstreamManager();
   const streams = opts.ensure === false ? streamNames(namespace) : await ensureStreams(jsm, namespace, opts.replicas ?? 1);
-  return { nc, js: nc.jetstream(), jsm, publisher: new JetStreamPublisher(nc), namespace, streams };
+  return { nc, js: nc.jetstream(), jsm, publisher: new JetStreamPublisher(nc), namespace, streams, replicas: opts.replicas ?? 1 };
+}
+
+/**
+ * The replica count the hub declared its events stream with, for a tool that declares streams or buckets of its
+ * own (the CLI's plugin commands) and has no hub config to read it from; 1 when the stream does not exist yet.
+ */
+export async function declaredReplicas(jsm: JetStreamManager, namespace: string): Promise<number> {
+  try {
+    return (await jsm.streams.info(streamNames(namespace).events)).config.num_replicas || 1;
+  } catch {
+    return 1;
+  }
 }
 
 export async function closeBus(bus: Bus): Promise<void> {

@@ -16,12 +16,15 @@ import {
   type PluginState,
 } from './control.js';
 import { countDeadLetters } from './dlq.js';
+import { declaredReplicas } from '../../core/bus/nats.js';
 
 export interface AdminHandles {
   nc: NatsConnection;
   js: JetStreamClient;
   jsm: JetStreamManager;
   namespace: string;
+  /** The hub's stream replica count (read from its events stream), for what these commands create. */
+  replicas: number;
 }
 
 /**
@@ -38,7 +41,7 @@ export async function connectAdmin(url: string, namespace: string, name = 'voxa-
     waitOnFirstConnect: false,
   });
   const jsm = await nc.jetstreamManager();
-  return { nc, js: nc.jetstream(), jsm, namespace };
+  return { nc, js: nc.jetstream(), jsm, namespace, replicas: await declaredReplicas(jsm, namespace) };
 }
 
 export class PluginNotFoundError extends Error {
@@ -70,7 +73,7 @@ export interface PluginReport {
 /** Every plugin known from `names`, the control bucket and the consumers, with its numbers. */
 export async function listPlugins(h: AdminHandles, names: string[] = []): Promise<PluginReport[]> {
   const rn = runtimeNames(h.namespace);
-  const kv = await openControl(h.js, h.namespace);
+  const kv = await openControl(h.js, h.namespace, h.replicas);
   const all = new Set(names);
   for await (const k of await kv.keys()) all.add(k);
   const consumers = new Map<string, Awaited<ReturnType<JetStreamManager['consumers']['info']>>>();
@@ -115,7 +118,7 @@ export async function listPlugins(h: AdminHandles, names: string[] = []): Promis
 
 /** Pauses or resumes a plugin in every process (they finish in-flight work, then stop pulling). */
 export async function setPaused(h: AdminHandles, plugin: string, paused: boolean): Promise<PluginState> {
-  const kv = await openControl(h.js, h.namespace);
+  const kv = await openControl(h.js, h.namespace, h.replicas);
   return updateState(kv, plugin, (s) => ({ ...s, paused }));
 }
 
@@ -135,8 +138,8 @@ export interface RewindResult {
  */
 export async function rewindPlugin(h: AdminHandles, plugin: string, since: number | Date): Promise<RewindResult> {
   const rn = runtimeNames(h.namespace);
-  await ensureRuntimeStreams(h.jsm, h.namespace);
-  const kv = await openControl(h.js, h.namespace);
+  await ensureRuntimeStreams(h.jsm, h.namespace, h.replicas);
+  const kv = await openControl(h.js, h.namespace, h.replicas);
   const state = await readState(kv, plugin);
   const oldName = consumerName(plugin, state.generation);
   let old;

@@ -93,9 +93,9 @@ export async function ensureRuntimeStreams(jsm: JetStreamManager, ns: string, re
   return names;
 }
 
-/** The control KV bucket (created on first use). */
-export async function openControl(js: JetStreamClient, ns: string): Promise<KV> {
-  return js.views.kv(runtimeNames(ns).controlBucket, { history: 1 });
+/** The control KV bucket (created on first use, with `replicas` copies in a NATS cluster). */
+export async function openControl(js: JetStreamClient, ns: string, replicas = 1): Promise<KV> {
+  return js.views.kv(runtimeNames(ns).controlBucket, { history: 1, replicas });
 }
 
 /** What the control plane says about one plugin. */

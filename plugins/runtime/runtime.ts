@@ -211,8 +211,8 @@ export class PluginRuntime {
     // The API process creates its HTTP server after asking for routes(), so it may hand it over only now.
     if (opts.httpServer) for (const s of this.slots.values()) s.ctx.httpServer = opts.httpServer;
     const { jsm, js } = this.hub.bus;
-    await ensureRuntimeStreams(jsm, this.hub.bus.namespace);
-    this.kv = await openControl(js, this.hub.bus.namespace);
+    await ensureRuntimeStreams(jsm, this.hub.bus.namespace, this.hub.bus.replicas);
+    this.kv = await openControl(js, this.hub.bus.namespace, this.hub.bus.replicas);
     initPluginSeries(this.slots.keys());
     for (const s of this.slots.values()) {
       s.control = await readState(this.kv, s.name);

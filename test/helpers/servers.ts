@@ -8,6 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 /** Whether a listener could take `port` on loopback right now (0: any port; resolves with the port or null). */
 function tryListen(port: number): Promise<number | null> {
@@ -78,7 +79,7 @@ export interface ManagedServer {
   dispose(): Promise<void>;
 }
 
-function managed(kind: string, port: number, dir: string, url: string, cmd: string, args: () => string[]): ManagedServer {
+function managed(kind: string, port: number, dir: string, url: string, cmd: string, args: () => string[], env?: NodeJS.ProcessEnv): ManagedServer {
   let child: ChildProcess | null = null;
   const srv: ManagedServer = {
     url,
@@ -86,7 +87,7 @@ function managed(kind: string, port: number, dir: string, url: string, cmd: stri
     dir,
     async start() {
       if (child) return;
-      const c = spawn(cmd, args(), { stdio: ['ignore', 'ignore', 'pipe'] });
+      const c = spawn(cmd, args(), { stdio: ['ignore', 'ignore', 'pipe'], ...(env ? { env: { ...process.env, ...env } } : {}) });
       let stderr = '';
       c.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
       c.once('exit', () => {
@@ -135,6 +136,70 @@ export async function startNats(): Promise<ManagedServer> {
   const srv = managed('nats-server', port, dir, `nats://127.0.0.1:${port}`, 'nats-server', () => ['-c', conf]);
   await srv.start();
   return srv;
+}
+
+export interface NatsCluster {
+  /** Every node's client URL, comma-separated: what NATS_URL takes. */
+  url: string;
+  nodes: Array<ManagedServer & { name: string }>;
+  dispose(): Promise<void>;
+}
+
+/**
+ * A NATS cluster with JetStream on loopback, `size` nodes, each started from the shipped
+ * deploy/nats-cluster/node.conf (so that file is what the cluster tests run) with its own ports and data dir.
+ * Resolves once the cluster has a JetStream meta leader, i.e. streams can be declared.
+ */
+export async function startNatsCluster(size = 3): Promise<NatsCluster> {
+  const conf = fileURLToPath(new URL('../../deploy/nats-cluster/node.conf', import.meta.url));
+  const specs = [];
+  for (let i = 1; i <= size; i++) specs.push({ name: `n${i}`, port: await freePort(), monitor: await freePort(), route: await freePort() });
+  const routes = Object.fromEntries(specs.map((s, i) => [`VOXA_NATS_ROUTE_${i + 1}`, `nats-route://127.0.0.1:${s.route}`]));
+  const nodes = specs.map((s) => {
+    const dir = mkdtempSync(join(tmpdir(), `voxa-nats-${s.name}-`));
+    const env = {
+      VOXA_NATS_NAME: s.name,
+      VOXA_NATS_LISTEN: `127.0.0.1:${s.port}`,
+      VOXA_NATS_MONITOR: `127.0.0.1:${s.monitor}`,
+      VOXA_NATS_STORE_DIR: join(dir, 'js'),
+      VOXA_NATS_CLUSTER_LISTEN: `127.0.0.1:${s.route}`,
+      ...routes,
+    };
+    return Object.assign(managed(`nats-server ${s.name}`, s.port, dir, `nats://127.0.0.1:${s.port}`, 'nats-server', () => ['-c', conf], env), { name: s.name });
+  });
+  const cluster: NatsCluster = {
+    url: nodes.map((n) => n.url).join(','),
+    nodes,
+    async dispose() {
+      await Promise.all(nodes.map((n) => n.dispose()));
+    },
+  };
+  try {
+    await Promise.all(nodes.map((n) => n.start()));
+    // JetStream answers "temporarily unavailable" until the nodes have elected a meta leader.
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const up = await Promise.all(specs.map((s) => metaLeader(s.monitor)));
+      if (up.every((l) => l !== null)) break;
+      if (Date.now() > deadline) throw new Error('the NATS cluster elected no JetStream meta leader in 30 s');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } catch (err) {
+    await cluster.dispose();
+    throw err;
+  }
+  return cluster;
+}
+
+/** The JetStream meta leader a node's monitoring endpoint names, or null (none yet, or no answer). */
+async function metaLeader(monitorPort: number): Promise<string | null> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${monitorPort}/jsz`, { signal: AbortSignal.timeout(1000) });
+    const body = (await res.json()) as { meta_cluster?: { leader?: string } };
+    return body.meta_cluster?.leader || null;
+  } catch {
+    return null;
+  }
 }
 
 /** redis-server on a free port, no persistence, data in a temp dir. */
