@@ -244,8 +244,8 @@ export class WebhookService {
    * take them. Gives each its last attempt's time (its creation's if it has none), then its key `at`, once per
    * store: a marker document says it is done, so later starts read nothing. The plugin runs it in the background
    * after start. A row changes by compare-and-set, so a manual attempt writing it meanwhile is not undone (its
-   * own settledAt wins). Two processes starting together may both run it; each write is the same. Returns how
-   * many rows it changed.
+   * own settledAt wins), and so does its key (see dateLegacyKey). Two processes starting together may both run
+   * it; each write is the same. Returns how many rows it changed.
    */
   async backfillSettledAt(): Promise<number> {
     const docs = this.hub.store.docs;
@@ -260,8 +260,7 @@ export class WebhookService {
         for (const d of done) {
           if (!d) continue; // settled meanwhile by a manual attempt, which dated it and its key itself
           changed++;
-          const key = WebhookService.settledKeyWrite(d); // a test send has none
-          if (key) await docs.writeAll([key]);
+          await this.dateLegacyKey(d);
         }
         if (rows.length < PRUNE_BATCH) break;
         afterId = rows.at(-1)!.id;
@@ -269,6 +268,23 @@ export class WebhookService {
     }
     await docs.put(WEBHOOK_META, SETTLED_BACKFILL, { at: new Date().toISOString(), deliveries: changed });
     return changed;
+  }
+
+  /**
+   * The backfill's second step for a row it dated: the row's key gets `at` = that settledAt, by compare-and-set,
+   * only while the key has no `at` and still names this row. Between the row's write and this one a delivery
+   * attempt may have settled the row again and written its key with its own, later time in the same unit:
+   * putting the backfilled (older) time over it would let prune() take the key before its row, and a replayed
+   * event would then be sent again. A missing key is written unless one appears meanwhile. A test send has no key.
+   */
+  private async dateLegacyKey(d: Delivery): Promise<void> {
+    const key = WebhookService.settledKeyWrite(d);
+    if (!key) return;
+    const at = d.settledAt!;
+    const dated = await this.hub.store.updateDoc<DeliveryKey>(DELIVERY_KEYS, key.id, (cur) => (cur.at || cur.deliveryId !== d.id ? null : { ...cur, at }), () => []);
+    if (dated || (await this.hub.store.docs.get(DELIVERY_KEYS, key.id))) return;
+    // An insert: a key written meanwhile by an attempt is theirs (the batch then writes nothing).
+    await this.hub.store.docs.writeAll([{ ...key, op: 'insert' }]);
   }
 
   /**
