@@ -3,7 +3,7 @@
  * the secrets, and — only when a command needs them — Redis (queues) and NATS (backfill). Unlike openHub it
  * fails fast with a clear message when a dependency is down instead of waiting for it.
  */
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { connect, type JetStreamClient, type JetStreamManager, type NatsConnection } from 'nats';
 import { destination, pino } from 'pino';
 import { maskUrl, type Config } from '../core/config.js';
@@ -13,6 +13,7 @@ import { REDACT } from '../core/log.js';
 import { ensureSecrets } from '../core/secrets.js';
 import { createStore } from '../core/store/index.js';
 import { flushToolOutbox, trackToolOutbox } from './events.js';
+import { createRedis } from '../core/redis-url.js';
 
 /** Where `voxa start` runs its embedded servers when NATS_URL / REDIS_URL are unset (core/supervisor.ts). */
 export function embeddedNatsUrl(config: Pick<Config, 'embeddedNatsPort'>): string {
@@ -68,7 +69,7 @@ export async function openToolContext(config: Config, need: { redis?: boolean; n
   try {
     if (need.redis) {
       const url = toolRedisUrl(config);
-      redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1, enableOfflineQueue: false, retryStrategy: (n) => Math.min(n * 200, 2000) });
+      redis = createRedis(url, { lazyConnect: true, maxRetriesPerRequest: 1, enableOfflineQueue: false, retryStrategy: (n) => Math.min(n * 200, 2000) });
       redis.on('error', () => undefined);
       await Promise.race([
         redis.connect(),

@@ -8,6 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { parseTrustProxy } from './http/client-ip.js';
+import { redisUrlProblem } from './redis-url.js';
 
 /**
  * How a field may be shown outside the process (`voxa config check`, logs): `secret` only as "[set]", `url`
@@ -60,7 +61,7 @@ export const CONFIG_DOCS: Record<string, FieldDoc> = {
   host: { env: 'HOST', doc: 'Address the API binds to.' },
   dataDir: { env: 'VOXA_DATA_DIR', doc: 'Directory for the SQLite store, the embedded NATS and Redis data.' },
   natsUrl: { env: 'NATS_URL', doc: 'External NATS server, or a comma-separated list of the servers of a NATS cluster; when unset, `voxa start` spawns nats-server -c nats.conf.', sensitive: 'url' },
-  redisUrl: { env: 'REDIS_URL', doc: 'External Redis; when unset, `voxa start` spawns redis-server.', sensitive: 'url' },
+  redisUrl: { env: 'REDIS_URL', doc: 'External Redis (redis:// or rediss://), or its primary through Sentinel (redis-sentinel://host:26379,…/<master name>); when unset, `voxa start` spawns redis-server.', sensitive: 'url' },
   workerMetricsPort: { env: 'VOXA_METRICS_PORT', doc: 'Port of the /metrics endpoint of a process without the API (`voxa worker`); 0 picks a free port.' },
   embeddedNatsPort: { env: 'VOXA_EMBEDDED_NATS_PORT', doc: 'Client port of the nats-server that `voxa start` spawns when NATS_URL is unset.' },
   embeddedNatsMonitorPort: { env: 'VOXA_EMBEDDED_NATS_MONITOR_PORT', doc: 'HTTP monitoring port (/varz, /jsz) of the embedded nats-server, on 127.0.0.1.' },
@@ -119,7 +120,13 @@ export const ConfigSchema = z
     host: z.string().min(1).default('0.0.0.0'),
     dataDir: z.string().min(1).default('./data'),
     natsUrl: z.string().optional(),
-    redisUrl: z.string().optional(),
+    redisUrl: z
+      .string()
+      .superRefine((v, ctx) => {
+        const problem = redisUrlProblem(v);
+        if (problem) ctx.addIssue({ code: 'custom', message: problem });
+      })
+      .optional(),
     workerMetricsPort: int(0, 65535).default(9464),
     embeddedNatsPort: int(1, 65535).default(4222),
     embeddedNatsMonitorPort: int(1, 65535).default(8222),

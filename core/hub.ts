@@ -2,13 +2,14 @@
  * The hub's dependencies, built once per process and injected everywhere (no singletons): config, logger,
  * store, NATS bus, Redis, outbox relay and the services on top.
  */
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { ChatService } from './chat/service.js';
 import type { Config } from './config.js';
 import { closeBus, openBus, type Bus } from './bus/nats.js';
 import { OutboxRelay } from './bus/outbox.js';
 import { createLogger } from './log.js';
+import { createRedis } from './redis-url.js';
 import { RateLimiter } from './ratelimit.js';
 import { redisPrefix } from './redis-keys.js';
 import { createStore } from './store/index.js';
@@ -93,7 +94,7 @@ export async function openHub(config: Config, opts: OpenHubOptions = {}): Promis
     throw err;
   }
   watchInvalidations(bus.nc, config.natsNamespace, caches);
-  const redis = new Redis(config.redisUrl, {
+  const redis = createRedis(config.redisUrl, {
     lazyConnect: false,
     maxRetriesPerRequest: 1,
     enableOfflineQueue: false,

@@ -4,7 +4,7 @@
  * data dir (for outage and restart tests).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -222,6 +222,84 @@ export async function startRedis(): Promise<ManagedServer> {
   ]);
   await srv.start();
   return srv;
+}
+
+export interface RedisSentinelSet {
+  /** REDIS_URL for the set: redis-sentinel://127.0.0.1:<sentinel>/<master>. */
+  url: string;
+  master: string;
+  primary: ManagedServer;
+  replica: ManagedServer;
+  sentinel: ManagedServer;
+  dispose(): Promise<void>;
+}
+
+/**
+ * A Redis primary, one replica and one sentinel watching them (quorum 1, a primary counts as down after one
+ * second), on loopback: enough to see a client follow a failover. The sentinel is started from the shipped
+ * deploy/redis-sentinel/sentinel.conf (copied, since a sentinel rewrites its file), with the ports filled in.
+ */
+export async function startRedisSentinel(master = 'voxa'): Promise<RedisSentinelSet> {
+  const primary = await startRedis();
+  const replica = await startRedis();
+  const sentinelPort = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'voxa-sentinel-'));
+  const conf = join(dir, 'sentinel.conf');
+  const shipped = readFileSync(fileURLToPath(new URL('../../deploy/redis-sentinel/sentinel.conf', import.meta.url)), 'utf8');
+  writeFileSync(
+    conf,
+    shipped
+      .replace(/^port .*$/m, `port ${sentinelPort}`)
+      .replace(/^bind .*$/m, 'bind 127.0.0.1')
+      .replace(/^sentinel monitor .*$/m, `sentinel monitor ${master} 127.0.0.1 ${primary.port} 1`)
+      .replaceAll(' voxa ', ` ${master} `)
+      .replace(/^(sentinel down-after-milliseconds \S+) .*$/m, '$1 1000')
+      .replace(/^(sentinel failover-timeout \S+) .*$/m, '$1 5000') + `\ndir ${dir}\n`,
+  );
+  const sentinel = managed('redis sentinel', sentinelPort, dir, `redis://127.0.0.1:${sentinelPort}`, 'redis-server', () => [conf, '--sentinel']);
+  const set: RedisSentinelSet = {
+    url: `redis-sentinel://127.0.0.1:${sentinelPort}/${master}`,
+    master,
+    primary,
+    replica,
+    sentinel,
+    async dispose() {
+      await Promise.all([sentinel.dispose(), primary.dispose(), replica.dispose()]);
+    },
+  };
+  try {
+    // The replica follows the primary before the sentinel starts, so the sentinel's first look finds both.
+    await redisCommand(replica.port, ['REPLICAOF', '127.0.0.1', String(primary.port)]);
+    const deadline = Date.now() + 15_000;
+    while (!/master_link_status:up/.test(await redisCommand(replica.port, ['INFO', 'replication']))) {
+      if (Date.now() > deadline) throw new Error('the replica did not sync with the primary in 15 s');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await sentinel.start();
+  } catch (err) {
+    await set.dispose();
+    throw err;
+  }
+  return set;
+}
+
+/** One command to a Redis server over a plain socket (RESP), its reply as text. */
+export function redisCommand(port: number, args: string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const sock = netConnect(port, '127.0.0.1');
+    let out = '';
+    sock.setTimeout(3000, () => sock.destroy(new Error('redis command timed out')));
+    sock.on('data', (d) => {
+      out += d.toString('utf8');
+      // A simple reply ends at its CRLF; a bulk reply ($<n>) once its n bytes and CRLF are in.
+      const bulk = /^\$(\d+)\r\n/.exec(out);
+      if (bulk ? Buffer.byteLength(out) >= bulk[0].length + Number(bulk[1]) + 2 : /\r\n$/.test(out)) sock.end();
+    });
+    sock.on('end', () => resolve(out));
+    sock.on('close', () => resolve(out));
+    sock.on('error', reject);
+    sock.write(`*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`);
+  });
 }
 
 let counter = 0;
