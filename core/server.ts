@@ -69,10 +69,14 @@ export async function runHub(config: Config, opts: RunOptions): Promise<RunningH
   const log = opts.logger ?? createLogger(config.logLevel, name);
   let embedded: EmbeddedServices | null = null;
   if (opts.embedded !== false && (!config.natsUrl || !config.redisUrl)) {
-    embedded = await startEmbedded({ natsUrl: config.natsUrl, redisUrl: config.redisUrl, dataDir: config.dataDir, projectRoot: PROJECT_ROOT, natsPort: config.embeddedNatsPort, natsMonitorPort: config.embeddedNatsMonitorPort, redisPort: config.embeddedRedisPort }, log);
+    // The children can be ended from the moment the first is spawned, not only once all are up: a second signal
+    // while one is still starting must not leave it running.
+    embedded = await startEmbedded(
+      { natsUrl: config.natsUrl, redisUrl: config.redisUrl, dataDir: config.dataDir, projectRoot: PROJECT_ROOT, natsPort: config.embeddedNatsPort, natsMonitorPort: config.embeddedNatsMonitorPort, redisPort: config.embeddedRedisPort },
+      log,
+      opts.onChildren,
+    );
     config = { ...config, natsUrl: embedded.natsUrl, redisUrl: embedded.redisUrl };
-    const children = embedded;
-    opts.onChildren?.(() => children.stopNow());
   }
   let server: Server | null = null;
   // Every accepted socket, upgraded WebSockets included (server.closeAllConnections() does not reach those).

@@ -236,6 +236,16 @@ export class SupervisedChild {
   }
 
   /**
+   * stopNow for a child whose start may still be under way: ends the process if one was spawned, and otherwise
+   * only makes sure none will be (its pid file, if any, may belong to another hub, so it is left alone).
+   */
+  stopNowIfSpawned(): Promise<void> {
+    if (this.child) return this.stopNow();
+    this.stopping = true;
+    return Promise.resolve();
+  }
+
+  /**
    * SIGTERM, SIGKILL when the child has not exited within `graceMs`, then waits up to `afterKillMs` more. The
    * pid file goes only with the child, so one that survives even that is found and stopped by the next start.
    */
@@ -284,8 +294,15 @@ function natsConfFor(projectRoot: string, dataDir: string): string {
 export async function startEmbedded(
   opts: { natsUrl?: string; redisUrl?: string; dataDir: string; projectRoot: string; redisPort?: number; natsPort?: number; natsMonitorPort?: number },
   log: Logger,
+  /**
+   * Given at once, before anything is spawned, a way to end every child at short notice, the one still starting
+   * included: for a second signal that must exit while start-up is under way.
+   */
+  onChildren?: (stopNow: () => Promise<void>) => void,
 ): Promise<EmbeddedServices> {
   const children: SupervisedChild[] = [];
+  let starting: SupervisedChild | null = null;
+  onChildren?.(() => Promise.all([...children.map((c) => c.stopNow()), starting?.stopNowIfSpawned()]).then(() => undefined));
   const dataDir = resolve(opts.dataDir);
   const out: EmbeddedServices = {
     natsUrl: opts.natsUrl,
@@ -315,7 +332,9 @@ export async function startEmbedded(
         },
         log,
       );
+      starting = nats;
       await nats.start();
+      starting = null;
       children.push(nats);
       out.natsUrl = `nats://127.0.0.1:${port}`;
     }
@@ -335,7 +354,9 @@ export async function startEmbedded(
         },
         log,
       );
+      starting = redis;
       await redis.start();
+      starting = null;
       children.push(redis);
       out.redisUrl = `redis://127.0.0.1:${port}`;
     }

@@ -9,8 +9,9 @@
  */
 import test from 'ava';
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI_ARGS } from '../helpers/cli.js';
 import { hubEnv } from '../helpers/start-env.js';
@@ -97,3 +98,43 @@ for (const [first, second] of [['SIGINT', 'SIGINT'], ['SIGTERM', 'SIGTERM']] as 
     t.false(existsSync(pidFile), 'its pid file went with it');
   });
 }
+
+test.serial('a second signal while an embedded service is still starting ends that one too', async (t) => {
+  // A stand-in redis-server that records its pid and never opens its port: start-up waits for it.
+  const env: Record<string, string> = await hubEnv(t, 'voxa-second-signal-starting-');
+  const bin = mkdtempSync(join(tmpdir(), 'voxa-fake-redis-'));
+  t.teardown(() => rmSync(bin, { recursive: true, force: true }));
+  const fakePidFile = join(bin, 'pid');
+  writeFileSync(join(bin, 'redis-server'), `#!/bin/sh\necho $$ > ${JSON.stringify(fakePidFile)}\nexec sleep 120\n`, { mode: 0o755 });
+  const child = spawn(process.execPath, [...CLI_ARGS, 'start'], {
+    cwd: root,
+    env: { PATH: `${bin}:${process.env.PATH ?? ''}`, HOME: process.env.HOME ?? '', LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const natsPidFile = join(env.VOXA_DATA_DIR!, 'nats-server.pid');
+  let fakePid = 0;
+  let natsPid = 0;
+  t.teardown(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+    for (const pid of [fakePid, natsPid]) if (pid && alive(pid)) process.kill(pid, 'SIGKILL');
+  });
+
+  await until('the stand-in redis-server to be spawned', () => existsSync(fakePidFile) || child.exitCode !== null, () => out);
+  t.is(child.exitCode, null, out);
+  fakePid = Number(readFileSync(fakePidFile, 'utf8').trim());
+  natsPid = (JSON.parse(readFileSync(natsPidFile, 'utf8')) as { pid: number }).pid;
+  t.true(alive(fakePid) && alive(natsPid), 'nats-server is up and redis-server is starting');
+
+  child.kill('SIGINT');
+  await until('the first signal to be handled', () => /stopping before start-up finished/.test(out) || child.exitCode !== null, () => out);
+  await new Promise((r) => setTimeout(r, 1200));
+  child.kill('SIGINT');
+
+  t.is(await exited, 130, out);
+  t.false(alive(natsPid), 'the started nats-server was ended');
+  t.false(alive(fakePid), 'the redis-server that was still starting was ended too');
+});
