@@ -55,6 +55,23 @@ export function isOrigin(value: string): boolean {
   }
 }
 
+/** The placeholder of appConversationUrl that a conversation's id (URL-encoded) replaces. */
+export const CONVERSATION_ID_PLACEHOLDER = '{conversationId}';
+
+/**
+ * True for an http(s) URL template holding {conversationId} outside its origin: the URL must parse whatever the
+ * id, and two different ids must land on the same scheme, host and port.
+ */
+export function isConversationUrlTemplate(value: string): boolean {
+  if (!value.includes(CONVERSATION_ID_PLACEHOLDER)) return false;
+  try {
+    const [a, b] = ['a1', 'b2'].map((id) => new URL(value.replaceAll(CONVERSATION_ID_PLACEHOLDER, id)));
+    return (a!.protocol === 'https:' || a!.protocol === 'http:') && a!.origin === b!.origin;
+  } catch {
+    return false;
+  }
+}
+
 /** Field name → env var and description. The schema below carries the defaults. */
 export const CONFIG_DOCS: Record<string, FieldDoc> = {
   port: { env: 'PORT', doc: 'TCP port the API and the WebSocket edge listen on.' },
@@ -97,6 +114,7 @@ export const CONFIG_DOCS: Record<string, FieldDoc> = {
   webhooksAllowPrivate: { env: 'VOXA_WEBHOOKS_ALLOW_PRIVATE', doc: 'Allow webhook targets on private, loopback and link-local addresses.' },
   webhookDeliveryRetentionDays: { env: 'VOXA_WEBHOOK_DELIVERY_RETENTION_DAYS', doc: 'Days a settled webhook delivery (succeeded or failed) and its idempotency key are kept before the webhooks plugin deletes them; pending ones are never deleted. 0 keeps them forever.' },
   publicUrl: { env: 'VOXA_PUBLIC_URL', doc: 'Base URL users reach the hub at; used in links (emails, OAuth redirects).', sensitive: 'url' },
+  appConversationUrl: { env: 'VOXA_APP_CONVERSATION_URL', doc: 'Where your chat app opens a conversation, as an http(s) URL with {conversationId} in place of the id (e.g. https://app.example.com/chats/{conversationId}); email digests link each conversation there. Unset, digests carry no conversation links (the hub itself serves no pages for them).', sensitive: 'url' },
   smtpUrl: { env: 'VOXA_SMTP_URL', doc: 'SMTP server for email digests (smtp:// or smtps://, credentials in the URL; never logged). Unset turns email off.', sensitive: 'secret' },
   emailFrom: { env: 'VOXA_EMAIL_FROM', doc: 'From address of notification emails.' },
   emailDigestDelaySeconds: { env: 'VOXA_EMAIL_DELAY', doc: 'Default wait before an unread-message digest is emailed (users can change theirs); reading in time cancels it.' },
@@ -197,6 +215,10 @@ export const ConfigSchema = z
     webhooksAllowPrivate: bool.default(false),
     webhookDeliveryRetentionDays: int(0, 3650).default(30),
     publicUrl: z.string().url().optional(),
+    appConversationUrl: z
+      .string()
+      .refine(isConversationUrlTemplate, 'an http(s) URL with {conversationId} where the id goes, e.g. https://app.example.com/chats/{conversationId}')
+      .optional(),
     smtpUrl: z.string().regex(/^smtps?:\/\//, 'an smtp:// or smtps:// URL').optional(),
     emailFrom: z.string().min(3).default('Voxa Hub <no-reply@localhost>'),
     emailDigestDelaySeconds: int(0, 7 * 86400).default(300),

@@ -5,6 +5,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { ConversationSummary, Message, UserRecord } from '../../core/domain.js';
 import type { ConversationPosition, Store } from '../../core/store/port.js';
+import { CONVERSATION_ID_PLACEHOLDER } from '../../core/config.js';
 import { mutedConversations } from '../push/mutes.js';
 
 /** Conversations shown in one digest; the rest are summed up in one line. */
@@ -18,7 +19,8 @@ export interface DigestConversation {
   id: string;
   title: string;
   unreadCount: number;
-  link: string;
+  /** Where the user's chat app opens this conversation; null when no app URL is configured. */
+  link: string | null;
   latest: Array<{ sender: string; text: string; createdAt: string }>;
 }
 
@@ -51,6 +53,15 @@ export function verifyUnsubscribeToken(secret: string, userId: string, token: st
   return want.length === got.length && timingSafeEqual(want, got);
 }
 
+/**
+ * The link to a conversation in the user's chat app: the configured template (appConversationUrl) with the id
+ * URL-encoded in place of {conversationId}. Null without a template: the hub serves no page for a conversation,
+ * so a link to the hub would only be a dead one.
+ */
+export function conversationLink(template: string | undefined, conversationId: string): string | null {
+  return template ? template.replaceAll(CONVERSATION_ID_PLACEHOLDER, encodeURIComponent(conversationId)) : null;
+}
+
 export function unsubscribeUrl(baseUrl: string, secret: string, userId: string): string {
   return `${baseUrl}/v1/notifications/unsubscribe?u=${encodeURIComponent(userId)}&t=${unsubscribeToken(secret, userId)}`;
 }
@@ -68,11 +79,18 @@ export async function unreadConversations(store: Store, userId: string): Promise
   }
 }
 
+export interface DigestLinks {
+  /** The signed one-click unsubscribe link (unsubscribeUrl). */
+  unsubscribe: string;
+  /** The appConversationUrl template; unset, the digest links no conversation. */
+  conversationTemplate?: string | undefined;
+}
+
 /**
  * The digest for `user`, or null when they have nothing unread (outside muted conversations): then the
  * digest is dropped. Messages by the user themselves never count as unread.
  */
-export async function buildDigest(store: Store, user: UserRecord, baseUrl: string, unsubscribeLink: string): Promise<Digest | null> {
+export async function buildDigest(store: Store, user: UserRecord, links: DigestLinks): Promise<Digest | null> {
   const muted = await mutedConversations(store.docs, user.id);
   const unread = (await unreadConversations(store, user.id)).filter((c) => !muted.has(c.id));
   if (unread.length === 0) return null;
@@ -93,7 +111,7 @@ export async function buildDigest(store: Store, user: UserRecord, baseUrl: strin
       id: c.id,
       title,
       unreadCount: c.unreadCount,
-      link: `${baseUrl}/conversations/${encodeURIComponent(c.id)}`,
+      link: conversationLink(links.conversationTemplate, c.id),
       // A message that is only an attachment says so, as its push does.
       latest: await Promise.all(fresh.map(async (m) => ({ sender: await nameOf(m.senderId), text: preview(m.text) || 'Attachment', createdAt: m.createdAt }))),
     });
@@ -110,13 +128,11 @@ export async function buildDigest(store: Store, user: UserRecord, baseUrl: strin
     ...conversations.flatMap((c) => [
       `${c.title} (${c.unreadCount} unread)`,
       ...c.latest.map((m) => `  ${m.sender}: ${m.text}`),
-      `  Open: ${c.link}`,
+      ...(c.link ? [`  Open: ${c.link}`] : []),
       '',
     ]),
     ...(more > 0 ? [`…and ${more} more conversation${more === 1 ? '' : 's'}.`, ''] : []),
-    `Open Voxa: ${baseUrl}`,
-    '',
-    `Stop these emails: ${unsubscribeLink}`,
+    `Stop these emails: ${links.unsubscribe}`,
   ].join('\n');
 
   const e = escapeHtml;
@@ -126,13 +142,12 @@ export async function buildDigest(store: Store, user: UserRecord, baseUrl: strin
     `<p>you have ${e(subject)}.</p>`,
     ...conversations.map(
       (c) =>
-        `<h3><a href="${e(c.link)}">${e(c.title)}</a> <small>(${c.unreadCount} unread)</small></h3><ul>` +
+        `<h3>${c.link ? `<a href="${e(c.link)}">${e(c.title)}</a>` : e(c.title)} <small>(${c.unreadCount} unread)</small></h3><ul>` +
         c.latest.map((m) => `<li><b>${e(m.sender)}</b>: ${e(m.text)}</li>`).join('') +
         '</ul>',
     ),
     ...(more > 0 ? [`<p>…and ${more} more conversation${more === 1 ? '' : 's'}.</p>`] : []),
-    `<p><a href="${e(baseUrl)}">Open Voxa</a></p>`,
-    `<p style="font-size:small"><a href="${e(unsubscribeLink)}">Stop these emails</a></p>`,
+    `<p style="font-size:small"><a href="${e(links.unsubscribe)}">Stop these emails</a></p>`,
     '</body></html>',
   ].join('\n');
 

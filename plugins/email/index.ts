@@ -52,7 +52,7 @@ const PrefsResponse = z.object({ email: z.object({ enabled: z.boolean(), delaySe
 
 const UnsubscribeQuery = z.strictObject({ u: z.string().min(1).max(64), t: z.string().min(1).max(128) });
 
-/** Base URL for links in emails: the configured public URL, else the local listener. */
+/** Base URL of the hub's own links in emails (the unsubscribe link): the configured public URL, else the local listener. */
 function baseUrlOf(hub: Hub): string {
   return (hub.config.publicUrl ?? `http://localhost:${hub.config.port}`).replace(/\/+$/, '');
 }
@@ -74,7 +74,7 @@ export function createEmailPlugin(opts: EmailPluginOptions = {}): Plugin {
     if (!prefs.enabled) return 'disabled';
     const base = baseUrlOf(h);
     const unsubscribe = unsubscribeUrl(base, h.secrets.jwtSecret, user.id);
-    const digest = await buildDigest(h.store, user, base, unsubscribe);
+    const digest = await buildDigest(h.store, user, { unsubscribe, conversationTemplate: h.config.appConversationUrl });
     if (!digest) return 'dropped';
     try {
       await transport!.sendMail({

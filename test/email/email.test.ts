@@ -4,6 +4,7 @@ import { Redis } from 'ioredis';
 import nodemailer from 'nodemailer';
 import { simpleParser, type ParsedMail } from 'mailparser';
 import { SMTPServer } from 'smtp-server';
+import type { ConfigInput } from '../../core/config.js';
 import { createEvent } from '../../core/events/catalog.js';
 import type { Hub } from '../../core/hub.js';
 import { metrics } from '../../core/telemetry/metrics.js';
@@ -59,14 +60,21 @@ function inspectQueue(hub: Hub): { queue: Queue; close(): Promise<void> } {
   };
 }
 
-async function open(delaySeconds: number, runtime: boolean, plugin: Plugin = createEmailPlugin()): Promise<PluginApi> {
+/** Where the digests of the tests that set it link a conversation (a query after the id, to see it is kept). */
+const APP_CONVERSATION_URL = 'https://app.example.test/inbox/{conversationId}?from=digest';
+
+async function open(delaySeconds: number, runtime: boolean, plugin: Plugin = createEmailPlugin(), overrides: ConfigInput = {}): Promise<PluginApi> {
   return openPluginApi(
     servers,
     [plugin],
-    { smtpUrl: `smtp://127.0.0.1:${smtpPort}`, emailDigestDelaySeconds: delaySeconds, publicUrl: 'https://chat.example.test', emailFrom: 'Voxa <noreply@example.test>' },
+    { smtpUrl: `smtp://127.0.0.1:${smtpPort}`, emailDigestDelaySeconds: delaySeconds, publicUrl: 'https://chat.example.test', emailFrom: 'Voxa <noreply@example.test>', ...overrides },
     { runtime },
   );
 }
+
+/** Every http(s) URL in a text part, and every href in an HTML part. */
+const urlsIn = (text: string) => text.match(/https?:\/\/\S+/g) ?? [];
+const hrefsIn = (html: string) => [...html.matchAll(/href="([^"]*)"/g)].map((m) => m[1]!.replaceAll('&amp;', '&'));
 
 async function send(api: PluginApi, from: Session, conversationId: string, text: string): Promise<{ seq: number; id: string; createdAt: string }> {
   const r = await api.http.post(`/v1/conversations/${conversationId}/messages`).set(...bearer(from)).send({ text });
@@ -74,8 +82,8 @@ async function send(api: PluginApi, from: Session, conversationId: string, text:
   return r.body.message;
 }
 
-test.serial('one digest per recipient with escaped content, a link and a working one-click List-Unsubscribe', async (t) => {
-  const api = await open(1, true);
+test.serial('one digest per recipient with escaped content, a link to the app and a working one-click List-Unsubscribe', async (t) => {
+  const api = await open(1, true, createEmailPlugin(), { appConversationUrl: APP_CONVERSATION_URL });
   const q = inspectQueue(api.hub);
   try {
     const alice = await api.register('Alice');
@@ -106,12 +114,15 @@ test.serial('one digest per recipient with escaped content, a link and a working
     // Plain text keeps the characters; HTML escapes them.
     t.true(mail.text!.includes('Team <Ops> & "Co" (2 unread)'));
     t.true(mail.text!.includes('Alice: first <img src=x onerror=alert(1)> & "quoted"'));
-    t.true(mail.text!.includes(`https://chat.example.test/conversations/${gid}`));
+    // Conversation links go to the app's URL (the hub has no page at /conversations/<id>).
+    t.true(mail.text!.includes(`  Open: https://app.example.test/inbox/${gid}?from=digest`), mail.text);
+    t.false(mail.text!.includes('https://chat.example.test/conversations/'));
     const html = mail.html as string;
     t.true(html.includes('Team &lt;Ops&gt; &amp; &quot;Co&quot;'));
     t.true(html.includes('first &lt;img src=x onerror=alert(1)&gt; &amp; &quot;quoted&quot;'));
     t.false(html.includes('<img'));
-    t.true(html.includes(`href="https://chat.example.test/conversations/${did}"`));
+    t.true(html.includes(`href="https://app.example.test/inbox/${did}?from=digest"`), html);
+    t.false(html.includes('/conversations/'));
     t.true(html.includes('just for you, Bob'));
 
     // List-Unsubscribe with a signed https link, and the one-click header.
@@ -141,6 +152,57 @@ test.serial('one digest per recipient with escaped content, a link and a working
     t.is(await api.hub.store.docs.count(FACTS_COLLECTION, { kind: 'email' }), 2);
   } finally {
     await q.close();
+    await api.close();
+  }
+});
+
+test.serial('without appConversationUrl a digest links no conversation: its only link is the unsubscribe one', async (t) => {
+  const api = await open(0, true);
+  try {
+    const alice = await api.register('Alice');
+    const bob = await api.register('Bob');
+    const conv = await api.http.post('/v1/conversations').set(...bearer(alice)).send({ type: 'group', title: 'Plans', members: [bob.id] });
+    const cid = conv.body.conversation.id as string;
+    await send(api, alice, cid, 'no link for this one');
+    await eventually(async () => mailsTo(bob).length === 1);
+    const mail = mailsTo(bob)[0]!;
+    t.true(mail.text!.includes('Alice: no link for this one'));
+    const unsubscribe = /^<([^>]+)>/.exec(mail.headerLines.find((h) => h.key === 'list-unsubscribe')!.line.replace(/^[^:]+:\s*/, ''))![1]!;
+    t.regex(unsubscribe, /^https:\/\/chat\.example\.test\/v1\/notifications\/unsubscribe\?/);
+    // Text and HTML alike: no "Open:" line, no conversation anchor, no link into the hub but the unsubscribe one.
+    t.false(mail.text!.includes('Open'), mail.text);
+    t.deepEqual(urlsIn(mail.text!), [unsubscribe]);
+    const html = mail.html as string;
+    t.deepEqual(hrefsIn(html), [unsubscribe]);
+    t.true(html.includes('<h3>Plans <small>(1 unread)</small></h3>'), html);
+    // What a link into the hub would have been: the hub serves no page there.
+    t.is((await api.http.get(`/conversations/${cid}`)).status, 404);
+    t.is((await api.http.get('/')).status, 404);
+  } finally {
+    await api.close();
+  }
+});
+
+test.serial('an attachment-only message previews as "Attachment" in the digest, not as a blank line', async (t) => {
+  const api = await open(0, true, createEmailPlugin(), { appConversationUrl: APP_CONVERSATION_URL });
+  try {
+    const alice = await api.register('Alice');
+    const bob = await api.register('Bob');
+    const conv = await api.http.post('/v1/conversations').set(...bearer(alice)).send({ type: 'direct', members: [bob.id] });
+    const cid = conv.body.conversation.id as string;
+    const up = await api.http.post(`/v1/conversations/${cid}/files`).set(...bearer(alice)).attach('file', Buffer.from('quarterly numbers'), { filename: 'q3.txt', contentType: 'text/plain' });
+    t.is(up.status, 201, JSON.stringify(up.body));
+    const sent = await api.http.post(`/v1/conversations/${cid}/messages`).set(...bearer(alice)).send({ text: '', attachments: [up.body.file.id] });
+    t.is(sent.status, 201, JSON.stringify(sent.body));
+    t.is(sent.body.message.text, '');
+    await eventually(async () => mailsTo(bob).length === 1);
+    const mail = mailsTo(bob)[0]!;
+    t.is(mail.subject, '1 unread message in 1 conversation');
+    t.true(mail.text!.split('\n').includes('  Alice: Attachment'), mail.text);
+    t.false(/^ {2}Alice: *$/m.test(mail.text!), 'no blank preview');
+    t.true((mail.html as string).includes('<li><b>Alice</b>: Attachment</li>'), mail.html as string);
+    t.true(mail.text!.includes(`  Open: https://app.example.test/inbox/${cid}?from=digest`));
+  } finally {
     await api.close();
   }
 });
