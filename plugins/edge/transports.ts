@@ -3,7 +3,9 @@
  * WebSocket (`ws`, noServer mode: we route `upgrade` ourselves so both coexist) at `/ws`.
  */
 import type { IncomingMessage, Server as HttpServer } from 'node:http';
+import { createRequire } from 'node:module';
 import type { Duplex } from 'node:stream';
+import type * as SioParser from 'socket.io-parser';
 import { Server as SocketIOServer, type Socket } from 'socket.io';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
 import { ERROR_CODES, VoxaError, isVoxaError, type ErrorCode } from '../../core/errors.js';
@@ -417,10 +419,65 @@ function releaseHandshake(socket: Socket): void {
 /** engine.io's `socket.once("close", () => this.emit("close"))` in WebSocketResponse, as source text. */
 const RESPONSE_CLOSE_FORWARDER = '() => this.emit("close")';
 
+/** socket.io-parser exactly as socket.io loads it (a dependency of socket.io's, not of ours). */
+const sioParser = createRequire(createRequire(import.meta.url).resolve('socket.io'))('socket.io-parser') as typeof SioParser;
+
+/**
+ * What a CONNECT packet's auth becomes when it could not be read (malformed JSON, or JSON that is not an
+ * object): the handshake middleware refuses it like a missing token.
+ */
+class UnreadableAuth {
+  constructor(readonly got: string) {}
+}
+
+/** What a CONNECT packet's payload was, for the refusal's message. */
+function describePayload(text: string): string {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return 'malformed JSON';
+  }
+  return value === null ? 'null' : Array.isArray(value) ? 'an array' : `a ${typeof value}`;
+}
+
+/**
+ * socket.io's decoder, except for a CONNECT packet whose payload it refuses (malformed JSON, a string, an
+ * array, null…): socket.io then drops the whole connection without a word, which socket.io-client reports as a
+ * plain `disconnect` ("transport close") and retries forever. Here such a packet goes on as a CONNECT whose auth
+ * is an UnreadableAuth, so the handshake middleware answers it with a CONNECT_ERROR carrying the hub's code, as
+ * for a bad token, and the connection stays usable for a correct CONNECT. Every other packet is untouched.
+ */
+class HandshakeDecoder extends sioParser.Decoder {
+  override add(obj: unknown): void {
+    // '0' is CONNECT, the first character of its text encoding.
+    if (typeof obj === 'string' && obj.charCodeAt(0) === 48) {
+      try {
+        // Decoded once on the side, so an error thrown by a listener of the real decode is never taken for a
+        // decoding error (CONNECT packets come once per connection; the cost is nothing).
+        new sioParser.Decoder().add(obj);
+      } catch {
+        const { nsp, payload } = splitConnect(obj);
+        this.emitReserved('decoded', { type: sioParser.PacketType.CONNECT, nsp, data: new UnreadableAuth(describePayload(payload)) });
+        return;
+      }
+    }
+    super.add(obj);
+  }
+}
+
+/** A CONNECT packet's namespace and payload text, read as socket.io-parser reads them (no ack id on CONNECT). */
+function splitConnect(text: string): { nsp: string; payload: string } {
+  if (text.charAt(1) !== '/') return { nsp: '/', payload: text.slice(1) };
+  const comma = text.indexOf(',', 1);
+  return comma === -1 ? { nsp: text.slice(1), payload: '' } : { nsp: text.slice(1, comma), payload: text.slice(comma + 1) };
+}
+
 export function attachSocketIO(edge: Edge, server: HttpServer, path = SOCKET_IO_PATH): TransportHandles {
   const allow = edge.hub.config.corsOrigins;
   const io = new SocketIOServer(server, {
     path,
+    parser: { Encoder: sioParser.Encoder, Decoder: HandshakeDecoder },
     serveClient: false,
     maxHttpBufferSize: edge.opts.maxFrameBytes,
     perMessageDeflate: false,
@@ -448,9 +505,11 @@ export function attachSocketIO(edge: Edge, server: HttpServer, path = SOCKET_IO_
 
   nsp.use((socket, next) => {
     // Tokens travel in the handshake's auth payload, never in the query string (URLs end up in logs).
-    const hs = HandshakeSchema.safeParse(socket.handshake.auth);
+    const auth: unknown = socket.handshake.auth;
+    if (auth instanceof UnreadableAuth) return next(handshakeError('UNAUTHENTICATED', `The handshake's auth must be a JSON object {token}; got ${auth.got}.`));
+    const hs = HandshakeSchema.safeParse(auth);
     if (!hs.success) {
-      const refusal = handshakeRefusal(socket.handshake.auth, hs.error);
+      const refusal = handshakeRefusal(auth, hs.error);
       return next(handshakeError(refusal.code, refusal.message, refusal.details));
     }
     verifyToken(edge.hub, hs.data.token).then(
