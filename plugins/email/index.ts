@@ -11,7 +11,7 @@
  * `GET/POST /v1/notifications/unsubscribe?u=&t=` that the List-Unsubscribe header points at.
  */
 import { Queue, Worker, type Job } from 'bullmq';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import nodemailer, { type Transporter } from 'nodemailer';
 import type { Logger } from 'pino';
 import { z } from 'zod';
@@ -25,6 +25,7 @@ import { definePlugin, type Plugin } from '../runtime/types.js';
 import { buildDigest, escapeHtml, unreadConversations, unsubscribeUrl, verifyUnsubscribeToken } from './digest.js';
 import { getEmailPrefs, updateEmailPrefs } from './prefs.js';
 import { mutedConversations } from '../push/mutes.js';
+import { createRedis } from '../../core/redis-url.js';
 
 export interface EmailPluginOptions {
   /** Replaces the transport built from config.smtpUrl (tests may pass their own options). */
@@ -123,7 +124,7 @@ export function createEmailPlugin(opts: EmailPluginOptions = {}): Plugin {
       const prefix = `voxa-${hub.config.natsNamespace || 'default'}`;
       // BullMQ's worker blocks on Redis, so it needs its own connections and no per-request retry limit.
       const conn = () => {
-        const r = new Redis(hub!.config.redisUrl!, { maxRetriesPerRequest: null, retryStrategy: (n) => Math.min(n * 200, 2000) });
+        const r = createRedis(hub!.config.redisUrl!, { maxRetriesPerRequest: null, retryStrategy: (n) => Math.min(n * 200, 2000) });
         r.on('error', () => undefined); // ioredis reconnects by itself; readiness is reported elsewhere
         connections.push(r);
         return r;
