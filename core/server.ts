@@ -13,7 +13,7 @@ import { closeHub, openHub, type Hub } from './hub.js';
 import { createLogger } from './log.js';
 import { startEmbedded, type EmbeddedServices } from './supervisor.js';
 import { buildApp } from './http/app.js';
-import { answerClientError, trackResponse } from './http/client-error.js';
+import { answerClientError, answerConnect, answerExpectation, refuseMissingHost, trackResponse } from './http/client-error.js';
 import { PluginRuntime } from '../plugins/runtime/runtime.js';
 import { selectPlugins } from '../plugins/index.js';
 import { startHubCollectors } from './telemetry/collectors.js';
@@ -88,11 +88,19 @@ export async function runHub(config: Config, opts: RunOptions): Promise<RunningH
   if (opts.api) {
     // The port is open from the start: while the hub opens (NATS down at start-up keeps it waiting), probes and
     // clients get an answer (503 naming what is awaited) instead of a refused connection.
-    server = createServer((req, res) => handle(req, res));
+    // requireHostHeader off: Node's own refusal of an HTTP/1.1 request without Host is an empty 400; the hub's
+    // (refuseMissingHost) has the JSON error body.
+    server = createServer({ requireHostHeader: false }, (req, res) => {
+      if (!refuseMissingHost(req, res)) handle(req, res);
+    });
     server.keepAliveTimeout = 65_000;
     // Before the app's listener, so a response is known from its request's first moment.
     server.prependListener('request', trackResponse);
+    // What Node would otherwise answer by itself, with no body or not at all: bytes that are no HTTP request, an
+    // Expect other than 100-continue, the CONNECT method.
     server.on('clientError', answerClientError);
+    server.on('checkExpectation', answerExpectation);
+    server.on('connect', answerConnect);
     server.on('connection', (socket: Socket) => {
       sockets.add(socket);
       socket.once('close', () => sockets.delete(socket));

@@ -15,6 +15,7 @@ import { errorAck, type AckData, type Edge, type Session, type Transport } from 
 import type { Frame, SioEncoded, SioEncoder } from './frame.js';
 import { CLOSE, handshakeRefusal, HandshakeSchema, WsFrameSchema, type Handshake } from './protocol.js';
 import { illFormedError, illFormedPath, illFormedPathOfJson } from '../../core/http/well-formed.js';
+import { refuseRaw, type Refusal } from '../../core/http/client-error.js';
 import { validationDetails } from '../../core/http/validate.js';
 
 export interface TransportHandles {
@@ -192,12 +193,34 @@ function wsOnMessage(this: WebSocket, raw: RawData, isBinary: boolean): void {
   (this as TaggedWebSocket)[TRANSPORT].onMessage(raw, isBinary);
 }
 
-function refuseUpgrade(socket: Duplex, status: number, code: ErrorCode, message: string): void {
-  const body = JSON.stringify({ error: { code, message } });
-  socket.end(
-    `HTTP/1.1 ${status} ${status === 403 ? 'Forbidden' : status === 404 ? 'Not Found' : 'Bad Request'}\r\nConnection: close\r\nContent-Type: application/json\r\n` +
-      `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
-  );
+function refuseUpgrade(socket: Duplex, code: ErrorCode, message: string, extra: Omit<Refusal, 'code' | 'message'> = {}): void {
+  refuseRaw(socket, { code, message, ...extra });
+}
+
+/** What `ws` accepts as a Sec-WebSocket-Key: 16 bytes in base64. */
+const WS_KEY = /^[+/0-9A-Za-z]{22}==$/;
+
+/**
+ * Why an upgrade to /ws is not a WebSocket handshake the server can take (RFC 6455 §4.2.1), or null. The same
+ * checks `ws` makes in handleUpgrade, made first so the answer is the hub's JSON error instead of ws's plain
+ * text; ws still checks everything (what it refuses beyond these goes through wsClientError below).
+ */
+function handshakeProblem(req: IncomingMessage): Refusal | null {
+  if (req.method !== 'GET') return { code: 'METHOD_NOT_ALLOWED', message: 'A WebSocket handshake is a GET request.', headers: { allow: 'GET' } };
+  const header = (name: string, message: string, headers?: Record<string, string>): Refusal => ({
+    code: 'MALFORMED_REQUEST',
+    message: `${message}; the connection is closed.`,
+    details: { header: name },
+    ...(headers ? { headers } : {}),
+  });
+  if (req.headers.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor === 1) return header('host', 'An HTTP/1.1 request must have a Host header');
+  if (req.headers.upgrade?.toLowerCase() !== 'websocket') return header('upgrade', 'The Upgrade header must be "websocket"');
+  const key = req.headers['sec-websocket-key'];
+  if (key === undefined || !WS_KEY.test(key)) return header('sec-websocket-key', 'Sec-WebSocket-Key is missing or is not 16 bytes in base64');
+  const version = Number(req.headers['sec-websocket-version']);
+  // The header tells the client which versions would do (RFC 6455 §4.4).
+  if (version !== 13 && version !== 8) return header('sec-websocket-version', 'Sec-WebSocket-Version is missing or not supported (13 is)', { 'sec-websocket-version': '13, 8' });
+  return null;
 }
 
 /** Where Socket.IO listens (its default); the plain WebSocket upgrade handler leaves that path to it. */
@@ -205,6 +228,8 @@ const SOCKET_IO_PATH = '/socket.io';
 
 export function attachWs(edge: Edge, server: HttpServer, path = '/ws'): TransportHandles {
   const wss = new WebSocketServer({ noServer: true, maxPayload: edge.opts.maxFrameBytes, perMessageDeflate: false, clientTracking: false });
+  // Anything ws refuses that handshakeProblem did not (a Sec-WebSocket-Protocol it cannot parse): still JSON.
+  wss.on('wsClientError', (err: Error, socket: Duplex) => refuseUpgrade(socket, 'MALFORMED_REQUEST', `${err.message}; the connection is closed.`));
   const live = new Set<WsTransport>();
   const ctx = { edge, live };
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
@@ -212,11 +237,14 @@ export function attachWs(edge: Edge, server: HttpServer, path = '/ws'): Transpor
     const q = url.indexOf('?');
     const p = q === -1 ? url : url.slice(0, q);
     if (p !== path) {
-      // Socket.IO handles its own path; anything else would otherwise hang until engine.io drops it, unanswered.
-      if (!p.startsWith(SOCKET_IO_PATH)) refuseUpgrade(socket, 404, 'NOT_FOUND', `No WebSocket at ${p.slice(0, 200)}; use ${path} or Socket.IO at ${SOCKET_IO_PATH}.`);
+      // engine.io (Socket.IO) takes the upgrades under its path and its trailing slash (`/socket.io/…`), as it
+      // matches them; everything else is answered here (engine.io would close it unanswered a second later).
+      if (!p.startsWith(`${SOCKET_IO_PATH}/`)) refuseUpgrade(socket, 'NOT_FOUND', `No WebSocket at ${p.slice(0, 200)}; use ${path} or Socket.IO at ${SOCKET_IO_PATH}/.`);
       return;
     }
-    if (!originAllowed(req, edge.hub.config.corsOrigins)) return refuseUpgrade(socket, 403, 'FORBIDDEN', 'This origin may not open a socket.');
+    const problem = handshakeProblem(req);
+    if (problem) return refuseRaw(socket, problem);
+    if (!originAllowed(req, edge.hub.config.corsOrigins)) return refuseUpgrade(socket, 'FORBIDDEN', 'This origin may not open a socket.');
     wss.handleUpgrade(req, socket, head, onConnection);
   };
 
@@ -481,6 +509,8 @@ export function attachSocketIO(edge: Edge, server: HttpServer, path = SOCKET_IO_
     serveClient: false,
     maxHttpBufferSize: edge.opts.maxFrameBytes,
     perMessageDeflate: false,
+    // Upgrades to other paths are attachWs's to answer (a JSON 404); engine.io would close them unanswered.
+    destroyUpgrade: false,
     // Origin checked once for every handshake request (polling and WebSocket).
     allowRequest: (req, cb) => cb(originAllowed(req, allow) ? null : 'origin not allowed', originAllowed(req, allow)),
     cors: { origin: (origin, cb) => cb(null, origin === undefined || allow.includes('*') || allow.includes(origin)), credentials: true },
