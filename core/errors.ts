@@ -7,6 +7,7 @@ export const ERROR_CODES = {
   MALFORMED_JSON: { status: 400, message: 'The body is not valid JSON.' },
   JSON_TOO_DEEP: { status: 400, message: 'The JSON body is nested too deeply.' },
   MALFORMED_REQUEST: { status: 400, message: 'The HTTP request is malformed; the connection is closed.' },
+  EXPECTATION_FAILED: { status: 417, message: 'The request expects something of the server it does not do; the connection is closed.' },
   HEADERS_TOO_LARGE: { status: 431, message: 'The request headers are larger than the server accepts; the connection is closed.' },
   REQUEST_TIMEOUT: { status: 408, message: 'The request did not arrive in time; the connection is closed.' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'The body must be application/json.' },

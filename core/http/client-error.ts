@@ -90,7 +90,7 @@ export function answerExpectation(req: IncomingMessage, res: ServerResponse): vo
   trackResponse(req, res);
   if (refuseMissingHost(req, res)) return;
   answerJson(res, {
-    code: 'MALFORMED_REQUEST',
+    code: 'EXPECTATION_FAILED',
     status: 417,
     message: 'The only expectation this server meets is "Expect: 100-continue"; the connection is closed.',
     details: { header: 'expect' },

@@ -131,7 +131,7 @@ test('HTTP/1.0 needs no Host (unchanged), and an empty Host is still a Host', as
 test('an Expect other than 100-continue: 417 with the JSON error naming the header, then close', async (t) => {
   const r = await only(t, 'POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n');
   t.is(r.status, 417, r.text);
-  t.is(r.json?.error?.code, 'MALFORMED_REQUEST', r.text);
+  t.is(r.json?.error?.code, 'EXPECTATION_FAILED', r.text);
   t.deepEqual(r.json?.error?.details, { header: 'expect' });
 });
 
