@@ -6,6 +6,7 @@ import { connect } from 'node:net';
 import test from 'ava';
 import { runHub, type RunningHub } from '../../core/server.js';
 import { startServers, testConfig } from '../helpers/hub.js';
+import { exchange, responses, CLOSE_WITHIN_MS } from '../helpers/raw-http.js';
 
 let servers: Awaited<ReturnType<typeof startServers>>;
 let running: RunningHub;
@@ -18,63 +19,16 @@ test.after.always(async () => {
   await servers?.dispose();
 });
 
-/** How long a connection may take to be answered and closed; the bugs these tests guard against never close it. */
-const CLOSE_WITHIN_MS = 10_000;
-
-/**
- * Writes raw bytes (each string its own write, a tick apart) and collects everything the server sends until it
- * closes the connection; `closed` is false when it had not closed within CLOSE_WITHIN_MS.
- */
-function exchange(...parts: string[]): Promise<{ got: string; closed: boolean }> {
-  return new Promise((resolve, reject) => {
-    const sock = connect(running.port, '127.0.0.1');
-    let got = '';
-    const deadline = setTimeout(() => {
-      sock.removeAllListeners('close');
-      sock.destroy();
-      resolve({ got, closed: false });
-    }, CLOSE_WITHIN_MS);
-    sock.setEncoding('utf8');
-    sock.on('data', (d: string) => (got += d));
-    sock.once('error', reject);
-    sock.once('close', () => {
-      clearTimeout(deadline);
-      resolve({ got, closed: true });
-    });
-    void (async () => {
-      for (const part of parts) {
-        sock.write(part);
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    })();
-  });
-}
-
 /** Writes raw bytes and collects everything the server sends until it closes the connection. */
 async function raw(bytes: string): Promise<string> {
-  return (await exchange(bytes)).got;
-}
-
-/** The JSON body of each response in a raw stream, in order, with its status. */
-function responses(stream: string): Array<{ status: number; body: { error?: { code: string; message: string } } }> {
-  const out: Array<{ status: number; body: { error?: { code: string; message: string } } }> = [];
-  let rest = stream;
-  while (rest.startsWith('HTTP/1.1 ')) {
-    const headEnd = rest.indexOf('\r\n\r\n');
-    const head = rest.slice(0, headEnd);
-    const length = Number(/content-length: (\d+)/i.exec(head)?.[1] ?? 0);
-    const body = rest.slice(headEnd + 4, headEnd + 4 + length);
-    out.push({ status: Number(head.slice(9, 12)), body: JSON.parse(body) });
-    rest = rest.slice(headEnd + 4 + length);
-  }
-  return out;
+  return (await exchange(running.port, bytes)).got;
 }
 
 test('a broken request line gets 400 MALFORMED_REQUEST as JSON, then the connection closes', async (t) => {
   const got = await raw('HELLO THERE\r\n\r\n');
   const [r, ...more] = responses(got);
   t.is(r?.status, 400, got);
-  t.is(r?.body.error?.code, 'MALFORMED_REQUEST');
+  t.is(r?.json?.error?.code, 'MALFORMED_REQUEST');
   t.deepEqual(more, []);
 });
 
@@ -83,7 +37,7 @@ test('a body that runs past its Content-Length: the first request is answered, t
   const got = await raw('POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}{"email":"x"}\r\n\r\n');
   const rs = responses(got);
   t.deepEqual(
-    rs.map((r) => [r.status, r.body.error?.code]),
+    rs.map((r) => [r.status, r.json?.error?.code]),
     [
       [400, 'VALIDATION_FAILED'],
       [400, 'MALFORMED_REQUEST'],
@@ -96,26 +50,26 @@ test('headers over the limit get 431 HEADERS_TOO_LARGE as JSON', async (t) => {
   const got = await raw(`GET /v1/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${'a'.repeat(60_000)}\r\n\r\n`);
   const [r] = responses(got);
   t.is(r?.status, 431, got.slice(0, 200));
-  t.is(r?.body.error?.code, 'HEADERS_TOO_LARGE');
+  t.is(r?.json?.error?.code, 'HEADERS_TOO_LARGE');
 });
 
 const chunkedLogin = 'POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n';
 
 test('a bad chunk in the body of the request being read gets 400 MALFORMED_REQUEST at once, and the connection closes', async (t) => {
-  const { got, closed } = await exchange(`${chunkedLogin}ZZ\r\nabc\r\n0\r\n\r\n`);
+  const { got, closed } = await exchange(running.port, `${chunkedLogin}ZZ\r\nabc\r\n0\r\n\r\n`);
   t.true(closed, 'the connection was still open after 10 s');
   t.deepEqual(
-    responses(got).map((r) => [r.status, r.body.error?.code]),
+    responses(got).map((r) => [r.status, r.json?.error?.code]),
     [[400, 'MALFORMED_REQUEST']],
     got,
   );
 });
 
 test('a valid chunk, then a bad one in a later packet: 400 MALFORMED_REQUEST, and the connection closes', async (t) => {
-  const { got, closed } = await exchange(`${chunkedLogin}5\r\n{"tex`, 'ZZ');
+  const { got, closed } = await exchange(running.port, `${chunkedLogin}5\r\n{"tex`, 'ZZ');
   t.true(closed, 'the connection was still open after 10 s');
   t.deepEqual(
-    responses(got).map((r) => [r.status, r.body.error?.code]),
+    responses(got).map((r) => [r.status, r.json?.error?.code]),
     [[400, 'MALFORMED_REQUEST']],
     got,
   );
@@ -140,7 +94,7 @@ test('a peer that never hangs up after a bad chunk: the hub still lets go of the
   await new Promise((r) => setTimeout(r, 20));
   sock.write('ZZ');
   t.true(await ended, 'no answer within 10 s');
-  t.is(responses(got)[0]?.body.error?.code, 'MALFORMED_REQUEST', got);
+  t.is(responses(got)[0]?.json?.error?.code, 'MALFORMED_REQUEST', got);
   // The hub's side closes without waiting for the peer: no connection is left on the server.
   const deadline = Date.now() + CLOSE_WITHIN_MS;
   let open = -1;
@@ -153,11 +107,11 @@ test('a peer that never hangs up after a bad chunk: the hub still lets go of the
 });
 
 test('pipelined requests before the broken bytes are all answered, in order, then MALFORMED_REQUEST', async (t) => {
-  const { got, closed } = await exchange('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /readyz HTTP/1.1\r\nHost: x\r\n\r\nBLAH BLAH\r\n\r\n');
+  const { got, closed } = await exchange(running.port, 'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /readyz HTTP/1.1\r\nHost: x\r\n\r\nBLAH BLAH\r\n\r\n');
   t.true(closed, 'the connection was still open after 10 s');
   const rs = responses(got);
   t.deepEqual(
-    rs.map((r) => [r.status, r.body.error?.code]),
+    rs.map((r) => [r.status, r.json?.error?.code]),
     [
       [200, undefined],
       [200, undefined],
@@ -166,6 +120,6 @@ test('pipelined requests before the broken bytes are all answered, in order, the
     got,
   );
   // The second is /readyz's report (the test servers are up), not a second /healthz.
-  t.is((rs[1]?.body as { status?: string }).status, 'ok');
-  t.truthy((rs[1]?.body as { checks?: unknown }).checks);
+  t.is((rs[1]?.json as { status?: string } | null | undefined)?.status, 'ok');
+  t.truthy((rs[1]?.json as { checks?: unknown } | null | undefined)?.checks);
 });

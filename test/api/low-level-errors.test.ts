@@ -9,6 +9,7 @@ import test from 'ava';
 import { WebSocket } from 'ws';
 import { runHub, type RunningHub } from '../../core/server.js';
 import { startServers, testConfig } from '../helpers/hub.js';
+import { exchange, responses, type Parsed, CLOSE_WITHIN_MS } from '../helpers/raw-http.js';
 
 let servers: Awaited<ReturnType<typeof startServers>>;
 let running: RunningHub;
@@ -21,83 +22,9 @@ test.after.always(async () => {
   await servers?.dispose();
 });
 
-/** How long a connection may take to be answered and closed; some of the old behaviours never close it. */
-const CLOSE_WITHIN_MS = 10_000;
-
-/** Writes raw bytes and collects everything the server sends until it closes the connection (or the deadline). */
-function exchange(bytes: string): Promise<{ got: string; closed: boolean }> {
-  return new Promise((resolve, reject) => {
-    const sock = connect(running.port, '127.0.0.1');
-    let got = '';
-    const deadline = setTimeout(() => {
-      sock.removeAllListeners('close');
-      sock.destroy();
-      resolve({ got, closed: false });
-    }, CLOSE_WITHIN_MS);
-    sock.setEncoding('utf8');
-    sock.on('data', (d: string) => (got += d));
-    sock.once('error', reject);
-    sock.once('close', () => {
-      clearTimeout(deadline);
-      resolve({ got, closed: true });
-    });
-    sock.write(bytes);
-  });
-}
-
-interface Parsed {
-  status: number;
-  headers: Record<string, string>;
-  text: string;
-  json: { error?: { code: string; message: string; details?: Record<string, unknown> } } | null;
-}
-
-/** The responses in a raw stream, in order (bodies framed by Content-Length, or chunked). */
-function responses(stream: string): Parsed[] {
-  const out: Parsed[] = [];
-  let rest = stream;
-  while (rest.startsWith('HTTP/1.1 ')) {
-    const headEnd = rest.indexOf('\r\n\r\n');
-    if (headEnd === -1) break;
-    const lines = rest.slice(0, headEnd).split('\r\n');
-    const headers: Record<string, string> = {};
-    for (const line of lines.slice(1)) {
-      const colon = line.indexOf(':');
-      headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
-    }
-    let text = '';
-    rest = rest.slice(headEnd + 4);
-    const status = Number(lines[0]!.slice(9, 12));
-    if (headers['content-length'] !== undefined) {
-      const n = Number(headers['content-length']);
-      text = rest.slice(0, n);
-      rest = rest.slice(n);
-    } else if (headers['transfer-encoding'] === 'chunked') {
-      for (;;) {
-        const eol = rest.indexOf('\r\n');
-        const size = parseInt(rest.slice(0, eol), 16);
-        text += rest.slice(eol + 2, eol + 2 + size);
-        rest = rest.slice(eol + 2 + size + 2);
-        if (size === 0 || Number.isNaN(size)) break;
-      }
-    } else if (status !== 100 && status !== 101) {
-      text = rest;
-      rest = '';
-    }
-    let json: Parsed['json'] = null;
-    try {
-      json = JSON.parse(text) as Parsed['json'];
-    } catch {
-      // not JSON: left null, which the assertions report
-    }
-    out.push({ status, headers, text, json });
-  }
-  return out;
-}
-
 /** The one response a request got, and that the server then closed the connection. */
 async function only(t: import('ava').ExecutionContext, bytes: string): Promise<Parsed> {
-  const { got, closed } = await exchange(bytes);
+  const { got, closed } = await exchange(running.port, bytes);
   t.true(closed, `the connection was still open after ${CLOSE_WITHIN_MS} ms; got ${JSON.stringify(got)}`);
   const rs = responses(got);
   t.is(rs.length, 1, JSON.stringify(got));
@@ -124,7 +51,7 @@ test('an HTTP/1.1 request without Host: 400 MALFORMED_REQUEST naming the header,
 test('HTTP/1.0 needs no Host (unchanged), and an empty Host is still a Host', async (t) => {
   const r10 = await only(t, 'GET /healthz HTTP/1.0\r\n\r\n');
   t.is(r10.status, 200, r10.text);
-  const empty = responses((await exchange('GET /healthz HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n')).got);
+  const empty = responses((await exchange(running.port, 'GET /healthz HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n')).got);
   t.is(empty[0]?.status, 200, JSON.stringify(empty));
 });
 
@@ -172,7 +99,7 @@ test('CONNECT: 405 METHOD_NOT_ALLOWED as JSON, then close (Node alone drops the 
 });
 
 test('CONNECT after a pipelined request: that request is answered first, then the 405', async (t) => {
-  const { got, closed } = await exchange('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nCONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n');
+  const { got, closed } = await exchange(running.port, 'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nCONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n');
   t.true(closed);
   t.deepEqual(
     responses(got).map((r) => [r.status, r.json?.error?.code]),
