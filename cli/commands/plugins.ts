@@ -67,8 +67,9 @@ const cell = (v: unknown): string => (v === null || v === undefined ? '-' : Stri
 
 function table(rows: PluginReport[]): string {
   if (!rows.length) return 'No plugins known yet.';
-  const head = ['PLUGIN', 'STATE', 'GEN', 'PENDING', 'ACK-PENDING', 'REDELIVERED', 'RETRYING', 'DEAD-LETTERS'];
-  const body = rows.map((r) => [r.name, r.state, r.generation, r.pending, r.ackPending, r.redelivered, r.retryPending, r.deadLetters].map(cell));
+  // STATE is paused or not (the control bucket); WAITING, the processes pulling right now, is what says one runs it.
+  const head = ['PLUGIN', 'STATE', 'GEN', 'WAITING', 'PENDING', 'ACK-PENDING', 'REDELIVERED', 'RETRYING', 'DEAD-LETTERS'];
+  const body = rows.map((r) => [r.name, r.state, r.generation, r.waiting, r.pending, r.ackPending, r.redelivered, r.retryPending, r.deadLetters].map(cell));
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   return [head, ...body].map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
 }

@@ -35,7 +35,14 @@ export function register(program: Command): void {
       const log = createLogger(config.logLevel, 'voxa-worker');
       // A worker never spawns its own nats-server/redis-server: it joins the ones the hub uses.
       await runUntilSignalled(config, { api: false, plugins: opts.plugins, logger: log, embedded: false }, (err) =>
-        usageError(err) ?? new CliError(`worker could not start (NATS ${maskUrl(config.natsUrl)}): ${err.message}`, EXIT.UNAVAILABLE, 'START_FAILED'),
+        usageError(err) ??
+        ((err as NodeJS.ErrnoException).code === 'EADDRINUSE'
+          ? new CliError(
+              `worker could not start: its /metrics port ${config.workerMetricsPort} is in use (another worker on this host?); give each worker its own VOXA_METRICS_PORT, or 0 for a free one`,
+              EXIT.UNAVAILABLE,
+              'START_FAILED',
+            )
+          : new CliError(`worker could not start (NATS ${maskUrl(config.natsUrl)}): ${err.message}`, EXIT.UNAVAILABLE, 'START_FAILED')),
       );
     });
 }

@@ -140,6 +140,20 @@ test.serial('readyz answers 503 naming redis when Redis is down, and recovers', 
     t.false(down.body.checks.redis.ok);
     t.true(down.body.checks.nats.ok);
     t.regex((await api.http.get('/metrics')).text, /voxa_dependency_up\{dependency="redis"\} 0/);
+    // What a load balancer asks (docs/scale-out.md): every hub shares this Redis and serves chat without it.
+    const lb = await api.http.get('/readyz?exclude=redis');
+    t.is(lb.status, 200);
+    t.is(lb.body.status, 'ok');
+    t.deepEqual(lb.body.failing, []);
+    t.deepEqual(lb.body.excluded, ['redis']);
+    t.false(lb.body.checks.redis.ok, 'still checked and shown');
+    t.is((await api.http.get('/readyz?exclude=nats')).status, 503, 'excluding another dependency does not hide this one');
+    t.is((await api.http.get('/readyz?exclude=nats,redis,store')).status, 200);
+    for (const bad of ['mongo', 'redis,', 'REDIS', '']) {
+      const r = await api.http.get(`/readyz?exclude=${bad}`);
+      t.is(r.status, 400, bad);
+      t.deepEqual(r.body.error.details.fields, ['query.exclude'], bad);
+    }
     await own.redis.start();
     await eventually(async () => (await api.http.get('/readyz')).status === 200);
     t.pass();

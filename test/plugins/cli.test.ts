@@ -107,6 +107,12 @@ test('voxa plugins and voxa dlq steer a running runtime', async (t) => {
   t.is(list.code, 0, list.stderr);
   const row = (JSON.parse(list.stdout) as { plugins: Array<Record<string, unknown>> }).plugins.find((p) => p.name === 'cli-demo');
   t.like(row, { state: 'running', deadLetters: 1, pending: 0, ackPending: 0 });
+  const human = await voxa(hub, ['plugins', 'list']);
+  t.is(human.code, 0, human.stderr);
+  const [head, ...lines] = human.stdout.trim().split('\n');
+  t.deepEqual(head!.split(/\s+/), ['PLUGIN', 'STATE', 'GEN', 'WAITING', 'PENDING', 'ACK-PENDING', 'REDELIVERED', 'RETRYING', 'DEAD-LETTERS']);
+  const cells = lines.find((l) => l.startsWith('cli-demo'))?.split(/\s+/) ?? [];
+  t.regex(cells[3] ?? '', /^\d+$/, 'WAITING shows how many processes are pulling (a count: the plugin has a consumer)');
 
   const paused = await voxa(hub, ['plugins', 'pause', 'cli-demo', '--json']);
   t.is(paused.code, 0, paused.stderr);
