@@ -7,7 +7,6 @@
 import type { Command } from 'commander';
 import { CLI_ACTOR } from '../../connectors/context.js';
 import { changeWorkspace, getWorkspaceView, WorkspaceChangeSchema, type WorkspaceField, type WorkspaceView } from '../../core/routes/workspace-settings.js';
-import type { Store } from '../../core/store/port.js';
 import { publishNow, withStore } from '../store.js';
 import { CliError, EXIT, output } from '../util.js';
 
@@ -64,10 +63,6 @@ export function parseSetOptions(opts: SetOptions) {
   throw invalid(`${OPTION[field]}${field === 'registration' ? '' : ':'} ${detail} (got "${String(given)}")`);
 }
 
-async function existing(store: Store, workspaceId: string): Promise<void> {
-  if (!(await store.getWorkspace(workspaceId))) throw new CliError(`no workspace "${workspaceId}"`, EXIT.NOT_FOUND, 'NOT_FOUND');
-}
-
 function renderWorkspace(ws: WorkspaceView): string {
   const rows: Array<[string, unknown]> = [
     ['registration', ws.settings.registration],
@@ -93,9 +88,8 @@ export function register(program: Command): void {
     .addHelpText('after', '\nExamples:\n  $ voxa workspace show\n  $ voxa workspace show --workspace support --json')
     .action(async (opts: { workspace?: string }, cmd: Command) => {
       const view = await withStore(async (store, config) => {
-        const workspaceId = opts.workspace ?? config.defaultWorkspaceId;
-        await existing(store, workspaceId);
-        return getWorkspaceView({ store, config }, workspaceId);
+        // An unknown workspace is the service's NOT_FOUND, which withStore turns into exit 3.
+        return getWorkspaceView({ store, config }, opts.workspace ?? config.defaultWorkspaceId);
       });
       output(cmd, { workspace: view }, (r: { workspace: WorkspaceView }) => renderWorkspace(r.workspace));
     });
@@ -119,9 +113,7 @@ export function register(program: Command): void {
       const change = parseSetOptions(opts);
       const result = await withStore(async (store, config) => {
         const workspaceId = opts.workspace ?? config.defaultWorkspaceId;
-        await existing(store, workspaceId);
-        const deps = { store, config };
-        const { workspace: ws, entries } = await changeWorkspace(deps, workspaceId, change, CLI_ACTOR, { fieldName: (f) => OPTION[f] });
+        const { workspace: ws, entries } = await changeWorkspace({ store, config }, workspaceId, change, CLI_ACTOR, { fieldName: (f) => OPTION[f] });
         return { workspace: ws, changed: change, eventPublished: await publishNow(store, config, entries) };
       });
       output(cmd, result, (r: typeof result) => `${renderWorkspace(r.workspace)}\n${r.eventPublished ? 'event published' : 'event queued in the outbox (the running hub publishes it)'}`);

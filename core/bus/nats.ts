@@ -339,8 +339,9 @@ export async function openBus(
   }
   if (warned) opts.log?.info({ waitedMs: Date.now() - started }, 'NATS answered; starting');
   const jsm = await nc.jetstreamManager();
-  const streams = opts.ensure === false ? streamNames(namespace) : await ensureStreams(jsm, namespace, opts.replicas ?? 1);
-  return { nc, js: nc.jetstream(), jsm, publisher: new JetStreamPublisher(nc), namespace, streams, replicas: opts.replicas ?? 1 };
+  const replicas = opts.replicas ?? 1;
+  const streams = opts.ensure === false ? streamNames(namespace) : await ensureStreams(jsm, namespace, replicas);
+  return { nc, js: nc.jetstream(), jsm, publisher: new JetStreamPublisher(nc), namespace, streams, replicas };
 }
 
 /**

@@ -75,16 +75,21 @@ function answerJson(res: ServerResponse, r: Refusal): void {
  * Answers (400 MALFORMED_REQUEST naming the header, then close) and returns true when Host is missing.
  */
 export function refuseMissingHost(req: IncomingMessage, res: ServerResponse): boolean {
-  if (req.headers.host !== undefined || req.httpVersionMajor !== 1 || req.httpVersionMinor !== 1) return false;
-  answerJson(res, { code: 'MALFORMED_REQUEST', message: 'An HTTP/1.1 request must have a Host header; the connection is closed.', details: { header: 'host' } });
-  return true;
+  const refusal = missingHost(req);
+  if (refusal) answerJson(res, refusal);
+  return refusal !== null;
+}
+
+/** The refusal of an HTTP/1.1 request without Host (RFC 9112 §3.2), or null; plain requests and upgrades alike. */
+export function missingHost(req: IncomingMessage): Refusal | null {
+  if (req.headers.host !== undefined || req.httpVersionMajor !== 1 || req.httpVersionMinor !== 1) return null;
+  return { code: 'MALFORMED_REQUEST', message: 'An HTTP/1.1 request must have a Host header; the connection is closed.', details: { header: 'host' } };
 }
 
 /**
  * The server's 'checkExpectation' listener: a request whose `Expect` is anything but `100-continue` (which Node
- * handles itself, so uploads that ask for it keep working). RFC 9110 §10.1.1 says 417; the body is the hub's
- * error, MALFORMED_REQUEST naming the header (no code of its own: ERROR_CODES pairs each code with one status,
- * and this status is HTTP's). The connection closes, so the body that may follow is never read.
+ * handles itself, so uploads that ask for it keep working): 417 EXPECTATION_FAILED naming the header (RFC 9110
+ * §10.1.1). The connection closes, so the body that may follow is never read.
  */
 export function answerExpectation(req: IncomingMessage, res: ServerResponse): void {
   trackResponse(req, res);

@@ -8,7 +8,7 @@
  */
 import type { Hub } from '../hub.js';
 import type { ApiRouter } from './api-router.js';
-import { registry } from '../telemetry/metrics.js';
+import { DEPENDENCIES, registry } from '../telemetry/metrics.js';
 import { PROBE_TIMEOUT_MS, probeDependencies } from '../telemetry/probes.js';
 import { z } from 'zod';
 
@@ -22,8 +22,6 @@ export interface ReadyReport {
   excluded?: string[];
   checks: Record<string, { ok: boolean; ms: number; error?: string }>;
 }
-
-const DEPENDENCIES = ['store', 'nats', 'redis'] as const;
 
 /**
  * Checks store, NATS and Redis concurrently (the probes the metrics collectors use) and records voxa_dependency_up.

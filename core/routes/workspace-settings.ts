@@ -49,10 +49,14 @@ export async function workspaceView(deps: WorkspaceDeps, ws: Workspace): Promise
   return { id: ws.id, name: ws.name, settings: ws.settings, uploadMaxBytes: await uploadLimitFor(deps, ws.id), createdAt: ws.createdAt };
 }
 
+async function existingWorkspace(store: Store, workspaceId: string): Promise<Workspace> {
+  const ws = await store.getWorkspace(workspaceId);
+  if (!ws) throw new VoxaError('NOT_FOUND', `No workspace "${workspaceId}".`);
+  return ws;
+}
+
 export async function getWorkspaceView(deps: WorkspaceDeps, workspaceId: string): Promise<WorkspaceView> {
-  const ws = await deps.store.getWorkspace(workspaceId);
-  if (!ws) throw new VoxaError('NOT_FOUND', 'No such workspace.');
-  return workspaceView(deps, ws);
+  return workspaceView(deps, await existingWorkspace(deps.store, workspaceId));
 }
 
 export interface WorkspaceChangeOptions {
@@ -82,7 +86,7 @@ export async function changeWorkspace(deps: WorkspaceDeps, workspaceId: string, 
     throw new VoxaError('VALIDATION_FAILED', `${field}: ${message}`, { fields: [field], issues: [{ path: field, code: 'too_big', message }] });
   }
   // Checked before anything is written, so a missing workspace gets no upload limit document either.
-  if (!(await store.getWorkspace(workspaceId))) throw new VoxaError('NOT_FOUND', 'No such workspace.');
+  await existingWorkspace(store, workspaceId);
   if (uploadMaxBytes === null) await store.docs.delete(FILE_LIMITS, workspaceId);
   else if (uploadMaxBytes !== undefined) await store.docs.put(FILE_LIMITS, workspaceId, { maxBytes: uploadMaxBytes });
   // The event says what changed, the upload limit included; the settings write carries it in its outbox.

@@ -15,7 +15,7 @@ import { errorAck, type AckData, type Edge, type Session, type Transport } from 
 import type { Frame, SioEncoded, SioEncoder } from './frame.js';
 import { CLOSE, handshakeRefusal, HandshakeSchema, WsFrameSchema, type Handshake } from './protocol.js';
 import { illFormedError, illFormedPath, illFormedPathOfJson } from '../../core/http/well-formed.js';
-import { refuseRaw, type Refusal } from '../../core/http/client-error.js';
+import { missingHost, refuseRaw, type Refusal } from '../../core/http/client-error.js';
 import { validationDetails } from '../../core/http/validate.js';
 
 export interface TransportHandles {
@@ -213,7 +213,8 @@ function handshakeProblem(req: IncomingMessage): Refusal | null {
     details: { header: name },
     ...(headers ? { headers } : {}),
   });
-  if (req.headers.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor === 1) return header('host', 'An HTTP/1.1 request must have a Host header');
+  const noHost = missingHost(req);
+  if (noHost) return noHost;
   if (req.headers.upgrade?.toLowerCase() !== 'websocket') return header('upgrade', 'The Upgrade header must be "websocket"');
   const key = req.headers['sec-websocket-key'];
   if (key === undefined || !WS_KEY.test(key)) return header('sec-websocket-key', 'Sec-WebSocket-Key is missing or is not 16 bytes in base64');
